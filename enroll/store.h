@@ -1,0 +1,130 @@
+// Store: the durable system of record for persons, templates and
+// idempotency keys. Every method is one transaction: it commits whole or
+// leaves nothing behind, and once it returns OK its effect survives a crash
+// (kill -9, power loss) of the process.
+//
+// The store does not validate records (see validation.h); it enforces
+// uniqueness, versions and idempotency, and reports conflicts with canonical
+// codes whose message names the field.
+//
+// Thread safety: all methods may be called concurrently.
+#ifndef HAWIYA_ENROLL_STORE_H_
+#define HAWIYA_ENROLL_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "hawiya/v1/types.pb.h"
+
+namespace hawiya::enroll {
+
+struct StoreOptions {
+  // SQLite database file; created (with its schema) if absent. Its folder
+  // must exist.
+  std::string path;
+};
+
+// An idempotency key: a write carrying a request_id already committed with
+// the same fingerprint returns the committed result and writes nothing; with
+// another fingerprint (or method) it is ALREADY_EXISTS naming "request_id".
+struct IdempotencyKey {
+  std::string request_id;   // REQUIRES: non-empty
+  std::string method;       // e.g. "Enroll"
+  std::string fingerprint;  // digest of the whole request
+};
+
+// A stored template, vector included (never leaves the server).
+struct TemplateRecord {
+  int64_t template_id = 0;  // unique forever; the gallery label
+  std::string subject_id;
+  hawiya::v1::Template tmpl;
+};
+
+// The result of a write that may have been a replay.
+struct WriteResult {
+  hawiya::v1::Person person;
+  // Templates written by this call (empty on replay).
+  std::vector<TemplateRecord> templates;
+  bool replayed = false;
+};
+
+struct PersonPage {
+  std::vector<hawiya::v1::Person> persons;
+  // Subject id of the last person when more may follow, else empty.
+  std::string last_subject_id;
+};
+
+class Store {
+ public:
+  // Opens (creating or migrating) the database. FAILED_PRECONDITION if its
+  // schema is newer than this binary knows.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(
+      const StoreOptions& options);
+
+  virtual ~Store() = default;
+
+  // Inserts a new person with its templates. `person` carries subject_id
+  // and state; the store sets version = 1 and the create/update times.
+  // ALREADY_EXISTS ("person.national_id: ...") if the national id is taken
+  // in that issuing country.
+  virtual absl::StatusOr<WriteResult> CreatePerson(
+      const IdempotencyKey& key, const hawiya::v1::Person& person,
+      absl::Span<const hawiya::v1::Template> templates) = 0;
+
+  // Person reads fill the output-only fields, template_counts included.
+  // NOT_FOUND naming "subject_id".
+  virtual absl::StatusOr<hawiya::v1::Person> GetPerson(
+      absl::string_view subject_id) = 0;
+  // NOT_FOUND naming "national_id".
+  virtual absl::StatusOr<hawiya::v1::Person> FindPerson(
+      absl::string_view national_id, absl::string_view issuing_country) = 0;
+
+  // Writes `person` (the full new record, subject_id naming it) if the stored
+  // version equals expected_version; bumps version and update_time.
+  // NOT_FOUND, ABORTED ("expected_version: ..."), ALREADY_EXISTS
+  // ("person.national_id: ...").
+  virtual absl::StatusOr<hawiya::v1::Person> UpdatePerson(
+      const hawiya::v1::Person& person, int64_t expected_version) = 0;
+
+  // Replaces every template of the subject; bumps version. NOT_FOUND.
+  virtual absl::StatusOr<WriteResult> ReplaceTemplates(
+      const IdempotencyKey& key, absl::string_view subject_id,
+      absl::Span<const hawiya::v1::Template> templates) = 0;
+
+  // Marks the person REVOKED with the reason; templates stay on disk.
+  // NOT_FOUND.
+  virtual absl::Status RevokePerson(absl::string_view subject_id,
+                                    absl::string_view reason) = 0;
+
+  // Deletes the person, its templates and its idempotency records with
+  // secure delete, then checkpoints the WAL so no template bytes remain in
+  // any file. NOT_FOUND.
+  virtual absl::Status ErasePerson(absl::string_view subject_id) = 0;
+
+  // Persons with subject_id > after_subject_id in subject_id order, at most
+  // page_size of them; state UNSPECIFIED means every state.
+  virtual absl::StatusOr<PersonPage> ListPersons(
+      hawiya::v1::PersonState state, int page_size,
+      absl::string_view after_subject_id) = 0;
+
+  // Calls fn for every template of every ACTIVE person, in template_id
+  // order; stops at and returns the first error fn returns.
+  virtual absl::Status ForEachActiveTemplate(
+      const std::function<absl::Status(TemplateRecord&&)>& fn) = 0;
+
+  // Person counts per state (states with no person are absent).
+  virtual absl::StatusOr<std::map<hawiya::v1::PersonState, int64_t>>
+  CountPersons() = 0;
+};
+
+}  // namespace hawiya::enroll
+
+#endif  // HAWIYA_ENROLL_STORE_H_
