@@ -1,1 +1,529 @@
-// placeholder
+#include "enroll/registry.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "enroll/validation.h"
+#include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/util/field_mask_util.h"
+
+namespace hawiya::enroll {
+namespace {
+
+using google::protobuf::util::FieldMaskUtil;
+
+constexpr size_t kMaxRequestIdBytes = 128;
+constexpr size_t kMaxReasonBytes = 512;
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+constexpr uint32_t kDefaultCandidates = 10;
+constexpr uint32_t kMaxCandidates = 100;
+constexpr size_t kMaxGallerySubjects = 10000;
+
+// Person fields a client may set; their sub-fields may be named too.
+constexpr const char* kMutablePaths[] = {
+    "national_id",   "issuing_country", "name_ar", "name_latin",
+    "date_of_birth", "place_of_birth",  "sex",     "nationality",
+    "civil_status",  "documents"};
+
+// SHA-256 of the deterministic serialization: equal requests, equal digest.
+std::string Fingerprint(const google::protobuf::Message& message) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(),
+             nullptr);
+  return std::string(reinterpret_cast<const char*>(digest), length);
+}
+
+absl::StatusOr<std::string> NewSubjectId() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    return absl::InternalError("no randomness for a subject id");
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+absl::Status CheckRequestId(const std::string& request_id) {
+  if (request_id.empty()) {
+    return absl::InvalidArgumentError(
+        "request_id: required (an idempotency key chosen by the client)");
+  }
+  if (request_id.size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id: at most ", kMaxRequestIdBytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequireSubjectId(absl::string_view field,
+                              const std::string& subject_id) {
+  if (subject_id.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<v1::Template> ToVector(
+    const google::protobuf::RepeatedPtrField<v1::Template>& templates) {
+  return std::vector<v1::Template>(templates.begin(), templates.end());
+}
+
+// L2-normalises every vector, as templates are stored.
+// REQUIRES: ValidateTemplates(templates) is OK.
+void Normalize(std::vector<v1::Template>& templates) {
+  for (v1::Template& t : templates) {
+    std::vector<float> unit = matcher::Normalized(t.vector());
+    t.mutable_vector()->Assign(unit.begin(), unit.end());
+  }
+}
+
+std::vector<matcher::Probe> ToProbes(
+    const google::protobuf::RepeatedPtrField<v1::Template>& templates) {
+  std::vector<matcher::Probe> probes;
+  probes.reserve(templates.size());
+  for (const v1::Template& t : templates) {
+    probes.push_back(
+        {static_cast<matcher::Modality>(t.modality()),
+         std::vector<float>(t.vector().begin(), t.vector().end())});
+  }
+  return probes;
+}
+
+void FillModalityScores(
+    const std::vector<matcher::ModalityScore>& scores,
+    google::protobuf::RepeatedPtrField<v1::ModalityScore>* out) {
+  for (const matcher::ModalityScore& s : scores) {
+    v1::ModalityScore* score = out->Add();
+    score->set_modality(static_cast<v1::Modality>(s.modality));
+    score->set_score(s.score);
+  }
+}
+
+absl::Status CheckProbes(
+    const google::protobuf::RepeatedPtrField<v1::Template>& probes,
+    const matcher::Matcher& matcher) {
+  if (probes.empty()) {
+    return absl::InvalidArgumentError("probes: at least one probe is required");
+  }
+  return ValidateTemplates("probes", ToVector(probes), matcher);
+}
+
+absl::Status CheckMask(const google::protobuf::FieldMask& mask) {
+  if (mask.paths().empty()) {
+    return absl::InvalidArgumentError(
+        "update_mask: name at least one field to change");
+  }
+  for (const std::string& path : mask.paths()) {
+    const std::string top(path.substr(0, path.find('.')));
+    bool mutable_path = false;
+    for (const char* allowed : kMutablePaths) mutable_path |= top == allowed;
+    if (!FieldMaskUtil::GetFieldDescriptors(v1::Person::descriptor(), path,
+                                            nullptr)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update_mask: unknown field '", path, "'"));
+    }
+    if (!mutable_path) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update_mask: '", path, "' is output only"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string PageToken(v1::PersonState state, const std::string& last) {
+  return absl::WebSafeBase64Escape(absl::StrCat("p1:", state, ":", last));
+}
+
+// Returns the subject id to continue after, "" for the first page.
+absl::StatusOr<std::string> ParsePageToken(const std::string& token,
+                                           v1::PersonState state) {
+  if (token.empty()) return std::string();
+  std::string raw;
+  std::vector<std::string> parts;
+  int token_state = 0;
+  if (absl::WebSafeBase64Unescape(token, &raw)) {
+    parts = absl::StrSplit(raw, absl::MaxSplits(':', 2));
+  }
+  if (parts.size() != 3 || parts[0] != "p1" ||
+      !absl::SimpleAtoi(parts[1], &token_state) || parts[2].empty()) {
+    return absl::InvalidArgumentError("page_token: not a token of this API");
+  }
+  if (token_state != state) {
+    return absl::InvalidArgumentError(
+        "page_token: issued for a different state filter");
+  }
+  return parts[2];
+}
+
+}  // namespace
+
+Registry::Registry(std::unique_ptr<Store> store,
+                   std::unique_ptr<matcher::Matcher> matcher)
+    : store_(std::move(store)), matcher_(std::move(matcher)) {}
+
+absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
+    const RegistryOptions& options) {
+  std::error_code error;
+  std::filesystem::create_directories(options.data_dir, error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data_dir ", options.data_dir, ": ", error.message()));
+  }
+  absl::StatusOr<std::unique_ptr<matcher::Matcher>> matcher =
+      matcher::Matcher::Open({options.modalities});
+  if (!matcher.ok()) return matcher.status();
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(
+      {(std::filesystem::path(options.data_dir) / "hawiya.db").string()});
+  if (!store.ok()) return store.status();
+  std::unique_ptr<Registry> registry(
+      new Registry(*std::move(store), *std::move(matcher)));
+  if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
+  return registry;
+}
+
+absl::Status Registry::LoadGalleries() {
+  // Batches one subject's templates so a subject is added whole.
+  std::string subject;
+  std::vector<matcher::TemplateToAdd> batch;
+  auto flush = [&]() -> absl::Status {
+    if (batch.empty()) return absl::OkStatus();
+    absl::Status s = matcher_->Add(subject, batch);
+    batch.clear();
+    return s;
+  };
+  absl::Status s = store_->ForEachActiveTemplate(
+      [&](TemplateRecord&& record) -> absl::Status {
+        if (record.subject_id != subject) {
+          if (absl::Status f = flush(); !f.ok()) return f;
+          subject = record.subject_id;
+        }
+        batch.push_back({static_cast<matcher::Modality>(record.tmpl.modality()),
+                         record.template_id,
+                         std::vector<float>(record.tmpl.vector().begin(),
+                                            record.tmpl.vector().end())});
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return flush();
+}
+
+absl::Status Registry::AddToGalleries(
+    const std::string& subject_id,
+    const std::vector<TemplateRecord>& templates) {
+  std::vector<matcher::TemplateToAdd> adds;
+  adds.reserve(templates.size());
+  for (const TemplateRecord& record : templates) {
+    adds.push_back({static_cast<matcher::Modality>(record.tmpl.modality()),
+                    record.template_id,
+                    std::vector<float>(record.tmpl.vector().begin(),
+                                       record.tmpl.vector().end())});
+  }
+  return matcher_->Add(subject_id, adds);
+}
+
+absl::StatusOr<v1::Person> Registry::Resolve(
+    const std::string& subject_id, const std::string& national_id,
+    const std::string& issuing_country) {
+  if (!subject_id.empty()) return store_->GetPerson(subject_id);
+  if (national_id.empty() && issuing_country.empty()) {
+    return absl::InvalidArgumentError(
+        "subject_id: give subject_id, or national_id and issuing_country");
+  }
+  if (absl::Status s = ValidateNationalId("national_id", national_id);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ValidateCountryCode("issuing_country", issuing_country);
+      !s.ok()) {
+    return s;
+  }
+  return store_->FindPerson(national_id, issuing_country);
+}
+
+absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
+    const v1::EnrollRequest& request) {
+  if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
+  if (!request.has_person()) {
+    return absl::InvalidArgumentError("person: required");
+  }
+  if (absl::Status s = ValidatePerson("person", request.person(), absl::Now());
+      !s.ok()) {
+    return s;
+  }
+  std::vector<v1::Template> templates = ToVector(request.templates());
+  if (absl::Status s = ValidateTemplates("templates", templates, *matcher_);
+      !s.ok()) {
+    return s;
+  }
+  Normalize(templates);
+  absl::StatusOr<std::string> subject_id = NewSubjectId();
+  if (!subject_id.ok()) return subject_id.status();
+  v1::Person person = request.person();
+  person.clear_create_time();
+  person.clear_update_time();
+  person.clear_version();
+  person.clear_template_counts();
+  person.set_subject_id(*subject_id);
+  person.set_state(v1::ACTIVE);
+  const IdempotencyKey key{request.request_id(), "Enroll",
+                           Fingerprint(request)};
+
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<WriteResult> written =
+      store_->CreatePerson(key, person, templates);
+  if (!written.ok()) return written.status();
+  if (!written->replayed) {
+    if (absl::Status s = AddToGalleries(*subject_id, written->templates);
+        !s.ok()) {
+      return s;
+    }
+  }
+  v1::EnrollResponse response;
+  *response.mutable_person() = std::move(written->person);
+  return response;
+}
+
+absl::StatusOr<v1::Person> Registry::GetPerson(
+    const v1::GetPersonRequest& request) {
+  return Resolve(request.subject_id(), request.national_id(),
+                 request.issuing_country());
+}
+
+absl::StatusOr<v1::Person> Registry::UpdatePerson(
+    const v1::UpdatePersonRequest& request) {
+  if (absl::Status s =
+          RequireSubjectId("person.subject_id", request.person().subject_id());
+      !s.ok()) {
+    return s;
+  }
+  if (request.expected_version() <= 0) {
+    return absl::InvalidArgumentError(
+        "expected_version: required (the version last read)");
+  }
+  if (absl::Status s = CheckMask(request.update_mask()); !s.ok()) return s;
+
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<v1::Person> current =
+      store_->GetPerson(request.person().subject_id());
+  if (!current.ok()) return current.status();
+  if (current->version() != request.expected_version()) {
+    return absl::AbortedError(
+        absl::StrCat("expected_version: is ", request.expected_version(),
+                     ", current version is ", current->version()));
+  }
+  v1::Person updated = *current;
+  FieldMaskUtil::MergeOptions merge;
+  merge.set_replace_message_fields(true);
+  merge.set_replace_repeated_fields(true);
+  FieldMaskUtil::MergeMessageTo(request.person(), request.update_mask(), merge,
+                                &updated);
+  if (absl::Status s = ValidatePerson("person", updated, absl::Now());
+      !s.ok()) {
+    return s;
+  }
+  return store_->UpdatePerson(updated, request.expected_version());
+}
+
+absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
+    const v1::ReplaceTemplatesRequest& request) {
+  if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
+  if (absl::Status s = RequireSubjectId("subject_id", request.subject_id());
+      !s.ok()) {
+    return s;
+  }
+  std::vector<v1::Template> templates = ToVector(request.templates());
+  if (absl::Status s = ValidateTemplates("templates", templates, *matcher_);
+      !s.ok()) {
+    return s;
+  }
+  Normalize(templates);
+  const IdempotencyKey key{request.request_id(), "ReplaceTemplates",
+                           Fingerprint(request)};
+
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<v1::Person> current = store_->GetPerson(request.subject_id());
+  if (!current.ok()) return current.status();
+  if (current->state() != v1::ACTIVE &&
+      current->state() != v1::PENDING_ADJUDICATION) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "subject_id: person is ", v1::PersonState_Name(current->state())));
+  }
+  absl::StatusOr<WriteResult> written =
+      store_->ReplaceTemplates(key, request.subject_id(), templates);
+  if (!written.ok()) return written.status();
+  if (!written->replayed && written->person.state() == v1::ACTIVE) {
+    matcher_->RemoveSubject(request.subject_id());
+    if (absl::Status s =
+            AddToGalleries(request.subject_id(), written->templates);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return std::move(written->person);
+}
+
+absl::Status Registry::DeletePerson(const v1::DeletePersonRequest& request) {
+  if (absl::Status s = RequireSubjectId("subject_id", request.subject_id());
+      !s.ok()) {
+    return s;
+  }
+  if (request.reason().empty()) {
+    return absl::InvalidArgumentError(
+        "reason: required (why the record is withdrawn)");
+  }
+  if (request.reason().size() > kMaxReasonBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reason: at most ", kMaxReasonBytes, " bytes"));
+  }
+  absl::MutexLock lock(&write_mu_);
+  absl::Status s = request.erase() ? store_->ErasePerson(request.subject_id())
+                                   : store_->RevokePerson(request.subject_id(),
+                                                          request.reason());
+  if (!s.ok()) return s;
+  matcher_->RemoveSubject(request.subject_id());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ListPersonsResponse> Registry::ListPersons(
+    const v1::ListPersonsRequest& request) {
+  if (request.page_size() < 0 || request.page_size() > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: ", request.page_size(), " out of range 0-", kMaxPageSize));
+  }
+  if (!v1::PersonState_IsValid(request.state())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state: unknown value ", request.state()));
+  }
+  absl::StatusOr<std::string> after =
+      ParsePageToken(request.page_token(), request.state());
+  if (!after.ok()) return after.status();
+  const int page_size =
+      request.page_size() == 0 ? kDefaultPageSize : request.page_size();
+  absl::StatusOr<PersonPage> page =
+      store_->ListPersons(request.state(), page_size, *after);
+  if (!page.ok()) return page.status();
+  v1::ListPersonsResponse response;
+  for (v1::Person& person : page->persons) {
+    *response.add_persons() = std::move(person);
+  }
+  if (!page->last_subject_id.empty()) {
+    response.set_next_page_token(
+        PageToken(request.state(), page->last_subject_id));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::VerifyResponse> Registry::Verify(
+    const v1::VerifyRequest& request) {
+  if (absl::Status s = CheckProbes(request.probes(), *matcher_); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<v1::Person> person = Resolve(
+      request.subject_id(), request.national_id(), request.issuing_country());
+  if (!person.ok()) return person.status();
+  if (person->state() != v1::ACTIVE) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "subject_id: person is ", v1::PersonState_Name(person->state())));
+  }
+  absl::StatusOr<matcher::Match> match =
+      matcher_->Verify(person->subject_id(), ToProbes(request.probes()));
+  if (!match.ok()) return match.status();
+  v1::VerifyResponse response;
+  response.set_subject_id(person->subject_id());
+  response.set_score(match->score);
+  response.set_threshold(match->threshold);
+  response.set_match(match->score >= match->threshold);
+  FillModalityScores(match->modality_scores,
+                     response.mutable_modality_scores());
+  return response;
+}
+
+absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
+    const v1::IdentifyRequest& request) {
+  if (absl::Status s = CheckProbes(request.probes(), *matcher_); !s.ok()) {
+    return s;
+  }
+  if (request.max_candidates() > kMaxCandidates) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_candidates: ", request.max_candidates(),
+                     " is more than ", kMaxCandidates));
+  }
+  if (!std::isfinite(request.min_score()) || request.min_score() < -1.0f ||
+      request.min_score() > 1.0f) {
+    return absl::InvalidArgumentError("min_score: must be a number in [-1, 1]");
+  }
+  if (static_cast<size_t>(request.gallery_size()) > kMaxGallerySubjects) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gallery: at most ", kMaxGallerySubjects, " subject ids"));
+  }
+  matcher::IdentifyOptions options;
+  options.max_candidates = request.max_candidates() == 0
+                               ? kDefaultCandidates
+                               : request.max_candidates();
+  options.min_score = request.min_score();
+  options.restrict_to.assign(request.gallery().begin(),
+                             request.gallery().end());
+  const std::vector<matcher::Probe> probes = ToProbes(request.probes());
+  absl::StatusOr<std::vector<matcher::Match>> matches =
+      matcher_->Identify(probes, options);
+  if (!matches.ok()) return matches.status();
+  v1::IdentifyResponse response;
+  response.set_threshold(matcher_->FusedThreshold(probes));
+  uint32_t rank = 0;
+  for (const matcher::Match& match : *matches) {
+    v1::Candidate* candidate = response.add_candidates();
+    candidate->set_subject_id(match.subject_id);
+    candidate->set_score(match.score);
+    candidate->set_rank(++rank);
+    FillModalityScores(match.modality_scores,
+                       candidate->mutable_modality_scores());
+  }
+  return response;
+}
+
+absl::StatusOr<v1::GetStatsResponse> Registry::GetStats() {
+  absl::StatusOr<std::map<v1::PersonState, int64_t>> counts =
+      store_->CountPersons();
+  if (!counts.ok()) return counts.status();
+  v1::GetStatsResponse response;
+  int64_t total = 0;
+  for (const auto& [state, count] : *counts) {
+    total += count;
+    v1::StateCount* by_state = response.add_persons_by_state();
+    by_state->set_state(state);
+    by_state->set_count(count);
+  }
+  response.set_persons(total);
+  for (const matcher::GalleryInfo& info : matcher_->Info()) {
+    v1::GalleryStats* gallery = response.add_galleries();
+    gallery->set_modality(static_cast<v1::Modality>(info.spec.modality));
+    gallery->set_dimension(info.spec.dimension);
+    gallery->set_templates(static_cast<int64_t>(info.templates));
+    gallery->set_index_kind(info.index_kind);
+    gallery->set_threshold(info.spec.threshold);
+  }
+  return response;
+}
+
+}  // namespace hawiya::enroll

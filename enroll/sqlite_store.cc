@@ -1,1 +1,1051 @@
-// placeholder
+// The SQLite implementation of Store: one connection in WAL mode with full
+// sync, serialised by a mutex, every public method one transaction.
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "enroll/store.h"
+#include "hawiya/v1/types.pb.h"
+
+#define HAWIYA_STORE_RETURN_IF_ERROR(expr)                     \
+  do {                                                         \
+    absl::Status hawiya_store_status = (expr);                 \
+    if (!hawiya_store_status.ok()) return hawiya_store_status; \
+  } while (false)
+
+#define HAWIYA_STORE_CONCAT_INNER(a, b) a##b
+#define HAWIYA_STORE_CONCAT(a, b) HAWIYA_STORE_CONCAT_INNER(a, b)
+#define HAWIYA_STORE_ASSIGN_OR_RETURN(lhs, expr) \
+  HAWIYA_STORE_ASSIGN_OR_RETURN_IMPL(            \
+      HAWIYA_STORE_CONCAT(hawiya_store_or_, __LINE__), lhs, expr)
+#define HAWIYA_STORE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                                       \
+  if (!tmp.ok()) return tmp.status();                      \
+  lhs = std::move(*tmp)
+
+namespace hawiya::enroll {
+namespace {
+
+using hawiya::v1::Person;
+using hawiya::v1::PersonState;
+using hawiya::v1::Template;
+
+// Long enough to ride out another process's checkpoint or backup, short
+// enough that a wedged lock surfaces as an error rather than a hung request.
+constexpr int kBusyTimeoutMs = 5000;
+
+// Ordered schema migrations: migration i takes user_version i to i + 1.
+// Append only; never edit one that has shipped.
+constexpr const char* kMigrations[] = {
+    // 1: the v1 schema.
+    R"sql(
+CREATE TABLE persons (
+  subject_id TEXT PRIMARY KEY,
+  national_id TEXT NOT NULL,
+  issuing_country TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  version INTEGER NOT NULL,
+  create_time_us INTEGER NOT NULL,
+  update_time_us INTEGER NOT NULL,
+  revoke_reason TEXT,
+  -- Serialized hawiya.v1.Person without its output-only fields.
+  record BLOB NOT NULL,
+  UNIQUE (issuing_country, national_id)
+);
+-- ListPersons with a state filter walks this instead of every person.
+CREATE INDEX persons_by_state ON persons (state, subject_id);
+CREATE TABLE templates (
+  -- AUTOINCREMENT so an id is never reused: it is the gallery label.
+  template_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  subject_id TEXT NOT NULL REFERENCES persons (subject_id) ON DELETE CASCADE,
+  modality INTEGER NOT NULL,
+  position INTEGER NOT NULL,
+  quality INTEGER NOT NULL,
+  algorithm TEXT NOT NULL,
+  -- float32 little-endian.
+  vector BLOB NOT NULL
+);
+CREATE INDEX templates_by_subject ON templates (subject_id);
+CREATE TABLE idempotency (
+  request_id TEXT PRIMARY KEY,
+  method TEXT NOT NULL,
+  fingerprint BLOB NOT NULL,
+  subject_id TEXT,
+  -- Serialized hawiya.v1.Person as first returned.
+  response BLOB NOT NULL,
+  create_time_us INTEGER NOT NULL
+);
+CREATE INDEX idempotency_by_subject ON idempotency (subject_id);
+-- One row per write: the sequence gallery snapshots are taken against.
+CREATE TABLE changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  subject_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  time_us INTEGER NOT NULL
+);
+)sql",
+};
+constexpr int64_t kSchemaVersion =
+    static_cast<int64_t>(sizeof(kMigrations) / sizeof(kMigrations[0]));
+
+absl::Status SqliteError(sqlite3* db, absl::string_view what) {
+  return absl::InternalError(absl::StrFormat("sqlite: %s: %s (code %d)", what,
+                                             sqlite3_errmsg(db),
+                                             sqlite3_extended_errcode(db)));
+}
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+// A borrowed, cached prepared statement. Resetting on destruction matters: a
+// statement left mid-iteration keeps its read snapshot open, which would
+// block WAL checkpoints and leak bindings into the next use.
+class Statement {
+ public:
+  Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Statement(Statement&& other) noexcept
+      : db_(other.db_),
+        stmt_(std::exchange(other.stmt_, nullptr)),
+        status_(std::move(other.status_)) {}
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  Statement& operator=(Statement&&) = delete;
+  ~Statement() {
+    if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
+
+  Statement& BindInt(int index, int64_t value) {
+    return Check(sqlite3_bind_int64(stmt_, index, value));
+  }
+  Statement& BindText(int index, absl::string_view value) {
+    return Check(sqlite3_bind_text64(stmt_, index, NonNull(value), value.size(),
+                                     SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  Statement& BindBlob(int index, absl::string_view value) {
+    return Check(sqlite3_bind_blob64(stmt_, index, NonNull(value), value.size(),
+                                     SQLITE_TRANSIENT));
+  }
+  Statement& BindNull(int index) {
+    return Check(sqlite3_bind_null(stmt_, index));
+  }
+
+  // True when a row is ready to read.
+  absl::StatusOr<bool> Step() {
+    if (!status_.ok()) return status_;
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    status_ = SqliteError(db_, sqlite3_sql(stmt_));
+    return status_;
+  }
+
+  // Runs to completion, ignoring any rows.
+  absl::Status Run() {
+    while (true) {
+      absl::StatusOr<bool> row = Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return absl::OkStatus();
+    }
+  }
+
+  int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+  bool IsNull(int column) const {
+    return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+  }
+  std::string Text(int column) const {
+    const unsigned char* text = sqlite3_column_text(stmt_, column);
+    if (text == nullptr) return std::string();
+    return std::string(reinterpret_cast<const char*>(text),
+                       sqlite3_column_bytes(stmt_, column));
+  }
+  std::string Blob(int column) const {
+    // The pointer must be fetched before the size (sqlite3 docs).
+    const void* blob = sqlite3_column_blob(stmt_, column);
+    if (blob == nullptr) return std::string();
+    return std::string(static_cast<const char*>(blob),
+                       sqlite3_column_bytes(stmt_, column));
+  }
+
+ private:
+  // sqlite binds NULL, not an empty value, for a null pointer.
+  static const char* NonNull(absl::string_view value) {
+    return value.data() == nullptr ? "" : value.data();
+  }
+
+  Statement& Check(int rc) {
+    if (rc != SQLITE_OK && status_.ok()) {
+      status_ = SqliteError(db_, "bind");
+    }
+    return *this;
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  absl::Status status_;
+};
+
+class Connection {
+ public:
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(
+      const std::string& path) {
+    sqlite3* raw = nullptr;
+    const int rc =
+        sqlite3_open_v2(path.c_str(), &raw,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                            SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+                        nullptr);
+    DbPtr db(raw);  // sqlite allocates a handle even when opening fails
+    if (rc != SQLITE_OK) {
+      if (db == nullptr) {
+        return absl::InternalError(
+            absl::StrCat("sqlite: open ", path, ": ", sqlite3_errstr(rc)));
+      }
+      return SqliteError(db.get(), absl::StrCat("open ", path));
+    }
+    if (sqlite3_busy_timeout(db.get(), kBusyTimeoutMs) != SQLITE_OK) {
+      return SqliteError(db.get(), "busy_timeout");
+    }
+    return std::unique_ptr<Connection>(new Connection(std::move(db)));
+  }
+
+  sqlite3* db() const { return db_.get(); }
+
+  // Prepared once per connection and reused.
+  absl::StatusOr<Statement> Prepare(absl::string_view sql) {
+    auto it = cache_.find(sql);
+    if (it == cache_.end()) {
+      sqlite3_stmt* raw = nullptr;
+      const int rc = sqlite3_prepare_v3(
+          db_.get(), sql.data(), static_cast<int>(sql.size()),
+          SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+      StmtPtr stmt(raw);
+      if (rc != SQLITE_OK || stmt == nullptr) {
+        return SqliteError(db_.get(), absl::StrCat("prepare ", sql));
+      }
+      it = cache_.emplace(std::string(sql), std::move(stmt)).first;
+    }
+    return Statement(db_.get(), it->second.get());
+  }
+
+  // For parameterless statements, possibly several separated by ';'.
+  absl::Status Exec(const std::string& sql) {
+    if (sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, nullptr) !=
+        SQLITE_OK) {
+      return SqliteError(db_.get(), sql);
+    }
+    return absl::OkStatus();
+  }
+
+  // The first column of the first row of a query that must return one.
+  absl::StatusOr<int64_t> QueryInt(absl::string_view sql) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(Statement stmt, Prepare(sql));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return absl::InternalError(absl::StrCat(sql, ": no row"));
+    return stmt.Int(0);
+  }
+
+ private:
+  explicit Connection(DbPtr db) : db_(std::move(db)) {}
+
+  // Members are destroyed in reverse order: statements are finalized before
+  // the connection closes.
+  DbPtr db_;
+  std::map<std::string, StmtPtr, std::less<>> cache_;
+};
+
+// Rolls back unless committed, so an early return leaves nothing written.
+// Declare it before any Statement in the same scope: statements must be
+// reset before the rollback.
+class Transaction {
+ public:
+  enum class Mode { kRead, kWrite };
+
+  explicit Transaction(Connection* connection) : connection_(connection) {}
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction() {
+    // sqlite rolls back by itself after some errors (SQLITE_FULL, IOERR);
+    // a second ROLLBACK would only fail.
+    if (active_ && !sqlite3_get_autocommit(connection_->db())) {
+      sqlite3_exec(connection_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+  }
+
+  absl::Status Begin(Mode mode) {
+    // IMMEDIATE takes the write lock up front, so a read-then-write
+    // transaction never fails half way with SQLITE_BUSY on lock upgrade.
+    HAWIYA_STORE_RETURN_IF_ERROR(connection_->Exec(
+        mode == Mode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED"));
+    active_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::Status Commit() {
+    HAWIYA_STORE_RETURN_IF_ERROR(connection_->Exec("COMMIT"));
+    active_ = false;
+    return absl::OkStatus();
+  }
+
+ private:
+  Connection* connection_;
+  bool active_ = false;
+};
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+void SetTimestamp(int64_t micros, google::protobuf::Timestamp* ts) {
+  int64_t seconds = micros / 1000000;
+  int64_t rest = micros % 1000000;
+  if (rest < 0) {
+    rest += 1000000;
+    --seconds;
+  }
+  ts->set_seconds(seconds);
+  ts->set_nanos(static_cast<int32_t>(rest * 1000));
+}
+
+// Explicit little-endian so the file format does not depend on the host.
+std::string EncodeVector(const google::protobuf::RepeatedField<float>& v) {
+  std::string out(static_cast<size_t>(v.size()) * 4, '\0');
+  for (int i = 0; i < v.size(); ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &v[i], sizeof(bits));
+    for (int b = 0; b < 4; ++b) {
+      out[static_cast<size_t>(i) * 4 + b] =
+          static_cast<char>((bits >> (8 * b)) & 0xFF);
+    }
+  }
+  return out;
+}
+
+absl::Status DecodeVector(absl::string_view bytes,
+                          google::protobuf::RepeatedField<float>* out) {
+  if (bytes.size() % 4 != 0) {
+    return absl::InternalError(absl::StrCat(
+        "store: corrupt template vector of ", bytes.size(), " bytes"));
+  }
+  out->Clear();
+  out->Reserve(static_cast<int>(bytes.size() / 4));
+  for (size_t i = 0; i < bytes.size(); i += 4) {
+    uint32_t bits = 0;
+    for (int b = 0; b < 4; ++b) {
+      bits |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + b]))
+              << (8 * b);
+    }
+    float value;
+    std::memcpy(&value, &bits, sizeof(value));
+    out->Add(value);
+  }
+  return absl::OkStatus();
+}
+
+// The record column keeps only client data; output-only fields live in
+// their own columns so they cannot drift from what queries filter on.
+absl::StatusOr<std::string> SerializeRecord(const Person& person) {
+  Person record = person;
+  record.clear_subject_id();
+  record.clear_state();
+  record.clear_create_time();
+  record.clear_update_time();
+  record.clear_version();
+  record.clear_template_counts();
+  std::string out;
+  if (!record.SerializeToString(&out)) {
+    return absl::InternalError("store: cannot serialize person");
+  }
+  return out;
+}
+
+absl::Status NoPerson(absl::string_view subject_id) {
+  return absl::NotFoundError(
+      absl::StrCat("subject_id: no person ", subject_id));
+}
+
+absl::Status NationalIdTaken(const Person& person) {
+  return absl::AlreadyExistsError(
+      absl::StrCat("person.national_id: ", person.national_id(),
+                   " is already enrolled for ", person.issuing_country()));
+}
+
+constexpr char kPersonColumns[] =
+    "subject_id, state, version, create_time_us, update_time_us, record";
+
+class SqliteStore final : public Store {
+ public:
+  explicit SqliteStore(std::unique_ptr<Connection> connection)
+      : connection_(std::move(connection)) {}
+
+  absl::StatusOr<WriteResult> CreatePerson(
+      const IdempotencyKey& key, const Person& person,
+      absl::Span<const Template> templates) override {
+    if (key.request_id.empty()) {
+      return absl::InvalidArgumentError("request_id: must not be empty");
+    }
+    if (person.subject_id().empty()) {
+      return absl::InvalidArgumentError("subject_id: must not be empty");
+    }
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> replay,
+                                  LookupRequest(key));
+    if (replay.has_value()) {
+      WriteResult result;
+      result.person = *std::move(replay);
+      result.replayed = true;
+      return result;  // the transaction rolls back: nothing was written
+    }
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> existing,
+                                  ReadVersion(person.subject_id()));
+    if (existing.has_value()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("subject_id: ", person.subject_id(), " already exists"));
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<std::string> holder,
+                                  NationalIdHolder(person));
+    if (holder.has_value()) return NationalIdTaken(person);
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::string record, SerializeRecord(person));
+    const int64_t now = NowMicros();
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement insert,
+          connection_->Prepare(
+              "INSERT INTO persons (subject_id, national_id, issuing_country, "
+              "state, version, create_time_us, update_time_us, record) "
+              "VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6)"));
+      insert.BindText(1, person.subject_id())
+          .BindText(2, person.national_id())
+          .BindText(3, person.issuing_country())
+          .BindInt(4, person.state())
+          .BindInt(5, now)
+          .BindBlob(6, record);
+      HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    }
+
+    WriteResult result;
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        result.templates, InsertTemplates(person.subject_id(), templates));
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        AppendChange(person.subject_id(), "create", now));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
+                                  ReadPerson(person.subject_id()));
+    if (!stored.has_value()) {
+      return absl::InternalError("store: inserted person vanished");
+    }
+    result.person = *std::move(stored);
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        RecordRequest(key, person.subject_id(), result.person, now));
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return result;
+  }
+
+  absl::StatusOr<Person> GetPerson(absl::string_view subject_id) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> person,
+                                  ReadPerson(subject_id));
+    if (!person.has_value()) return NoPerson(subject_id);
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return *std::move(person);
+  }
+
+  absl::StatusOr<Person> FindPerson(
+      absl::string_view national_id,
+      absl::string_view issuing_country) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    std::optional<Person> person;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(Statement select,
+                                    connection_->Prepare(absl::StrCat(
+                                        "SELECT ", kPersonColumns,
+                                        " FROM persons WHERE issuing_country = "
+                                        "?1 AND national_id = ?2")));
+      select.BindText(1, issuing_country).BindText(2, national_id);
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (row) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(person, PersonFromRow(select));
+      }
+    }
+    if (!person.has_value()) {
+      return absl::NotFoundError(absl::StrCat("national_id: no person ",
+                                              national_id, " enrolled for ",
+                                              issuing_country));
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(FillTemplateCounts(&*person));
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return *std::move(person);
+  }
+
+  absl::StatusOr<Person> UpdatePerson(const Person& person,
+                                      int64_t expected_version) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> version,
+                                  ReadVersion(person.subject_id()));
+    if (!version.has_value()) return NoPerson(person.subject_id());
+    if (*version != expected_version) {
+      return absl::AbortedError(
+          absl::StrCat("expected_version: is ", expected_version,
+                       ", current version is ", *version));
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<std::string> holder,
+                                  NationalIdHolder(person));
+    if (holder.has_value() && *holder != person.subject_id()) {
+      return NationalIdTaken(person);
+    }
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::string record, SerializeRecord(person));
+    const int64_t now = NowMicros();
+    {
+      // State is output-only for clients, so a record that went through a
+      // field mask may carry none: then the stored state stays. The
+      // registry sets one to move a person between states (adjudication).
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement update,
+          connection_->Prepare(
+              "UPDATE persons SET national_id = ?2, issuing_country = ?3, "
+              "state = CASE WHEN ?4 = 0 THEN state ELSE ?4 END, "
+              "revoke_reason = CASE WHEN ?4 = 0 OR ?4 = 3 THEN revoke_reason "
+              "ELSE NULL END, "
+              "record = ?5, version = version + 1, "
+              "update_time_us = max(update_time_us, ?6) "
+              "WHERE subject_id = ?1"));
+      update.BindText(1, person.subject_id())
+          .BindText(2, person.national_id())
+          .BindText(3, person.issuing_country())
+          .BindInt(4, person.state())
+          .BindBlob(5, record)
+          .BindInt(6, now);
+      HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        AppendChange(person.subject_id(), "update", now));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
+                                  ReadPerson(person.subject_id()));
+    if (!stored.has_value()) {
+      return absl::InternalError("store: updated person vanished");
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return *std::move(stored);
+  }
+
+  absl::StatusOr<WriteResult> ReplaceTemplates(
+      const IdempotencyKey& key, absl::string_view subject_id,
+      absl::Span<const Template> templates) override {
+    if (key.request_id.empty()) {
+      return absl::InvalidArgumentError("request_id: must not be empty");
+    }
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> replay,
+                                  LookupRequest(key));
+    if (replay.has_value()) {
+      WriteResult result;
+      result.person = *std::move(replay);
+      result.replayed = true;
+      return result;
+    }
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> version,
+                                  ReadVersion(subject_id));
+    if (!version.has_value()) return NoPerson(subject_id);
+
+    const int64_t now = NowMicros();
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement erase,
+          connection_->Prepare("DELETE FROM templates WHERE subject_id = ?1"));
+      erase.BindText(1, subject_id);
+      HAWIYA_STORE_RETURN_IF_ERROR(erase.Run());
+    }
+    WriteResult result;
+    HAWIYA_STORE_ASSIGN_OR_RETURN(result.templates,
+                                  InsertTemplates(subject_id, templates));
+    HAWIYA_STORE_RETURN_IF_ERROR(BumpVersion(subject_id, now));
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        AppendChange(subject_id, "replace_templates", now));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
+                                  ReadPerson(subject_id));
+    if (!stored.has_value()) {
+      return absl::InternalError("store: updated person vanished");
+    }
+    result.person = *std::move(stored);
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        RecordRequest(key, subject_id, result.person, now));
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return result;
+  }
+
+  absl::Status RevokePerson(absl::string_view subject_id,
+                            absl::string_view reason) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    const int64_t now = NowMicros();
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement update,
+          connection_->Prepare(
+              "UPDATE persons SET state = ?2, revoke_reason = ?3, "
+              "version = version + 1, "
+              "update_time_us = max(update_time_us, ?4) "
+              "WHERE subject_id = ?1"));
+      update.BindText(1, subject_id)
+          .BindInt(2, hawiya::v1::REVOKED)
+          .BindText(3, reason)
+          .BindInt(4, now);
+      HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+    }
+    if (sqlite3_changes64(connection_->db()) == 0) return NoPerson(subject_id);
+    HAWIYA_STORE_RETURN_IF_ERROR(AppendChange(subject_id, "revoke", now));
+    return txn.Commit();
+  }
+
+  absl::Status ErasePerson(absl::string_view subject_id) override {
+    absl::MutexLock lock(&mu_);
+    {
+      Transaction txn(connection_.get());
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+      // Explicit deletes rather than relying on ON DELETE CASCADE: the
+      // erasure must not depend on foreign_keys being on.
+      for (const char* sql : {"DELETE FROM templates WHERE subject_id = ?1",
+                              "DELETE FROM idempotency WHERE subject_id = ?1",
+                              "DELETE FROM persons WHERE subject_id = ?1"}) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(Statement erase,
+                                      connection_->Prepare(sql));
+        erase.BindText(1, subject_id);
+        HAWIYA_STORE_RETURN_IF_ERROR(erase.Run());
+      }
+      // Only the persons row counts: templates may legitimately be none.
+      if (sqlite3_changes64(connection_->db()) == 0) {
+        return NoPerson(subject_id);
+      }
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          AppendChange(subject_id, "erase", NowMicros()));
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    }
+    // secure_delete zeroed the freed cells in the new page images, but the
+    // WAL still holds older frames with the vectors. Copying the WAL back and
+    // truncating it leaves no template bytes in any file.
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement checkpoint,
+        connection_->Prepare("PRAGMA wal_checkpoint(TRUNCATE)"));
+    absl::StatusOr<bool> row = checkpoint.Step();
+    if (!row.ok() || !*row || checkpoint.Int(0) != 0) {
+      // The person is gone; only the WAL scrub is incomplete (another
+      // process holds a read snapshot). The next erase retries it.
+      return absl::InternalError(
+          absl::StrCat("subject_id: ", subject_id,
+                       " was erased, but the WAL checkpoint did not complete: ",
+                       row.ok() ? "database busy" : row.status().message()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<PersonPage> ListPersons(
+      PersonState state, int page_size,
+      absl::string_view after_subject_id) override {
+    if (page_size <= 0) {
+      return absl::InvalidArgumentError("page_size: must be positive");
+    }
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    PersonPage page;
+    bool more = false;
+    {
+      // Two statements rather than "?2 = 0 OR state = ?2" so the filtered
+      // one can use persons_by_state.
+      const std::string sql =
+          state == hawiya::v1::PERSON_STATE_UNSPECIFIED
+              ? absl::StrCat("SELECT ", kPersonColumns,
+                             " FROM persons WHERE subject_id > ?1 "
+                             "ORDER BY subject_id LIMIT ?3")
+              : absl::StrCat("SELECT ", kPersonColumns,
+                             " FROM persons WHERE state = ?2 AND "
+                             "subject_id > ?1 ORDER BY subject_id LIMIT ?3");
+      HAWIYA_STORE_ASSIGN_OR_RETURN(Statement select,
+                                    connection_->Prepare(sql));
+      select.BindText(1, after_subject_id);
+      if (state != hawiya::v1::PERSON_STATE_UNSPECIFIED) {
+        select.BindInt(2, state);
+      }
+      // One extra row tells whether another page exists.
+      select.BindInt(3, static_cast<int64_t>(page_size) + 1);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        if (static_cast<int>(page.persons.size()) == page_size) {
+          more = true;
+          break;
+        }
+        HAWIYA_STORE_ASSIGN_OR_RETURN(Person person, PersonFromRow(select));
+        page.persons.push_back(std::move(person));
+      }
+    }
+    for (Person& person : page.persons) {
+      HAWIYA_STORE_RETURN_IF_ERROR(FillTemplateCounts(&person));
+    }
+    if (more) page.last_subject_id = page.persons.back().subject_id();
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return page;
+  }
+
+  // fn runs with the store locked, so it must not call back into the store.
+  absl::Status ForEachActiveTemplate(
+      const std::function<absl::Status(TemplateRecord&&)>& fn) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(
+              "SELECT t.template_id, t.subject_id, t.modality, t.position, "
+              "t.quality, t.algorithm, t.vector FROM templates t "
+              "JOIN persons p ON p.subject_id = t.subject_id "
+              "WHERE p.state = ?1 ORDER BY t.template_id"));
+      select.BindInt(1, hawiya::v1::ACTIVE);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        TemplateRecord record;
+        record.template_id = select.Int(0);
+        record.subject_id = select.Text(1);
+        record.tmpl.set_modality(
+            static_cast<hawiya::v1::Modality>(select.Int(2)));
+        record.tmpl.set_position(static_cast<uint32_t>(select.Int(3)));
+        record.tmpl.set_quality(static_cast<uint32_t>(select.Int(4)));
+        record.tmpl.set_algorithm(select.Text(5));
+        HAWIYA_STORE_RETURN_IF_ERROR(
+            DecodeVector(select.Blob(6), record.tmpl.mutable_vector()));
+        HAWIYA_STORE_RETURN_IF_ERROR(fn(std::move(record)));
+      }
+    }
+    return txn.Commit();
+  }
+
+  absl::StatusOr<std::map<PersonState, int64_t>> CountPersons() override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    std::map<PersonState, int64_t> counts;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(
+              "SELECT state, COUNT(*) FROM persons GROUP BY state"));
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        counts[static_cast<PersonState>(select.Int(0))] = select.Int(1);
+      }
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return counts;
+  }
+
+ private:
+  // The stored response for a request_id already committed with the same
+  // method and fingerprint; nullopt for a new one.
+  absl::StatusOr<std::optional<Person>> LookupRequest(const IdempotencyKey& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare("SELECT method, fingerprint, response FROM "
+                             "idempotency WHERE request_id = ?1"));
+    select.BindText(1, key.request_id);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return std::optional<Person>();
+    if (select.Text(0) != key.method || select.Blob(1) != key.fingerprint) {
+      return absl::AlreadyExistsError(
+          "request_id: already used for a different request");
+    }
+    Person person;
+    if (!person.ParseFromString(select.Blob(2))) {
+      return absl::InternalError(
+          absl::StrCat("store: corrupt response for request ", key.request_id));
+    }
+    return std::optional<Person>(std::move(person));
+  }
+
+  absl::Status RecordRequest(const IdempotencyKey& key,
+                             absl::string_view subject_id,
+                             const Person& response, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::string bytes;
+    if (!response.SerializeToString(&bytes)) {
+      return absl::InternalError("store: cannot serialize response");
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement insert,
+        connection_->Prepare(
+            "INSERT INTO idempotency (request_id, method, fingerprint, "
+            "subject_id, response, create_time_us) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+    insert.BindText(1, key.request_id)
+        .BindText(2, key.method)
+        .BindBlob(3, key.fingerprint)
+        .BindText(4, subject_id)
+        .BindBlob(5, bytes)
+        .BindInt(6, now);
+    return insert.Run();
+  }
+
+  absl::Status AppendChange(absl::string_view subject_id,
+                            absl::string_view kind, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement insert,
+        connection_->Prepare("INSERT INTO changes (subject_id, kind, time_us) "
+                             "VALUES (?1, ?2, ?3)"));
+    insert.BindText(1, subject_id).BindText(2, kind).BindInt(3, now);
+    return insert.Run();
+  }
+
+  absl::Status BumpVersion(absl::string_view subject_id, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement update,
+        connection_->Prepare("UPDATE persons SET version = version + 1, "
+                             "update_time_us = max(update_time_us, ?2) "
+                             "WHERE subject_id = ?1"));
+    update.BindText(1, subject_id).BindInt(2, now);
+    return update.Run();
+  }
+
+  absl::StatusOr<std::vector<TemplateRecord>> InsertTemplates(
+      absl::string_view subject_id, absl::Span<const Template> templates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<TemplateRecord> records;
+    records.reserve(templates.size());
+    for (const Template& t : templates) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement insert,
+          connection_->Prepare(
+              "INSERT INTO templates (subject_id, modality, position, "
+              "quality, algorithm, vector) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+      insert.BindText(1, subject_id)
+          .BindInt(2, t.modality())
+          .BindInt(3, t.position())
+          .BindInt(4, t.quality())
+          .BindText(5, t.algorithm())
+          .BindBlob(6, EncodeVector(t.vector()));
+      HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+      TemplateRecord record;
+      record.template_id = sqlite3_last_insert_rowid(connection_->db());
+      record.subject_id = std::string(subject_id);
+      record.tmpl = t;
+      records.push_back(std::move(record));
+    }
+    return records;
+  }
+
+  absl::StatusOr<std::optional<int64_t>> ReadVersion(
+      absl::string_view subject_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT version FROM persons WHERE subject_id = ?1"));
+    select.BindText(1, subject_id);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return std::optional<int64_t>();
+    return std::optional<int64_t>(select.Int(0));
+  }
+
+  // The subject holding person's (issuing_country, national_id), if any.
+  absl::StatusOr<std::optional<std::string>> NationalIdHolder(
+      const Person& person) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare("SELECT subject_id FROM persons WHERE "
+                             "issuing_country = ?1 AND national_id = ?2"));
+    select.BindText(1, person.issuing_country())
+        .BindText(2, person.national_id());
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return std::optional<std::string>();
+    return std::optional<std::string>(select.Text(0));
+  }
+
+  // Reads a row selected with kPersonColumns, template counts excluded.
+  static absl::StatusOr<Person> PersonFromRow(const Statement& row) {
+    Person person;
+    if (!person.ParseFromString(row.Blob(5))) {
+      return absl::InternalError(
+          absl::StrCat("store: corrupt record for ", row.Text(0)));
+    }
+    person.set_subject_id(row.Text(0));
+    person.set_state(static_cast<PersonState>(row.Int(1)));
+    person.set_version(row.Int(2));
+    SetTimestamp(row.Int(3), person.mutable_create_time());
+    SetTimestamp(row.Int(4), person.mutable_update_time());
+    return person;
+  }
+
+  absl::Status FillTemplateCounts(Person* person)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT modality, COUNT(*) FROM templates WHERE subject_id = ?1 "
+            "GROUP BY modality ORDER BY modality"));
+    select.BindText(1, person->subject_id());
+    person->clear_template_counts();
+    while (true) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      hawiya::v1::TemplateCount* count = person->add_template_counts();
+      count->set_modality(static_cast<hawiya::v1::Modality>(select.Int(0)));
+      count->set_count(static_cast<uint32_t>(select.Int(1)));
+    }
+    return absl::OkStatus();
+  }
+
+  // The person with every output-only field, or nullopt.
+  absl::StatusOr<std::optional<Person>> ReadPerson(absl::string_view subject_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::optional<Person> person;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(absl::StrCat("SELECT ", kPersonColumns,
+                                            " FROM persons WHERE "
+                                            "subject_id = ?1")));
+      select.BindText(1, subject_id);
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) return person;
+      HAWIYA_STORE_ASSIGN_OR_RETURN(person, PersonFromRow(select));
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(FillTemplateCounts(&*person));
+    return person;
+  }
+
+  absl::Mutex mu_;
+  std::unique_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
+};
+
+// Brings the schema to kSchemaVersion in one transaction, so a crash mid-way
+// leaves the previous version intact.
+absl::Status Migrate(Connection& connection) {
+  Transaction txn(&connection);
+  HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+  // Re-read under the write lock: another process may have migrated since.
+  HAWIYA_STORE_ASSIGN_OR_RETURN(int64_t version,
+                                connection.QueryInt("PRAGMA user_version"));
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store: database schema version ", version,
+        " is newer than this binary supports (", kSchemaVersion, ")"));
+  }
+  if (version < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("store: invalid database schema version ", version));
+  }
+  if (version == kSchemaVersion) return absl::OkStatus();
+  for (int64_t i = version; i < kSchemaVersion; ++i) {
+    HAWIYA_STORE_RETURN_IF_ERROR(connection.Exec(kMigrations[i]));
+  }
+  HAWIYA_STORE_RETURN_IF_ERROR(
+      connection.Exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion)));
+  return txn.Commit();
+}
+
+// Runs a PRAGMA that answers with its new value and checks the answer, since
+// sqlite ignores a PRAGMA it cannot apply instead of failing.
+absl::Status SetPragma(Connection& connection, absl::string_view pragma,
+                       absl::string_view expected) {
+  HAWIYA_STORE_ASSIGN_OR_RETURN(
+      Statement stmt, connection.Prepare(absl::StrCat("PRAGMA ", pragma)));
+  HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row || stmt.Text(0) != expected) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store: PRAGMA ", pragma, " answered \"", row ? stmt.Text(0) : "",
+        "\", expected \"", expected, "\""));
+  }
+  return stmt.Run();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(
+    const StoreOptions& options) {
+  if (options.path.empty()) {
+    return absl::InvalidArgumentError("path: must not be empty");
+  }
+  HAWIYA_STORE_ASSIGN_OR_RETURN(std::unique_ptr<Connection> connection,
+                                Connection::Open(options.path));
+
+  // Refuse a newer schema before touching the file in any way.
+  HAWIYA_STORE_ASSIGN_OR_RETURN(int64_t version,
+                                connection->QueryInt("PRAGMA user_version"));
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store: database schema version ", version,
+        " is newer than this binary supports (", kSchemaVersion, ")"));
+  }
+
+  HAWIYA_STORE_RETURN_IF_ERROR(connection->Exec("PRAGMA foreign_keys = ON"));
+  HAWIYA_STORE_RETURN_IF_ERROR(
+      SetPragma(*connection, "secure_delete = ON", "1"));
+  HAWIYA_STORE_RETURN_IF_ERROR(
+      SetPragma(*connection, "journal_mode = WAL", "wal"));
+  // FULL also syncs the WAL on every commit, which WAL mode's default
+  // (NORMAL) does not: a commit must survive power loss.
+  HAWIYA_STORE_RETURN_IF_ERROR(connection->Exec("PRAGMA synchronous = FULL"));
+  HAWIYA_STORE_ASSIGN_OR_RETURN(int64_t synchronous,
+                                connection->QueryInt("PRAGMA synchronous"));
+  HAWIYA_STORE_ASSIGN_OR_RETURN(int64_t foreign_keys,
+                                connection->QueryInt("PRAGMA foreign_keys"));
+  if (synchronous != 2 || foreign_keys != 1) {
+    return absl::FailedPreconditionError(
+        "store: cannot enable synchronous=FULL and foreign_keys");
+  }
+
+  HAWIYA_STORE_RETURN_IF_ERROR(Migrate(*connection));
+  return std::unique_ptr<Store>(new SqliteStore(std::move(connection)));
+}
+
+}  // namespace hawiya::enroll
+
+#undef HAWIYA_STORE_ASSIGN_OR_RETURN_IMPL
+#undef HAWIYA_STORE_ASSIGN_OR_RETURN
+#undef HAWIYA_STORE_CONCAT
+#undef HAWIYA_STORE_CONCAT_INNER
+#undef HAWIYA_STORE_RETURN_IF_ERROR

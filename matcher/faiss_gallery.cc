@@ -1,1 +1,311 @@
-// placeholder
+// The exact gallery: FAISS IndexFlatIP (brute-force inner product over
+// normalised vectors) behind an IndexIDMap2, which maps our labels to FAISS's
+// dense positions and can reconstruct a vector by label for ScoreSubject.
+//
+// FAISS scores templates, but callers want subjects. Search therefore asks
+// FAISS for enough template hits to be sure the best k subjects are among
+// them and collapses the hits to subjects itself.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "faiss/IndexFlat.h"
+#include "faiss/IndexIDMap.h"
+#include "faiss/impl/FaissException.h"
+#include "faiss/impl/IDSelector.h"
+#include "faiss/utils/distances.h"
+#include "matcher/gallery.h"
+
+namespace hawiya::matcher {
+namespace {
+
+using FaissLabel = faiss::Index::idx_t;
+static_assert(std::is_same_v<FaissLabel, int64_t>,
+              "gallery labels are passed to FAISS without conversion");
+
+absl::Status FaissError(absl::string_view operation, const std::exception& e) {
+  return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
+}
+
+bool BetterSubject(const SubjectScore& a, const SubjectScore& b) {
+  if (a.score != b.score) return a.score > b.score;
+  return a.subject_id < b.subject_id;
+}
+
+class FaissGallery final : public Gallery {
+ public:
+  explicit FaissGallery(int dimension)
+      : dimension_(dimension), flat_(dimension), index_(&flat_) {}
+
+  FaissGallery(const FaissGallery&) = delete;
+  FaissGallery& operator=(const FaissGallery&) = delete;
+
+  absl::Status Add(absl::Span<const GalleryEntry> entries) override;
+  size_t RemoveSubject(absl::string_view subject_id) override;
+  absl::StatusOr<std::vector<SubjectScore>> Search(
+      absl::Span<const float> probe, size_t k) const override;
+  absl::StatusOr<float> ScoreSubject(
+      absl::string_view subject_id,
+      absl::Span<const float> probe) const override;
+
+  int dimension() const override { return dimension_; }
+  size_t size() const override {
+    absl::ReaderMutexLock lock(&mu_);
+    return static_cast<size_t>(index_.ntotal);
+  }
+  bool Contains(absl::string_view subject_id) const override {
+    absl::ReaderMutexLock lock(&mu_);
+    return subject_labels_.contains(subject_id);
+  }
+  std::string index_kind() const override { return "exact"; }
+
+ private:
+  // Moves one subject from having `from` templates to having `to`.
+  void Recount(size_t from, size_t to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t MaxTemplatesPerSubject() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return subjects_with_count_.empty() ? 0 : subjects_with_count_.size() - 1;
+  }
+  // How many template hits guarantee that the best k subjects are among
+  // them: no subject can fill more than MaxTemplatesPerSubject() slots.
+  size_t TemplatesToFetch(size_t k) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Collapses the `fetch` best template hits to subjects, best first.
+  // `boundary` receives the lowest template score fetched.
+  absl::StatusOr<std::vector<SubjectScore>> SearchSubjects(
+      const float* probe, size_t fetch, float* boundary) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  const int dimension_;
+
+  mutable absl::Mutex mu_;
+  // index_ holds a non-owning pointer to flat_, so flat_ is declared first.
+  faiss::IndexFlatIP flat_ ABSL_GUARDED_BY(mu_);
+  faiss::IndexIDMap2 index_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int64_t, std::string> label_subject_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<int64_t>> subject_labels_
+      ABSL_GUARDED_BY(mu_);
+  // subjects_with_count_[n] is the number of subjects with exactly n
+  // templates; the last element is never zero, so size() - 1 is the current
+  // maximum. A histogram rather than a high-water mark keeps Search from
+  // over-fetching forever after one subject with many templates has left.
+  std::vector<size_t> subjects_with_count_ ABSL_GUARDED_BY(mu_);
+};
+
+void FaissGallery::Recount(size_t from, size_t to) {
+  if (from > 0) --subjects_with_count_[from];
+  if (to > 0) {
+    if (subjects_with_count_.size() <= to) subjects_with_count_.resize(to + 1);
+    ++subjects_with_count_[to];
+  }
+  while (!subjects_with_count_.empty() && subjects_with_count_.back() == 0) {
+    subjects_with_count_.pop_back();
+  }
+}
+
+absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
+  const size_t d = static_cast<size_t>(dimension_);
+  // Validate and normalise before taking the lock: this is the expensive part
+  // and touches no shared state.
+  std::vector<float> vectors;
+  vectors.reserve(entries.size() * d);
+  std::vector<FaissLabel> labels;
+  labels.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const GalleryEntry& entry = entries[i];
+    if (entry.subject_id.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entries[", i, "].subject_id: must not be empty"));
+    }
+    if (absl::Status s = CheckVector(entry.vector, dimension_); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entries[", i, "].vector: ", s.message()));
+    }
+    const std::vector<float> unit = Normalized(entry.vector);
+    vectors.insert(vectors.end(), unit.begin(), unit.end());
+    labels.push_back(entry.label);
+  }
+  if (entries.empty()) return absl::OkStatus();
+
+  absl::WriterMutexLock lock(&mu_);
+  absl::flat_hash_set<int64_t> batch;
+  batch.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const int64_t label = entries[i].label;
+    if (label_subject_.contains(label) || !batch.insert(label).second) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "entries[", i, "].label: label ", label, " already exists"));
+    }
+  }
+  try {
+    index_.add_with_ids(static_cast<FaissLabel>(entries.size()), vectors.data(),
+                        labels.data());
+  } catch (const faiss::FaissException& e) {
+    return FaissError("add", e);
+  } catch (const std::exception& e) {
+    return FaissError("add", e);
+  }
+  for (const GalleryEntry& entry : entries) {
+    label_subject_.emplace(entry.label, entry.subject_id);
+    std::vector<int64_t>& subject = subject_labels_[entry.subject_id];
+    subject.push_back(entry.label);
+    Recount(subject.size() - 1, subject.size());
+  }
+  return absl::OkStatus();
+}
+
+size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
+  absl::WriterMutexLock lock(&mu_);
+  auto it = subject_labels_.find(subject_id);
+  if (it == subject_labels_.end()) return 0;
+  const std::vector<int64_t>& labels = it->second;
+  const FaissLabel before = index_.ntotal;
+  try {
+    faiss::IDSelectorBatch selector(labels.size(), labels.data());
+    index_.remove_ids(selector);
+  } catch (const std::exception&) {
+    // The only throwing step after vectors leave the index is IndexIDMap2
+    // rebuilding its reverse map (allocation). If the vectors are still
+    // there, keep our books as they are so the gallery stays consistent.
+    if (index_.ntotal == before) return 0;
+  }
+  for (int64_t label : labels) label_subject_.erase(label);
+  const size_t removed = labels.size();
+  Recount(removed, 0);
+  subject_labels_.erase(it);
+  return removed;
+}
+
+size_t FaissGallery::TemplatesToFetch(size_t k) const {
+  const size_t total = static_cast<size_t>(index_.ntotal);
+  if (k >= subject_labels_.size()) return total;
+  const size_t per_subject = MaxTemplatesPerSubject();
+  if (per_subject > total / k) return total;
+  return std::min(total, k * per_subject);
+}
+
+absl::StatusOr<std::vector<SubjectScore>> FaissGallery::SearchSubjects(
+    const float* probe, size_t fetch, float* boundary) const {
+  std::vector<float> scores(fetch);
+  std::vector<FaissLabel> labels(fetch);
+  try {
+    index_.search(1, probe, static_cast<FaissLabel>(fetch), scores.data(),
+                  labels.data());
+  } catch (const faiss::FaissException& e) {
+    return FaissError("search", e);
+  } catch (const std::exception& e) {
+    return FaissError("search", e);
+  }
+  absl::flat_hash_map<absl::string_view, float> best;
+  *boundary = std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < fetch; ++i) {
+    auto it = label_subject_.find(labels[i]);
+    // FAISS pads missing results with label -1; fetch <= ntotal should rule
+    // that out, but a padded slot must never become a subject.
+    if (it == label_subject_.end()) continue;
+    *boundary = std::min(*boundary, scores[i]);
+    auto [slot, inserted] = best.try_emplace(it->second, scores[i]);
+    if (!inserted) slot->second = std::max(slot->second, scores[i]);
+  }
+  std::vector<SubjectScore> out;
+  out.reserve(best.size());
+  for (const auto& [subject, score] : best) {
+    out.push_back(SubjectScore{std::string(subject), score});
+  }
+  std::sort(out.begin(), out.end(), BetterSubject);
+  return out;
+}
+
+absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
+    absl::Span<const float> probe, size_t k) const {
+  if (absl::Status s = CheckVector(probe, dimension_); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("probe: ", s.message()));
+  }
+  const std::vector<float> unit = Normalized(probe);
+  absl::ReaderMutexLock lock(&mu_);
+  const size_t total = static_cast<size_t>(index_.ntotal);
+  if (k == 0 || total == 0) return std::vector<SubjectScore>();
+  size_t fetch = TemplatesToFetch(k);
+  float boundary = 0.0f;
+  absl::StatusOr<std::vector<SubjectScore>> subjects =
+      SearchSubjects(unit.data(), fetch, &boundary);
+  if (!subjects.ok()) return subjects;
+  // A subject that was not fetched scores at most `boundary`. If the k-th
+  // subject sits exactly on it, an unfetched subject may tie and win on
+  // subject_id; such exact ties (duplicate enrolments of one image) are rare
+  // enough that a full scan is the simplest exact answer.
+  if (fetch < total && subjects->size() >= k &&
+      (*subjects)[k - 1].score <= boundary) {
+    fetch = total;
+    subjects = SearchSubjects(unit.data(), fetch, &boundary);
+    if (!subjects.ok()) return subjects;
+  }
+  if (subjects->size() > k) subjects->resize(k);
+  return subjects;
+}
+
+absl::StatusOr<float> FaissGallery::ScoreSubject(
+    absl::string_view subject_id, absl::Span<const float> probe) const {
+  if (absl::Status s = CheckVector(probe, dimension_); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("probe: ", s.message()));
+  }
+  const std::vector<float> unit = Normalized(probe);
+  const size_t d = static_cast<size_t>(dimension_);
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = subject_labels_.find(subject_id);
+  if (it == subject_labels_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("subject_id: no template of ", subject_id));
+  }
+  std::vector<float> stored(d);
+  float best = -std::numeric_limits<float>::infinity();
+  try {
+    for (int64_t label : it->second) {
+      index_.reconstruct(label, stored.data());
+      // The same kernel IndexFlatIP uses for a single query, so a subject
+      // scores identically here and in Search.
+      best = std::max(best,
+                      faiss::fvec_inner_product(unit.data(), stored.data(), d));
+    }
+  } catch (const faiss::FaissException& e) {
+    return FaissError("reconstruct", e);
+  } catch (const std::exception& e) {
+    return FaissError("reconstruct", e);
+  }
+  return best;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
+    const GalleryOptions& options) {
+  if (options.dimension <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dimension: must be positive, got ", options.dimension));
+  }
+  try {
+    return std::unique_ptr<Gallery>(
+        std::make_unique<FaissGallery>(options.dimension));
+  } catch (const faiss::FaissException& e) {
+    return FaissError("open", e);
+  } catch (const std::exception& e) {
+    return FaissError("open", e);
+  }
+}
+
+}  // namespace hawiya::matcher

@@ -1,1 +1,51 @@
-// placeholder
+#include "matcher/gallery.h"
+
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+
+namespace hawiya::matcher {
+namespace {
+
+// Accumulated in double: float squares of large finite components (|x| ~
+// 1e20) overflow to inf, and tiny ones (subnormals) underflow to zero, either
+// of which would make a perfectly usable vector look unusable.
+double SquaredNorm(absl::Span<const float> vector) {
+  double sum = 0.0;
+  for (float x : vector) sum += static_cast<double>(x) * x;
+  return sum;
+}
+
+}  // namespace
+
+absl::Status CheckVector(absl::Span<const float> vector, int dimension) {
+  if (dimension < 0 || vector.size() != static_cast<size_t>(dimension)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "vector has ", vector.size(), " components, expected ", dimension));
+  }
+  for (size_t i = 0; i < vector.size(); ++i) {
+    if (!std::isfinite(vector[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("component ", i, " is not finite (", vector[i], ")"));
+    }
+  }
+  if (SquaredNorm(vector) == 0.0) {
+    return absl::InvalidArgumentError("vector has zero norm");
+  }
+  return absl::OkStatus();
+}
+
+std::vector<float> Normalized(absl::Span<const float> vector) {
+  const double norm = std::sqrt(SquaredNorm(vector));
+  std::vector<float> out(vector.size());
+  for (size_t i = 0; i < vector.size(); ++i) {
+    out[i] = static_cast<float>(vector[i] / norm);
+  }
+  return out;
+}
+
+}  // namespace hawiya::matcher

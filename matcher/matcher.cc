@@ -1,1 +1,370 @@
-// placeholder
+#include "matcher/matcher.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "matcher/gallery.h"
+
+namespace hawiya::matcher {
+namespace {
+
+constexpr std::array<Modality, 3> kAllModalities = {
+    Modality::kFace, Modality::kFingerprint, Modality::kIris};
+
+bool IsKnown(Modality modality) {
+  return std::find(kAllModalities.begin(), kAllModalities.end(), modality) !=
+         kAllModalities.end();
+}
+
+// Index into per-modality arrays; only valid for IsKnown modalities.
+size_t Slot(Modality modality) { return static_cast<size_t>(modality) - 1; }
+
+// Probe vectors grouped by modality, in Modality order.
+using ProbesByModality = std::map<Modality, std::vector<const Probe*>>;
+
+ProbesByModality GroupProbes(absl::Span<const Probe> probes) {
+  ProbesByModality out;
+  for (const Probe& probe : probes) out[probe.modality].push_back(&probe);
+  return out;
+}
+
+bool BetterMatch(const Match& a, const Match& b) {
+  if (a.score != b.score) return a.score > b.score;
+  return a.subject_id < b.subject_id;
+}
+
+class MatcherImpl final : public Matcher {
+ public:
+  MatcherImpl() = default;
+
+  // Called once by Open, before the matcher is shared.
+  absl::Status Init(const MatcherOptions& options);
+
+  absl::Status Add(absl::string_view subject_id,
+                   absl::Span<const TemplateToAdd> templates) override;
+  void RemoveSubject(absl::string_view subject_id) override;
+  absl::Status CheckProbes(absl::Span<const Probe> probes) const override;
+  absl::StatusOr<Match> Verify(absl::string_view subject_id,
+                               absl::Span<const Probe> probes) const override;
+  absl::StatusOr<std::vector<Match>> Identify(
+      absl::Span<const Probe> probes,
+      const IdentifyOptions& options) const override;
+  float FusedThreshold(absl::Span<const Probe> probes) const override;
+  const ModalitySpec* spec(Modality modality) const override;
+  std::vector<GalleryInfo> Info() const override;
+
+ private:
+  // Galleries lock themselves; requiring mu_ here is what makes every use of
+  // a gallery go through the cross-gallery lock below.
+  Gallery* gallery(Modality modality) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return IsKnown(modality) ? galleries_[Slot(modality)].get() : nullptr;
+  }
+  // The fused match of one subject, or nullopt if it has no template of any
+  // probed modality. REQUIRES: the probes passed CheckProbes.
+  absl::StatusOr<std::optional<Match>> Score(
+      absl::string_view subject_id, const ProbesByModality& probes) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  // Written only by Init, so read without a lock.
+  std::array<std::optional<ModalitySpec>, kAllModalities.size()> specs_;
+
+  // Each gallery locks itself, but a subject spans galleries: holding mu_
+  // exclusively across a multi-gallery Add or RemoveSubject keeps readers
+  // from seeing half a subject, or one that an Add is about to roll back.
+  mutable absl::Mutex mu_;
+  // The pointers are fixed by Init; mu_ guards the galleries' joint state.
+  std::array<std::unique_ptr<Gallery>, kAllModalities.size()> galleries_
+      ABSL_GUARDED_BY(mu_);
+};
+
+absl::Status MatcherImpl::Init(const MatcherOptions& options) {
+  if (options.modalities.empty()) {
+    return absl::InvalidArgumentError(
+        "modalities: at least one modality is required");
+  }
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < options.modalities.size(); ++i) {
+    const ModalitySpec& spec = options.modalities[i];
+    const std::string field = absl::StrCat("modalities[", i, "]");
+    if (!IsKnown(spec.modality)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".modality: unknown modality ",
+                       static_cast<int>(spec.modality)));
+    }
+    if (specs_[Slot(spec.modality)].has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".modality: ", ModalityName(spec.modality),
+                       " is configured twice"));
+    }
+    if (spec.dimension <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".dimension: must be positive, got ", spec.dimension));
+    }
+    if (!std::isfinite(spec.threshold)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".threshold: must be finite, got ", spec.threshold));
+    }
+    absl::StatusOr<std::unique_ptr<Gallery>> gallery =
+        Gallery::Open(GalleryOptions{spec.dimension});
+    if (!gallery.ok()) return gallery.status();
+    specs_[Slot(spec.modality)] = spec;
+    galleries_[Slot(spec.modality)] = *std::move(gallery);
+  }
+  return absl::OkStatus();
+}
+
+const ModalitySpec* MatcherImpl::spec(Modality modality) const {
+  if (!IsKnown(modality)) return nullptr;
+  const std::optional<ModalitySpec>& spec = specs_[Slot(modality)];
+  return spec.has_value() ? &*spec : nullptr;
+}
+
+absl::Status MatcherImpl::Add(absl::string_view subject_id,
+                              absl::Span<const TemplateToAdd> templates) {
+  if (subject_id.empty()) {
+    return absl::InvalidArgumentError("subject_id: must not be empty");
+  }
+  // Everything a caller can get wrong is checked here, against the caller's
+  // own indices, so that a gallery refusing its batch is the exception.
+  std::array<std::vector<GalleryEntry>, kAllModalities.size()> entries;
+  std::array<absl::flat_hash_set<int64_t>, kAllModalities.size()> labels;
+  for (size_t i = 0; i < templates.size(); ++i) {
+    const TemplateToAdd& t = templates[i];
+    const ModalitySpec* modality_spec = spec(t.modality);
+    if (modality_spec == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "templates[", i, "].modality: ", ModalityName(t.modality),
+          " is not configured"));
+    }
+    if (absl::Status s = CheckVector(t.vector, modality_spec->dimension);
+        !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("templates[", i, "].vector: ", s.message()));
+    }
+    if (!labels[Slot(t.modality)].insert(t.label).second) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "templates[", i, "].label: label ", t.label,
+          " appears twice among the ", ModalityName(t.modality), " templates"));
+    }
+    entries[Slot(t.modality)].push_back(
+        GalleryEntry{t.label, std::string(subject_id), t.vector});
+  }
+
+  absl::WriterMutexLock lock(&mu_);
+  // Rolling back a gallery where the subject is new is exact (RemoveSubject).
+  // Where it already had templates it is not: Gallery can only drop the whole
+  // subject. Adding to those galleries last means a failure there has only
+  // new-subject galleries (and at most the other pre-existing ones) to undo.
+  std::vector<std::pair<size_t, bool>> order;  // slot, subject is new there
+  for (size_t slot = 0; slot < entries.size(); ++slot) {
+    if (entries[slot].empty()) continue;
+    order.emplace_back(slot, !galleries_[slot]->Contains(subject_id));
+  }
+  std::stable_partition(order.begin(), order.end(),
+                        [](const auto& o) { return o.second; });
+  for (size_t n = 0; n < order.size(); ++n) {
+    const auto [slot, is_new] = order[n];
+    absl::Status status = galleries_[slot]->Add(entries[slot]);
+    if (status.ok()) continue;
+    std::string kept;
+    for (size_t done = 0; done < n; ++done) {
+      const auto [done_slot, done_new] = order[done];
+      if (done_new) {
+        galleries_[done_slot]->RemoveSubject(subject_id);
+      } else {
+        absl::StrAppend(&kept, kept.empty() ? "" : ", ",
+                        ModalityName(kAllModalities[done_slot]));
+      }
+    }
+    std::string message = absl::StrCat(ModalityName(kAllModalities[slot]),
+                                       " gallery: ", status.message());
+    if (!kept.empty()) {
+      absl::StrAppend(&message, "; could not roll back the ", kept,
+                      " templates already added (rebuild from the store)");
+    }
+    return absl::Status(status.code(), message);
+  }
+  return absl::OkStatus();
+}
+
+void MatcherImpl::RemoveSubject(absl::string_view subject_id) {
+  absl::WriterMutexLock lock(&mu_);
+  for (const std::unique_ptr<Gallery>& g : galleries_) {
+    if (g != nullptr) g->RemoveSubject(subject_id);
+  }
+}
+
+absl::Status MatcherImpl::CheckProbes(absl::Span<const Probe> probes) const {
+  if (probes.empty()) {
+    return absl::InvalidArgumentError("probes: at least one probe is required");
+  }
+  for (size_t i = 0; i < probes.size(); ++i) {
+    const ModalitySpec* modality_spec = spec(probes[i].modality);
+    if (modality_spec == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "probes[", i, "].modality: ", ModalityName(probes[i].modality),
+          " is not configured"));
+    }
+    if (absl::Status s =
+            CheckVector(probes[i].vector, modality_spec->dimension);
+        !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("probes[", i, "].vector: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Match>> MatcherImpl::Score(
+    absl::string_view subject_id, const ProbesByModality& probes) const {
+  Match match;
+  match.subject_id = std::string(subject_id);
+  // Sums in double so that the mean does not depend on summation order.
+  double score_sum = 0.0;
+  double threshold_sum = 0.0;
+  for (const auto& [modality, modality_probes] : probes) {
+    Gallery* g = gallery(modality);
+    std::optional<float> best;
+    for (const Probe* probe : modality_probes) {
+      absl::StatusOr<float> score = g->ScoreSubject(subject_id, probe->vector);
+      if (absl::IsNotFound(score.status())) break;
+      if (!score.ok()) return score.status();
+      best = std::max(best.value_or(*score), *score);
+    }
+    if (!best.has_value()) continue;
+    match.modality_scores.push_back(ModalityScore{modality, *best});
+    score_sum += *best;
+    threshold_sum += spec(modality)->threshold;
+  }
+  if (match.modality_scores.empty()) return std::nullopt;
+  const double n = static_cast<double>(match.modality_scores.size());
+  match.score = static_cast<float>(score_sum / n);
+  match.threshold = static_cast<float>(threshold_sum / n);
+  return match;
+}
+
+absl::StatusOr<Match> MatcherImpl::Verify(
+    absl::string_view subject_id, absl::Span<const Probe> probes) const {
+  if (absl::Status s = CheckProbes(probes); !s.ok()) return s;
+  const ProbesByModality grouped = GroupProbes(probes);
+  absl::ReaderMutexLock lock(&mu_);
+  absl::StatusOr<std::optional<Match>> match = Score(subject_id, grouped);
+  if (!match.ok()) return match.status();
+  if (!match->has_value()) {
+    return absl::FailedPreconditionError(
+        "subject_id: subject has no template of the probed modalities");
+  }
+  return **std::move(match);
+}
+
+absl::StatusOr<std::vector<Match>> MatcherImpl::Identify(
+    absl::Span<const Probe> probes, const IdentifyOptions& options) const {
+  if (absl::Status s = CheckProbes(probes); !s.ok()) return s;
+  if (std::isnan(options.min_score)) {
+    return absl::InvalidArgumentError("min_score: must not be NaN");
+  }
+  std::vector<Match> matches;
+  if (options.max_candidates == 0) return matches;
+  const ProbesByModality grouped = GroupProbes(probes);
+
+  absl::ReaderMutexLock lock(&mu_);
+  // Candidates come from each probe's own top list; their final scores are
+  // then computed exactly over every probed modality, so a subject found by
+  // its face is also scored on the fingerprints it was probed with.
+  absl::flat_hash_set<std::string> candidates;
+  if (!options.restrict_to.empty()) {
+    candidates.insert(options.restrict_to.begin(), options.restrict_to.end());
+  } else {
+    for (const Probe& probe : probes) {
+      absl::StatusOr<std::vector<SubjectScore>> top =
+          gallery(probe.modality)->Search(probe.vector, options.max_candidates);
+      if (!top.ok()) return top.status();
+      for (SubjectScore& s : *top) candidates.insert(std::move(s.subject_id));
+    }
+  }
+  for (const std::string& subject_id : candidates) {
+    absl::StatusOr<std::optional<Match>> match = Score(subject_id, grouped);
+    if (!match.ok()) return match.status();
+    if (!match->has_value() || (*match)->score < options.min_score) continue;
+    matches.push_back(**std::move(match));
+  }
+  std::sort(matches.begin(), matches.end(), BetterMatch);
+  if (matches.size() > options.max_candidates) {
+    matches.resize(options.max_candidates);
+  }
+  return matches;
+}
+
+float MatcherImpl::FusedThreshold(absl::Span<const Probe> probes) const {
+  double sum = 0.0;
+  size_t n = 0;
+  for (const auto& [modality, unused] : GroupProbes(probes)) {
+    const ModalitySpec* modality_spec = spec(modality);
+    if (modality_spec == nullptr) continue;
+    sum += modality_spec->threshold;
+    ++n;
+  }
+  return n == 0 ? 0.0f : static_cast<float>(sum / static_cast<double>(n));
+}
+
+std::vector<GalleryInfo> MatcherImpl::Info() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<GalleryInfo> out;
+  for (Modality modality : kAllModalities) {
+    const ModalitySpec* modality_spec = spec(modality);
+    if (modality_spec == nullptr) continue;
+    const Gallery* g = gallery(modality);
+    out.push_back(GalleryInfo{*modality_spec, g->size(), g->index_kind()});
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::string_view ModalityName(Modality modality) {
+  switch (modality) {
+    case Modality::kFace:
+      return "FACE";
+    case Modality::kFingerprint:
+      return "FINGERPRINT";
+    case Modality::kIris:
+      return "IRIS";
+  }
+  return static_cast<int>(modality) == 0 ? "MODALITY_UNSPECIFIED"
+                                         : "UNKNOWN_MODALITY";
+}
+
+std::vector<ModalitySpec> DefaultModalities() {
+  return {
+      ModalitySpec{Modality::kFace, 512, 0.40f},
+      ModalitySpec{Modality::kFingerprint, 256, 0.45f},
+      ModalitySpec{Modality::kIris, 256, 0.45f},
+  };
+}
+
+absl::StatusOr<std::unique_ptr<Matcher>> Matcher::Open(
+    const MatcherOptions& options) {
+  auto matcher = std::make_unique<MatcherImpl>();
+  if (absl::Status s = matcher->Init(options); !s.ok()) return s;
+  return std::unique_ptr<Matcher>(std::move(matcher));
+}
+
+}  // namespace hawiya::matcher

@@ -1,0 +1,24 @@
+// Server configuration: a text-format hawiya.config.ServerConfig.
+#ifndef HAWIYA_SERVICES_CONFIG_H_
+#define HAWIYA_SERVICES_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "hawiya/config/config.pb.h"
+#include "matcher/matcher.h"
+
+namespace hawiya::services {
+
+// Reads and checks a config file. An empty path gives the defaults.
+// INVALID_ARGUMENT naming the file, line and field on a bad file.
+absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path);
+
+// The modality specs: defaults overridden by the config's entries.
+absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(
+    const config::ServerConfig& config);
+
+}  // namespace hawiya::services
+
+#endif  // HAWIYA_SERVICES_CONFIG_H_

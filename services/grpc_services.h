@@ -1,0 +1,83 @@
+// The v1 gRPC services: thin translators between the wire and the Registry.
+// Handlers use gRPC's callback API and hand their work to a WorkQueue, so
+// gRPC's own threads never block on a commit or a search.
+#ifndef HAWIYA_SERVICES_GRPC_SERVICES_H_
+#define HAWIYA_SERVICES_GRPC_SERVICES_H_
+
+#include <atomic>
+
+#include "enroll/registry.h"
+#include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/enrollment.grpc.pb.h"
+#include "hawiya/v1/match.grpc.pb.h"
+#include "services/work_queue.h"
+
+namespace hawiya::services {
+
+// What the handlers share. The registry is null while galleries load; calls
+// then fail with UNAVAILABLE.
+struct ServiceContext {
+  std::atomic<enroll::Registry*> registry{nullptr};
+  WorkQueue* store_queue = nullptr;  // reads and writes of records
+  WorkQueue* match_queue = nullptr;  // Verify, Identify
+};
+
+class EnrollmentServiceImpl final
+    : public v1::EnrollmentService::CallbackService {
+ public:
+  explicit EnrollmentServiceImpl(ServiceContext* context) : context_(context) {}
+
+  grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* ctx,
+                                   const v1::EnrollRequest* request,
+                                   v1::EnrollResponse* response) override;
+  grpc::ServerUnaryReactor* GetPerson(grpc::CallbackServerContext* ctx,
+                                      const v1::GetPersonRequest* request,
+                                      v1::Person* response) override;
+  grpc::ServerUnaryReactor* UpdatePerson(grpc::CallbackServerContext* ctx,
+                                         const v1::UpdatePersonRequest* request,
+                                         v1::Person* response) override;
+  grpc::ServerUnaryReactor* ReplaceTemplates(
+      grpc::CallbackServerContext* ctx,
+      const v1::ReplaceTemplatesRequest* request,
+      v1::Person* response) override;
+  grpc::ServerUnaryReactor* DeletePerson(
+      grpc::CallbackServerContext* ctx, const v1::DeletePersonRequest* request,
+      google::protobuf::Empty* response) override;
+  grpc::ServerUnaryReactor* ListPersons(
+      grpc::CallbackServerContext* ctx, const v1::ListPersonsRequest* request,
+      v1::ListPersonsResponse* response) override;
+
+ private:
+  ServiceContext* const context_;
+};
+
+class MatchServiceImpl final : public v1::MatchService::CallbackService {
+ public:
+  explicit MatchServiceImpl(ServiceContext* context) : context_(context) {}
+
+  grpc::ServerUnaryReactor* Verify(grpc::CallbackServerContext* ctx,
+                                   const v1::VerifyRequest* request,
+                                   v1::VerifyResponse* response) override;
+  grpc::ServerUnaryReactor* Identify(grpc::CallbackServerContext* ctx,
+                                     const v1::IdentifyRequest* request,
+                                     v1::IdentifyResponse* response) override;
+
+ private:
+  ServiceContext* const context_;
+};
+
+class AdminServiceImpl final : public v1::AdminService::CallbackService {
+ public:
+  explicit AdminServiceImpl(ServiceContext* context) : context_(context) {}
+
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+
+ private:
+  ServiceContext* const context_;
+};
+
+}  // namespace hawiya::services
+
+#endif  // HAWIYA_SERVICES_GRPC_SERVICES_H_

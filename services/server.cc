@@ -1,0 +1,176 @@
+#include "services/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "enroll/registry.h"
+#include "services/config.h"
+#include "services/grpc_services.h"
+#include "services/log.h"
+#include "services/work_queue.h"
+
+namespace hawiya::services {
+namespace {
+
+constexpr int kDefaultMaxMessageBytes = 16 << 20;
+constexpr int kStoreThreads = 4;
+
+std::string HostOf(const std::string& listen) {
+  if (absl::StartsWith(listen, "[")) {
+    return listen.substr(1, listen.find(']') - 1);
+  }
+  return listen.substr(0, listen.rfind(':'));
+}
+
+class ServerImpl final : public Server {
+ public:
+  explicit ServerImpl(ServerOptions options)
+      : options_(std::move(options)),
+        store_queue_(kStoreThreads),
+        match_queue_(MatchThreads(options_.config)),
+        enrollment_(&context_),
+        match_(&context_),
+        admin_(&context_) {
+    context_.store_queue = &store_queue_;
+    context_.match_queue = &match_queue_;
+  }
+
+  ~ServerImpl() override { Shutdown(absl::ZeroDuration()); }
+
+  absl::Status Bind() {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
+                             &port_);
+    const uint32_t max_bytes = options_.config.max_receive_message_bytes();
+    builder.SetMaxReceiveMessageSize(max_bytes > 0 ? static_cast<int>(max_bytes)
+                                                   : kDefaultMaxMessageBytes);
+    builder.RegisterService(&enrollment_);
+    builder.RegisterService(&match_);
+    builder.RegisterService(&admin_);
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port_ == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("listen: cannot bind ", options_.listen));
+    }
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    loader_ = std::thread([this] { Load(); });
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+
+  absl::Status WaitUntilReady() override {
+    loaded_.WaitForNotification();
+    absl::MutexLock lock(&mu_);
+    return load_status_;
+  }
+
+  void Shutdown(absl::Duration grace) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (shut_down_) return;
+      shut_down_ = true;
+    }
+    if (server_ != nullptr) {
+      server_->GetHealthCheckService()->SetServingStatus(false);
+      server_->Shutdown(std::chrono::system_clock::now() +
+                        absl::ToChronoNanoseconds(grace));
+      server_->Wait();
+    }
+    if (loader_.joinable()) loader_.join();
+    // Every handler has finished: the registry (and its store) can close.
+    context_.registry.store(nullptr);
+    registry_.reset();
+  }
+
+ private:
+  static int MatchThreads(const config::ServerConfig& config) {
+    if (config.match_threads() > 0) return config.match_threads();
+    return std::max(2u, std::thread::hardware_concurrency());
+  }
+
+  void Load() {
+    if (options_.before_load) options_.before_load();
+    absl::Status status;
+    absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
+        ModalitySpecs(options_.config);
+    if (specs.ok()) {
+      enroll::RegistryOptions registry_options;
+      registry_options.data_dir = options_.data_dir;
+      registry_options.modalities = *specs;
+      absl::StatusOr<std::unique_ptr<enroll::Registry>> registry =
+          enroll::Registry::Open(registry_options);
+      if (registry.ok()) {
+        registry_ = *std::move(registry);
+        context_.registry.store(registry_.get());
+        server_->GetHealthCheckService()->SetServingStatus(true);
+      } else {
+        status = registry.status();
+      }
+    } else {
+      status = specs.status();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      load_status_ = status;
+    }
+    loaded_.Notify();
+  }
+
+  const ServerOptions options_;
+  int port_ = 0;
+  // Declared before the services and the gRPC server so that they are
+  // destroyed after them.
+  std::unique_ptr<enroll::Registry> registry_;
+  ServiceContext context_;
+  WorkQueue store_queue_;
+  WorkQueue match_queue_;
+  EnrollmentServiceImpl enrollment_;
+  MatchServiceImpl match_;
+  AdminServiceImpl admin_;
+  std::unique_ptr<grpc::Server> server_;
+  std::thread loader_;
+  absl::Notification loaded_;
+  absl::Mutex mu_;
+  absl::Status load_status_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+bool IsLoopback(const std::string& listen) {
+  const std::string host = HostOf(listen);
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
+  if (!options.insecure) {
+    return absl::FailedPreconditionError(
+        "insecure: TLS is not available yet; start with --insecure");
+  }
+  if (!IsLoopback(options.listen)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "listen: plaintext (--insecure) is only served on loopback "
+        "addresses, not ",
+        options.listen));
+  }
+  auto server = std::make_unique<ServerImpl>(std::move(options));
+  if (absl::Status s = server->Bind(); !s.ok()) return s;
+  return server;
+}
+
+}  // namespace hawiya::services

@@ -1,0 +1,657 @@
+// Integration tests: the real hawiya-server binary on a loopback port with a
+// temporary data dir, driven through the generated v1 stubs.
+#include "services/server.h"
+
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/enrollment.grpc.pb.h"
+#include "hawiya/v1/match.grpc.pb.h"
+#include "matcher/synthetic.h"
+#include "tests/testing/fixtures.h"
+#include "tests/testing/server_process.h"
+
+namespace hawiya {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using ::grpc::StatusCode;
+using ::hawiya::testing::FaceTemplate;
+using ::hawiya::testing::MakeEnrollRequest;
+using ::hawiya::testing::MakePerson;
+using ::hawiya::testing::NewTempDir;
+using ::hawiya::testing::ServerProcess;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+std::unique_ptr<grpc::ClientContext> Ctx() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::seconds(60));
+  return context;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ = NewTempDir("hawiya-server-test");
+    ASSERT_FALSE(data_dir_.empty());
+    StartServer();
+  }
+
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove_all(data_dir_);
+  }
+
+  void StartServer() {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(HAWIYA_SERVER_PATH, data_dir_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    auto channel = server_->NewChannel();
+    enrollment_ = v1::EnrollmentService::NewStub(channel);
+    match_ = v1::MatchService::NewStub(channel);
+    admin_ = v1::AdminService::NewStub(channel);
+    health_ = grpc::health::v1::Health::NewStub(channel);
+  }
+
+  // Enrolls person n with capture 0 of identity n; returns its subject id.
+  std::string MustEnroll(uint64_t n) {
+    v1::EnrollResponse response;
+    grpc::Status status = enrollment_->Enroll(
+        Ctx().get(), MakeEnrollRequest(model_, n), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.person().subject_id();
+  }
+
+  v1::IdentifyResponse MustIdentify(uint64_t identity, uint64_t capture) {
+    v1::IdentifyRequest request;
+    *request.add_probes() = FaceTemplate(model_, identity, capture);
+    v1::IdentifyResponse response;
+    grpc::Status status = match_->Identify(Ctx().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  }
+
+  int64_t PersonCount() {
+    v1::GetStatsResponse stats;
+    EXPECT_TRUE(
+        admin_->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
+    return stats.persons();
+  }
+
+  matcher::SyntheticModel model_{matcher::SyntheticOptions{}};
+  std::string data_dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<v1::EnrollmentService::Stub> enrollment_;
+  std::unique_ptr<v1::MatchService::Stub> match_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+TEST_F(ServerTest, ReportsServingAndStats) {
+  grpc::health::v1::HealthCheckResponse health;
+  ASSERT_TRUE(
+      health_
+          ->Check(Ctx().get(), grpc::health::v1::HealthCheckRequest(), &health)
+          .ok());
+  EXPECT_EQ(health.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  grpc::health::v1::HealthCheckRequest per_service;
+  per_service.set_service("hawiya.v1.MatchService");
+  ASSERT_TRUE(health_->Check(Ctx().get(), per_service, &health).ok());
+  EXPECT_EQ(health.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  MustEnroll(1);
+  v1::GetStatsResponse stats;
+  ASSERT_TRUE(
+      admin_->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
+  EXPECT_EQ(stats.persons(), 1);
+  ASSERT_EQ(stats.galleries_size(), 3);
+  EXPECT_EQ(stats.galleries(0).modality(), v1::FACE);
+  EXPECT_EQ(stats.galleries(0).dimension(), 512u);
+  EXPECT_EQ(stats.galleries(0).templates(), 1);
+  EXPECT_EQ(stats.galleries(0).index_kind(), "exact");
+  EXPECT_EQ(stats.galleries(1).modality(), v1::FINGERPRINT);
+  EXPECT_EQ(stats.galleries(1).dimension(), 256u);
+  EXPECT_EQ(stats.galleries(2).modality(), v1::IRIS);
+}
+
+TEST_F(ServerTest, EnrollGetUpdateListDelete) {
+  v1::EnrollRequest enroll = MakeEnrollRequest(model_, 7);
+  v1::EnrollResponse enrolled;
+  ASSERT_TRUE(enrollment_->Enroll(Ctx().get(), enroll, &enrolled).ok());
+  const v1::Person& person = enrolled.person();
+  EXPECT_FALSE(person.subject_id().empty());
+  EXPECT_EQ(person.state(), v1::ACTIVE);
+  EXPECT_EQ(person.version(), 1);
+  EXPECT_GT(person.create_time().seconds(), 0);
+  EXPECT_TRUE(enrolled.duplicates().empty());
+  ASSERT_EQ(person.template_counts_size(), 1);
+  EXPECT_EQ(person.template_counts(0).modality(), v1::FACE);
+  EXPECT_EQ(person.template_counts(0).count(), 1u);
+  EXPECT_EQ(person.name_ar().given(), "محمد");
+
+  // By subject id and by national id: the same record.
+  v1::GetPersonRequest by_subject;
+  by_subject.set_subject_id(person.subject_id());
+  v1::Person got;
+  ASSERT_TRUE(enrollment_->GetPerson(Ctx().get(), by_subject, &got).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(got, person));
+  v1::GetPersonRequest by_national_id;
+  by_national_id.set_national_id("N7");
+  by_national_id.set_issuing_country("KWT");
+  ASSERT_TRUE(enrollment_->GetPerson(Ctx().get(), by_national_id, &got).ok());
+  EXPECT_EQ(got.subject_id(), person.subject_id());
+
+  // Update civil status; version moves on; other fields untouched.
+  v1::UpdatePersonRequest update;
+  update.mutable_person()->set_subject_id(person.subject_id());
+  update.mutable_person()->set_civil_status(v1::MARRIED);
+  update.mutable_update_mask()->add_paths("civil_status");
+  update.set_expected_version(1);
+  v1::Person updated;
+  grpc::Status status =
+      enrollment_->UpdatePerson(Ctx().get(), update, &updated);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(updated.civil_status(), v1::MARRIED);
+  EXPECT_EQ(updated.version(), 2);
+  EXPECT_EQ(updated.name_latin().family(), "Al-Sabah");
+
+  // A second update with the stale version is refused: ABORTED.
+  update.mutable_person()->set_civil_status(v1::DIVORCED);
+  status = enrollment_->UpdatePerson(Ctx().get(), update, &updated);
+  EXPECT_EQ(status.error_code(), StatusCode::ABORTED);
+  EXPECT_THAT(status.error_message(), StartsWith("expected_version"));
+  ASSERT_TRUE(enrollment_->GetPerson(Ctx().get(), by_subject, &got).ok());
+  EXPECT_EQ(got.civil_status(), v1::MARRIED);
+
+  // Output-only fields cannot be updated.
+  update.set_expected_version(2);
+  update.mutable_update_mask()->set_paths(0, "state");
+  status = enrollment_->UpdatePerson(Ctx().get(), update, &updated);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("update_mask"));
+
+  // An invalid new value is refused and nothing changes.
+  update.mutable_update_mask()->set_paths(0, "date_of_birth");
+  update.mutable_person()->mutable_date_of_birth()->set_year(2001);
+  update.mutable_person()->mutable_date_of_birth()->set_month(2);
+  update.mutable_person()->mutable_date_of_birth()->set_day(29);
+  status = enrollment_->UpdatePerson(Ctx().get(), update, &updated);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("person.date_of_birth"));
+
+  MustEnroll(8);
+  v1::ListPersonsRequest list;
+  v1::ListPersonsResponse listed;
+  ASSERT_TRUE(enrollment_->ListPersons(Ctx().get(), list, &listed).ok());
+  EXPECT_EQ(listed.persons_size(), 2);
+  EXPECT_TRUE(listed.next_page_token().empty());
+
+  // Revoke: still readable, REVOKED, and gone from ACTIVE listings.
+  v1::DeletePersonRequest revoke;
+  revoke.set_subject_id(person.subject_id());
+  revoke.set_reason("court order 12/2026");
+  google::protobuf::Empty empty;
+  ASSERT_TRUE(enrollment_->DeletePerson(Ctx().get(), revoke, &empty).ok());
+  ASSERT_TRUE(enrollment_->GetPerson(Ctx().get(), by_subject, &got).ok());
+  EXPECT_EQ(got.state(), v1::REVOKED);
+  list.set_state(v1::ACTIVE);
+  ASSERT_TRUE(enrollment_->ListPersons(Ctx().get(), list, &listed).ok());
+  ASSERT_EQ(listed.persons_size(), 1);
+  EXPECT_EQ(listed.persons(0).national_id(), "N8");
+
+  // Erase: gone entirely.
+  revoke.set_erase(true);
+  ASSERT_TRUE(enrollment_->DeletePerson(Ctx().get(), revoke, &empty).ok());
+  status = enrollment_->GetPerson(Ctx().get(), by_subject, &got);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(PersonCount(), 1);
+
+  // Delete needs a reason.
+  revoke.clear_reason();
+  status = enrollment_->DeletePerson(Ctx().get(), revoke, &empty);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("reason"));
+}
+
+TEST_F(ServerTest, IdempotentReplayReturnsFirstResponseAndWritesNothing) {
+  v1::EnrollRequest request = MakeEnrollRequest(model_, 3);
+  v1::EnrollResponse first, second;
+  ASSERT_TRUE(enrollment_->Enroll(Ctx().get(), request, &first).ok());
+  ASSERT_TRUE(enrollment_->Enroll(Ctx().get(), request, &second).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(first, second));
+  EXPECT_EQ(PersonCount(), 1);
+
+  // The same key for a different request is refused.
+  request.mutable_person()->set_national_id("N999");
+  grpc::Status status = enrollment_->Enroll(Ctx().get(), request, &second);
+  EXPECT_EQ(status.error_code(), StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(), StartsWith("request_id"));
+
+  // A new key for an enrolled national id: ALREADY_EXISTS.
+  request = MakeEnrollRequest(model_, 3);
+  request.set_request_id("another-key");
+  status = enrollment_->Enroll(Ctx().get(), request, &second);
+  EXPECT_EQ(status.error_code(), StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(), StartsWith("person.national_id"));
+  EXPECT_EQ(PersonCount(), 1);
+
+  // ReplaceTemplates replays too.
+  v1::ReplaceTemplatesRequest replace;
+  replace.set_request_id("replace-1");
+  replace.set_subject_id(first.person().subject_id());
+  *replace.add_templates() = FaceTemplate(model_, 3, 5);
+  v1::Person replaced, replayed;
+  ASSERT_TRUE(
+      enrollment_->ReplaceTemplates(Ctx().get(), replace, &replaced).ok());
+  ASSERT_TRUE(
+      enrollment_->ReplaceTemplates(Ctx().get(), replace, &replayed).ok());
+  EXPECT_EQ(replaced.version(), 2);
+  EXPECT_TRUE(MessageDifferencer::Equals(replaced, replayed));
+}
+
+struct ValidationCase {
+  std::string name;
+  std::string field;
+  std::function<void(v1::EnrollRequest&)> mutate;
+};
+
+TEST_F(ServerTest, EveryValidationRuleNamesItsField) {
+  const std::vector<ValidationCase> cases = {
+      {"no request id", "request_id",
+       [](v1::EnrollRequest& r) { r.clear_request_id(); }},
+      {"no person", "person", [](v1::EnrollRequest& r) { r.clear_person(); }},
+      {"empty national id", "person.national_id",
+       [](v1::EnrollRequest& r) { r.mutable_person()->clear_national_id(); }},
+      {"national id charset", "person.national_id",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->set_national_id("AB_12");
+       }},
+      {"national id length", "person.national_id",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->set_national_id(std::string(33, '1'));
+       }},
+      {"lower-case country", "person.issuing_country",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->set_issuing_country("kwt");
+       }},
+      {"two-letter country", "person.issuing_country",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->set_issuing_country("KW");
+       }},
+      {"no names", "person.name",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->clear_name_ar();
+         r.mutable_person()->clear_name_latin();
+       }},
+      {"latin in arabic name", "person.name_ar.given",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->mutable_name_ar()->set_given("Mohammed");
+       }},
+      {"arabic in latin name", "person.name_latin.family",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->mutable_name_latin()->set_family("الصباح");
+       }},
+      {"name too long", "person.name_latin.given",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->mutable_name_latin()->set_given(
+             std::string(129, 'a'));
+       }},
+      {"month 13", "person.date_of_birth",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->mutable_date_of_birth()->set_month(13);
+       }},
+      {"30 February", "person.date_of_birth",
+       [](v1::EnrollRequest& r) {
+         auto* d = r.mutable_person()->mutable_date_of_birth();
+         d->set_month(2);
+         d->set_day(30);
+       }},
+      {"future birth", "person.date_of_birth",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->mutable_date_of_birth()->set_year(2999);
+       }},
+      {"born before 1900", "person.date_of_birth",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->mutable_date_of_birth()->set_year(1899);
+       }},
+      {"document without number", "person.documents[0].number",
+       [](v1::EnrollRequest& r) {
+         r.mutable_person()->mutable_documents(0)->clear_number();
+       }},
+      {"template dimension", "templates[0].vector",
+       [](v1::EnrollRequest& r) {
+         r.mutable_templates(0)->mutable_vector()->Truncate(500);
+       }},
+      {"non-finite component", "templates[0].vector",
+       [](v1::EnrollRequest& r) {
+         r.mutable_templates(0)->set_vector(
+             17, std::numeric_limits<float>::quiet_NaN());
+       }},
+      {"zero vector", "templates[0].vector",
+       [](v1::EnrollRequest& r) {
+         for (float& x : *r.mutable_templates(0)->mutable_vector()) x = 0;
+       }},
+      {"quality over 100", "templates[0].quality",
+       [](v1::EnrollRequest& r) { r.mutable_templates(0)->set_quality(101); }},
+      {"no modality", "templates[0].modality",
+       [](v1::EnrollRequest& r) { r.mutable_templates(0)->clear_modality(); }},
+  };
+  for (const ValidationCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::EnrollRequest request = MakeEnrollRequest(model_, 1);
+    c.mutate(request);
+    v1::EnrollResponse response;
+    grpc::Status status = enrollment_->Enroll(Ctx().get(), request, &response);
+    EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), StartsWith(c.field + ":"))
+        << status.error_message();
+  }
+  EXPECT_EQ(PersonCount(), 0) << "a refused request wrote something";
+}
+
+TEST_F(ServerTest, UnknownIdsAreNotFound) {
+  const std::string ghost = "00000000000000000000000000000000";
+  v1::Person person;
+  v1::GetPersonRequest get;
+  get.set_subject_id(ghost);
+  EXPECT_EQ(enrollment_->GetPerson(Ctx().get(), get, &person).error_code(),
+            StatusCode::NOT_FOUND);
+  get.clear_subject_id();
+  get.set_national_id("X1");
+  get.set_issuing_country("BHR");
+  EXPECT_EQ(enrollment_->GetPerson(Ctx().get(), get, &person).error_code(),
+            StatusCode::NOT_FOUND);
+
+  v1::UpdatePersonRequest update;
+  update.mutable_person()->set_subject_id(ghost);
+  update.mutable_update_mask()->add_paths("civil_status");
+  update.set_expected_version(1);
+  EXPECT_EQ(
+      enrollment_->UpdatePerson(Ctx().get(), update, &person).error_code(),
+      StatusCode::NOT_FOUND);
+
+  v1::ReplaceTemplatesRequest replace;
+  replace.set_request_id("r");
+  replace.set_subject_id(ghost);
+  EXPECT_EQ(
+      enrollment_->ReplaceTemplates(Ctx().get(), replace, &person).error_code(),
+      StatusCode::NOT_FOUND);
+
+  v1::DeletePersonRequest remove;
+  remove.set_subject_id(ghost);
+  remove.set_reason("test");
+  google::protobuf::Empty empty;
+  EXPECT_EQ(enrollment_->DeletePerson(Ctx().get(), remove, &empty).error_code(),
+            StatusCode::NOT_FOUND);
+
+  v1::VerifyRequest verify;
+  verify.set_subject_id(ghost);
+  *verify.add_probes() = FaceTemplate(model_, 1, 1);
+  v1::VerifyResponse verdict;
+  EXPECT_EQ(match_->Verify(Ctx().get(), verify, &verdict).error_code(),
+            StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, VerifyGenuineAndImpostor) {
+  const std::string alice = MustEnroll(10);
+  MustEnroll(11);
+
+  v1::VerifyRequest request;
+  request.set_subject_id(alice);
+  *request.add_probes() = FaceTemplate(model_, 10, 1);  // a fresh capture
+  v1::VerifyResponse genuine;
+  ASSERT_TRUE(match_->Verify(Ctx().get(), request, &genuine).ok());
+  EXPECT_TRUE(genuine.match());
+  EXPECT_GE(genuine.score(), genuine.threshold());
+  EXPECT_NEAR(genuine.score(), 0.61, 0.1);
+  EXPECT_EQ(genuine.subject_id(), alice);
+  ASSERT_EQ(genuine.modality_scores_size(), 1);
+  EXPECT_EQ(genuine.modality_scores(0).modality(), v1::FACE);
+  EXPECT_FLOAT_EQ(genuine.modality_scores(0).score(), genuine.score());
+
+  // Identity 11's face against alice's claim, this time by national id.
+  request.clear_subject_id();
+  request.set_national_id("N10");
+  request.set_issuing_country("KWT");
+  *request.mutable_probes(0) = FaceTemplate(model_, 11, 1);
+  v1::VerifyResponse impostor;
+  ASSERT_TRUE(match_->Verify(Ctx().get(), request, &impostor).ok());
+  EXPECT_FALSE(impostor.match());
+  EXPECT_LT(impostor.score(), impostor.threshold());
+  EXPECT_NEAR(impostor.score(), 0.0, 0.25);
+
+  // A modality alice never enrolled cannot be verified.
+  request.mutable_probes(0)->set_modality(v1::IRIS);
+  request.mutable_probes(0)->set_position(1);
+  request.mutable_probes(0)->mutable_vector()->Truncate(256);
+  grpc::Status status = match_->Verify(Ctx().get(), request, &impostor);
+  EXPECT_EQ(status.error_code(), StatusCode::FAILED_PRECONDITION);
+
+  request.clear_probes();
+  status = match_->Verify(Ctx().get(), request, &impostor);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("probes"));
+}
+
+TEST_F(ServerTest, IdentifyFindsMatedProbesAtRankOne) {
+  constexpr int kEnrolled = 150;
+  std::vector<std::string> subjects;
+  for (int i = 0; i < kEnrolled; ++i) subjects.push_back(MustEnroll(i));
+
+  for (int i = 0; i < kEnrolled; i += 5) {
+    const v1::IdentifyResponse response = MustIdentify(i, /*capture=*/1);
+    ASSERT_FALSE(response.candidates().empty());
+    EXPECT_EQ(response.candidates(0).subject_id(), subjects[i]);
+    EXPECT_EQ(response.candidates(0).rank(), 1u);
+    EXPECT_GE(response.candidates(0).score(), response.threshold());
+    EXPECT_EQ(response.candidates_size(), 10);
+    for (int c = 1; c < response.candidates_size(); ++c) {
+      EXPECT_LE(response.candidates(c).score(),
+                response.candidates(c - 1).score());
+      EXPECT_EQ(response.candidates(c).rank(), static_cast<uint32_t>(c + 1));
+    }
+  }
+  // Non-mated probes (identities never enrolled) find no one above
+  // threshold.
+  for (int i = 1000; i < 1010; ++i) {
+    const v1::IdentifyResponse response = MustIdentify(i, 1);
+    ASSERT_FALSE(response.candidates().empty());
+    EXPECT_LT(response.candidates(0).score(), response.threshold());
+  }
+
+  // max_candidates, min_score and gallery restriction.
+  v1::IdentifyRequest request;
+  *request.add_probes() = FaceTemplate(model_, 42, 1);
+  request.set_max_candidates(3);
+  v1::IdentifyResponse response;
+  ASSERT_TRUE(match_->Identify(Ctx().get(), request, &response).ok());
+  EXPECT_EQ(response.candidates_size(), 3);
+  request.set_min_score(response.threshold());
+  ASSERT_TRUE(match_->Identify(Ctx().get(), request, &response).ok());
+  ASSERT_EQ(response.candidates_size(), 1);
+  EXPECT_EQ(response.candidates(0).subject_id(), subjects[42]);
+  request.set_min_score(0);
+  request.add_gallery(subjects[7]);
+  request.add_gallery(subjects[8]);
+  ASSERT_TRUE(match_->Identify(Ctx().get(), request, &response).ok());
+  ASSERT_EQ(response.candidates_size(), 2);
+  for (const v1::Candidate& c : response.candidates()) {
+    EXPECT_TRUE(c.subject_id() == subjects[7] || c.subject_id() == subjects[8]);
+  }
+  request.set_max_candidates(101);
+  EXPECT_EQ(match_->Identify(Ctx().get(), request, &response).error_code(),
+            StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, RevokedAndErasedPersonsAreNeverMatched) {
+  const std::string revoked = MustEnroll(20);
+  const std::string erased = MustEnroll(21);
+  MustEnroll(22);
+  google::protobuf::Empty empty;
+  v1::DeletePersonRequest remove;
+  remove.set_reason("test");
+  remove.set_subject_id(revoked);
+  ASSERT_TRUE(enrollment_->DeletePerson(Ctx().get(), remove, &empty).ok());
+  remove.set_subject_id(erased);
+  remove.set_erase(true);
+  ASSERT_TRUE(enrollment_->DeletePerson(Ctx().get(), remove, &empty).ok());
+
+  for (uint64_t identity : {20, 21}) {
+    const v1::IdentifyResponse response = MustIdentify(identity, 1);
+    for (const v1::Candidate& c : response.candidates()) {
+      EXPECT_NE(c.subject_id(), revoked);
+      EXPECT_NE(c.subject_id(), erased);
+    }
+  }
+  v1::VerifyRequest verify;
+  verify.set_subject_id(revoked);
+  *verify.add_probes() = FaceTemplate(model_, 20, 1);
+  v1::VerifyResponse verdict;
+  grpc::Status status = match_->Verify(Ctx().get(), verify, &verdict);
+  EXPECT_EQ(status.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("REVOKED"));
+  verify.set_subject_id(erased);
+  EXPECT_EQ(match_->Verify(Ctx().get(), verify, &verdict).error_code(),
+            StatusCode::NOT_FOUND);
+
+  v1::GetStatsResponse stats;
+  ASSERT_TRUE(
+      admin_->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
+  EXPECT_EQ(stats.galleries(0).templates(), 1);
+
+  // The erased national id is free again.
+  v1::EnrollRequest again = MakeEnrollRequest(model_, 21);
+  again.set_request_id("re-enroll-21");
+  v1::EnrollResponse response;
+  EXPECT_TRUE(enrollment_->Enroll(Ctx().get(), again, &response).ok());
+}
+
+TEST_F(ServerTest, ReplaceTemplatesChangesWhoMatches) {
+  const std::string subject = MustEnroll(30);
+  v1::ReplaceTemplatesRequest replace;
+  replace.set_request_id("swap-30");
+  replace.set_subject_id(subject);
+  *replace.add_templates() = FaceTemplate(model_, 31, 0);
+  v1::Person person;
+  ASSERT_TRUE(
+      enrollment_->ReplaceTemplates(Ctx().get(), replace, &person).ok());
+
+  v1::VerifyRequest verify;
+  verify.set_subject_id(subject);
+  *verify.add_probes() = FaceTemplate(model_, 30, 1);
+  v1::VerifyResponse verdict;
+  ASSERT_TRUE(match_->Verify(Ctx().get(), verify, &verdict).ok());
+  EXPECT_FALSE(verdict.match());
+  *verify.mutable_probes(0) = FaceTemplate(model_, 31, 1);
+  ASSERT_TRUE(match_->Verify(Ctx().get(), verify, &verdict).ok());
+  EXPECT_TRUE(verdict.match());
+}
+
+TEST_F(ServerTest, ListPersonsPagesCoverEveryPersonOnce) {
+  std::set<std::string> enrolled;
+  for (int i = 0; i < 7; ++i) enrolled.insert(MustEnroll(100 + i));
+  v1::ListPersonsRequest request;
+  request.set_page_size(3);
+  std::set<std::string> seen;
+  int pages = 0;
+  do {
+    v1::ListPersonsResponse response;
+    ASSERT_TRUE(enrollment_->ListPersons(Ctx().get(), request, &response).ok());
+    for (const v1::Person& p : response.persons()) {
+      EXPECT_TRUE(seen.insert(p.subject_id()).second) << "listed twice";
+    }
+    request.set_page_token(response.next_page_token());
+    ++pages;
+  } while (!request.page_token().empty());
+  EXPECT_EQ(seen, enrolled);
+  EXPECT_EQ(pages, 3);
+
+  request.set_page_token("not-a-token");
+  v1::ListPersonsResponse response;
+  grpc::Status status =
+      enrollment_->ListPersons(Ctx().get(), request, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("page_token"));
+}
+
+TEST_F(ServerTest, SigtermDrainsAndRestartRebuildsGalleries) {
+  const std::string subject = MustEnroll(50);
+  MustEnroll(51);
+  EXPECT_EQ(server_->Terminate(), 0);
+  StartServer();
+  EXPECT_EQ(PersonCount(), 2);
+  EXPECT_EQ(MustIdentify(50, 1).candidates(0).subject_id(), subject);
+}
+
+// In process, to hold the loading phase open: health says NOT_SERVING and
+// Hawiya RPCs are UNAVAILABLE until the galleries are loaded.
+TEST(ServerLoadingTest, NotServingUntilGalleriesLoad) {
+  const std::string data_dir = NewTempDir("hawiya-loading-test");
+  absl::Notification release;
+  services::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = data_dir;
+  options.before_load = [&release] { release.WaitForNotification(); };
+  absl::StatusOr<std::unique_ptr<services::Server>> server =
+      services::Server::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                          grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  auto admin = v1::AdminService::NewStub(channel);
+
+  grpc::health::v1::HealthCheckResponse status;
+  ASSERT_TRUE(
+      health
+          ->Check(Ctx().get(), grpc::health::v1::HealthCheckRequest(), &status)
+          .ok());
+  EXPECT_EQ(status.status(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  v1::GetStatsResponse stats;
+  EXPECT_EQ(
+      admin->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).error_code(),
+      StatusCode::UNAVAILABLE);
+
+  release.Notify();
+  ASSERT_TRUE((*server)->WaitUntilReady().ok());
+  ASSERT_TRUE(
+      health
+          ->Check(Ctx().get(), grpc::health::v1::HealthCheckRequest(), &status)
+          .ok());
+  EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_TRUE(admin->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
+  (*server)->Shutdown(absl::Seconds(1));
+  std::filesystem::remove_all(data_dir);
+}
+
+TEST(ServerOptionsTest, PlaintextOnlyOnLoopback) {
+  EXPECT_TRUE(services::IsLoopback("127.0.0.1:50051"));
+  EXPECT_TRUE(services::IsLoopback("localhost:1"));
+  EXPECT_TRUE(services::IsLoopback("[::1]:50051"));
+  EXPECT_FALSE(services::IsLoopback("0.0.0.0:50051"));
+  EXPECT_FALSE(services::IsLoopback("10.1.2.3:50051"));
+  services::ServerOptions options;
+  options.listen = "0.0.0.0:0";
+  absl::StatusOr<std::unique_ptr<services::Server>> server =
+      services::Server::Start(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(server.status().message()), StartsWith("listen"));
+}
+
+}  // namespace
+}  // namespace hawiya
