@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test (ctest, two at a time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./deploy/build.sh
+cd build
+# Tests run their own servers on free loopback ports; OpenMP threads would
+# only oversubscribe the two cores.
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+ctest --output-on-failure --timeout 600 -j2 "$@"
