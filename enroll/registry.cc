@@ -400,9 +400,11 @@ absl::Status Registry::DeletePerson(const v1::DeletePersonRequest& request) {
   absl::Status s = request.erase() ? store_->ErasePerson(request.subject_id())
                                    : store_->RevokePerson(request.subject_id(),
                                                           request.reason());
-  if (!s.ok()) return s;
-  matcher_->RemoveSubject(request.subject_id());
-  return absl::OkStatus();
+  // An erase can fail after its commit (the WAL checkpoint that scrubs old
+  // pages): the person must leave the galleries whatever the error, since
+  // matching an erased person is worse than missing one until restart.
+  if (s.ok() || request.erase()) matcher_->RemoveSubject(request.subject_id());
+  return s;
 }
 
 absl::StatusOr<v1::ListPersonsResponse> Registry::ListPersons(
@@ -469,8 +471,9 @@ absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
         absl::StrCat("max_candidates: ", request.max_candidates(),
                      " is more than ", kMaxCandidates));
   }
-  if (!std::isfinite(request.min_score()) || request.min_score() < -1.0f ||
-      request.min_score() > 1.0f) {
+  if (request.has_min_score() &&
+      (!std::isfinite(request.min_score()) || request.min_score() < -1.0f ||
+       request.min_score() > 1.0f)) {
     return absl::InvalidArgumentError("min_score: must be a number in [-1, 1]");
   }
   if (static_cast<size_t>(request.gallery_size()) > kMaxGallerySubjects) {
@@ -481,7 +484,7 @@ absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
   options.max_candidates = request.max_candidates() == 0
                                ? kDefaultCandidates
                                : request.max_candidates();
-  options.min_score = request.min_score();
+  if (request.has_min_score()) options.min_score = request.min_score();
   options.restrict_to.assign(request.gallery().begin(),
                              request.gallery().end());
   const std::vector<matcher::Probe> probes = ToProbes(request.probes());

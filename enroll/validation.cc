@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -450,7 +451,10 @@ absl::Status ValidateTemplates(absl::string_view field,
             absl::MakeConstSpan(t.vector().data(), t.vector().size()),
             spec->dimension);
         !s.ok()) {
-      return Invalid(Sub(item, "vector"), s.message());
+      // CheckVector words its message as "vector has ..."; the field path
+      // already names the vector.
+      return Invalid(Sub(item, "vector"),
+                     absl::StripPrefix(s.message(), "vector "));
     }
 
     if (t.quality() > 100) {

@@ -245,6 +245,8 @@ absl::StatusOr<std::optional<Match>> MatcherImpl::Score(
     std::optional<float> best;
     for (const Probe* probe : modality_probes) {
       absl::StatusOr<float> score = g->ScoreSubject(subject_id, probe->vector);
+      // No template of this modality: every probe of it would say the same,
+      // and the modality is simply not part of this subject's fusion.
       if (absl::IsNotFound(score.status())) break;
       if (!score.ok()) return score.status();
       best = std::max(best.value_or(*score), *score);

@@ -39,7 +39,8 @@ ABSL_FLAG(std::string, national_id, "", "get/verify: national id.");
 ABSL_FLAG(std::string, country, "",
           "get/verify: issuing country of --national_id (e.g. KWT).");
 ABSL_FLAG(uint32_t, max_candidates, 10, "identify: candidates (1-100).");
-ABSL_FLAG(double, min_score, 0.0, "identify: drop candidates below this.");
+ABSL_FLAG(double, min_score, -1.0,
+          "identify: drop candidates below this score (-1: keep all).");
 ABSL_FLAG(std::string, state, "",
           "list: only this state (ACTIVE, REVOKED, ...).");
 ABSL_FLAG(std::string, reason, "", "delete: why (required).");
@@ -67,7 +68,7 @@ constexpr char kUsage[] =
     "  get       --subject_id=S | --national_id=N --country=C\n"
     "  verify    (--subject_id=S | --national_id=N --country=C) "
     "--probes=T.json\n"
-    "  identify  --probes=T.json [--max_candidates=10] [--min_score=0]\n"
+    "  identify  --probes=T.json [--max_candidates=10] [--min_score=S]\n"
     "  list      [--state=ACTIVE]\n"
     "  delete    --subject_id=S --reason=TEXT [--erase]\n"
     "  stats\n"
@@ -238,7 +239,9 @@ int Identify(Client& client) {
     return kExitInput;
   }
   request.set_max_candidates(absl::GetFlag(FLAGS_max_candidates));
-  request.set_min_score(static_cast<float>(absl::GetFlag(FLAGS_min_score)));
+  if (absl::GetFlag(FLAGS_min_score) > -1.0) {
+    request.set_min_score(static_cast<float>(absl::GetFlag(FLAGS_min_score)));
+  }
   v1::IdentifyResponse response;
   grpc::Status status =
       client.match().Identify(client.Context().get(), request, &response);

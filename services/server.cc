@@ -66,7 +66,12 @@ class ServerImpl final : public Server {
       return absl::UnavailableError(
           absl::StrCat("listen: cannot bind ", options_.listen));
     }
-    server_->GetHealthCheckService()->SetServingStatus(false);
+    // Each service is checkable by name as well as the whole server ("").
+    for (const char* name : {"", v1::EnrollmentService::service_full_name(),
+                             v1::MatchService::service_full_name(),
+                             v1::AdminService::service_full_name()}) {
+      server_->GetHealthCheckService()->SetServingStatus(name, false);
+    }
     loader_ = std::thread([this] { Load(); });
     return absl::OkStatus();
   }

@@ -56,7 +56,8 @@ class ServerTest : public ::testing::Test {
 
   void StartServer() {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(HAWIYA_SERVER_PATH, data_dir_);
+        ServerProcess::Start(HAWIYA_SERVER_PATH, data_dir_,
+                             {"--shutdown_grace=1s"});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     auto channel = server_->NewChannel();
@@ -484,7 +485,7 @@ TEST_F(ServerTest, IdentifyFindsMatedProbesAtRankOne) {
   ASSERT_TRUE(match_->Identify(Ctx().get(), request, &response).ok());
   ASSERT_EQ(response.candidates_size(), 1);
   EXPECT_EQ(response.candidates(0).subject_id(), subjects[42]);
-  request.set_min_score(0);
+  request.clear_min_score();
   request.add_gallery(subjects[7]);
   request.add_gallery(subjects[8]);
   ASSERT_TRUE(match_->Identify(Ctx().get(), request, &response).ok());
