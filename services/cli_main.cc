@@ -11,8 +11,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
@@ -22,6 +22,7 @@
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
+#include "services/help.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "Deadline per call.");
@@ -59,7 +60,7 @@ namespace v1 = hawiya::v1;
 using google::protobuf::Message;
 
 constexpr char kUsage[] =
-    "hawiya: command-line client of the Hawiya identity service.\n"
+    "command-line client of the Hawiya identity service.\n"
     "\n"
     "Usage: hawiya COMMAND [--server=127.0.0.1:50051] [flags]\n"
     "\n"
@@ -89,7 +90,7 @@ constexpr int kExitInput = 3;
 constexpr int kExitRpcBase = 10;
 
 int Usage(const std::string& problem) {
-  std::fprintf(stderr, "hawiya: %s\n\n%s\n", problem.c_str(), kUsage);
+  std::fprintf(stderr, "hawiya: %s\n\nhawiya: %s\n", problem.c_str(), kUsage);
   return kExitUsage;
 }
 
@@ -341,7 +342,7 @@ int Synth() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  hawiya::services::HandleHelp(argc, argv, kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     return Usage(args.size() < 2 ? "missing COMMAND" : "one COMMAND only");

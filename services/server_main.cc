@@ -8,9 +8,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/time/time.h"
 #include "services/config.h"
+#include "services/help.h"
 #include "services/log.h"
 #include "services/server.h"
 
@@ -28,8 +28,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Hawiya civil identity and biometric matching server.\n"
+  hawiya::services::HandleHelp(
+      argc, argv,
+      "the Hawiya civil identity and biometric matching server.\n"
       "Usage: hawiya-server --insecure [--listen=127.0.0.1:50051] "
       "[--data_dir=./hawiya-data] [--config=FILE]\n"
       "Prints 'listening on HOST:PORT' once bound and 'serving' once the "

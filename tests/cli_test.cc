@@ -1,0 +1,103 @@
+// The hawiya CLI against a real server: the walkthrough of the README, with
+// the exit codes scripts rely on.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/server_process.h"
+
+namespace hawiya {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+};
+
+// Runs `hawiya args` through the shell, capturing stdout.
+Result RunCli(const std::string& args) {
+  Result result;
+  const std::string command =
+      absl::StrCat(HAWIYA_CLI_PATH, " ", args, " 2>/dev/null");
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
+    result.out.append(buffer, n);
+  }
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+TEST(CliTest, WalkthroughWithScriptableExitCodes) {
+  const std::string dir = testing::NewTempDir("hawiya-cli-test");
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+      testing::ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data");
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string at = " --server=" + (*server)->address();
+
+  EXPECT_EQ(RunCli("--help").exit_code, 0);
+  EXPECT_EQ(RunCli("").exit_code, 2);
+  EXPECT_EQ(RunCli("frobnicate" + at).exit_code, 2);
+
+  ASSERT_EQ(RunCli("synth --identity=7 --capture=0 > " + dir + "/enroll.json")
+                .exit_code,
+            0);
+  ASSERT_EQ(RunCli("synth --identity=7 --capture=1 > " + dir + "/live.json")
+                .exit_code,
+            0);
+  ASSERT_EQ(RunCli("synth --identity=8 --capture=1 > " + dir + "/other.json")
+                .exit_code,
+            0);
+
+  const std::string person =
+      absl::StrCat(HAWIYA_SOURCE_DIR, "/deploy/examples/person.json");
+  Result enrolled = RunCli("enroll --request_id=cli-1 --person=" + person +
+                           " --templates=" + dir + "/enroll.json" + at);
+  ASSERT_EQ(enrolled.exit_code, 0);
+  EXPECT_THAT(enrolled.out, HasSubstr("\"state\": \"ACTIVE\""));
+  // The same national id again, under a new request id.
+  EXPECT_EQ(
+      RunCli("enroll --request_id=cli-2 --person=" + person + at).exit_code,
+      10 + 6);  // ALREADY_EXISTS
+
+  const std::string claim = " --national_id=289031501234 --country=KWT";
+  Result genuine =
+      RunCli("verify" + claim + " --probes=" + dir + "/live.json" + at);
+  EXPECT_EQ(genuine.exit_code, 0);
+  EXPECT_THAT(genuine.out, HasSubstr("\"match\": true"));
+  Result impostor =
+      RunCli("verify" + claim + " --probes=" + dir + "/other.json" + at);
+  EXPECT_EQ(impostor.exit_code, 1);
+  EXPECT_THAT(impostor.out, HasSubstr("\"match\": false"));
+
+  EXPECT_EQ(RunCli("identify --probes=" + dir + "/live.json" + at).exit_code,
+            0);
+  EXPECT_EQ(RunCli("identify --probes=" + dir + "/other.json" + at).exit_code,
+            1);
+
+  EXPECT_EQ(RunCli("get --national_id=NOPE --country=KWT" + at).exit_code,
+            10 + 5);  // NOT_FOUND
+  EXPECT_EQ(
+      RunCli("verify" + claim + " --probes=/nonexistent.json" + at).exit_code,
+      3);
+  EXPECT_EQ(RunCli("stats" + at).exit_code, 0);
+  EXPECT_EQ(RunCli("health" + at).exit_code, 0);
+
+  server->reset();
+  EXPECT_EQ(RunCli("stats --timeout=2s" + at).exit_code,
+            10 + 14);  // UNAVAILABLE
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hawiya
