@@ -89,13 +89,20 @@ std::vector<v1::Template> ToVector(
   return std::vector<v1::Template>(templates.begin(), templates.end());
 }
 
-// L2-normalises every vector, as templates are stored.
-// REQUIRES: ValidateTemplates(templates) is OK.
-void Normalize(std::vector<v1::Template>& templates) {
+// Validated templates with L2-normalised vectors, as they are stored.
+absl::StatusOr<std::vector<v1::Template>> StorableTemplates(
+    const google::protobuf::RepeatedPtrField<v1::Template>& request,
+    const matcher::Matcher& matcher) {
+  std::vector<v1::Template> templates = ToVector(request);
+  if (absl::Status s = ValidateTemplates("templates", templates, matcher);
+      !s.ok()) {
+    return s;
+  }
   for (v1::Template& t : templates) {
     std::vector<float> unit = matcher::Normalized(t.vector());
     t.mutable_vector()->Assign(unit.begin(), unit.end());
   }
+  return templates;
 }
 
 std::vector<matcher::Probe> ToProbes(
@@ -271,12 +278,9 @@ absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
       !s.ok()) {
     return s;
   }
-  std::vector<v1::Template> templates = ToVector(request.templates());
-  if (absl::Status s = ValidateTemplates("templates", templates, *matcher_);
-      !s.ok()) {
-    return s;
-  }
-  Normalize(templates);
+  absl::StatusOr<std::vector<v1::Template>> templates =
+      StorableTemplates(request.templates(), *matcher_);
+  if (!templates.ok()) return templates.status();
   absl::StatusOr<std::string> subject_id = NewSubjectId();
   if (!subject_id.ok()) return subject_id.status();
   v1::Person person = request.person();
@@ -291,7 +295,7 @@ absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
 
   absl::MutexLock lock(&write_mu_);
   absl::StatusOr<WriteResult> written =
-      store_->CreatePerson(key, person, templates);
+      store_->CreatePerson(key, person, *templates);
   if (!written.ok()) return written.status();
   if (!written->replayed) {
     if (absl::Status s = AddToGalleries(*subject_id, written->templates);
@@ -352,12 +356,9 @@ absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
       !s.ok()) {
     return s;
   }
-  std::vector<v1::Template> templates = ToVector(request.templates());
-  if (absl::Status s = ValidateTemplates("templates", templates, *matcher_);
-      !s.ok()) {
-    return s;
-  }
-  Normalize(templates);
+  absl::StatusOr<std::vector<v1::Template>> templates =
+      StorableTemplates(request.templates(), *matcher_);
+  if (!templates.ok()) return templates.status();
   const IdempotencyKey key{request.request_id(), "ReplaceTemplates",
                            Fingerprint(request)};
 
@@ -370,7 +371,7 @@ absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
         "subject_id: person is ", v1::PersonState_Name(current->state())));
   }
   absl::StatusOr<WriteResult> written =
-      store_->ReplaceTemplates(key, request.subject_id(), templates);
+      store_->ReplaceTemplates(key, request.subject_id(), *templates);
   if (!written.ok()) return written.status();
   if (!written->replayed && written->person.state() == v1::ACTIVE) {
     matcher_->RemoveSubject(request.subject_id());

@@ -448,6 +448,53 @@ TEST_F(ServerTest, VerifyGenuineAndImpostor) {
   EXPECT_THAT(status.error_message(), StartsWith("probes"));
 }
 
+TEST_F(ServerTest, FusesFaceAndIrisIntoOneScore) {
+  matcher::SyntheticOptions iris_options;
+  iris_options.dimension = 256;
+  iris_options.seed = 99;
+  const matcher::SyntheticModel iris_model(iris_options);
+  auto iris = [&](uint64_t identity, uint64_t capture) {
+    v1::Template t = FaceTemplate(iris_model, identity, capture);
+    t.set_modality(v1::IRIS);
+    t.set_position(1);
+    return t;
+  };
+  v1::EnrollRequest enroll = MakeEnrollRequest(model_, 60);
+  *enroll.add_templates() = iris(60, 0);
+  v1::EnrollResponse enrolled;
+  ASSERT_TRUE(enrollment_->Enroll(Ctx().get(), enroll, &enrolled).ok());
+  EXPECT_EQ(enrolled.person().template_counts_size(), 2);
+
+  v1::VerifyRequest verify;
+  verify.set_subject_id(enrolled.person().subject_id());
+  *verify.add_probes() = FaceTemplate(model_, 60, 1);
+  *verify.add_probes() = iris(61, 1);  // the wrong iris
+  v1::VerifyResponse verdict;
+  ASSERT_TRUE(match_->Verify(Ctx().get(), verify, &verdict).ok());
+  ASSERT_EQ(verdict.modality_scores_size(), 2);
+  EXPECT_EQ(verdict.modality_scores(0).modality(), v1::FACE);
+  EXPECT_EQ(verdict.modality_scores(1).modality(), v1::IRIS);
+  EXPECT_GT(verdict.modality_scores(0).score(), 0.4);
+  EXPECT_LT(verdict.modality_scores(1).score(), 0.3);
+  EXPECT_NEAR(verdict.score(),
+              (verdict.modality_scores(0).score() +
+               verdict.modality_scores(1).score()) /
+                  2,
+              1e-5);
+  EXPECT_NEAR(verdict.threshold(), (0.40 + 0.45) / 2, 1e-5);
+  EXPECT_FALSE(verdict.match());
+
+  v1::IdentifyRequest identify;
+  *identify.add_probes() = FaceTemplate(model_, 60, 1);
+  *identify.add_probes() = iris(60, 1);
+  v1::IdentifyResponse found;
+  ASSERT_TRUE(match_->Identify(Ctx().get(), identify, &found).ok());
+  ASSERT_EQ(found.candidates_size(), 1);
+  EXPECT_EQ(found.candidates(0).subject_id(), enrolled.person().subject_id());
+  EXPECT_EQ(found.candidates(0).modality_scores_size(), 2);
+  EXPECT_GE(found.candidates(0).score(), found.threshold());
+}
+
 TEST_F(ServerTest, IdentifyFindsMatedProbesAtRankOne) {
   constexpr int kEnrolled = 150;
   std::vector<std::string> subjects;
