@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/build.sh hawiya-server hawiya
+# FAISS's OpenMP threads must not spin on the cores gRPC and SQLite need.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec ./build/services/hawiya-server --insecure --data_dir=./hawiya-data \
   --config=deploy/hawiya.textproto "$@"
