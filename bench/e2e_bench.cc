@@ -379,9 +379,13 @@ absl::Status IdentifyOverGrpc(const testing::ServerProcess& server,
 }
 
 // The same vectors, in this process: matcher::Gallery and raw IndexFlatIP.
-absl::Status InProcess(const matcher::SyntheticModel& model, uint64_t n,
+// The gallery is keyed by the subject ids the server issued (32 hex digits),
+// as the server's is: their hashing and copying is part of Search's cost.
+absl::Status InProcess(const matcher::SyntheticModel& model,
+                       const std::vector<std::string>& subject_ids,
                        const std::vector<uint64_t>& identities,
                        SizeResult* result) {
+  const uint64_t n = subject_ids.size();
   const size_t d = kDimension;
   // As the server stores them: the registry normalises each template, and
   // the gallery normalises again on Add. `flat_data` is therefore what the
@@ -391,7 +395,7 @@ absl::Status InProcess(const matcher::SyntheticModel& model, uint64_t n,
   std::vector<float> flat_data(n * d);
   for (uint64_t i = 0; i < n; ++i) {
     entries[i].label = static_cast<int64_t>(i);
-    entries[i].subject_id = absl::StrCat(i);
+    entries[i].subject_id = subject_ids[i];
     entries[i].vector = matcher::Normalized(model.Capture(i, 0));
     const std::vector<float> twice = matcher::Normalized(entries[i].vector);
     std::copy(twice.begin(), twice.end(), flat_data.begin() + i * d);
@@ -448,7 +452,7 @@ absl::Status InProcess(const matcher::SyntheticModel& model, uint64_t n,
     result->gallery_ms.push_back(MillisSince(start));
     if (!top.ok()) return top.status();
     if (!top->empty()) gallery_top[i] = top->front().subject_id;
-    if (gallery_top[i] == absl::StrCat(identities[i])) ++result->gallery_rank1;
+    if (gallery_top[i] == subject_ids[identities[i]]) ++result->gallery_rank1;
   }
 
   // Raw IndexFlatIP, one probe at a time.
@@ -468,7 +472,9 @@ absl::Status InProcess(const matcher::SyntheticModel& model, uint64_t n,
     if (labels[0] == static_cast<faiss::Index::idx_t>(identities[i])) {
       ++result->faiss_rank1;
     }
-    if (gallery_top[i] == absl::StrCat(labels[0])) ++result->agreement;
+    if (labels[0] >= 0 && gallery_top[i] == subject_ids[labels[0]]) {
+      ++result->agreement;
+    }
   }
 
   // Raw IndexFlatIP, every probe in one call (BLAS sgemm path).
@@ -593,7 +599,7 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
 
   std::fprintf(stderr, "[N=%llu] in-process Gallery and IndexFlatIP\n",
                static_cast<unsigned long long>(n));
-  if (absl::Status s = InProcess(model, enrolled, identities, &result);
+  if (absl::Status s = InProcess(model, subject_ids, identities, &result);
       !s.ok()) {
     result.error = s.ToString();
   }
@@ -625,6 +631,10 @@ void PrintReport(const std::vector<SizeResult>& results,
   std::printf("- FAISS %d.%d.%d, compile options: \"%s\"\n",
               FAISS_VERSION_MAJOR, FAISS_VERSION_MINOR, FAISS_VERSION_PATCH,
               faiss::get_compile_options().c_str());
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  std::printf("- server environment: OMP_NUM_THREADS=%s, OMP_WAIT_POLICY=%s\n",
+              omp_env != nullptr ? omp_env : "unset",
+              wait_policy != nullptr ? wait_policy : "unset");
   std::printf(
       "- in-process OpenMP threads: %d (--omp_threads=%d; "
       "OMP_NUM_THREADS=%s)\n",
@@ -748,6 +758,9 @@ int Main(int argc, char** argv) {
     }
   }
   std::fprintf(stderr, "hawiya-bench: work dir %s\n", work_dir.c_str());
+  // Start servers as deploy/run-server.sh does: FAISS's idle OpenMP threads
+  // wait passively instead of spinning (an explicit setting is kept).
+  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
 
   const std::string load_start = LoadAverage();
   std::vector<SizeResult> results;

@@ -196,7 +196,9 @@ size_t FaissGallery::TemplatesToFetch(size_t k) const {
   if (k >= subject_labels_.size()) return total;
   const size_t per_subject = MaxTemplatesPerSubject();
   if (per_subject > total / k) return total;
-  return std::min(total, k * per_subject);
+  // One template more than the top k subjects can hold: its score is a strict
+  // bound on every subject not fetched, so Search rescans only on real ties.
+  return std::min(total, k * per_subject + 1);
 }
 
 absl::StatusOr<std::vector<SubjectScore>> FaissGallery::SearchSubjects(
