@@ -415,14 +415,10 @@ class SqliteStore final : public Store {
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
 
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> replay,
-                                  LookupRequest(key));
-    if (replay.has_value()) {
-      WriteResult result;
-      result.person = *std::move(replay);
-      result.replayed = true;
-      return result;  // the transaction rolls back: nothing was written
-    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<WriteResult> replay,
+                                  Replay(key));
+    // The transaction rolls back: a replay writes nothing.
+    if (replay.has_value()) return *std::move(replay);
 
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> existing,
                                   ReadVersion(person.subject_id()));
@@ -574,14 +570,10 @@ class SqliteStore final : public Store {
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
 
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> replay,
-                                  LookupRequest(key));
-    if (replay.has_value()) {
-      WriteResult result;
-      result.person = *std::move(replay);
-      result.replayed = true;
-      return result;
-    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<WriteResult> replay,
+                                  Replay(key));
+    // The transaction rolls back: a replay writes nothing.
+    if (replay.has_value()) return *std::move(replay);
 
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> version,
                                   ReadVersion(subject_id));
@@ -783,9 +775,9 @@ class SqliteStore final : public Store {
   }
 
  private:
-  // The stored response for a request_id already committed with the same
+  // The replayed result for a request_id already committed with the same
   // method and fingerprint; nullopt for a new one.
-  absl::StatusOr<std::optional<Person>> LookupRequest(const IdempotencyKey& key)
+  absl::StatusOr<std::optional<WriteResult>> Replay(const IdempotencyKey& key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     HAWIYA_STORE_ASSIGN_OR_RETURN(
         Statement select,
@@ -793,17 +785,18 @@ class SqliteStore final : public Store {
                              "idempotency WHERE request_id = ?1"));
     select.BindText(1, key.request_id);
     HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-    if (!row) return std::optional<Person>();
+    if (!row) return std::optional<WriteResult>();
     if (select.Text(0) != key.method || select.Blob(1) != key.fingerprint) {
       return absl::AlreadyExistsError(
           "request_id: already used for a different request");
     }
-    Person person;
-    if (!person.ParseFromString(select.Blob(2))) {
+    WriteResult result;
+    result.replayed = true;
+    if (!result.person.ParseFromString(select.Blob(2))) {
       return absl::InternalError(
           absl::StrCat("store: corrupt response for request ", key.request_id));
     }
-    return std::optional<Person>(std::move(person));
+    return std::optional<WriteResult>(std::move(result));
   }
 
   absl::Status RecordRequest(const IdempotencyKey& key,
