@@ -30,8 +30,8 @@
 #include "faiss/IndexIDMap.h"
 #include "faiss/impl/FaissException.h"
 #include "faiss/impl/IDSelector.h"
-#include "faiss/utils/distances.h"
 #include "matcher/gallery.h"
+#include "matcher/kernels.h"
 
 namespace hawiya::matcher {
 namespace {
@@ -85,6 +85,17 @@ class FaissGallery final : public Gallery {
   // How many template hits guarantee that the best k subjects are among
   // them: no subject can fill more than MaxTemplatesPerSubject() slots.
   size_t TemplatesToFetch(size_t k) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The `fetch` best templates by a full scan with our SIMD kernels (Debian's
+  // FAISS scans with a scalar loop), best first. REQUIRES: probe is unit
+  // norm with dimension_ components; 0 < fetch <= size().
+  void ScanTopTemplates(const float* probe, size_t fetch,
+                        std::vector<float>* scores,
+                        std::vector<FaissLabel>* labels) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The template's row in the flat index. REQUIRES: label is present.
+  const float* Row(FaissLabel label) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return flat_.get_xb() + index_.rev_map.at(label) * dimension_;
+  }
   // Collapses the `fetch` best template hits to subjects, best first.
   // `boundary` receives the lowest template score fetched.
   absl::StatusOr<std::vector<SubjectScore>> SearchSubjects(
@@ -201,21 +212,52 @@ size_t FaissGallery::TemplatesToFetch(size_t k) const {
   return std::min(total, k * per_subject + 1);
 }
 
+void FaissGallery::ScanTopTemplates(const float* probe, size_t fetch,
+                                    std::vector<float>* scores,
+                                    std::vector<FaissLabel>* labels) const {
+  const size_t d = static_cast<size_t>(dimension_);
+  const size_t total = static_cast<size_t>(index_.ntotal);
+  const float* base = flat_.get_xb();
+  // Blocks large enough for the kernel's streams, small enough to stay in L2.
+  constexpr size_t kBlock = 8192;
+  thread_local std::vector<float> block;
+  block.resize(std::min(kBlock, total));
+  // A min-heap on score holds the best `fetch` rows seen so far.
+  using Hit = std::pair<float, size_t>;
+  std::vector<Hit> heap;
+  heap.reserve(fetch + 1);
+  auto worse = [](const Hit& a, const Hit& b) { return a.first > b.first; };
+  for (size_t start = 0; start < total; start += kBlock) {
+    const size_t n = std::min(kBlock, total - start);
+    InnerProducts(probe, base + start * d, n, d, block.data());
+    for (size_t i = 0; i < n; ++i) {
+      if (heap.size() < fetch) {
+        heap.emplace_back(block[i], start + i);
+        std::push_heap(heap.begin(), heap.end(), worse);
+      } else if (block[i] > heap.front().first) {
+        std::pop_heap(heap.begin(), heap.end(), worse);
+        heap.back() = {block[i], start + i};
+        std::push_heap(heap.begin(), heap.end(), worse);
+      }
+    }
+  }
+  std::sort(heap.begin(), heap.end(), worse);
+  scores->clear();
+  labels->clear();
+  for (const Hit& hit : heap) {
+    scores->push_back(hit.first);
+    labels->push_back(index_.id_map[hit.second]);
+  }
+}
+
 absl::StatusOr<std::vector<SubjectScore>> FaissGallery::SearchSubjects(
     const float* probe, size_t fetch, float* boundary) const {
-  std::vector<float> scores(fetch);
-  std::vector<FaissLabel> labels(fetch);
-  try {
-    index_.search(1, probe, static_cast<FaissLabel>(fetch), scores.data(),
-                  labels.data());
-  } catch (const faiss::FaissException& e) {
-    return FaissError("search", e);
-  } catch (const std::exception& e) {
-    return FaissError("search", e);
-  }
+  std::vector<float> scores;
+  std::vector<FaissLabel> labels;
+  ScanTopTemplates(probe, fetch, &scores, &labels);
   absl::flat_hash_map<absl::string_view, float> best;
   *boundary = std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < fetch; ++i) {
+  for (size_t i = 0; i < labels.size(); ++i) {
     auto it = label_subject_.find(labels[i]);
     // FAISS pads missing results with label -1; fetch <= ntotal should rule
     // that out, but a padded slot must never become a subject.
@@ -274,20 +316,10 @@ absl::StatusOr<float> FaissGallery::ScoreSubject(
     return absl::NotFoundError(
         absl::StrCat("subject_id: no template of ", subject_id));
   }
-  std::vector<float> stored(d);
   float best = -std::numeric_limits<float>::infinity();
-  try {
-    for (int64_t label : it->second) {
-      index_.reconstruct(label, stored.data());
-      // The same kernel IndexFlatIP uses for a single query, so a subject
-      // scores identically here and in Search.
-      best = std::max(best,
-                      faiss::fvec_inner_product(unit.data(), stored.data(), d));
-    }
-  } catch (const faiss::FaissException& e) {
-    return FaissError("reconstruct", e);
-  } catch (const std::exception& e) {
-    return FaissError("reconstruct", e);
+  for (int64_t label : it->second) {
+    // Bit-identical to the batched kernel Search scans with.
+    best = std::max(best, InnerProduct(unit.data(), Row(label), d));
   }
   return best;
 }
