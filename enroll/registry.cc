@@ -9,7 +9,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -74,6 +76,10 @@ absl::Status CheckRequestId(const std::string& request_id) {
         absl::StrCat("request_id: at most ", kMaxRequestIdBytes, " bytes"));
   }
   return absl::OkStatus();
+}
+
+absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
 }
 
 absl::Status RequireSubjectId(absl::string_view field,
@@ -268,13 +274,13 @@ absl::StatusOr<v1::Person> Registry::Resolve(
   return store_->FindPerson(national_id, issuing_country);
 }
 
-absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
-    const v1::EnrollRequest& request) {
+absl::StatusOr<NewPerson> Registry::PrepareEnroll(
+    const v1::EnrollRequest& request, absl::Time now) const {
   if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
   if (!request.has_person()) {
     return absl::InvalidArgumentError("person: required");
   }
-  if (absl::Status s = ValidatePerson("person", request.person(), absl::Now());
+  if (absl::Status s = ValidatePerson("person", request.person(), now);
       !s.ok()) {
     return s;
   }
@@ -283,28 +289,97 @@ absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
   if (!templates.ok()) return templates.status();
   absl::StatusOr<std::string> subject_id = NewSubjectId();
   if (!subject_id.ok()) return subject_id.status();
-  v1::Person person = request.person();
-  person.clear_create_time();
-  person.clear_update_time();
-  person.clear_version();
-  person.clear_template_counts();
-  person.set_subject_id(*subject_id);
-  person.set_state(v1::ACTIVE);
-  const IdempotencyKey key{request.request_id(), "Enroll",
-                           Fingerprint(request)};
+  NewPerson prepared;
+  prepared.key = {request.request_id(), "Enroll", Fingerprint(request)};
+  prepared.person = request.person();
+  prepared.person.clear_create_time();
+  prepared.person.clear_update_time();
+  prepared.person.clear_version();
+  prepared.person.clear_template_counts();
+  prepared.person.set_subject_id(*std::move(subject_id));
+  prepared.person.set_state(v1::ACTIVE);
+  prepared.templates = *std::move(templates);
+  return prepared;
+}
+
+absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
+    const v1::EnrollRequest& request) {
+  absl::StatusOr<NewPerson> prepared = PrepareEnroll(request, absl::Now());
+  if (!prepared.ok()) return prepared.status();
 
   absl::MutexLock lock(&write_mu_);
-  absl::StatusOr<WriteResult> written =
-      store_->CreatePerson(key, person, *templates);
+  absl::StatusOr<WriteResult> written = store_->CreatePerson(
+      prepared->key, prepared->person, prepared->templates);
   if (!written.ok()) return written.status();
   if (!written->replayed) {
-    if (absl::Status s = AddToGalleries(*subject_id, written->templates);
+    if (absl::Status s =
+            AddToGalleries(prepared->person.subject_id(), written->templates);
         !s.ok()) {
       return s;
     }
   }
   v1::EnrollResponse response;
   *response.mutable_person() = std::move(written->person);
+  return response;
+}
+
+absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
+    absl::Span<const v1::EnrollRequest> requests) {
+  if (requests.size() > kMaxBatchEnrollRequests) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "requests: at most ", kMaxBatchEnrollRequests, " per call"));
+  }
+  // Everything is checked before the write lock is taken, so an invalid
+  // batch costs the writers nothing.
+  const absl::Time now = absl::Now();
+  std::vector<NewPerson> persons;
+  persons.reserve(requests.size());
+  // The first request naming each "COUNTRY:national_id".
+  absl::flat_hash_map<std::string, size_t> first_with_id;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    absl::StatusOr<NewPerson> prepared = PrepareEnroll(requests[i], now);
+    if (!prepared.ok()) {
+      return Prefixed(absl::StrCat("requests[", i, "]."), prepared.status());
+    }
+    const auto [first, inserted] =
+        first_with_id.emplace(absl::StrCat(prepared->person.issuing_country(),
+                                           ":", prepared->person.national_id()),
+                              i);
+    // The same request_id twice is a replay (or a request_id conflict) that
+    // the store judges; two request ids for one person is a duplicate.
+    if (!inserted &&
+        requests[first->second].request_id() != requests[i].request_id()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("requests[", i,
+                       "].person.national_id: ", prepared->person.national_id(),
+                       " for ", prepared->person.issuing_country(),
+                       " is also in requests[", first->second, "]"));
+    }
+    persons.push_back(*std::move(prepared));
+  }
+
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<std::vector<WriteResult>> written =
+      store_->CreatePersons(persons);
+  if (!written.ok()) {
+    // The store names an item as "[i]."; other errors are about the call.
+    if (absl::StartsWith(written.status().message(), "[")) {
+      return Prefixed("requests", written.status());
+    }
+    return written.status();
+  }
+  v1::BatchEnrollResponse response;
+  for (size_t i = 0; i < written->size(); ++i) {
+    WriteResult& result = (*written)[i];
+    if (!result.replayed) {
+      if (absl::Status s =
+              AddToGalleries(result.person.subject_id(), result.templates);
+          !s.ok()) {
+        return s;
+      }
+    }
+    *response.add_responses()->mutable_person() = std::move(result.person);
+  }
   return response;
 }
 

@@ -17,6 +17,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "enroll/store.h"
 #include "hawiya/v1/admin.pb.h"
 #include "hawiya/v1/enrollment.pb.h"
@@ -41,7 +43,15 @@ class Registry {
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
+  // The most requests one BatchEnroll takes: bounds a call's memory and the
+  // time it holds the write lock.
+  static constexpr size_t kMaxBatchEnrollRequests = 10000;
+
   absl::StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request);
+  // Enroll of every request in one transaction, all or nothing; responses[i]
+  // answers requests[i]. Errors name the item: "requests[3].person...".
+  absl::StatusOr<v1::BatchEnrollResponse> BatchEnroll(
+      absl::Span<const v1::EnrollRequest> requests);
   absl::StatusOr<v1::Person> GetPerson(const v1::GetPersonRequest& request);
   absl::StatusOr<v1::Person> UpdatePerson(
       const v1::UpdatePersonRequest& request);
@@ -62,6 +72,9 @@ class Registry {
            std::unique_ptr<matcher::Matcher> matcher);
 
   absl::Status LoadGalleries();
+  // Validates an Enroll request and builds the record the store writes.
+  absl::StatusOr<NewPerson> PrepareEnroll(const v1::EnrollRequest& request,
+                                          absl::Time now) const;
   // Resolves subject_id, or national_id + issuing_country.
   absl::StatusOr<v1::Person> Resolve(const std::string& subject_id,
                                      const std::string& national_id,

@@ -405,64 +405,41 @@ class SqliteStore final : public Store {
   absl::StatusOr<WriteResult> CreatePerson(
       const IdempotencyKey& key, const Person& person,
       absl::Span<const Template> templates) override {
-    if (key.request_id.empty()) {
-      return absl::InvalidArgumentError("request_id: must not be empty");
-    }
-    if (person.subject_id().empty()) {
-      return absl::InvalidArgumentError("subject_id: must not be empty");
-    }
+    HAWIYA_STORE_RETURN_IF_ERROR(CheckNewPerson(key, person));
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
-
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<WriteResult> replay,
-                                  Replay(key));
-    // The transaction rolls back: a replay writes nothing.
-    if (replay.has_value()) return *std::move(replay);
-
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> existing,
-                                  ReadVersion(person.subject_id()));
-    if (existing.has_value()) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("subject_id: ", person.subject_id(), " already exists"));
-    }
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                                  NationalIdHolder(person));
-    if (holder.has_value()) return NationalIdTaken(person);
-
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::string record, SerializeRecord(person));
-    const int64_t now = NowMicros();
-    {
-      HAWIYA_STORE_ASSIGN_OR_RETURN(
-          Statement insert,
-          connection_->Prepare(
-              "INSERT INTO persons (subject_id, national_id, issuing_country, "
-              "state, version, create_time_us, update_time_us, record) "
-              "VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6)"));
-      insert.BindText(1, person.subject_id())
-          .BindText(2, person.national_id())
-          .BindText(3, person.issuing_country())
-          .BindInt(4, person.state())
-          .BindInt(5, now)
-          .BindBlob(6, record);
-      HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
-    }
-
-    WriteResult result;
     HAWIYA_STORE_ASSIGN_OR_RETURN(
-        result.templates, InsertTemplates(person.subject_id(), templates));
-    HAWIYA_STORE_RETURN_IF_ERROR(
-        AppendChange(person.subject_id(), "create", now));
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
-                                  ReadPerson(person.subject_id()));
-    if (!stored.has_value()) {
-      return absl::InternalError("store: inserted person vanished");
-    }
-    result.person = *std::move(stored);
-    HAWIYA_STORE_RETURN_IF_ERROR(
-        RecordRequest(key, person.subject_id(), result.person, now));
+        WriteResult result, InsertPerson(key, person, templates, NowMicros()));
+    // A replay wrote nothing: rolling back (no commit) costs no fsync.
+    if (result.replayed) return result;
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
     return result;
+  }
+
+  absl::StatusOr<std::vector<WriteResult>> CreatePersons(
+      absl::Span<const NewPerson> persons) override {
+    for (size_t i = 0; i < persons.size(); ++i) {
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          ItemError(i, CheckNewPerson(persons[i].key, persons[i].person)));
+    }
+    std::vector<WriteResult> results;
+    if (persons.empty()) return results;
+    results.reserve(persons.size());
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    // One timestamp for the batch: it is one commit.
+    const int64_t now = NowMicros();
+    for (size_t i = 0; i < persons.size(); ++i) {
+      const NewPerson& item = persons[i];
+      absl::StatusOr<WriteResult> result =
+          InsertPerson(item.key, item.person, item.templates, now);
+      if (!result.ok()) return ItemError(i, result.status());
+      results.push_back(*std::move(result));
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return results;
   }
 
   absl::StatusOr<Person> GetPerson(absl::string_view subject_id) override {
@@ -775,6 +752,78 @@ class SqliteStore final : public Store {
   }
 
  private:
+  static absl::Status CheckNewPerson(const IdempotencyKey& key,
+                                     const Person& person) {
+    if (key.request_id.empty()) {
+      return absl::InvalidArgumentError("request_id: must not be empty");
+    }
+    if (person.subject_id().empty()) {
+      return absl::InvalidArgumentError("subject_id: must not be empty");
+    }
+    return absl::OkStatus();
+  }
+
+  // Names the batch item an error is about; see Store::CreatePersons.
+  static absl::Status ItemError(size_t index, const absl::Status& status) {
+    if (status.ok()) return status;
+    return absl::Status(status.code(),
+                        absl::StrCat("[", index, "].", status.message()));
+  }
+
+  // The body of CreatePerson, inside the caller's write transaction. A replay
+  // writes nothing and returns the first result.
+  absl::StatusOr<WriteResult> InsertPerson(const IdempotencyKey& key,
+                                           const Person& person,
+                                           absl::Span<const Template> templates,
+                                           int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<WriteResult> replay,
+                                  Replay(key));
+    if (replay.has_value()) return *std::move(replay);
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> existing,
+                                  ReadVersion(person.subject_id()));
+    if (existing.has_value()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("subject_id: ", person.subject_id(), " already exists"));
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<std::string> holder,
+                                  NationalIdHolder(person));
+    if (holder.has_value()) return NationalIdTaken(person);
+
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::string record, SerializeRecord(person));
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement insert,
+          connection_->Prepare(
+              "INSERT INTO persons (subject_id, national_id, issuing_country, "
+              "state, version, create_time_us, update_time_us, record) "
+              "VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6)"));
+      insert.BindText(1, person.subject_id())
+          .BindText(2, person.national_id())
+          .BindText(3, person.issuing_country())
+          .BindInt(4, person.state())
+          .BindInt(5, now)
+          .BindBlob(6, record);
+      HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    }
+
+    WriteResult result;
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        result.templates, InsertTemplates(person.subject_id(), templates));
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        AppendChange(person.subject_id(), "create", now));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
+                                  ReadPerson(person.subject_id()));
+    if (!stored.has_value()) {
+      return absl::InternalError("store: inserted person vanished");
+    }
+    result.person = *std::move(stored);
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        RecordRequest(key, person.subject_id(), result.person, now));
+    return result;
+  }
+
   // The replayed result for a request_id already committed with the same
   // method and fingerprint; nullopt for a new one.
   absl::StatusOr<std::optional<WriteResult>> Replay(const IdempotencyKey& key)

@@ -56,6 +56,14 @@ struct WriteResult {
   bool replayed = false;
 };
 
+// One person of a CreatePersons batch.
+struct NewPerson {
+  IdempotencyKey key;
+  // Carries subject_id and state, as for CreatePerson.
+  hawiya::v1::Person person;
+  std::vector<hawiya::v1::Template> templates;
+};
+
 struct PersonPage {
   std::vector<hawiya::v1::Person> persons;
   // Subject id of the last person when more may follow, else empty.
@@ -78,6 +86,15 @@ class Store {
   virtual absl::StatusOr<WriteResult> CreatePerson(
       const IdempotencyKey& key, const hawiya::v1::Person& person,
       absl::Span<const hawiya::v1::Template> templates) = 0;
+
+  // CreatePerson for each item in order, all in one transaction: either
+  // every item is written (or replayed) or nothing is. Replays, conflicts
+  // and uniqueness are judged as if the items were created one after the
+  // other, so an item may replay or collide with an earlier one. Errors about
+  // one item start with its index, "[i].", so a caller can prefix the name
+  // of its list ("requests" + "[3].person.national_id: ...").
+  virtual absl::StatusOr<std::vector<WriteResult>> CreatePersons(
+      absl::Span<const NewPerson> persons) = 0;
 
   // Person reads fill the output-only fields, template_counts included.
   // NOT_FOUND naming "subject_id".

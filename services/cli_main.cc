@@ -1,19 +1,32 @@
 // hawiya: command-line client of the Hawiya v1 API.
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <deque>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -23,6 +36,7 @@
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
 #include "services/help.h"
+#include "services/synthetic_requests.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "Deadline per call.");
@@ -53,6 +67,16 @@ ABSL_FLAG(std::string, modality, "FACE", "synth: FACE, FINGERPRINT or IRIS.");
 ABSL_FLAG(int, dimension, 0, "synth: dimension (0: 512 face, 256 others).");
 ABSL_FLAG(uint64_t, seed, 42, "synth: seed of the synthetic population.");
 ABSL_FLAG(bool, hard, false, "synth: clustered look-alike population.");
+ABSL_FLAG(uint64_t, count, 0, "synth-persons: how many persons to write.");
+ABSL_FLAG(uint64_t, start, 0, "synth-persons: number of the first person.");
+ABSL_FLAG(std::string, file, "",
+          "import: JSON Lines file, one proto3 JSON EnrollRequest per line.");
+ABSL_FLAG(int, batch, 1000,
+          "import: requests per BatchEnroll call (one transaction), "
+          "1-10000.");
+ABSL_FLAG(std::string, state_file, "",
+          "import: where the resume position is kept (default "
+          "FILE.import-state).");
 
 namespace {
 
@@ -74,15 +98,25 @@ constexpr char kUsage[] =
     "  delete    --subject_id=S --reason=TEXT [--erase]\n"
     "  stats\n"
     "  health\n"
+    "  import    --file=P.jsonl [--batch=1000] [--state_file=F]\n"
+    "            enrolls one proto3 JSON EnrollRequest per line, --batch "
+    "lines\n"
+    "            per transaction; resumes after the last acknowledged batch\n"
+    "            (F, default P.jsonl.import-state); a line without request_id\n"
+    "            gets one from the file name and line number, so re-running\n"
+    "            is safe; progress on stderr\n"
     "  synth     --identity=I [--capture=K] [--modality=FACE] [--hard]\n"
     "            writes a synthetic template file (DESIGN.md model)\n"
+    "  synth-persons --count=N [--start=0]\n"
+    "            writes N synthetic EnrollRequests (JSON Lines) for import\n"
     "\n"
     "Responses are printed as proto3 JSON on stdout.\n"
     "Exit codes: 0 success (verify: match; identify: a candidate at or above\n"
     "the threshold); 1 verify no match / identify no hit; 2 usage error;\n"
-    "3 unreadable or invalid input file; 10+N the server answered gRPC\n"
-    "status code N (13 INVALID_ARGUMENT, 15 NOT_FOUND, 16 ALREADY_EXISTS,\n"
-    "19 FAILED_PRECONDITION, 20 ABORTED, 24 UNAVAILABLE).";
+    "3 unreadable or invalid input file (import: names FILE:LINE); 10+N the\n"
+    "server answered gRPC status code N (13 INVALID_ARGUMENT, 15 NOT_FOUND,\n"
+    "16 ALREADY_EXISTS, 19 FAILED_PRECONDITION, 20 ABORTED, 24 UNAVAILABLE;\n"
+    "import: names the FILE:LINE of the failed request or batch).";
 
 constexpr int kExitNegative = 1;
 constexpr int kExitUsage = 2;
@@ -339,6 +373,380 @@ int Synth() {
   return 0;
 }
 
+// --- synth-persons and import ---------------------------------------------
+
+hawiya::matcher::SyntheticModel FaceModel() {
+  hawiya::matcher::SyntheticOptions options;
+  if (absl::GetFlag(FLAGS_dimension) > 0) {
+    options.dimension = absl::GetFlag(FLAGS_dimension);
+  }
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.hard = absl::GetFlag(FLAGS_hard);
+  return hawiya::matcher::SyntheticModel(options);
+}
+
+int SynthPersons() {
+  if (absl::GetFlag(FLAGS_count) == 0) {
+    return Usage("synth-persons: --count");
+  }
+  const hawiya::matcher::SyntheticModel model = FaceModel();
+  const uint64_t start = absl::GetFlag(FLAGS_start);
+  const uint64_t end = start + absl::GetFlag(FLAGS_count);
+  std::string json;
+  for (uint64_t n = start; n < end; ++n) {
+    v1::EnrollRequest request =
+        hawiya::services::SyntheticEnrollRequest(model, n);
+    // A pure function of (seed, n): regenerating the file and importing it
+    // again replays instead of colliding.
+    request.set_request_id(
+        absl::StrCat("synth-", model.options().seed, "-", n));
+    json.clear();
+    if (!google::protobuf::util::MessageToJsonString(request, &json).ok()) {
+      std::fprintf(stderr, "hawiya: cannot print request %llu\n",
+                   static_cast<unsigned long long>(n));
+      return kExitInput;
+    }
+    json.push_back('\n');
+    if (std::fwrite(json.data(), 1, json.size(), stdout) != json.size()) {
+      std::fprintf(stderr, "hawiya: write to stdout failed\n");
+      return kExitInput;
+    }
+  }
+  return std::fflush(stdout) == 0 ? 0 : kExitInput;
+}
+
+// Lines are numbered from 1, as editors and compilers do.
+int64_t CountLines(std::ifstream& in) {
+  int64_t lines = 0;
+  bool open_line = false;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof(buffer)) || in.gcount() > 0) {
+    const std::streamsize n = in.gcount();
+    for (std::streamsize i = 0; i < n; ++i) {
+      if (buffer[i] == '\n') ++lines;
+    }
+    open_line = buffer[n - 1] != '\n';
+  }
+  return lines + (open_line ? 1 : 0);
+}
+
+// The state file holds "next_line=N": every line before N is committed.
+std::optional<int64_t> ReadNextLine(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return int64_t{1};  // no state: start at the top
+  std::string line;
+  std::getline(in, line);
+  absl::string_view text = line;
+  int64_t next = 0;
+  if (!absl::ConsumePrefix(&text, "next_line=") ||
+      !absl::SimpleAtoi(text, &next) || next < 1) {
+    return std::nullopt;
+  }
+  return next;
+}
+
+// Temp file + fsync + rename, so a crash leaves the old position or the new
+// one, never a torn file (which could skip or repeat nothing worse than a
+// replay, but would stop the next run).
+bool WriteNextLine(const std::string& path, int64_t next_line) {
+  const std::string temp = path + ".tmp";
+  FILE* out = std::fopen(temp.c_str(), "w");
+  if (out == nullptr) return false;
+  const bool written = std::fprintf(out, "next_line=%lld\n",
+                                    static_cast<long long>(next_line)) > 0 &&
+                       std::fflush(out) == 0 && fsync(fileno(out)) == 0;
+  if (std::fclose(out) != 0 || !written) return false;
+  return std::rename(temp.c_str(), path.c_str()) == 0;
+}
+
+std::string EtaText(absl::Duration d) {
+  const int64_t s = absl::ToInt64Seconds(d);
+  return absl::StrFormat("%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+}
+
+// Progress on stderr: a bar redrawn in place on a terminal; otherwise (a log
+// file) a line every 5%, which stays readable.
+class Progress {
+ public:
+  Progress(int64_t total, int64_t done)
+      : total_(total),
+        start_done_(done),
+        tty_(isatty(STDERR_FILENO) == 1),
+        start_(absl::Now()) {}
+
+  void Update(int64_t done) {
+    const int64_t step = total_ > 0 ? done * 20 / total_ : 20;
+    if (!tty_ && step == last_step_ && done < total_) return;
+    last_step_ = step;
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+    const double rate =
+        seconds > 0 ? static_cast<double>(done - start_done_) / seconds : 0;
+    const std::string eta =
+        rate > 0
+            ? EtaText(absl::Seconds(static_cast<double>(total_ - done) / rate))
+            : "-";
+    const int percent =
+        total_ > 0 ? static_cast<int>(done * 100 / total_) : 100;
+    if (tty_) {
+      constexpr int kWidth = 30;
+      const int filled =
+          total_ > 0 ? static_cast<int>(done * kWidth / total_) : kWidth;
+      std::fprintf(stderr, "\r[%s%s] %lld/%lld lines %3d%%  %.0f/s  ETA %s ",
+                   std::string(filled, '#').c_str(),
+                   std::string(kWidth - filled, '.').c_str(),
+                   static_cast<long long>(done), static_cast<long long>(total_),
+                   percent, rate, eta.c_str());
+    } else {
+      std::fprintf(stderr,
+                   "hawiya: import %lld/%lld lines (%d%%), %.0f/s, ETA %s\n",
+                   static_cast<long long>(done), static_cast<long long>(total_),
+                   percent, rate, eta.c_str());
+    }
+    std::fflush(stderr);
+  }
+
+  void Done() {
+    if (tty_) std::fputc('\n', stderr);
+  }
+
+ private:
+  const int64_t total_;
+  const int64_t start_done_;
+  const bool tty_;
+  const absl::Time start_;
+  int64_t last_step_ = -1;
+};
+
+// Parsed lines for one BatchEnroll call, or the input error that ends the
+// import after every earlier batch is committed.
+struct ImportBatch {
+  std::vector<v1::EnrollRequest> requests;
+  std::vector<int64_t> lines;  // line of requests[i]
+  int64_t next_line = 0;       // first line after the batch
+  std::string error;           // "FILE:LINE: why"
+};
+
+// Reads and parses the file on its own thread, at most two batches ahead, so
+// JSON parsing of the next batch overlaps the commit of the current one.
+class BatchReader {
+ public:
+  BatchReader(std::ifstream in, std::string path, int64_t next_line,
+              int batch_size)
+      : in_(std::move(in)),
+        path_(std::move(path)),
+        name_(std::filesystem::path(path_).filename().string()),
+        line_(next_line - 1),
+        batch_size_(batch_size) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~BatchReader() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    thread_.join();
+  }
+
+  // The next batch; nullopt at the end of the file.
+  std::optional<ImportBatch> Next() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](BatchReader* r) { return !r->ready_.empty() || r->finished_; },
+        this));
+    if (ready_.empty()) return std::nullopt;
+    ImportBatch batch = std::move(ready_.front());
+    ready_.pop_front();
+    return batch;
+  }
+
+ private:
+  static constexpr size_t kAhead = 2;
+
+  void Run() {
+    bool more = true;
+    while (more) {
+      ImportBatch batch = Parse();
+      more = batch.error.empty() && !batch.requests.empty();
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](BatchReader* r) {
+            return r->ready_.size() < kAhead || r->stopping_;
+          },
+          this));
+      if (stopping_) break;
+      if (!batch.requests.empty() || !batch.error.empty()) {
+        ready_.push_back(std::move(batch));
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    finished_ = true;
+  }
+
+  ImportBatch Parse() {
+    ImportBatch batch;
+    std::string text;
+    while (static_cast<int>(batch.requests.size()) < batch_size_ &&
+           std::getline(in_, text)) {
+      ++line_;
+      if (absl::StripAsciiWhitespace(text).empty()) continue;
+      v1::EnrollRequest request;
+      const auto status =
+          google::protobuf::util::JsonStringToMessage(text, &request);
+      if (!status.ok()) {
+        batch.error = absl::StrCat(path_, ":", line_, ": ",
+                                   std::string(status.message()));
+        // The bad line is where the next run must start.
+        batch.next_line = line_;
+        return batch;
+      }
+      if (request.request_id().empty()) {
+        // Stable across runs, so re-importing the same file replays.
+        request.set_request_id(
+            absl::StrCat("import:", name_.substr(0, 96), ":", line_));
+      }
+      batch.requests.push_back(std::move(request));
+      batch.lines.push_back(line_);
+    }
+    if (batch.error.empty() && in_.bad()) {
+      batch.error = absl::StrCat(path_, ":", line_ + 1, ": read error");
+    }
+    batch.next_line = line_ + 1;
+    return batch;
+  }
+
+  std::ifstream in_;
+  const std::string path_;
+  const std::string name_;
+  int64_t line_;  // last line read
+  const int batch_size_;
+  std::thread thread_;
+  absl::Mutex mu_;
+  std::deque<ImportBatch> ready_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The file line an error names: requests[i] of the batch if the server said
+// which, else the batch's first line.
+int64_t FailedLine(const ImportBatch& batch, const std::string& message) {
+  absl::string_view text = message;
+  size_t index = 0;
+  if (absl::ConsumePrefix(&text, "requests[")) {
+    const size_t close = text.find(']');
+    if (close != absl::string_view::npos &&
+        absl::SimpleAtoi(text.substr(0, close), &index) &&
+        index < batch.lines.size()) {
+      return batch.lines[index];
+    }
+  }
+  return batch.lines.front();
+}
+
+int Import(Client& client) {
+  const std::string path = absl::GetFlag(FLAGS_file);
+  if (path.empty()) return Usage("import: --file");
+  const int batch_size = absl::GetFlag(FLAGS_batch);
+  if (batch_size < 1 || batch_size > 10000) {
+    return Usage("import: --batch must be 1-10000");
+  }
+  const std::string state_path = absl::GetFlag(FLAGS_state_file).empty()
+                                     ? path + ".import-state"
+                                     : absl::GetFlag(FLAGS_state_file);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "hawiya: cannot read %s\n", path.c_str());
+    return kExitInput;
+  }
+  const int64_t total = CountLines(in);
+  in.clear();
+  in.seekg(0);
+  const std::optional<int64_t> next_line = ReadNextLine(state_path);
+  if (!next_line.has_value()) {
+    std::fprintf(stderr, "hawiya: %s: not an import state file\n",
+                 state_path.c_str());
+    return kExitInput;
+  }
+  // Skipping committed lines is a plain scan: no parsing, no RPC.
+  std::string skipped;
+  for (int64_t line = 1; line < *next_line && std::getline(in, skipped);) {
+    ++line;
+  }
+
+  if (*next_line > total) {
+    std::fprintf(stderr, "hawiya: %s: all %lld lines already imported (%s)\n",
+                 path.c_str(), static_cast<long long>(total),
+                 state_path.c_str());
+  }
+  Progress progress(total, std::min(*next_line - 1, total));
+  int64_t acknowledged = 0;
+  int64_t done = std::min(*next_line - 1, total);
+  {
+    BatchReader reader(std::move(in), path, *next_line, batch_size);
+    progress.Update(done);
+    while (std::optional<ImportBatch> batch = reader.Next()) {
+      if (!batch->requests.empty()) {
+        std::unique_ptr<grpc::ClientContext> context = client.Context();
+        v1::BatchEnrollResponse response;
+        std::unique_ptr<grpc::ClientWriter<v1::EnrollRequest>> writer =
+            client.enrollment().BatchEnroll(context.get(), &response);
+        for (const v1::EnrollRequest& request : batch->requests) {
+          // false: the call is over; Finish says why.
+          if (!writer->Write(request)) break;
+        }
+        writer->WritesDone();
+        grpc::Status status = writer->Finish();
+        if (status.ok() && static_cast<size_t>(response.responses_size()) !=
+                               batch->requests.size()) {
+          status = grpc::Status(grpc::StatusCode::INTERNAL,
+                                "server answered a different number of "
+                                "requests than were sent");
+        }
+        if (!status.ok()) {
+          progress.Done();
+          std::fprintf(stderr,
+                       "hawiya: %s:%lld: code %d: %s\n"
+                       "hawiya: nothing of lines %lld-%lld was imported; "
+                       "run again to resume at line %lld\n",
+                       path.c_str(),
+                       static_cast<long long>(
+                           FailedLine(*batch, status.error_message())),
+                       status.error_code(), status.error_message().c_str(),
+                       static_cast<long long>(batch->lines.front()),
+                       static_cast<long long>(batch->lines.back()),
+                       static_cast<long long>(batch->lines.front()));
+          return kExitRpcBase + status.error_code();
+        }
+        // Replays included: the response does not tell them apart.
+        acknowledged += response.responses_size();
+      }
+      if (!batch->requests.empty()) {
+        if (!WriteNextLine(state_path, batch->next_line)) {
+          progress.Done();
+          std::fprintf(stderr, "hawiya: cannot write %s\n", state_path.c_str());
+          return kExitInput;
+        }
+        done = std::min(batch->next_line - 1, total);
+        progress.Update(done);
+      }
+      if (!batch->error.empty()) {
+        progress.Done();
+        std::fprintf(stderr, "hawiya: %s\n", batch->error.c_str());
+        return kExitInput;
+      }
+    }
+  }
+  if (!WriteNextLine(state_path, total + 1)) {
+    std::fprintf(stderr, "hawiya: cannot write %s\n", state_path.c_str());
+    return kExitInput;
+  }
+  progress.Update(total);
+  progress.Done();
+  std::printf("{\"file\": \"%s\", \"lines\": %lld, \"acknowledged\": %lld}\n",
+              path.c_str(), static_cast<long long>(total),
+              static_cast<long long>(acknowledged));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -349,6 +757,7 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[1];
   if (command == "synth") return Synth();
+  if (command == "synth-persons") return SynthPersons();
   Client client(absl::GetFlag(FLAGS_server));
   if (command == "enroll") return Enroll(client);
   if (command == "get") return Get(client);
@@ -358,5 +767,6 @@ int main(int argc, char** argv) {
   if (command == "delete") return Delete(client);
   if (command == "stats") return Stats(client);
   if (command == "health") return Health(client);
+  if (command == "import") return Import(client);
   return Usage("unknown COMMAND '" + command + "'");
 }

@@ -1,10 +1,13 @@
 #include "services/grpc_services.h"
 
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "services/log.h"
 
 namespace hawiya::services {
@@ -35,6 +38,22 @@ void Assign(absl::StatusOr<T>&& result, Response* response) {
 template <typename Response>
 void Assign(absl::Status&&, Response*) {}
 
+grpc::Status Loading() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "galleries are loading; retry shortly");
+}
+
+// Why a queued call should not run: its client gave up or its deadline
+// passed while it waited.
+std::optional<grpc::Status> Abandoned(const grpc::CallbackServerContext& ctx) {
+  if (ctx.IsCancelled()) return grpc::Status::CANCELLED;
+  if (ctx.deadline() < std::chrono::system_clock::now()) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        "deadline passed before the call ran");
+  }
+  return std::nullopt;
+}
+
 // Runs call(registry, request) on `queue` and finishes the RPC with its
 // result. The request and response live until Finish: gRPC owns them.
 template <typename Request, typename Response, typename Call>
@@ -46,20 +65,12 @@ grpc::ServerUnaryReactor* Dispatch(const char* method,
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   enroll::Registry* registry = context->registry.load();
   if (registry == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                 "galleries are loading; retry shortly"));
+    reactor->Finish(Loading());
     return reactor;
   }
   queue->Schedule([=] {
-    // A call whose client gave up or whose deadline passed while queued is
-    // not worth running.
-    if (ctx->IsCancelled()) {
-      reactor->Finish(grpc::Status::CANCELLED);
-      return;
-    }
-    if (ctx->deadline() < std::chrono::system_clock::now()) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                   "deadline passed before the call ran"));
+    if (std::optional<grpc::Status> abandoned = Abandoned(*ctx)) {
+      reactor->Finish(*abandoned);
       return;
     }
     auto result = call(*registry, *request);
@@ -70,6 +81,69 @@ grpc::ServerUnaryReactor* Dispatch(const char* method,
   return reactor;
 }
 
+// Buffers the streamed requests, then commits them as one batch on the store
+// queue. Reading stops one past the registry's maximum, so a client cannot
+// make the server buffer without bound.
+class BatchEnrollReactor final
+    : public grpc::ServerReadReactor<v1::EnrollRequest> {
+ public:
+  BatchEnrollReactor(grpc::CallbackServerContext* ctx, ServiceContext* context,
+                     v1::BatchEnrollResponse* response)
+      : ctx_(ctx),
+        queue_(context->store_queue),
+        registry_(context->registry.load()),
+        response_(response) {
+    if (registry_ == nullptr) {
+      Finish(Loading());
+      return;
+    }
+    StartRead(&next_);
+  }
+
+  void OnReadDone(bool ok) override {
+    // !ok: the client closed its side, or the call is cancelled (which the
+    // queued task notices).
+    if (!ok) {
+      Commit();
+      return;
+    }
+    if (requests_.size() == enroll::Registry::kMaxBatchEnrollRequests) {
+      Finish(
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                       absl::StrCat("requests: at most ",
+                                    enroll::Registry::kMaxBatchEnrollRequests,
+                                    " per call")));
+      return;
+    }
+    requests_.push_back(std::move(next_));
+    next_.Clear();
+    StartRead(&next_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Commit() {
+    queue_->Schedule([this] {
+      if (std::optional<grpc::Status> abandoned = Abandoned(*ctx_)) {
+        Finish(*abandoned);
+        return;
+      }
+      absl::StatusOr<v1::BatchEnrollResponse> result =
+          registry_->BatchEnroll(requests_);
+      if (result.ok()) *response_ = *std::move(result);
+      Finish(ToGrpc(result.status(), "BatchEnroll"));
+    });
+  }
+
+  grpc::CallbackServerContext* const ctx_;
+  WorkQueue* const queue_;
+  enroll::Registry* const registry_;
+  v1::BatchEnrollResponse* const response_;
+  v1::EnrollRequest next_;
+  std::vector<v1::EnrollRequest> requests_;
+};
+
 }  // namespace
 
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::Enroll(
@@ -78,6 +152,11 @@ grpc::ServerUnaryReactor* EnrollmentServiceImpl::Enroll(
   return Dispatch(
       "Enroll", ctx, context_, context_->store_queue, request, response,
       [](enroll::Registry& r, const auto& req) { return r.Enroll(req); });
+}
+
+grpc::ServerReadReactor<v1::EnrollRequest>* EnrollmentServiceImpl::BatchEnroll(
+    grpc::CallbackServerContext* ctx, v1::BatchEnrollResponse* response) {
+  return new BatchEnrollReactor(ctx, context_, response);
 }
 
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::GetPerson(

@@ -30,6 +30,9 @@ class EnrollmentServiceImpl final
   grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* ctx,
                                    const v1::EnrollRequest* request,
                                    v1::EnrollResponse* response) override;
+  grpc::ServerReadReactor<v1::EnrollRequest>* BatchEnroll(
+      grpc::CallbackServerContext* ctx,
+      v1::BatchEnrollResponse* response) override;
   grpc::ServerUnaryReactor* GetPerson(grpc::CallbackServerContext* ctx,
                                       const v1::GetPersonRequest* request,
                                       v1::Person* response) override;

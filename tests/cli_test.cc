@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -36,6 +38,13 @@ Result RunCli(const std::string& args) {
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 TEST(CliTest, WalkthroughWithScriptableExitCodes) {
@@ -96,6 +105,63 @@ TEST(CliTest, WalkthroughWithScriptableExitCodes) {
   server->reset();
   EXPECT_EQ(RunCli("stats --timeout=2s" + at).exit_code,
             10 + 14);  // UNAVAILABLE
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CliTest, ImportIsResumableAndIdempotent) {
+  const std::string dir = testing::NewTempDir("hawiya-cli-import");
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+      testing::ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data");
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string at = " --server=" + (*server)->address();
+  const std::string file = dir + "/persons.jsonl";
+  const std::string state = file + ".import-state";
+  auto persons = [&] {
+    Result stats = RunCli("stats" + at);
+    EXPECT_EQ(stats.exit_code, 0);
+    return stats.out;
+  };
+
+  ASSERT_EQ(RunCli("synth-persons --count=2500 > " + file).exit_code, 0);
+  Result imported = RunCli("import --batch=1000 --file=" + file + at);
+  ASSERT_EQ(imported.exit_code, 0);
+  EXPECT_THAT(imported.out, HasSubstr("\"acknowledged\": 2500"));
+  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2500\""));
+  EXPECT_EQ(ReadAll(state), "next_line=2501\n");
+
+  // Done: the state file says so and nothing is sent.
+  Result again = RunCli("import --batch=1000 --file=" + file + at);
+  EXPECT_EQ(again.exit_code, 0);
+  EXPECT_THAT(again.out, HasSubstr("\"acknowledged\": 0"));
+
+  // Without the state file every line is sent again and replays.
+  std::filesystem::remove(state);
+  Result replayed = RunCli("import --batch=1000 --file=" + file + at);
+  EXPECT_EQ(replayed.exit_code, 0);
+  EXPECT_THAT(replayed.out, HasSubstr("\"acknowledged\": 2500"));
+  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2500\""));
+
+  // A bad line: the batches before it are committed, the exit code is 3,
+  // and the state file points at the bad line.
+  const std::string bad = dir + "/bad.jsonl";
+  ASSERT_EQ(RunCli("synth-persons --start=5000 --count=3 > " + bad).exit_code,
+            0);
+  {
+    std::ofstream out(bad, std::ios::app);
+    out << "{\"person\": \n";
+  }
+  EXPECT_EQ(RunCli("import --batch=2 --file=" + bad + at).exit_code, 3);
+  EXPECT_EQ(ReadAll(bad + ".import-state"), "next_line=4\n");
+  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2503\""));
+
+  // A line the server refuses: 10 + INVALID_ARGUMENT, nothing of the batch.
+  const std::string invalid = dir + "/invalid.jsonl";
+  {
+    std::ofstream out(invalid);
+    out << "{\"requestId\": \"x\", \"person\": {\"nationalId\": \"1\"}}\n";
+  }
+  EXPECT_EQ(RunCli("import --file=" + invalid + at).exit_code, 10 + 3);
+  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2503\""));
   std::filesystem::remove_all(dir);
 }
 

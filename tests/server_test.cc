@@ -85,6 +85,27 @@ class ServerTest : public ::testing::Test {
     return response;
   }
 
+  // Streams `requests` to BatchEnroll.
+  grpc::Status BatchEnroll(const std::vector<v1::EnrollRequest>& requests,
+                           v1::BatchEnrollResponse* response) {
+    std::unique_ptr<grpc::ClientContext> ctx = Ctx();
+    std::unique_ptr<grpc::ClientWriter<v1::EnrollRequest>> writer =
+        enrollment_->BatchEnroll(ctx.get(), response);
+    for (const v1::EnrollRequest& request : requests) {
+      if (!writer->Write(request)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  std::vector<v1::EnrollRequest> Requests(uint64_t first, uint64_t count) {
+    std::vector<v1::EnrollRequest> requests;
+    for (uint64_t n = first; n < first + count; ++n) {
+      requests.push_back(MakeEnrollRequest(model_, n));
+    }
+    return requests;
+  }
+
   int64_t PersonCount() {
     v1::GetStatsResponse stats;
     EXPECT_TRUE(
@@ -269,6 +290,95 @@ struct ValidationCase {
   std::string field;
   std::function<void(v1::EnrollRequest&)> mutate;
 };
+
+TEST_F(ServerTest, BatchEnrollCommitsEveryPersonAndReplaysWhole) {
+  v1::BatchEnrollResponse empty;
+  ASSERT_TRUE(BatchEnroll({}, &empty).ok());
+  EXPECT_EQ(empty.responses_size(), 0);
+
+  const std::vector<v1::EnrollRequest> batch = Requests(100, 50);
+  v1::BatchEnrollResponse first;
+  grpc::Status status = BatchEnroll(batch, &first);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(first.responses_size(), 50);
+  EXPECT_EQ(PersonCount(), 50);
+  std::set<std::string> subjects;
+  for (int i = 0; i < 50; ++i) {
+    const v1::Person& person = first.responses(i).person();
+    EXPECT_EQ(person.national_id(), batch[i].person().national_id());
+    EXPECT_EQ(person.state(), v1::ACTIVE);
+    subjects.insert(person.subject_id());
+  }
+  EXPECT_EQ(subjects.size(), 50u);
+  // A later live capture finds the batch-enrolled person: the galleries
+  // took the batch too.
+  v1::IdentifyResponse found = MustIdentify(120, 1);
+  ASSERT_GT(found.candidates_size(), 0);
+  EXPECT_EQ(found.candidates(0).subject_id(),
+            first.responses(20).person().subject_id());
+
+  // Resending the whole batch (a client that lost the answer) replays.
+  v1::BatchEnrollResponse again;
+  ASSERT_TRUE(BatchEnroll(batch, &again).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(again, first));
+  EXPECT_EQ(PersonCount(), 50);
+
+  // Mixed: two committed one by one, then a batch that holds them and more.
+  const std::string s200 = MustEnroll(200);
+  const std::string s201 = MustEnroll(201);
+  v1::BatchEnrollResponse mixed;
+  ASSERT_TRUE(BatchEnroll(Requests(199, 5), &mixed).ok());
+  ASSERT_EQ(mixed.responses_size(), 5);
+  EXPECT_EQ(mixed.responses(1).person().subject_id(), s200);
+  EXPECT_EQ(mixed.responses(2).person().subject_id(), s201);
+  EXPECT_EQ(PersonCount(), 50 + 5);
+  EXPECT_EQ(MustIdentify(203, 1).candidates(0).subject_id(),
+            mixed.responses(4).person().subject_id());
+}
+
+TEST_F(ServerTest, BatchEnrollIsAllOrNothingNamingTheItem) {
+  MustEnroll(1);
+  v1::BatchEnrollResponse response;
+
+  std::vector<v1::EnrollRequest> batch = Requests(10, 20);
+  batch[17].mutable_person()->mutable_date_of_birth()->set_month(13);
+  grpc::Status status = BatchEnroll(batch, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "requests[17].person.date_of_birth: month 13 out of range");
+
+  batch = Requests(10, 20);
+  *batch[5].mutable_person() = MakePerson(12);  // as requests[2]
+  status = BatchEnroll(batch, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(),
+              StartsWith("requests[5].person.national_id: "));
+
+  batch = Requests(10, 20);
+  *batch[3].mutable_person() = MakePerson(1);  // enrolled above
+  status = BatchEnroll(batch, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(),
+              StartsWith("requests[3].person.national_id: "));
+
+  batch = Requests(10, 20);
+  batch[9].set_request_id("enroll-1");  // the key of another request
+  status = BatchEnroll(batch, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(), StartsWith("requests[9].request_id: "));
+
+  // Nothing of any refused batch was written, in the store or galleries.
+  EXPECT_EQ(PersonCount(), 1);
+  v1::IdentifyResponse found = MustIdentify(10, 1);
+  EXPECT_LT(found.candidates(0).score(), found.threshold());
+
+  // One past the limit is refused without reading further.
+  std::vector<v1::EnrollRequest> too_many(10001, MakeEnrollRequest(model_, 0));
+  status = BatchEnroll(too_many, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "requests: at most 10000 per call");
+  EXPECT_EQ(PersonCount(), 1);
+}
 
 TEST_F(ServerTest, EveryValidationRuleNamesItsField) {
   const std::vector<ValidationCase> cases = {

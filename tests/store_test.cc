@@ -335,6 +335,54 @@ TEST_F(StoreTest, ReplayReturnsFirstResultAndWritesNothing) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(StoreTest, CreatePersonsIsOneTransactionNamingTheFailedItem) {
+  Create(MakePerson("s-0", "100"), {Face(0.1f)}, "req-0");
+  RawDb raw(path_);
+  const int64_t changes = raw.Int("SELECT COUNT(*) FROM changes");
+  const int64_t requests = raw.Int("SELECT COUNT(*) FROM idempotency");
+
+  // Item 2 collides with the committed person: items 0 and 1, already
+  // inserted in the transaction, must roll back with it.
+  std::vector<NewPerson> batch = {
+      {Key("req-1"), MakePerson("s-1", "101"), {Face(0.2f)}},
+      {Key("req-2"), MakePerson("s-2", "102"), {Face(0.3f), Finger(0.4f)}},
+      {Key("req-3"), MakePerson("s-3", "100"), {Face(0.5f)}},
+  };
+  absl::StatusOr<std::vector<WriteResult>> refused =
+      store_->CreatePersons(batch);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(refused.status().message(),
+            "[2].person.national_id: 100 is already enrolled for KWT");
+  EXPECT_THAT(Counts(), ElementsAre(Pair(hawiya::v1::ACTIVE, 1)));
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), changes);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency"), requests);
+  EXPECT_EQ(ActiveTemplates().size(), 1u);
+
+  // Fixed, with a replay of the committed request in front: the replay
+  // writes nothing, the rest is written, and a second run replays it all.
+  batch[2].person.set_national_id("103");
+  batch.insert(batch.begin(),
+               {Key("req-0"), MakePerson("s-retry", "100"), {Face(0.1f)}});
+  absl::StatusOr<std::vector<WriteResult>> written =
+      store_->CreatePersons(batch);
+  ASSERT_TRUE(written.ok()) << written.status();
+  ASSERT_EQ(written->size(), 4u);
+  EXPECT_TRUE((*written)[0].replayed);
+  EXPECT_EQ((*written)[0].person.subject_id(), "s-0");
+  EXPECT_FALSE((*written)[2].replayed);
+  EXPECT_EQ((*written)[2].templates.size(), 2u);
+  EXPECT_EQ((*written)[3].person.subject_id(), "s-3");
+  EXPECT_THAT(Counts(), ElementsAre(Pair(hawiya::v1::ACTIVE, 4)));
+  EXPECT_EQ(ActiveTemplates().size(), 5u);
+
+  absl::StatusOr<std::vector<WriteResult>> replayed =
+      store_->CreatePersons(batch);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  for (const WriteResult& result : *replayed) EXPECT_TRUE(result.replayed);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), changes + 3);
+  EXPECT_TRUE(store_->CreatePersons({}).ok());
+}
+
 TEST_F(StoreTest, ReusedRequestIdForAnotherRequestIsRefused) {
   Create(MakePerson("s-1", "123"), {}, "req-1");
 

@@ -1,55 +1,21 @@
 #include "tests/testing/fixtures.h"
 
-#include <vector>
-
 #include "absl/strings/str_cat.h"
+#include "services/synthetic_requests.h"
 
 namespace hawiya::testing {
 
-v1::Person MakePerson(uint64_t n) {
-  v1::Person person;
-  person.set_national_id(absl::StrCat("N", n));
-  person.set_issuing_country("KWT");
-  person.mutable_name_ar()->set_given("محمد");
-  person.mutable_name_ar()->set_father("عبدالله");
-  person.mutable_name_ar()->set_family("الصباح");
-  person.mutable_name_latin()->set_given("Mohammed");
-  person.mutable_name_latin()->set_family("Al-Sabah");
-  person.mutable_date_of_birth()->set_year(1980 + static_cast<int>(n % 40));
-  person.mutable_date_of_birth()->set_month(1 + static_cast<int>(n % 12));
-  person.mutable_date_of_birth()->set_day(1 + static_cast<int>(n % 28));
-  person.set_place_of_birth("Kuwait City");
-  person.set_sex(n % 2 == 0 ? v1::FEMALE : v1::MALE);
-  person.set_nationality("KWT");
-  person.set_civil_status(v1::SINGLE);
-  v1::Document* passport = person.add_documents();
-  passport->set_type(v1::PASSPORT);
-  passport->set_number(absl::StrCat("P", n));
-  passport->set_issuing_country("KWT");
-  passport->mutable_expiry_date()->set_year(2030);
-  passport->mutable_expiry_date()->set_month(6);
-  passport->mutable_expiry_date()->set_day(30);
-  return person;
-}
+v1::Person MakePerson(uint64_t n) { return services::SyntheticPerson(n); }
 
 v1::Template FaceTemplate(const matcher::SyntheticModel& model,
                           uint64_t identity, uint64_t capture) {
-  v1::Template t;
-  t.set_modality(v1::FACE);
-  t.set_position(0);
-  const std::vector<float> vector = model.Capture(identity, capture);
-  t.mutable_vector()->Assign(vector.begin(), vector.end());
-  t.set_quality(90);
-  t.set_algorithm("hawiya-synthetic/1");
-  return t;
+  return services::SyntheticFaceTemplate(model, identity, capture);
 }
 
 v1::EnrollRequest MakeEnrollRequest(const matcher::SyntheticModel& model,
                                     uint64_t n) {
-  v1::EnrollRequest request;
+  v1::EnrollRequest request = services::SyntheticEnrollRequest(model, n);
   request.set_request_id(absl::StrCat("enroll-", n));
-  *request.mutable_person() = MakePerson(n);
-  *request.add_templates() = FaceTemplate(model, n, 0);
   return request;
 }
 
