@@ -29,6 +29,8 @@
 #include "benchmark/benchmark.h"
 #include "faiss/Index.h"
 #include "faiss/IndexFlat.h"
+#include "faiss/IndexIDMap.h"
+#include "faiss/impl/IDSelector.h"
 #include "faiss/utils/utils.h"
 #include "matcher/gallery.h"
 #include "matcher/synthetic.h"
@@ -172,6 +174,56 @@ void BM_GalleryAdd(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
+// Removing one subject and enrolling it again, as a revoke or a template
+// replacement does, in a gallery of N.
+void BM_GalleryRemoveAndReAdd(benchmark::State& state) {
+  const Fixture& f = GetFixture(static_cast<size_t>(state.range(0)));
+  const size_t n = static_cast<size_t>(state.range(0));
+  size_t i = 0;
+  for (auto _ : state) {
+    const size_t victim = (i++ * 7919) % n;
+    const std::string subject = SubjectId(victim);
+    // The vector itself does not matter for the cost; a probe has the size.
+    const matcher::GalleryEntry entry{static_cast<int64_t>(victim), subject,
+                                      f.probes[i % kProbes]};
+    benchmark::DoNotOptimize(f.gallery->RemoveSubject(subject));
+    if (absl::Status s = f.gallery->Add({entry}); !s.ok()) {
+      state.SkipWithError(std::string(s.message()).c_str());
+      break;
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The same on raw FAISS: IndexIDMap2::remove_ids then add_with_ids.
+void BM_IdMap2RemoveAndReAdd(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const Fixture& f = GetFixture(n);
+  static auto* indexes =
+      new std::map<size_t, std::unique_ptr<faiss::IndexIDMap2>>();
+  static auto* storage =
+      new std::map<size_t, std::unique_ptr<faiss::IndexFlatIP>>();
+  std::unique_ptr<faiss::IndexIDMap2>& index = (*indexes)[n];
+  if (index == nullptr) {
+    auto& flat = (*storage)[n];
+    flat = std::make_unique<faiss::IndexFlatIP>(kDimension);
+    index = std::make_unique<faiss::IndexIDMap2>(flat.get());
+    std::vector<faiss::Index::idx_t> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int64_t>(i);
+    index->add_with_ids(static_cast<faiss::Index::idx_t>(n), f.flat->get_xb(),
+                        ids.data());
+  }
+  size_t i = 0;
+  for (auto _ : state) {
+    const faiss::Index::idx_t victim =
+        static_cast<faiss::Index::idx_t>((i++ * 7919) % n);
+    faiss::IDSelectorBatch selector(1, &victim);
+    index->remove_ids(selector);
+    index->add_with_ids(1, f.flat_probes.data(), &victim);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 BENCHMARK(BM_GallerySearch)
     ->Arg(10000)
     ->Arg(100000)
@@ -185,6 +237,14 @@ BENCHMARK(BM_FlatIPSearchBatch)
     ->Arg(100000)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_GalleryAdd)->Arg(1)->Arg(1000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GalleryRemoveAndReAdd)
+    ->Arg(10000)
+    ->Arg(100000)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_IdMap2RemoveAndReAdd)
+    ->Arg(10000)
+    ->Arg(100000)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace hawiya::bench

@@ -1,14 +1,15 @@
-// The exact gallery: FAISS IndexFlatIP (brute-force inner product over
-// normalised vectors) behind an IndexIDMap2, which maps our labels to FAISS's
-// dense positions and can reconstruct a vector by label for ScoreSubject.
+// The exact gallery: normalised vectors in a FAISS IndexFlatIP's storage,
+// scanned with our SIMD kernels (Debian's FAISS scans with a scalar loop),
+// with our own label <-> row maps so a removal costs O(d), not O(N).
 //
-// FAISS scores templates, but callers want subjects. Search therefore asks
-// FAISS for enough template hits to be sure the best k subjects are among
-// them and collapses the hits to subjects itself.
+// The scan scores templates, but callers want subjects. Search therefore
+// fetches enough template hits to be sure the best k subjects are among them
+// and collapses the hits to subjects itself.
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <memory>
@@ -27,9 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "faiss/IndexFlat.h"
-#include "faiss/IndexIDMap.h"
 #include "faiss/impl/FaissException.h"
-#include "faiss/impl/IDSelector.h"
 #include "matcher/gallery.h"
 #include "matcher/kernels.h"
 
@@ -52,7 +51,7 @@ bool BetterSubject(const SubjectScore& a, const SubjectScore& b) {
 class FaissGallery final : public Gallery {
  public:
   explicit FaissGallery(int dimension)
-      : dimension_(dimension), flat_(dimension), index_(&flat_) {}
+      : dimension_(dimension), flat_(dimension) {}
 
   FaissGallery(const FaissGallery&) = delete;
   FaissGallery& operator=(const FaissGallery&) = delete;
@@ -68,7 +67,7 @@ class FaissGallery final : public Gallery {
   int dimension() const override { return dimension_; }
   size_t size() const override {
     absl::ReaderMutexLock lock(&mu_);
-    return static_cast<size_t>(index_.ntotal);
+    return row_label_.size();
   }
   bool Contains(absl::string_view subject_id) const override {
     absl::ReaderMutexLock lock(&mu_);
@@ -94,7 +93,7 @@ class FaissGallery final : public Gallery {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The template's row in the flat index. REQUIRES: label is present.
   const float* Row(FaissLabel label) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-    return flat_.get_xb() + index_.rev_map.at(label) * dimension_;
+    return flat_.get_xb() + label_row_.at(label) * dimension_;
   }
   // Collapses the `fetch` best template hits to subjects, best first.
   // `boundary` receives the lowest template score fetched.
@@ -105,9 +104,13 @@ class FaissGallery final : public Gallery {
   const int dimension_;
 
   mutable absl::Mutex mu_;
-  // index_ holds a non-owning pointer to flat_, so flat_ is declared first.
+  // The vectors, one row per template. Rows are ours to move: removal moves
+  // the last row into the hole (O(d)), where FAISS's IndexIDMap2::remove_ids
+  // shifts every later row and rebuilds its reverse map (O(N)) while searches
+  // wait on the writer lock.
   faiss::IndexFlatIP flat_ ABSL_GUARDED_BY(mu_);
-  faiss::IndexIDMap2 index_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> row_label_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int64_t, size_t> label_row_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<int64_t, std::string> label_subject_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<int64_t>> subject_labels_
       ABSL_GUARDED_BY(mu_);
@@ -164,14 +167,15 @@ absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
     }
   }
   try {
-    index_.add_with_ids(static_cast<FaissLabel>(entries.size()), vectors.data(),
-                        labels.data());
+    flat_.add(static_cast<FaissLabel>(entries.size()), vectors.data());
   } catch (const faiss::FaissException& e) {
     return FaissError("add", e);
   } catch (const std::exception& e) {
     return FaissError("add", e);
   }
   for (const GalleryEntry& entry : entries) {
+    label_row_.emplace(entry.label, row_label_.size());
+    row_label_.push_back(entry.label);
     label_subject_.emplace(entry.label, entry.subject_id);
     std::vector<int64_t>& subject = subject_labels_[entry.subject_id];
     subject.push_back(entry.label);
@@ -185,17 +189,24 @@ size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
   auto it = subject_labels_.find(subject_id);
   if (it == subject_labels_.end()) return 0;
   const std::vector<int64_t>& labels = it->second;
-  const FaissLabel before = index_.ntotal;
-  try {
-    faiss::IDSelectorBatch selector(labels.size(), labels.data());
-    index_.remove_ids(selector);
-  } catch (const std::exception&) {
-    // The only throwing step after vectors leave the index is IndexIDMap2
-    // rebuilding its reverse map (allocation). If the vectors are still
-    // there, keep our books as they are so the gallery stays consistent.
-    if (index_.ntotal == before) return 0;
+  const size_t row_bytes = flat_.code_size;
+  for (int64_t label : labels) {
+    const size_t row = label_row_.at(label);
+    const size_t last = row_label_.size() - 1;
+    if (row != last) {
+      std::memcpy(flat_.codes.data() + row * row_bytes,
+                  flat_.codes.data() + last * row_bytes, row_bytes);
+      const int64_t moved = row_label_[last];
+      row_label_[row] = moved;
+      label_row_[moved] = row;
+    }
+    row_label_.pop_back();
+    label_row_.erase(label);
+    label_subject_.erase(label);
+    // Shrinking never reallocates or throws.
+    flat_.codes.resize(last * row_bytes);
+    flat_.ntotal = static_cast<FaissLabel>(last);
   }
-  for (int64_t label : labels) label_subject_.erase(label);
   const size_t removed = labels.size();
   Recount(removed, 0);
   subject_labels_.erase(it);
@@ -203,7 +214,7 @@ size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
 }
 
 size_t FaissGallery::TemplatesToFetch(size_t k) const {
-  const size_t total = static_cast<size_t>(index_.ntotal);
+  const size_t total = row_label_.size();
   if (k >= subject_labels_.size()) return total;
   const size_t per_subject = MaxTemplatesPerSubject();
   if (per_subject > total / k) return total;
@@ -216,7 +227,7 @@ void FaissGallery::ScanTopTemplates(const float* probe, size_t fetch,
                                     std::vector<float>* scores,
                                     std::vector<FaissLabel>* labels) const {
   const size_t d = static_cast<size_t>(dimension_);
-  const size_t total = static_cast<size_t>(index_.ntotal);
+  const size_t total = row_label_.size();
   const float* base = flat_.get_xb();
   // Blocks large enough for the kernel's streams, small enough to stay in L2.
   constexpr size_t kBlock = 8192;
@@ -246,7 +257,7 @@ void FaissGallery::ScanTopTemplates(const float* probe, size_t fetch,
   labels->clear();
   for (const Hit& hit : heap) {
     scores->push_back(hit.first);
-    labels->push_back(index_.id_map[hit.second]);
+    labels->push_back(row_label_[hit.second]);
   }
 }
 
@@ -282,7 +293,7 @@ absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
   }
   const std::vector<float> unit = Normalized(probe);
   absl::ReaderMutexLock lock(&mu_);
-  const size_t total = static_cast<size_t>(index_.ntotal);
+  const size_t total = row_label_.size();
   if (k == 0 || total == 0) return std::vector<SubjectScore>();
   size_t fetch = TemplatesToFetch(k);
   float boundary = 0.0f;

@@ -42,8 +42,8 @@ struct SubjectScore {
 
 class Gallery {
  public:
-  // Opens an empty exact gallery: brute-force inner product (FAISS
-  // IndexFlatIP behind an id map).
+  // Opens an empty exact gallery: brute-force inner product over FAISS
+  // IndexFlatIP storage, scanned with matcher/kernels.h.
   static absl::StatusOr<std::unique_ptr<Gallery>> Open(
       const GalleryOptions& options);
 
