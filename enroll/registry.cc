@@ -438,13 +438,7 @@ absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
                            Fingerprint(request)};
 
   absl::MutexLock lock(&write_mu_);
-  absl::StatusOr<v1::Person> current = store_->GetPerson(request.subject_id());
-  if (!current.ok()) return current.status();
-  if (current->state() != v1::ACTIVE &&
-      current->state() != v1::PENDING_ADJUDICATION) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "subject_id: person is ", v1::PersonState_Name(current->state())));
-  }
+  // The store checks the person's state after the replay lookup.
   absl::StatusOr<WriteResult> written =
       store_->ReplaceTemplates(key, request.subject_id(), *templates);
   if (!written.ok()) return written.status();

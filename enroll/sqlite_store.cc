@@ -555,6 +555,22 @@ class SqliteStore final : public Store {
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> version,
                                   ReadVersion(subject_id));
     if (!version.has_value()) return NoPerson(subject_id);
+    // Checked after the replay lookup, so a replay still gets its first
+    // response after the person was revoked.
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(
+              "SELECT state FROM persons WHERE subject_id = ?1"));
+      select.BindText(1, subject_id);
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      const auto state = static_cast<PersonState>(row ? select.Int(0) : 0);
+      if (state != hawiya::v1::ACTIVE &&
+          state != hawiya::v1::PENDING_ADJUDICATION) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "subject_id: person is ", hawiya::v1::PersonState_Name(state)));
+      }
+    }
 
     const int64_t now = NowMicros();
     {
@@ -614,9 +630,14 @@ class SqliteStore final : public Store {
       HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
       // Explicit deletes rather than relying on ON DELETE CASCADE: the
       // erasure must not depend on foreign_keys being on.
-      for (const char* sql : {"DELETE FROM templates WHERE subject_id = ?1",
-                              "DELETE FROM idempotency WHERE subject_id = ?1",
-                              "DELETE FROM persons WHERE subject_id = ?1"}) {
+      // The person's idempotency rows stay as tombstones without their
+      // response (which holds the record): a retried or re-imported request
+      // must not enroll the erased person again.
+      for (const char* sql :
+           {"DELETE FROM templates WHERE subject_id = ?1",
+            "UPDATE idempotency SET response = x'', subject_id = NULL "
+            "WHERE subject_id = ?1",
+            "DELETE FROM persons WHERE subject_id = ?1"}) {
         HAWIYA_STORE_ASSIGN_OR_RETURN(Statement erase,
                                       connection_->Prepare(sql));
         erase.BindText(1, subject_id);
@@ -838,6 +859,11 @@ class SqliteStore final : public Store {
     if (select.Text(0) != key.method || select.Blob(1) != key.fingerprint) {
       return absl::AlreadyExistsError(
           "request_id: already used for a different request");
+    }
+    if (select.Blob(2).empty()) {
+      return absl::FailedPreconditionError(
+          "request_id: the person this request wrote has been erased; "
+          "a new enrollment needs a new request_id");
     }
     WriteResult result;
     result.replayed = true;

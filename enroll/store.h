@@ -111,7 +111,9 @@ class Store {
   virtual absl::StatusOr<hawiya::v1::Person> UpdatePerson(
       const hawiya::v1::Person& person, int64_t expected_version) = 0;
 
-  // Replaces every template of the subject; bumps version. NOT_FOUND.
+  // Replaces every template of the subject; bumps version. NOT_FOUND;
+  // FAILED_PRECONDITION ("subject_id: person is REVOKED") unless the person
+  // is ACTIVE or PENDING_ADJUDICATION (a replay still gets its first result).
   virtual absl::StatusOr<WriteResult> ReplaceTemplates(
       const IdempotencyKey& key, absl::string_view subject_id,
       absl::Span<const hawiya::v1::Template> templates) = 0;
@@ -121,9 +123,10 @@ class Store {
   virtual absl::Status RevokePerson(absl::string_view subject_id,
                                     absl::string_view reason) = 0;
 
-  // Deletes the person, its templates and its idempotency records with
-  // secure delete, then checkpoints the WAL so no template bytes remain in
-  // any file. NOT_FOUND.
+  // Deletes the person and its templates with secure delete, then
+  // checkpoints the WAL so no template bytes remain in any file. Its
+  // idempotency records stay as tombstones without their responses: replaying
+  // one is FAILED_PRECONDITION naming "request_id". NOT_FOUND.
   virtual absl::Status ErasePerson(absl::string_view subject_id) = 0;
 
   // Persons with subject_id > after_subject_id in subject_id order, at most

@@ -691,7 +691,14 @@ TEST_F(ServerTest, RevokedAndErasedPersonsAreNeverMatched) {
       admin_->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
   EXPECT_EQ(stats.galleries(0).templates(), 1);
 
-  // The erased national id is free again.
+  // Replaying the erased person's enrollment does not bring it back.
+  v1::EnrollResponse replayed;
+  grpc::Status replay = enrollment_->Enroll(
+      Ctx().get(), MakeEnrollRequest(model_, 21), &replayed);
+  EXPECT_EQ(replay.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(replay.error_message(), StartsWith("request_id"));
+
+  // The erased national id is free again, under a new request id.
   v1::EnrollRequest again = MakeEnrollRequest(model_, 21);
   again.set_request_id("re-enroll-21");
   v1::EnrollResponse response;

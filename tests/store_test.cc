@@ -513,6 +513,18 @@ TEST_F(StoreTest, ReplaceTemplates) {
       Key("req-ghost", "ReplaceTemplates"), "ghost", {Face(0.5f)});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(missing.status().message(), "subject_id: no person ghost");
+
+  // A revoked person's templates cannot be replaced, but the earlier request
+  // still replays its first result.
+  ASSERT_TRUE(store_->RevokePerson("s-1", "test").ok());
+  absl::StatusOr<WriteResult> revoked = store_->ReplaceTemplates(
+      Key("req-after-revoke", "ReplaceTemplates"), "s-1", {Face(0.6f)});
+  EXPECT_EQ(revoked.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(revoked.status().message(), "subject_id: person is REVOKED");
+  replay = store_->ReplaceTemplates(Key("req-replace", "ReplaceTemplates"),
+                                    "s-1", {Finger(0.4f)});
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(replay->replayed);
 }
 
 TEST_F(StoreTest, TemplateIdsAreNeverReused) {
@@ -625,7 +637,19 @@ TEST_F(StoreTest, EraseRemovesEveryTraceOfTheTemplates) {
             0);
   EXPECT_EQ(
       raw.Int("SELECT COUNT(*) FROM idempotency WHERE subject_id = 's-1'"), 0);
-  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency"), 1);
+  // s-1's two requests stay as tombstones, without the record they returned.
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency"), 3);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency WHERE subject_id IS NULL "
+                    "AND length(response) = 0"),
+            2);
+  // Replaying the enrollment must not bring the erased person back.
+  const absl::StatusOr<WriteResult> replay = store_->CreatePerson(
+      Key("req-1"), MakePerson("s-1", "123"), {secret, Finger(0.77f)});
+  EXPECT_EQ(replay.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(replay.status().message()),
+              ::testing::StartsWith("request_id"));
+  EXPECT_EQ(store_->GetPerson("s-1").status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(raw.Text("SELECT kind FROM changes ORDER BY seq DESC LIMIT 1"),
             "erase");
 
