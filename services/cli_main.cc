@@ -1,5 +1,6 @@
 // hawiya: command-line client of the Hawiya v1 API.
 #include <grpcpp/grpcpp.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/random/random.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -102,9 +104,10 @@ constexpr char kUsage[] =
     "            enrolls one proto3 JSON EnrollRequest per line, --batch "
     "lines\n"
     "            per transaction; resumes after the last acknowledged batch\n"
-    "            (F, default P.jsonl.import-state); a line without request_id\n"
-    "            gets one from the file name and line number, so re-running\n"
-    "            is safe; progress on stderr\n"
+    "            (F, default P.jsonl.import-state, which also records a hash\n"
+    "            of the imported lines so another file is never skipped into);\n"
+    "            a line without request_id gets one from its content, so\n"
+    "            re-running is safe; progress on stderr\n"
     "  synth     --identity=I [--capture=K] [--modality=FACE] [--hard]\n"
     "            writes a synthetic template file (DESIGN.md model)\n"
     "  synth-persons --count=N [--start=0]\n"
@@ -431,29 +434,86 @@ int64_t CountLines(std::ifstream& in) {
 }
 
 // The state file holds "next_line=N": every line before N is committed.
-std::optional<int64_t> ReadNextLine(const std::string& path) {
+// SHA-256 over a stream of lines, readable at any point: the import state
+// names the content it has committed, not just a line number, so a different
+// file at the same path is never skipped into.
+class LineDigest {
+ public:
+  LineDigest() : ctx_(EVP_MD_CTX_new()) {
+    EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+  }
+  ~LineDigest() { EVP_MD_CTX_free(ctx_); }
+  LineDigest(const LineDigest&) = delete;
+  LineDigest& operator=(const LineDigest&) = delete;
+
+  void Add(const std::string& line) {
+    EVP_DigestUpdate(ctx_, line.data(), line.size());
+    EVP_DigestUpdate(ctx_, "\n", 1);
+  }
+  // Hex digest of the lines added so far; more may be added afterwards.
+  std::string Hex() const {
+    EVP_MD_CTX* copy = EVP_MD_CTX_new();
+    EVP_MD_CTX_copy_ex(copy, ctx_);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_DigestFinal_ex(copy, digest, &length);
+    EVP_MD_CTX_free(copy);
+    return absl::BytesToHexString(
+        absl::string_view(reinterpret_cast<const char*>(digest), length));
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+// A request id for a line without one: the same line always gets the same
+// id (a re-run replays), different lines get different ones.
+std::string ContentRequestId(const std::string& line) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(line.data(), line.size(), digest, &length, EVP_sha256(), nullptr);
+  return absl::StrCat("import:",
+                      absl::BytesToHexString(absl::string_view(
+                          reinterpret_cast<const char*>(digest), 16)));
+}
+
+// Where an import stands: lines before next_line are committed, and
+// prefix_sha256 is the LineDigest of exactly those lines.
+struct ImportState {
+  int64_t next_line = 1;
+  std::string prefix_sha256;
+};
+
+std::optional<ImportState> ReadState(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return int64_t{1};  // no state: start at the top
+  if (!in) return ImportState{};  // no state: start at the top
+  ImportState state;
   std::string line;
   std::getline(in, line);
   absl::string_view text = line;
-  int64_t next = 0;
   if (!absl::ConsumePrefix(&text, "next_line=") ||
-      !absl::SimpleAtoi(text, &next) || next < 1) {
+      !absl::SimpleAtoi(text, &state.next_line) || state.next_line < 1) {
     return std::nullopt;
   }
-  return next;
+  std::getline(in, line);
+  text = line;
+  if (!absl::ConsumePrefix(&text, "prefix_sha256=") || text.size() != 64) {
+    return std::nullopt;
+  }
+  state.prefix_sha256 = std::string(text);
+  return state;
 }
 
 // Temp file + fsync + rename, so a crash leaves the old position or the new
 // one, never a torn file (which could skip or repeat nothing worse than a
 // replay, but would stop the next run).
-bool WriteNextLine(const std::string& path, int64_t next_line) {
+bool WriteState(const std::string& path, const ImportState& state) {
   const std::string temp = path + ".tmp";
   FILE* out = std::fopen(temp.c_str(), "w");
   if (out == nullptr) return false;
-  const bool written = std::fprintf(out, "next_line=%lld\n",
-                                    static_cast<long long>(next_line)) > 0 &&
+  const bool written = std::fprintf(out, "next_line=%lld\nprefix_sha256=%s\n",
+                                    static_cast<long long>(state.next_line),
+                                    state.prefix_sha256.c_str()) > 0 &&
                        std::fflush(out) == 0 && fsync(fileno(out)) == 0;
   if (std::fclose(out) != 0 || !written) return false;
   return std::rename(temp.c_str(), path.c_str()) == 0;
@@ -523,6 +583,7 @@ struct ImportBatch {
   std::vector<v1::EnrollRequest> requests;
   std::vector<int64_t> lines;  // line of requests[i]
   int64_t next_line = 0;       // first line after the batch
+  std::string prefix_sha256;   // LineDigest of the lines before next_line
   std::string error;           // "FILE:LINE: why"
 };
 
@@ -530,11 +591,12 @@ struct ImportBatch {
 // JSON parsing of the next batch overlaps the commit of the current one.
 class BatchReader {
  public:
+  // `digest` holds the lines before next_line; the reader continues it.
   BatchReader(std::ifstream in, std::string path, int64_t next_line,
-              int batch_size)
+              int batch_size, LineDigest* digest)
       : in_(std::move(in)),
+        digest_(digest),
         path_(std::move(path)),
-        name_(std::filesystem::path(path_).filename().string()),
         line_(next_line - 1),
         batch_size_(batch_size) {
     thread_ = std::thread([this] { Run(); });
@@ -588,7 +650,10 @@ class BatchReader {
     while (static_cast<int>(batch.requests.size()) < batch_size_ &&
            std::getline(in_, text)) {
       ++line_;
-      if (absl::StripAsciiWhitespace(text).empty()) continue;
+      if (absl::StripAsciiWhitespace(text).empty()) {
+        digest_->Add(text);
+        continue;
+      }
       v1::EnrollRequest request;
       const auto status =
           google::protobuf::util::JsonStringToMessage(text, &request);
@@ -597,12 +662,12 @@ class BatchReader {
                                    std::string(status.message()));
         // The bad line is where the next run must start.
         batch.next_line = line_;
+        batch.prefix_sha256 = digest_->Hex();
         return batch;
       }
+      digest_->Add(text);
       if (request.request_id().empty()) {
-        // Stable across runs, so re-importing the same file replays.
-        request.set_request_id(
-            absl::StrCat("import:", name_.substr(0, 96), ":", line_));
+        request.set_request_id(ContentRequestId(text));
       }
       batch.requests.push_back(std::move(request));
       batch.lines.push_back(line_);
@@ -611,12 +676,13 @@ class BatchReader {
       batch.error = absl::StrCat(path_, ":", line_ + 1, ": read error");
     }
     batch.next_line = line_ + 1;
+    batch.prefix_sha256 = digest_->Hex();
     return batch;
   }
 
   std::ifstream in_;
+  LineDigest* const digest_;  // used by the reader thread only
   const std::string path_;
-  const std::string name_;
   int64_t line_;  // last line read
   const int batch_size_;
   std::thread thread_;
@@ -660,28 +726,42 @@ int Import(Client& client) {
   const int64_t total = CountLines(in);
   in.clear();
   in.seekg(0);
-  const std::optional<int64_t> next_line = ReadNextLine(state_path);
-  if (!next_line.has_value()) {
+  const std::optional<ImportState> state = ReadState(state_path);
+  if (!state.has_value()) {
     std::fprintf(stderr, "hawiya: %s: not an import state file\n",
                  state_path.c_str());
     return kExitInput;
   }
-  // Skipping committed lines is a plain scan: no parsing, no RPC.
+  const int64_t next_line = state->next_line;
+  // Skipping committed lines is a plain scan (no parsing, no RPC), hashed to
+  // check that they are the lines the state file says were committed.
+  LineDigest digest;
   std::string skipped;
-  for (int64_t line = 1; line < *next_line && std::getline(in, skipped);) {
-    ++line;
+  for (int64_t line = 1; line < next_line && std::getline(in, skipped);
+       ++line) {
+    digest.Add(skipped);
+  }
+  ImportState committed{next_line, digest.Hex()};
+  if (next_line > 1 && committed.prefix_sha256 != state->prefix_sha256) {
+    std::fprintf(stderr,
+                 "hawiya: %s: lines 1-%lld of %s are not the ones it recorded "
+                 "as imported (another file at this path?); delete it to "
+                 "import from the first line (re-sent lines replay)\n",
+                 state_path.c_str(), static_cast<long long>(next_line - 1),
+                 path.c_str());
+    return kExitInput;
   }
 
-  if (*next_line > total) {
+  if (next_line > total) {
     std::fprintf(stderr, "hawiya: %s: all %lld lines already imported (%s)\n",
                  path.c_str(), static_cast<long long>(total),
                  state_path.c_str());
   }
-  Progress progress(total, std::min(*next_line - 1, total));
+  Progress progress(total, std::min(next_line - 1, total));
   int64_t acknowledged = 0;
-  int64_t done = std::min(*next_line - 1, total);
+  int64_t done = std::min(next_line - 1, total);
   {
-    BatchReader reader(std::move(in), path, *next_line, batch_size);
+    BatchReader reader(std::move(in), path, next_line, batch_size, &digest);
     progress.Update(done);
     while (std::optional<ImportBatch> batch = reader.Next()) {
       if (!batch->requests.empty()) {
@@ -720,7 +800,8 @@ int Import(Client& client) {
         acknowledged += response.responses_size();
       }
       if (!batch->requests.empty()) {
-        if (!WriteNextLine(state_path, batch->next_line)) {
+        committed = {batch->next_line, batch->prefix_sha256};
+        if (!WriteState(state_path, committed)) {
           progress.Done();
           std::fprintf(stderr, "hawiya: cannot write %s\n", state_path.c_str());
           return kExitInput;
@@ -735,7 +816,7 @@ int Import(Client& client) {
       }
     }
   }
-  if (!WriteNextLine(state_path, total + 1)) {
+  if (!WriteState(state_path, committed)) {
     std::fprintf(stderr, "hawiya: cannot write %s\n", state_path.c_str());
     return kExitInput;
   }

@@ -17,6 +17,7 @@ namespace hawiya {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 struct Result {
   int exit_code = -1;
@@ -127,7 +128,7 @@ TEST(CliTest, ImportIsResumableAndIdempotent) {
   ASSERT_EQ(imported.exit_code, 0);
   EXPECT_THAT(imported.out, HasSubstr("\"acknowledged\": 2500"));
   EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2500\""));
-  EXPECT_EQ(ReadAll(state), "next_line=2501\n");
+  EXPECT_THAT(ReadAll(state), StartsWith("next_line=2501\nprefix_sha256="));
 
   // Done: the state file says so and nothing is sent.
   Result again = RunCli("import --batch=1000 --file=" + file + at);
@@ -141,6 +142,13 @@ TEST(CliTest, ImportIsResumableAndIdempotent) {
   EXPECT_THAT(replayed.out, HasSubstr("\"acknowledged\": 2500"));
   EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2500\""));
 
+  // Another file at the same path is not skipped into: its first 2500 lines
+  // are not the ones the state file recorded.
+  ASSERT_EQ(
+      RunCli("synth-persons --start=7000 --count=2600 > " + file).exit_code, 0);
+  EXPECT_EQ(RunCli("import --batch=1000 --file=" + file + at).exit_code, 3);
+  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2500\""));
+
   // A bad line: the batches before it are committed, the exit code is 3,
   // and the state file points at the bad line.
   const std::string bad = dir + "/bad.jsonl";
@@ -151,8 +159,16 @@ TEST(CliTest, ImportIsResumableAndIdempotent) {
     out << "{\"person\": \n";
   }
   EXPECT_EQ(RunCli("import --batch=2 --file=" + bad + at).exit_code, 3);
-  EXPECT_EQ(ReadAll(bad + ".import-state"), "next_line=4\n");
+  EXPECT_THAT(ReadAll(bad + ".import-state"),
+              StartsWith("next_line=4\nprefix_sha256="));
   EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2503\""));
+  // Once the line is mended, the next run resumes there.
+  ASSERT_EQ(RunCli("synth-persons --start=5000 --count=4 > " + bad).exit_code,
+            0);
+  EXPECT_EQ(RunCli("import --batch=2 --file=" + bad + at).exit_code, 0);
+  EXPECT_THAT(ReadAll(bad + ".import-state"),
+              StartsWith("next_line=5\nprefix_sha256="));
+  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2504\""));
 
   // A line the server refuses: 10 + INVALID_ARGUMENT, nothing of the batch.
   const std::string invalid = dir + "/invalid.jsonl";
@@ -161,7 +177,7 @@ TEST(CliTest, ImportIsResumableAndIdempotent) {
     out << "{\"requestId\": \"x\", \"person\": {\"nationalId\": \"1\"}}\n";
   }
   EXPECT_EQ(RunCli("import --file=" + invalid + at).exit_code, 10 + 3);
-  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2503\""));
+  EXPECT_THAT(persons(), HasSubstr("\"persons\": \"2504\""));
   std::filesystem::remove_all(dir);
 }
 
