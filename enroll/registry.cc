@@ -189,6 +189,19 @@ absl::StatusOr<std::string> ParsePageToken(const std::string& token,
   return parts[2];
 }
 
+std::vector<matcher::TemplateToAdd> ToAdds(
+    const std::vector<TemplateRecord>& templates) {
+  std::vector<matcher::TemplateToAdd> adds;
+  adds.reserve(templates.size());
+  for (const TemplateRecord& record : templates) {
+    adds.push_back({static_cast<matcher::Modality>(record.tmpl.modality()),
+                    record.template_id,
+                    std::vector<float>(record.tmpl.vector().begin(),
+                                       record.tmpl.vector().end())});
+  }
+  return adds;
+}
+
 }  // namespace
 
 Registry::Registry(std::unique_ptr<Store> store,
@@ -244,15 +257,7 @@ absl::Status Registry::LoadGalleries() {
 absl::Status Registry::AddToGalleries(
     const std::string& subject_id,
     const std::vector<TemplateRecord>& templates) {
-  std::vector<matcher::TemplateToAdd> adds;
-  adds.reserve(templates.size());
-  for (const TemplateRecord& record : templates) {
-    adds.push_back({static_cast<matcher::Modality>(record.tmpl.modality()),
-                    record.template_id,
-                    std::vector<float>(record.tmpl.vector().begin(),
-                                       record.tmpl.vector().end())});
-  }
-  return matcher_->Add(subject_id, adds);
+  return matcher_->Add(subject_id, ToAdds(templates));
 }
 
 absl::StatusOr<v1::Person> Registry::Resolve(
@@ -443,9 +448,8 @@ absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
       store_->ReplaceTemplates(key, request.subject_id(), *templates);
   if (!written.ok()) return written.status();
   if (!written->replayed && written->person.state() == v1::ACTIVE) {
-    matcher_->RemoveSubject(request.subject_id());
     if (absl::Status s =
-            AddToGalleries(request.subject_id(), written->templates);
+            matcher_->Replace(request.subject_id(), ToAdds(written->templates));
         !s.ok()) {
       return s;
     }

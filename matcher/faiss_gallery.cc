@@ -203,6 +203,9 @@ size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
     row_label_.pop_back();
     label_row_.erase(label);
     label_subject_.erase(label);
+    // The vector's spare capacity keeps its bytes: clear the vacated row
+    // (an erased person's template must not linger in memory either).
+    std::memset(flat_.codes.data() + last * row_bytes, 0, row_bytes);
     // Shrinking never reallocates or throws.
     flat_.codes.resize(last * row_bytes);
     flat_.ntotal = static_cast<FaissLabel>(last);

@@ -60,6 +60,8 @@ class MatcherImpl final : public Matcher {
 
   absl::Status Add(absl::string_view subject_id,
                    absl::Span<const TemplateToAdd> templates) override;
+  absl::Status Replace(absl::string_view subject_id,
+                       absl::Span<const TemplateToAdd> templates) override;
   void RemoveSubject(absl::string_view subject_id) override;
   absl::Status CheckProbes(absl::Span<const Probe> probes) const override;
   absl::StatusOr<Match> Verify(absl::string_view subject_id,
@@ -72,6 +74,9 @@ class MatcherImpl final : public Matcher {
   std::vector<GalleryInfo> Info() const override;
 
  private:
+  // Add, after removing the subject everywhere first if `replace`.
+  absl::Status Put(absl::string_view subject_id,
+                   absl::Span<const TemplateToAdd> templates, bool replace);
   // Galleries lock themselves; requiring mu_ here is what makes every use of
   // a gallery go through the cross-gallery lock below.
   Gallery* gallery(Modality modality) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
@@ -139,6 +144,17 @@ const ModalitySpec* MatcherImpl::spec(Modality modality) const {
 
 absl::Status MatcherImpl::Add(absl::string_view subject_id,
                               absl::Span<const TemplateToAdd> templates) {
+  return Put(subject_id, templates, /*replace=*/false);
+}
+
+absl::Status MatcherImpl::Replace(absl::string_view subject_id,
+                                  absl::Span<const TemplateToAdd> templates) {
+  return Put(subject_id, templates, /*replace=*/true);
+}
+
+absl::Status MatcherImpl::Put(absl::string_view subject_id,
+                              absl::Span<const TemplateToAdd> templates,
+                              bool replace) {
   if (subject_id.empty()) {
     return absl::InvalidArgumentError("subject_id: must not be empty");
   }
@@ -169,6 +185,11 @@ absl::Status MatcherImpl::Add(absl::string_view subject_id,
   }
 
   absl::WriterMutexLock lock(&mu_);
+  if (replace) {
+    for (const std::unique_ptr<Gallery>& g : galleries_) {
+      if (g != nullptr) g->RemoveSubject(subject_id);
+    }
+  }
   // Rolling back a gallery where the subject is new is exact (RemoveSubject).
   // Where it already had templates it is not: Gallery can only drop the whole
   // subject. Adding to those galleries last means a failure there has only

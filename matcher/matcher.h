@@ -91,6 +91,12 @@ class Matcher {
   virtual absl::Status Add(absl::string_view subject_id,
                            absl::Span<const TemplateToAdd> templates) = 0;
 
+  // Swaps all of the subject's templates (any modalities) for these, in one
+  // step: a concurrent search sees the old set or the new one, never neither.
+  // Validation as Add; nothing changes if it fails.
+  virtual absl::Status Replace(absl::string_view subject_id,
+                               absl::Span<const TemplateToAdd> templates) = 0;
+
   // Removes the subject from every gallery.
   virtual void RemoveSubject(absl::string_view subject_id) = 0;
 
@@ -100,8 +106,8 @@ class Matcher {
 
   // 1:1. FAILED_PRECONDITION if the subject has no template of any probed
   // modality.
-  virtual absl::StatusOr<Match> Verify(absl::string_view subject_id,
-                                       absl::Span<const Probe> probes) const = 0;
+  virtual absl::StatusOr<Match> Verify(
+      absl::string_view subject_id, absl::Span<const Probe> probes) const = 0;
 
   // 1:N. Candidates best first, fused as above, at most max_candidates.
   virtual absl::StatusOr<std::vector<Match>> Identify(

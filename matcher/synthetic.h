@@ -2,8 +2,8 @@
 // No real biometric data is ever shipped: tests, benchmarks and the CLI's
 // `synth` command draw from this model.
 //
-//   centre  c_i = normalize(g_i),            g_i ~ N(0, I_d), seeded by (seed, i)
-//   hard:   c_i = normalize(m_k + 1.5 g_i / sqrt(d)), k = i / cluster_size
+//   centre  c_i = normalize(g_i),            g_i ~ N(0, I_d), seeded by (seed,
+//   i) hard:   c_i = normalize(m_k + 1.5 g_i / sqrt(d)), k = i / cluster_size
 //   capture x   = normalize(c_i + s n / sqrt(d)),  n ~ N(0, I_d), s = 0.8
 //
 // Every draw is a pure function of (seed, identity, capture), so two

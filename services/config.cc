@@ -43,6 +43,10 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ":", errors.first()));
   }
+  if (config.max_receive_message_bytes() > 1u << 30) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config ", path, ": max_receive_message_bytes: at most 1 GiB"));
+  }
   if (absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
           ModalitySpecs(config);
       !specs.ok()) {

@@ -115,6 +115,14 @@ class BatchEnrollReactor final
                                     " per call")));
       return;
     }
+    bytes_ += next_.ByteSizeLong();
+    if (bytes_ > kMaxBatchBytes) {
+      Finish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("requests: more than ", kMaxBatchBytes >> 20,
+                       " MiB in one call; send fewer requests per call")));
+      return;
+    }
     requests_.push_back(std::move(next_));
     next_.Clear();
     StartRead(&next_);
@@ -140,8 +148,13 @@ class BatchEnrollReactor final
   WorkQueue* const queue_;
   enroll::Registry* const registry_;
   v1::BatchEnrollResponse* const response_;
+  // What one call may make the server hold before it commits: about 10000
+  // requests of a few templates each.
+  static constexpr size_t kMaxBatchBytes = size_t{256} << 20;
+
   v1::EnrollRequest next_;
   std::vector<v1::EnrollRequest> requests_;
+  size_t bytes_ = 0;
 };
 
 }  // namespace

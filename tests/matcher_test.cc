@@ -528,6 +528,41 @@ TEST(MatcherTest, RemovedSubjectsAreGoneFromEveryModality) {
   EXPECT_TRUE(matcher->Verify("p4", probes).ok());
 }
 
+TEST(MatcherTest, ReplaceSwapsEveryModalityOrChangesNothing) {
+  std::unique_ptr<Matcher> matcher =
+      OpenMatcher({{kFace, 4, 0.4f}, {kFinger, 2, 0.45f}});
+  ASSERT_NE(matcher, nullptr);
+  ASSERT_TRUE(
+      matcher->Add("a", {{kFace, 1, {1, 0, 0, 0}}, {kFinger, 2, {1, 0}}}).ok());
+
+  // A refused replacement leaves the old templates in place.
+  absl::Status s = matcher->Replace("a", {{kFace, 3, {1, 2, 3}}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            "templates[0].vector: vector has 3 components, expected 4");
+  absl::StatusOr<Match> old = matcher->Verify(
+      "a", {Probe{kFace, {1, 0, 0, 0}}, Probe{kFinger, {1, 0}}});
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_FLOAT_EQ(old->score, 1.0f);
+
+  // The new face replaces the old one; the finger, not resubmitted, is gone.
+  ASSERT_TRUE(matcher->Replace("a", {{kFace, 3, {0, 1, 0, 0}}}).ok());
+  absl::StatusOr<Match> now =
+      matcher->Verify("a", {Probe{kFace, {0, 1, 0, 0}}});
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_FLOAT_EQ(now->score, 1.0f);
+  EXPECT_EQ(matcher->Verify("a", {Probe{kFinger, {1, 0}}}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  for (const GalleryInfo& info : matcher->Info()) {
+    EXPECT_EQ(info.templates, info.spec.modality == kFace ? 1u : 0u);
+  }
+  // Replacing with nothing removes the subject.
+  ASSERT_TRUE(matcher->Replace("a", {}).ok());
+  for (const GalleryInfo& info : matcher->Info()) {
+    EXPECT_EQ(info.templates, 0u);
+  }
+}
+
 // The DESIGN.md population at a realistic scale: every mated probe at rank
 // 1 and above threshold, every non-mated probe below it.
 TEST(MatcherTest, IdentifyFindsMatedProbesAtRankOne) {

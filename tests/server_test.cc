@@ -3,6 +3,7 @@
 #include "services/server.h"
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -18,6 +19,7 @@
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
+#include "services/config.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/server_process.h"
 
@@ -816,6 +818,64 @@ TEST(ServerOptionsTest, PlaintextOnlyOnLoopback) {
       services::Server::Start(options);
   EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(server.status().message()), StartsWith("listen"));
+}
+
+}  // namespace
+}  // namespace hawiya
+
+namespace hawiya {
+namespace {
+
+std::string WriteTemp(const std::string& text) {
+  const std::string dir = testing::NewTempDir("hawiya-config-test");
+  const std::string path = dir + "/config.textproto";
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ConfigTest, ExampleConfigSpellsOutTheDefaults) {
+  absl::StatusOr<config::ServerConfig> config = services::LoadConfig(
+      std::string(HAWIYA_SOURCE_DIR) + "/deploy/hawiya.textproto");
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
+      services::ModalitySpecs(*config);
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  const std::vector<matcher::ModalitySpec> defaults =
+      matcher::DefaultModalities();
+  ASSERT_EQ(specs->size(), defaults.size());
+  for (size_t i = 0; i < defaults.size(); ++i) {
+    EXPECT_EQ((*specs)[i].modality, defaults[i].modality);
+    EXPECT_EQ((*specs)[i].dimension, defaults[i].dimension);
+    EXPECT_FLOAT_EQ((*specs)[i].threshold, defaults[i].threshold);
+  }
+}
+
+TEST(ConfigTest, OverridesAndErrorsNameTheField) {
+  absl::StatusOr<config::ServerConfig> config = services::LoadConfig(
+      WriteTemp("modalities { modality: IRIS dimension: 128 threshold: 0.6 }"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
+      services::ModalitySpecs(*config);
+  ASSERT_TRUE(specs.ok());
+  EXPECT_EQ((*specs)[2].modality, matcher::Modality::kIris);
+  EXPECT_EQ((*specs)[2].dimension, 128);
+  EXPECT_FLOAT_EQ((*specs)[2].threshold, 0.6f);
+  EXPECT_EQ((*specs)[0].dimension, 512);  // FACE keeps its default
+
+  absl::Status bad = services::LoadConfig(WriteTemp("bogus: 1")).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("config.textproto:1:6: "));
+  bad = services::LoadConfig(WriteTemp("modalities { modality: FACE "
+                                       "threshold: 2 }"))
+            .status();
+  EXPECT_THAT(std::string(bad.message()),
+              HasSubstr("modalities[0].threshold: must be in [-1, 1]"));
+  bad = services::LoadConfig(WriteTemp("max_receive_message_bytes: 4000000000"))
+            .status();
+  EXPECT_THAT(std::string(bad.message()),
+              HasSubstr("max_receive_message_bytes: at most 1 GiB"));
+  EXPECT_EQ(services::LoadConfig("/nonexistent.textproto").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace
