@@ -826,12 +826,21 @@ TEST(ServerOptionsTest, PlaintextOnlyOnLoopback) {
 namespace hawiya {
 namespace {
 
-std::string WriteTemp(const std::string& text) {
-  const std::string dir = testing::NewTempDir("hawiya-config-test");
-  const std::string path = dir + "/config.textproto";
-  std::ofstream(path) << text;
-  return path;
-}
+// Config files written by one test, removed when it ends.
+class ConfigFiles {
+ public:
+  ConfigFiles() : dir_(testing::NewTempDir("hawiya-config-test")) {}
+  ~ConfigFiles() { std::filesystem::remove_all(dir_); }
+  std::string Write(const std::string& text) {
+    const std::string path = absl::StrCat(dir_, "/", count_++, ".textproto");
+    std::ofstream(path) << text;
+    return path;
+  }
+
+ private:
+  const std::string dir_;
+  int count_ = 0;
+};
 
 TEST(ConfigTest, ExampleConfigSpellsOutTheDefaults) {
   absl::StatusOr<config::ServerConfig> config = services::LoadConfig(
@@ -851,8 +860,10 @@ TEST(ConfigTest, ExampleConfigSpellsOutTheDefaults) {
 }
 
 TEST(ConfigTest, OverridesAndErrorsNameTheField) {
-  absl::StatusOr<config::ServerConfig> config = services::LoadConfig(
-      WriteTemp("modalities { modality: IRIS dimension: 128 threshold: 0.6 }"));
+  ConfigFiles files;
+  absl::StatusOr<config::ServerConfig> config =
+      services::LoadConfig(files.Write(
+          "modalities { modality: IRIS dimension: 128 threshold: 0.6 }"));
   ASSERT_TRUE(config.ok()) << config.status();
   absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
       services::ModalitySpecs(*config);
@@ -862,16 +873,17 @@ TEST(ConfigTest, OverridesAndErrorsNameTheField) {
   EXPECT_FLOAT_EQ((*specs)[2].threshold, 0.6f);
   EXPECT_EQ((*specs)[0].dimension, 512);  // FACE keeps its default
 
-  absl::Status bad = services::LoadConfig(WriteTemp("bogus: 1")).status();
+  absl::Status bad = services::LoadConfig(files.Write("bogus: 1")).status();
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(bad.message()), HasSubstr("config.textproto:1:6: "));
-  bad = services::LoadConfig(WriteTemp("modalities { modality: FACE "
-                                       "threshold: 2 }"))
+  EXPECT_THAT(std::string(bad.message()), HasSubstr(".textproto:1:6: "));
+  bad = services::LoadConfig(files.Write("modalities { modality: FACE "
+                                         "threshold: 2 }"))
             .status();
   EXPECT_THAT(std::string(bad.message()),
               HasSubstr("modalities[0].threshold: must be in [-1, 1]"));
-  bad = services::LoadConfig(WriteTemp("max_receive_message_bytes: 4000000000"))
-            .status();
+  bad =
+      services::LoadConfig(files.Write("max_receive_message_bytes: 4000000000"))
+          .status();
   EXPECT_THAT(std::string(bad.message()),
               HasSubstr("max_receive_message_bytes: at most 1 GiB"));
   EXPECT_EQ(services::LoadConfig("/nonexistent.textproto").status().code(),
