@@ -52,6 +52,7 @@
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/gallery.h"
 #include "matcher/synthetic.h"
+#include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/server_process.h"
 
@@ -343,7 +344,8 @@ absl::Status IdentifyOverGrpc(const testing::ServerProcess& server,
                               SizeResult* result) {
   std::vector<v1::IdentifyRequest> requests(identities.size());
   for (size_t i = 0; i < identities.size(); ++i) {
-    *requests[i].add_probes() = testing::FaceTemplate(model, identities[i], 1);
+    *requests[i].add_probes() =
+        services::SyntheticFaceTemplate(model, identities[i], 1);
     requests[i].set_max_candidates(kTopK);
   }
   std::shared_ptr<grpc::Channel> channel = NewChannel(server.address());

@@ -15,13 +15,14 @@
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
+#include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/server_process.h"
 
 namespace hawiya {
 namespace {
 
-using ::hawiya::testing::FaceTemplate;
+using ::hawiya::services::SyntheticFaceTemplate;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ServerProcess;
@@ -104,7 +105,7 @@ TEST(CrashTest, KillNineLosesNothingAcknowledged) {
     // The rebuilt gallery holds its template.
     v1::VerifyRequest verify;
     verify.set_subject_id(ack.subject_id);
-    *verify.add_probes() = FaceTemplate(model, n, 1);
+    *verify.add_probes() = SyntheticFaceTemplate(model, n, 1);
     v1::VerifyResponse verdict;
     ASSERT_TRUE(match->Verify(Ctx().get(), verify, &verdict).ok());
     EXPECT_TRUE(verdict.match());

@@ -20,6 +20,7 @@
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
 #include "services/config.h"
+#include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/server_process.h"
 
@@ -28,9 +29,9 @@ namespace {
 
 using ::google::protobuf::util::MessageDifferencer;
 using ::grpc::StatusCode;
-using ::hawiya::testing::FaceTemplate;
+using ::hawiya::services::SyntheticFaceTemplate;
+using ::hawiya::services::SyntheticPerson;
 using ::hawiya::testing::MakeEnrollRequest;
-using ::hawiya::testing::MakePerson;
 using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ServerProcess;
 using ::testing::HasSubstr;
@@ -80,7 +81,7 @@ class ServerTest : public ::testing::Test {
 
   v1::IdentifyResponse MustIdentify(uint64_t identity, uint64_t capture) {
     v1::IdentifyRequest request;
-    *request.add_probes() = FaceTemplate(model_, identity, capture);
+    *request.add_probes() = SyntheticFaceTemplate(model_, identity, capture);
     v1::IdentifyResponse response;
     grpc::Status status = match_->Identify(Ctx().get(), request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
@@ -277,7 +278,7 @@ TEST_F(ServerTest, IdempotentReplayReturnsFirstResponseAndWritesNothing) {
   v1::ReplaceTemplatesRequest replace;
   replace.set_request_id("replace-1");
   replace.set_subject_id(first.person().subject_id());
-  *replace.add_templates() = FaceTemplate(model_, 3, 5);
+  *replace.add_templates() = SyntheticFaceTemplate(model_, 3, 5);
   v1::Person replaced, replayed;
   ASSERT_TRUE(
       enrollment_->ReplaceTemplates(Ctx().get(), replace, &replaced).ok());
@@ -350,14 +351,14 @@ TEST_F(ServerTest, BatchEnrollIsAllOrNothingNamingTheItem) {
             "requests[17].person.date_of_birth: month 13 out of range");
 
   batch = Requests(10, 20);
-  *batch[5].mutable_person() = MakePerson(12);  // as requests[2]
+  *batch[5].mutable_person() = SyntheticPerson(12);  // as requests[2]
   status = BatchEnroll(batch, &response);
   EXPECT_EQ(status.error_code(), StatusCode::ALREADY_EXISTS);
   EXPECT_THAT(status.error_message(),
               StartsWith("requests[5].person.national_id: "));
 
   batch = Requests(10, 20);
-  *batch[3].mutable_person() = MakePerson(1);  // enrolled above
+  *batch[3].mutable_person() = SyntheticPerson(1);  // enrolled above
   status = BatchEnroll(batch, &response);
   EXPECT_EQ(status.error_code(), StatusCode::ALREADY_EXISTS);
   EXPECT_THAT(status.error_message(),
@@ -513,7 +514,7 @@ TEST_F(ServerTest, UnknownIdsAreNotFound) {
 
   v1::VerifyRequest verify;
   verify.set_subject_id(ghost);
-  *verify.add_probes() = FaceTemplate(model_, 1, 1);
+  *verify.add_probes() = SyntheticFaceTemplate(model_, 1, 1);
   v1::VerifyResponse verdict;
   EXPECT_EQ(match_->Verify(Ctx().get(), verify, &verdict).error_code(),
             StatusCode::NOT_FOUND);
@@ -525,7 +526,8 @@ TEST_F(ServerTest, VerifyGenuineAndImpostor) {
 
   v1::VerifyRequest request;
   request.set_subject_id(alice);
-  *request.add_probes() = FaceTemplate(model_, 10, 1);  // a fresh capture
+  *request.add_probes() =
+      SyntheticFaceTemplate(model_, 10, 1);  // a fresh capture
   v1::VerifyResponse genuine;
   ASSERT_TRUE(match_->Verify(Ctx().get(), request, &genuine).ok());
   EXPECT_TRUE(genuine.match());
@@ -540,7 +542,7 @@ TEST_F(ServerTest, VerifyGenuineAndImpostor) {
   request.clear_subject_id();
   request.set_national_id("N10");
   request.set_issuing_country("KWT");
-  *request.mutable_probes(0) = FaceTemplate(model_, 11, 1);
+  *request.mutable_probes(0) = SyntheticFaceTemplate(model_, 11, 1);
   v1::VerifyResponse impostor;
   ASSERT_TRUE(match_->Verify(Ctx().get(), request, &impostor).ok());
   EXPECT_FALSE(impostor.match());
@@ -566,7 +568,7 @@ TEST_F(ServerTest, FusesFaceAndIrisIntoOneScore) {
   iris_options.seed = 99;
   const matcher::SyntheticModel iris_model(iris_options);
   auto iris = [&](uint64_t identity, uint64_t capture) {
-    v1::Template t = FaceTemplate(iris_model, identity, capture);
+    v1::Template t = SyntheticFaceTemplate(iris_model, identity, capture);
     t.set_modality(v1::IRIS);
     t.set_position(1);
     return t;
@@ -579,7 +581,7 @@ TEST_F(ServerTest, FusesFaceAndIrisIntoOneScore) {
 
   v1::VerifyRequest verify;
   verify.set_subject_id(enrolled.person().subject_id());
-  *verify.add_probes() = FaceTemplate(model_, 60, 1);
+  *verify.add_probes() = SyntheticFaceTemplate(model_, 60, 1);
   *verify.add_probes() = iris(61, 1);  // the wrong iris
   v1::VerifyResponse verdict;
   ASSERT_TRUE(match_->Verify(Ctx().get(), verify, &verdict).ok());
@@ -597,7 +599,7 @@ TEST_F(ServerTest, FusesFaceAndIrisIntoOneScore) {
   EXPECT_FALSE(verdict.match());
 
   v1::IdentifyRequest identify;
-  *identify.add_probes() = FaceTemplate(model_, 60, 1);
+  *identify.add_probes() = SyntheticFaceTemplate(model_, 60, 1);
   *identify.add_probes() = iris(60, 1);
   v1::IdentifyResponse found;
   ASSERT_TRUE(match_->Identify(Ctx().get(), identify, &found).ok());
@@ -635,7 +637,7 @@ TEST_F(ServerTest, IdentifyFindsMatedProbesAtRankOne) {
 
   // max_candidates, min_score and gallery restriction.
   v1::IdentifyRequest request;
-  *request.add_probes() = FaceTemplate(model_, 42, 1);
+  *request.add_probes() = SyntheticFaceTemplate(model_, 42, 1);
   request.set_max_candidates(3);
   v1::IdentifyResponse response;
   ASSERT_TRUE(match_->Identify(Ctx().get(), request, &response).ok());
@@ -679,7 +681,7 @@ TEST_F(ServerTest, RevokedAndErasedPersonsAreNeverMatched) {
   }
   v1::VerifyRequest verify;
   verify.set_subject_id(revoked);
-  *verify.add_probes() = FaceTemplate(model_, 20, 1);
+  *verify.add_probes() = SyntheticFaceTemplate(model_, 20, 1);
   v1::VerifyResponse verdict;
   grpc::Status status = match_->Verify(Ctx().get(), verify, &verdict);
   EXPECT_EQ(status.error_code(), StatusCode::FAILED_PRECONDITION);
@@ -712,18 +714,18 @@ TEST_F(ServerTest, ReplaceTemplatesChangesWhoMatches) {
   v1::ReplaceTemplatesRequest replace;
   replace.set_request_id("swap-30");
   replace.set_subject_id(subject);
-  *replace.add_templates() = FaceTemplate(model_, 31, 0);
+  *replace.add_templates() = SyntheticFaceTemplate(model_, 31, 0);
   v1::Person person;
   ASSERT_TRUE(
       enrollment_->ReplaceTemplates(Ctx().get(), replace, &person).ok());
 
   v1::VerifyRequest verify;
   verify.set_subject_id(subject);
-  *verify.add_probes() = FaceTemplate(model_, 30, 1);
+  *verify.add_probes() = SyntheticFaceTemplate(model_, 30, 1);
   v1::VerifyResponse verdict;
   ASSERT_TRUE(match_->Verify(Ctx().get(), verify, &verdict).ok());
   EXPECT_FALSE(verdict.match());
-  *verify.mutable_probes(0) = FaceTemplate(model_, 31, 1);
+  *verify.mutable_probes(0) = SyntheticFaceTemplate(model_, 31, 1);
   ASSERT_TRUE(match_->Verify(Ctx().get(), verify, &verdict).ok());
   EXPECT_TRUE(verdict.match());
 }

@@ -5,13 +5,6 @@
 
 namespace hawiya::testing {
 
-v1::Person MakePerson(uint64_t n) { return services::SyntheticPerson(n); }
-
-v1::Template FaceTemplate(const matcher::SyntheticModel& model,
-                          uint64_t identity, uint64_t capture) {
-  return services::SyntheticFaceTemplate(model, identity, capture);
-}
-
 v1::EnrollRequest MakeEnrollRequest(const matcher::SyntheticModel& model,
                                     uint64_t n) {
   v1::EnrollRequest request = services::SyntheticEnrollRequest(model, n);
