@@ -31,6 +31,7 @@
 #include "faiss/impl/FaissException.h"
 #include "matcher/gallery.h"
 #include "matcher/kernels.h"
+#include "matcher/snapshot.h"
 
 namespace hawiya::matcher {
 namespace {
@@ -74,6 +75,7 @@ class FaissGallery final : public Gallery {
     return subject_labels_.contains(subject_id);
   }
   std::string index_kind() const override { return "exact"; }
+  absl::Status Save(SnapshotWriter* out) const override;
 
  private:
   // Moves one subject from having `from` templates to having `to`.
@@ -338,13 +340,30 @@ absl::StatusOr<float> FaissGallery::ScoreSubject(
   return best;
 }
 
+absl::Status FaissGallery::Save(SnapshotWriter* /*out*/) const {
+  // TODO(issue 3, snapshots): not written yet.
+  return absl::UnimplementedError("exact gallery snapshots are not built yet");
+}
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
+    const GalleryOptions& /*options*/, SnapshotReader* /*in*/) {
+  // TODO(issue 3, snapshots): not written yet.
+  return absl::UnimplementedError("gallery snapshots are not built yet");
+}
 
 absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
     const GalleryOptions& options) {
   if (options.dimension <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("dimension: must be positive, got ", options.dimension));
+  }
+  if (options.index.kind != IndexKind::kExact) {
+    // TODO(issue 3, index kinds): not built yet.
+    return absl::UnimplementedError(
+        absl::StrCat("index.kind: ", IndexKindName(options.index.kind),
+                     " is not built yet"));
   }
   try {
     return std::unique_ptr<Gallery>(

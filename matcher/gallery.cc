@@ -5,7 +5,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace hawiya::matcher {
@@ -21,6 +23,30 @@ double SquaredNorm(absl::Span<const float> vector) {
 }
 
 }  // namespace
+
+absl::string_view IndexKindName(IndexKind kind) {
+  switch (kind) {
+    case IndexKind::kExact:
+      return "exact";
+    case IndexKind::kExactSq8:
+      return "exact_sq8";
+    case IndexKind::kHnsw:
+      return "hnsw";
+    case IndexKind::kAuto:
+      return "auto";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<IndexKind> ParseIndexKind(absl::string_view name) {
+  for (IndexKind kind : {IndexKind::kExact, IndexKind::kExactSq8,
+                         IndexKind::kHnsw, IndexKind::kAuto}) {
+    if (name == IndexKindName(kind)) return kind;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown index kind \"", name,
+                   "\" (expected exact, exact_sq8, hnsw or auto)"));
+}
 
 absl::Status CheckVector(absl::Span<const float> vector, int dimension) {
   if (dimension < 0 || vector.size() != static_cast<size_t>(dimension)) {

@@ -22,9 +22,54 @@
 
 namespace hawiya::matcher {
 
+class SnapshotReader;
+class SnapshotWriter;
+
+// How a gallery finds candidates. Whatever the kind, returned scores are
+// exact fp32 cosines: approximate kinds re-rank their candidates exactly.
+enum class IndexKind {
+  // fp32 brute force over every template (our SIMD kernels).
+  kExact,
+  // int8 (SQ8) scan over every template, exact re-rank of the best.
+  kExactSq8,
+  // FAISS HNSW graph over our SIMD storage, exact re-rank of the best.
+  kHnsw,
+  // Exact while the gallery is small, HNSW once it reaches
+  // IndexOptions::auto_hnsw_min_templates.
+  kAuto,
+};
+
+// "exact", "exact_sq8", "hnsw", "auto".
+absl::string_view IndexKindName(IndexKind kind);
+// The inverse of IndexKindName; INVALID_ARGUMENT for any other string.
+absl::StatusOr<IndexKind> ParseIndexKind(absl::string_view name);
+
+struct HnswOptions {
+  // Graph degree (FAISS M): 2 * m neighbours on level 0. REQUIRES: >= 2.
+  int m = 32;
+  // Candidate list size while building. REQUIRES: >= 1.
+  int ef_construction = 40;
+  // Candidate list size while searching; raised to the number of candidates
+  // a search needs when that is larger. REQUIRES: >= 1.
+  int ef_search = 64;
+  // Store int8 (SQ8) codes in the graph's storage instead of fp32.
+  bool sq8_storage = false;
+};
+
+struct IndexOptions {
+  IndexKind kind = IndexKind::kExact;
+  HnswOptions hnsw;
+  // Approximate kinds re-rank rerank_factor times as many template hits as a
+  // search needs, exactly. REQUIRES: >= 1.
+  int rerank_factor = 4;
+  // kAuto switches to HNSW at this many templates.
+  size_t auto_hnsw_min_templates = 200000;
+};
+
 struct GalleryOptions {
   // Number of components of every vector. REQUIRES: > 0.
   int dimension = 512;
+  IndexOptions index;
 };
 
 // One template to add.
@@ -42,10 +87,17 @@ struct SubjectScore {
 
 class Gallery {
  public:
-  // Opens an empty exact gallery: brute-force inner product over FAISS
-  // IndexFlatIP storage, scanned with matcher/kernels.h.
+  // Opens an empty gallery of options.index.kind. INVALID_ARGUMENT naming the
+  // option if an option is out of range.
   static absl::StatusOr<std::unique_ptr<Gallery>> Open(
       const GalleryOptions& options);
+
+  // Reopens a gallery written by Save. FAILED_PRECONDITION if the snapshot
+  // was written with options that differ from `options` in anything that
+  // shapes the index (kind, dimension, HNSW graph and storage parameters);
+  // DATA_LOSS if the stream is malformed. REQUIRES: in != nullptr.
+  static absl::StatusOr<std::unique_ptr<Gallery>> Load(
+      const GalleryOptions& options, SnapshotReader* in);
 
   virtual ~Gallery() = default;
 
@@ -73,8 +125,15 @@ class Gallery {
   virtual size_t size() const = 0;
   // Whether the subject has at least one template here.
   virtual bool Contains(absl::string_view subject_id) const = 0;
-  // e.g. "exact".
+  // The kind in use, as IndexKindName: an auto gallery reports "exact" or
+  // "hnsw", never "auto".
   virtual std::string index_kind() const = 0;
+
+  // Writes everything Load needs to rebuild this gallery without the store:
+  // templates, labels, subjects and the index structure. The snapshot is
+  // consistent as of one instant: writers wait while it is written, searches
+  // go on. REQUIRES: out != nullptr.
+  virtual absl::Status Save(SnapshotWriter* out) const = 0;
 };
 
 // Checks a vector for use as a template or probe: dimension, finite

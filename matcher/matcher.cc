@@ -128,7 +128,7 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options) {
           field, ".threshold: must be finite, got ", spec.threshold));
     }
     absl::StatusOr<std::unique_ptr<Gallery>> gallery =
-        Gallery::Open(GalleryOptions{spec.dimension});
+        Gallery::Open(GalleryOptions{spec.dimension, spec.index});
     if (!gallery.ok()) return gallery.status();
     specs_[Slot(spec.modality)] = spec;
     galleries_[Slot(spec.modality)] = *std::move(gallery);
@@ -377,9 +377,9 @@ absl::string_view ModalityName(Modality modality) {
 
 std::vector<ModalitySpec> DefaultModalities() {
   return {
-      ModalitySpec{Modality::kFace, 512, 0.40f},
-      ModalitySpec{Modality::kFingerprint, 256, 0.45f},
-      ModalitySpec{Modality::kIris, 256, 0.45f},
+      ModalitySpec{Modality::kFace, 512, 0.40f, IndexOptions()},
+      ModalitySpec{Modality::kFingerprint, 256, 0.45f, IndexOptions()},
+      ModalitySpec{Modality::kIris, 256, 0.45f, IndexOptions()},
   };
 }
 

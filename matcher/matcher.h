@@ -34,6 +34,8 @@ struct ModalitySpec {
   int dimension = 512;
   // Decision threshold on the cosine score.
   float threshold = 0.4f;
+  // The gallery's index (kind, HNSW parameters...).
+  IndexOptions index;
 };
 
 struct MatcherOptions {

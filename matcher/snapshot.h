@@ -1,0 +1,65 @@
+// Snapshot streams: the byte sink and source galleries save to and load
+// from (Gallery::Save / Gallery::Load). Framing, checksums and files live
+// behind these interfaces, so a gallery only writes its own fields.
+//
+// Numbers are written little-endian as fixed-width fields; every variable
+// length is written before its data, and readers refuse lengths beyond the
+// bounds they are given, so a corrupt stream fails with DATA_LOSS instead of
+// allocating without limit.
+#ifndef HAWIYA_MATCHER_SNAPSHOT_H_
+#define HAWIYA_MATCHER_SNAPSHOT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace hawiya::matcher {
+
+class SnapshotWriter {
+ public:
+  virtual ~SnapshotWriter() = default;
+
+  // Appends n bytes.
+  virtual absl::Status Write(const void* data, size_t n) = 0;
+
+  absl::Status WriteU32(uint32_t value);
+  absl::Status WriteU64(uint64_t value);
+  absl::Status WriteI64(int64_t value);
+  absl::Status WriteFloat(float value);
+  // Length (u64) then bytes.
+  absl::Status WriteString(absl::string_view value);
+  // Count (u64) then the raw elements.
+  absl::Status WriteFloats(absl::Span<const float> values);
+  absl::Status WriteI64s(absl::Span<const int64_t> values);
+  absl::Status WriteI32s(absl::Span<const int32_t> values);
+  absl::Status WriteBytes(absl::Span<const uint8_t> values);
+};
+
+class SnapshotReader {
+ public:
+  virtual ~SnapshotReader() = default;
+
+  // Reads exactly n bytes; DATA_LOSS if the stream ends first.
+  virtual absl::Status Read(void* data, size_t n) = 0;
+
+  absl::StatusOr<uint32_t> ReadU32();
+  absl::StatusOr<uint64_t> ReadU64();
+  absl::StatusOr<int64_t> ReadI64();
+  absl::StatusOr<float> ReadFloat();
+  // DATA_LOSS if the stored length exceeds max_size.
+  absl::StatusOr<std::string> ReadString(size_t max_size);
+  absl::Status ReadFloats(size_t max_count, std::vector<float>* out);
+  absl::Status ReadI64s(size_t max_count, std::vector<int64_t>* out);
+  absl::Status ReadI32s(size_t max_count, std::vector<int32_t>* out);
+  absl::Status ReadBytes(size_t max_count, std::vector<uint8_t>* out);
+};
+
+}  // namespace hawiya::matcher
+
+#endif  // HAWIYA_MATCHER_SNAPSHOT_H_
