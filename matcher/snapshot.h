@@ -60,6 +60,29 @@ class SnapshotReader {
   absl::Status ReadBytes(size_t max_count, std::vector<uint8_t>* out);
 };
 
+// In memory, for tests and small galleries.
+class StringSnapshotWriter final : public SnapshotWriter {
+ public:
+  absl::Status Write(const void* data, size_t n) override;
+  const std::string& bytes() const { return bytes_; }
+
+ private:
+  std::string bytes_;
+};
+
+// Reads `bytes`, which must outlive the reader.
+class StringSnapshotReader final : public SnapshotReader {
+ public:
+  explicit StringSnapshotReader(absl::string_view bytes) : bytes_(bytes) {}
+  absl::Status Read(void* data, size_t n) override;
+  // Whether every byte has been read.
+  bool at_end() const { return position_ == bytes_.size(); }
+
+ private:
+  absl::string_view bytes_;
+  size_t position_ = 0;
+};
+
 }  // namespace hawiya::matcher
 
 #endif  // HAWIYA_MATCHER_SNAPSHOT_H_
