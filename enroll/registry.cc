@@ -473,6 +473,10 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot() {
     }
     header.create_time_us = absl::ToUnixMicros(absl::Now());
     header.modalities = options_.modalities;
+    // An operator may have removed the folder; a file in its place fails
+    // below.
+    std::error_code error;
+    std::filesystem::create_directories(snapshot_dir_, error);
     file.sequence = *sequence;
     file.path =
         (std::filesystem::path(snapshot_dir_) / SnapshotFileName(*sequence))
