@@ -36,10 +36,16 @@ template <typename T>
 using RowsFn = void (*)(const float* query, const T* x, size_t n, size_t d,
                         float* out);
 
+// out[k * n + i] = dot(queries[k], x + i * d) for k < q, i < n.
+template <typename T>
+using MultiFn = void (*)(const float* const* queries, size_t q, const T* x,
+                         size_t n, size_t d, float* out);
+
 template <typename T>
 struct Kernels {
   DotFn<T> dot;
   RowsFn<T> rows;
+  MultiFn<T> multi;
 };
 
 struct Table {
@@ -76,9 +82,21 @@ void RowsScalar(const float* query, const typename C::T* x, size_t n, size_t d,
   for (size_t i = 0; i < n; ++i) out[i] = DotScalar<C>(query, x + i * d, d);
 }
 
+// Rows outer, queries inner: a row is read from memory once and from cache
+// for the other queries. Each result is DotScalar's, so bit for bit equal.
+template <typename C>
+void MultiScalar(const float* const* queries, size_t q, const typename C::T* x,
+                 size_t n, size_t d, float* out) {
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t k = 0; k < q; ++k) {
+      out[k * n + i] = DotScalar<C>(queries[k], x + i * d, d);
+    }
+  }
+}
+
 template <typename C>
 constexpr Kernels<typename C::T> ScalarKernels() {
-  return {&DotScalar<C>, &RowsScalar<C>};
+  return {&DotScalar<C>, &RowsScalar<C>, &MultiScalar<C>};
 }
 
 constexpr Table kScalarTable = {ScalarKernels<F32Scalar>(),
@@ -250,9 +268,110 @@ HAWIYA_AVX2 void RowsAvx2(const float* query, const typename C::T* x, size_t n,
   for (size_t i = 4 * m; i < n; ++i) out[i] = DotAvx2<C>(query, x + i * d, d);
 }
 
+// Several queries against one row, Q at a time: two accumulators per query
+// fed in exactly DotAvx2's order, so every result is bit for bit DotAvx2's
+// (and so InnerProducts'). Each row chunk is loaded once for the Q queries;
+// Q = 4 uses 8 of the 16 ymm registers for accumulators (eight independent
+// FMA chains, enough to cover the FMA latency), leaving room for the row
+// chunks and the query loads. out[k * stride] receives query k's result.
+template <typename C, size_t Q>
+HAWIYA_AVX2_INLINE void TileAvx2(const float* const* queries,
+                                 const typename C::T* x, size_t d, float* out,
+                                 size_t stride) {
+  __m256 a[Q];
+  __m256 b[Q];
+#pragma GCC unroll 8
+  for (size_t k = 0; k < Q; ++k) {
+    a[k] = _mm256_setzero_ps();
+    b[k] = _mm256_setzero_ps();
+  }
+  size_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+    const __m256 r = C::Load(x + j);
+    const __m256 s = C::Load(x + j + 8);
+#pragma GCC unroll 8
+    for (size_t k = 0; k < Q; ++k) {
+      a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(queries[k] + j), r, a[k]);
+      b[k] = _mm256_fmadd_ps(_mm256_loadu_ps(queries[k] + j + 8), s, b[k]);
+    }
+  }
+  if (j + 8 <= d) {
+    const __m256 r = C::Load(x + j);
+#pragma GCC unroll 8
+    for (size_t k = 0; k < Q; ++k) {
+      a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(queries[k] + j), r, a[k]);
+    }
+    j += 8;
+  }
+  if (j < d) {
+    const size_t rest = d - j;
+    const __m256 r = C::LoadPartial(x + j, rest);
+#pragma GCC unroll 8
+    for (size_t k = 0; k < Q; ++k) {
+      b[k] = _mm256_fmadd_ps(LoadPartialF32Avx2(queries[k] + j, rest), r, b[k]);
+    }
+  }
+#pragma GCC unroll 8
+  for (size_t k = 0; k < Q; ++k) {
+    out[k * stride] = HorizontalSum(_mm256_add_ps(a[k], b[k]));
+  }
+}
+
+// All q queries against one row, in tiles of at most four queries. The
+// queries are split evenly (7 = 4 + 3, 6 = 3 + 3) rather than greedily
+// (6 = 4 + 2): a tile's FMA chains are 2 * Q, and the smallest tile is the
+// most latency-bound.
+template <typename C>
+HAWIYA_AVX2_INLINE void RowAllQueriesAvx2(const float* const* queries, size_t q,
+                                          const typename C::T* x, size_t d,
+                                          float* out, size_t stride) {
+  const size_t tiles = (q + 3) / 4;
+  size_t k = 0;
+  for (size_t t = 0; t < tiles; ++t) {
+    const size_t size = (q - k) / (tiles - t);
+    switch (size) {
+      case 1:
+        TileAvx2<C, 1>(queries + k, x, d, out + k * stride, stride);
+        break;
+      case 2:
+        TileAvx2<C, 2>(queries + k, x, d, out + k * stride, stride);
+        break;
+      case 3:
+        TileAvx2<C, 3>(queries + k, x, d, out + k * stride, stride);
+        break;
+      default:
+        TileAvx2<C, 4>(queries + k, x, d, out + k * stride, stride);
+        break;
+    }
+    k += size;
+  }
+}
+
+template <typename C>
+HAWIYA_AVX2 void MultiAvx2(const float* const* queries, size_t q,
+                           const typename C::T* x, size_t n, size_t d,
+                           float* out) {
+  if (q == 1) {
+    RowsAvx2<C>(queries[0], x, n, d, out);
+    return;
+  }
+  // The rows are visited as RowsAvx2 visits them, from the four quarters of
+  // the batch in turn, so memory sees the same four sequential streams.
+  const size_t m = n / 4;
+  for (size_t i = 0; i < m; ++i) {
+    for (size_t quarter = 0; quarter < 4; ++quarter) {
+      const size_t row = i + quarter * m;
+      RowAllQueriesAvx2<C>(queries, q, x + row * d, d, out + row, n);
+    }
+  }
+  for (size_t row = 4 * m; row < n; ++row) {
+    RowAllQueriesAvx2<C>(queries, q, x + row * d, d, out + row, n);
+  }
+}
+
 template <typename C>
 constexpr Kernels<typename C::T> Avx2Kernels() {
-  return {&DotAvx2<C>, &RowsAvx2<C>};
+  return {&DotAvx2<C>, &RowsAvx2<C>, &MultiAvx2<C>};
 }
 
 constexpr Table kAvx2Table = {Avx2Kernels<F32Avx2>(), Avx2Kernels<F16Avx2>(),
@@ -391,9 +510,117 @@ HAWIYA_AVX512 void RowsAvx512(const float* query, const typename C::T* x,
   }
 }
 
+// As TileAvx2, in DotAvx512's order: with 32 zmm registers a tile takes
+// eight queries (16 accumulators).
+template <typename C, size_t Q>
+HAWIYA_AVX512_INLINE void TileAvx512(const float* const* queries,
+                                     const typename C::T* x, size_t d,
+                                     float* out, size_t stride) {
+  __m512 a[Q];
+  __m512 b[Q];
+#pragma GCC unroll 8
+  for (size_t k = 0; k < Q; ++k) {
+    a[k] = _mm512_setzero_ps();
+    b[k] = _mm512_setzero_ps();
+  }
+  size_t j = 0;
+  for (; j + 32 <= d; j += 32) {
+    const __m512 r = C::Load(x + j);
+    const __m512 s = C::Load(x + j + 16);
+#pragma GCC unroll 8
+    for (size_t k = 0; k < Q; ++k) {
+      a[k] = _mm512_fmadd_ps(_mm512_loadu_ps(queries[k] + j), r, a[k]);
+      b[k] = _mm512_fmadd_ps(_mm512_loadu_ps(queries[k] + j + 16), s, b[k]);
+    }
+  }
+  if (j + 16 <= d) {
+    const __m512 r = C::Load(x + j);
+#pragma GCC unroll 8
+    for (size_t k = 0; k < Q; ++k) {
+      a[k] = _mm512_fmadd_ps(_mm512_loadu_ps(queries[k] + j), r, a[k]);
+    }
+    j += 16;
+  }
+  if (j < d) {
+    const size_t rest = d - j;
+    const __m512 r = C::LoadPartial(x + j, rest);
+#pragma GCC unroll 8
+    for (size_t k = 0; k < Q; ++k) {
+      b[k] = _mm512_fmadd_ps(F32Avx512::LoadPartial(queries[k] + j, rest), r,
+                             b[k]);
+    }
+  }
+#pragma GCC unroll 8
+  for (size_t k = 0; k < Q; ++k) {
+    out[k * stride] = HorizontalSum(FoldTo256(_mm512_add_ps(a[k], b[k])));
+  }
+}
+
+// As RowAllQueriesAvx2, in tiles of at most eight queries.
+template <typename C>
+HAWIYA_AVX512_INLINE void RowAllQueriesAvx512(const float* const* queries,
+                                              size_t q, const typename C::T* x,
+                                              size_t d, float* out,
+                                              size_t stride) {
+  const size_t tiles = (q + 7) / 8;
+  size_t k = 0;
+  for (size_t t = 0; t < tiles; ++t) {
+    const size_t size = (q - k) / (tiles - t);
+    float* at = out + k * stride;
+    const float* const* tile = queries + k;
+    switch (size) {
+      case 1:
+        TileAvx512<C, 1>(tile, x, d, at, stride);
+        break;
+      case 2:
+        TileAvx512<C, 2>(tile, x, d, at, stride);
+        break;
+      case 3:
+        TileAvx512<C, 3>(tile, x, d, at, stride);
+        break;
+      case 4:
+        TileAvx512<C, 4>(tile, x, d, at, stride);
+        break;
+      case 5:
+        TileAvx512<C, 5>(tile, x, d, at, stride);
+        break;
+      case 6:
+        TileAvx512<C, 6>(tile, x, d, at, stride);
+        break;
+      case 7:
+        TileAvx512<C, 7>(tile, x, d, at, stride);
+        break;
+      default:
+        TileAvx512<C, 8>(tile, x, d, at, stride);
+        break;
+    }
+    k += size;
+  }
+}
+
+template <typename C>
+HAWIYA_AVX512 void MultiAvx512(const float* const* queries, size_t q,
+                               const typename C::T* x, size_t n, size_t d,
+                               float* out) {
+  if (q == 1) {
+    RowsAvx512<C>(queries[0], x, n, d, out);
+    return;
+  }
+  const size_t m = n / 4;
+  for (size_t i = 0; i < m; ++i) {
+    for (size_t quarter = 0; quarter < 4; ++quarter) {
+      const size_t row = i + quarter * m;
+      RowAllQueriesAvx512<C>(queries, q, x + row * d, d, out + row, n);
+    }
+  }
+  for (size_t row = 4 * m; row < n; ++row) {
+    RowAllQueriesAvx512<C>(queries, q, x + row * d, d, out + row, n);
+  }
+}
+
 template <typename C>
 constexpr Kernels<typename C::T> Avx512Kernels() {
-  return {&DotAvx512<C>, &RowsAvx512<C>};
+  return {&DotAvx512<C>, &RowsAvx512<C>, &MultiAvx512<C>};
 }
 
 constexpr Table kAvx512Table = {Avx512Kernels<F32Avx512>(),
@@ -521,6 +748,16 @@ void InnerProducts(KernelIsa isa, const float* query, const float* base,
   TableFor(isa).f32.rows(query, base, n, d, out);
 }
 
+void InnerProductsMulti(const float* const* queries, size_t q,
+                        const float* base, size_t n, size_t d, float* out) {
+  BestTable().f32.multi(queries, q, base, n, d, out);
+}
+
+void InnerProductsMulti(KernelIsa isa, const float* const* queries, size_t q,
+                        const float* base, size_t n, size_t d, float* out) {
+  TableFor(isa).f32.multi(queries, q, base, n, d, out);
+}
+
 uint16_t FloatToHalf(float x) {
   const uint32_t bits = FloatBits(x);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
@@ -639,6 +876,26 @@ void InnerProductsSq8(KernelIsa isa, const Sq8Query& query,
                       const uint8_t* codes, size_t n, float* out) {
   TableFor(isa).u8.rows(query.scale.data(), codes, n, query.scale.size(), out);
   for (size_t i = 0; i < n; ++i) out[i] += query.bias;
+}
+
+void InnerProductsSq8Multi(const Sq8Query* const* queries, size_t q,
+                           const uint8_t* codes, size_t n, float* out) {
+  InnerProductsSq8Multi(BestIsa(), queries, q, codes, n, out);
+}
+
+void InnerProductsSq8Multi(KernelIsa isa, const Sq8Query* const* queries,
+                           size_t q, const uint8_t* codes, size_t n,
+                           float* out) {
+  if (q == 0) return;
+  std::vector<const float*> scales(q);
+  for (size_t k = 0; k < q; ++k) scales[k] = queries[k]->scale.data();
+  TableFor(isa).u8.multi(scales.data(), q, codes, n, queries[0]->scale.size(),
+                         out);
+  // The same float addition as InnerProductsSq8, so the same bits.
+  for (size_t k = 0; k < q; ++k) {
+    const float bias = queries[k]->bias;
+    for (size_t i = 0; i < n; ++i) out[k * n + i] += bias;
+  }
 }
 
 }  // namespace hawiya::matcher
