@@ -10,6 +10,10 @@
 // bytes_per_second counts the base bytes read (not the query). Rows that fit
 // in cache (--rows=2000) show the compute limit instead.
 //
+// f32/multi/<isa>/q and sq8/multi/<isa>/q score q queries in one pass over
+// the base (InnerProductsMulti): bytes_per_second is still the base bytes
+// (each row is read once per pass), items_per_second is queries x rows.
+//
 //   kernels_bench [--rows=100000] [--dim=512] [--benchmark_filter=...]
 
 #include <omp.h>
@@ -46,8 +50,12 @@ using matcher::KernelIsa;
 size_t rows = 100000;
 size_t dim = 512;
 
+// Queries for the multi-query kernels.
+constexpr size_t kMaxQueries = 8;
+
 struct Data {
   std::vector<float> query;
+  std::vector<std::vector<float>> queries;  // kMaxQueries, queries[0] = query
   std::vector<float> f32;
   std::vector<uint16_t> f16;
   std::vector<uint8_t> sq8;
@@ -64,6 +72,12 @@ const Data& GetData() {
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     d->query.resize(dim);
     for (float& x : d->query) x = uniform(rng);
+    d->queries.push_back(d->query);
+    while (d->queries.size() < kMaxQueries) {
+      std::vector<float> q(dim);
+      for (float& x : q) x = uniform(rng);
+      d->queries.push_back(std::move(q));
+    }
     d->f32.resize(rows * dim);
     for (float& x : d->f32) x = uniform(rng);
     d->f16.resize(rows * dim);
@@ -167,6 +181,24 @@ void BM_F32(benchmark::State& state, KernelIsa isa) {
   Finish(state, dim * sizeof(float));
 }
 
+// range(0) queries against the whole base in one pass.
+void BM_F32Multi(benchmark::State& state, KernelIsa isa) {
+  if (!CheckIsa(state, isa)) return;
+  const Data& d = GetData();
+  const size_t q = static_cast<size_t>(state.range(0));
+  std::vector<const float*> queries;
+  for (size_t k = 0; k < q; ++k) queries.push_back(d.queries[k].data());
+  std::vector<float> out(q * rows);
+  for (auto _ : state) {
+    matcher::InnerProductsMulti(isa, queries.data(), q, d.f32.data(), rows, dim,
+                                out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  Finish(state, dim * sizeof(float));
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(q * rows));
+}
+
 // The whole base in batches of range(0) rows, as a scan that keeps each
 // batch's scores in cache for top-k would call it.
 void BM_F32Blocked(benchmark::State& state) {
@@ -240,6 +272,28 @@ void BM_Sq8(benchmark::State& state, KernelIsa isa) {
   Finish(state, dim);
 }
 
+void BM_Sq8Multi(benchmark::State& state, KernelIsa isa) {
+  if (!CheckIsa(state, isa)) return;
+  const Data& d = GetData();
+  const size_t q = static_cast<size_t>(state.range(0));
+  std::vector<float> out(q * rows);
+  std::vector<matcher::Sq8Query> prepared(q);
+  std::vector<const matcher::Sq8Query*> queries;
+  for (size_t k = 0; k < q; ++k) queries.push_back(&prepared[k]);
+  for (auto _ : state) {
+    for (size_t k = 0; k < q; ++k) {
+      prepared[k] = matcher::PrepareSq8Query(d.queries[k].data(), d.vmin.data(),
+                                             d.vdiff.data(), dim);
+    }
+    matcher::InnerProductsSq8Multi(isa, queries.data(), q, d.sq8.data(), rows,
+                                   out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  Finish(state, dim);
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(q * rows));
+}
+
 // FAISS's ScalarQuantizer distance computer over our codes (same layout).
 void BM_FaissSq(benchmark::State& state, const faiss::ScalarQuantizer* sq,
                 const uint8_t* codes, size_t code_size) {
@@ -283,6 +337,14 @@ void Register() {
   for (KernelIsa isa : isas) {
     unit(benchmark::RegisterBenchmark(name("f32", isa).c_str(), BM_F32, isa));
   }
+  for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+    unit(benchmark::RegisterBenchmark(name("f32/multi", isa).c_str(),
+                                      BM_F32Multi, isa)
+             ->Arg(1)
+             ->Arg(2)
+             ->Arg(4)
+             ->Arg(8));
+  }
   unit(benchmark::RegisterBenchmark("f32/per_row/avx2", BM_F32PerRow,
                                     KernelIsa::kAvx2));
   for (int block : {256, 1024, 4096, 16384}) {
@@ -303,6 +365,14 @@ void Register() {
   reads("sq8", d.sq8.data(), d.sq8.size());
   for (KernelIsa isa : isas) {
     unit(benchmark::RegisterBenchmark(name("sq8", isa).c_str(), BM_Sq8, isa));
+  }
+  for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+    unit(benchmark::RegisterBenchmark(name("sq8/multi", isa).c_str(),
+                                      BM_Sq8Multi, isa)
+             ->Arg(1)
+             ->Arg(2)
+             ->Arg(4)
+             ->Arg(8));
   }
   unit(benchmark::RegisterBenchmark("sq8/faiss_sq_8bit", BM_FaissSq,
                                     d.faiss_sq8.get(), d.sq8.data(), dim));

@@ -32,6 +32,7 @@
 #include "matcher/gallery.h"
 #include "matcher/gallery_kinds.h"
 #include "matcher/kernels.h"
+#include "matcher/scan_pool.h"
 #include "matcher/snapshot.h"
 
 namespace hawiya::matcher {
@@ -52,8 +53,9 @@ bool BetterSubject(const SubjectScore& a, const SubjectScore& b) {
 
 class FaissGallery final : public Gallery {
  public:
-  explicit FaissGallery(int dimension)
-      : dimension_(dimension), flat_(dimension) {}
+  // REQUIRES: pool != nullptr, outlives the gallery.
+  FaissGallery(int dimension, ScanPool* pool)
+      : dimension_(dimension), pool_(pool), flat_(dimension) {}
 
   FaissGallery(const FaissGallery&) = delete;
   FaissGallery& operator=(const FaissGallery&) = delete;
@@ -90,9 +92,9 @@ class FaissGallery final : public Gallery {
   // How many template hits guarantee that the best k subjects are among
   // them: no subject can fill more than MaxTemplatesPerSubject() slots.
   size_t TemplatesToFetch(size_t k) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The `fetch` best templates by a full scan with our SIMD kernels (Debian's
-  // FAISS scans with a scalar loop), best first. REQUIRES: probe is unit
-  // norm with dimension_ components; 0 < fetch <= size().
+  // The `fetch` best templates by a full scan on pool_ with our SIMD kernels
+  // (Debian's FAISS scans with a scalar loop), best first. REQUIRES: probe
+  // is unit norm with dimension_ components; 0 < fetch <= size().
   void ScanTopTemplates(const float* probe, size_t fetch,
                         std::vector<float>* scores,
                         std::vector<FaissLabel>* labels) const
@@ -108,6 +110,7 @@ class FaissGallery final : public Gallery {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const int dimension_;
+  ScanPool* const pool_;
 
   mutable absl::Mutex mu_;
   // The vectors, one row per template. Rows are ours to move: removal moves
@@ -235,38 +238,19 @@ size_t FaissGallery::TemplatesToFetch(size_t k) const {
 void FaissGallery::ScanTopTemplates(const float* probe, size_t fetch,
                                     std::vector<float>* scores,
                                     std::vector<FaissLabel>* labels) const {
-  const size_t d = static_cast<size_t>(dimension_);
-  const size_t total = row_label_.size();
-  const float* base = flat_.get_xb();
-  // Blocks large enough for the kernel's streams, small enough to stay in L2.
-  constexpr size_t kBlock = 8192;
-  thread_local std::vector<float> block;
-  block.resize(std::min(kBlock, total));
-  // A min-heap on score holds the best `fetch` rows seen so far.
-  using Hit = std::pair<float, size_t>;
-  std::vector<Hit> heap;
-  heap.reserve(fetch + 1);
-  auto worse = [](const Hit& a, const Hit& b) { return a.first > b.first; };
-  for (size_t start = 0; start < total; start += kBlock) {
-    const size_t n = std::min(kBlock, total - start);
-    InnerProducts(probe, base + start * d, n, d, block.data());
-    for (size_t i = 0; i < n; ++i) {
-      if (heap.size() < fetch) {
-        heap.emplace_back(block[i], start + i);
-        std::push_heap(heap.begin(), heap.end(), worse);
-      } else if (block[i] > heap.front().first) {
-        std::pop_heap(heap.begin(), heap.end(), worse);
-        heap.back() = {block[i], start + i};
-        std::push_heap(heap.begin(), heap.end(), worse);
-      }
-    }
-  }
-  std::sort(heap.begin(), heap.end(), worse);
+  // The pool shares a pass among the searches of this gallery that are
+  // waiting at the same time. Each of them holds mu_ shared, as this one does
+  // until it has read the rows' labels below, so no writer can move a row
+  // between the scan and the lookup, and every search in a pass sees the
+  // same rows.
+  const F32RowsSource rows(this, flat_.get_xb(), row_label_.size(),
+                           static_cast<size_t>(dimension_));
+  const std::vector<ScanHit> hits = pool_->Search(rows, probe, fetch);
   scores->clear();
   labels->clear();
-  for (const Hit& hit : heap) {
-    scores->push_back(hit.first);
-    labels->push_back(row_label_[hit.second]);
+  for (const ScanHit& hit : hits) {
+    scores->push_back(hit.score);
+    labels->push_back(row_label_[hit.row]);
   }
 }
 
@@ -557,8 +541,10 @@ absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
                      " is not built yet"));
   }
   try {
+    ScanPool* pool =
+        options.scan_pool != nullptr ? options.scan_pool : &ScanPool::Default();
     return std::unique_ptr<Gallery>(
-        std::make_unique<FaissGallery>(options.dimension));
+        std::make_unique<FaissGallery>(options.dimension, pool));
   } catch (const faiss::FaissException& e) {
     return FaissError("open", e);
   } catch (const std::exception& e) {

@@ -22,6 +22,7 @@
 
 namespace hawiya::matcher {
 
+class ScanPool;
 class SnapshotReader;
 class SnapshotWriter;
 
@@ -70,6 +71,9 @@ struct GalleryOptions {
   // Number of components of every vector. REQUIRES: > 0.
   int dimension = 512;
   IndexOptions index;
+  // The threads that run the gallery's full scans (matcher/scan_pool.h);
+  // nullptr: ScanPool::Default(). REQUIRES: outlives the gallery.
+  ScanPool* scan_pool = nullptr;
 };
 
 // One template to add.

@@ -9,7 +9,8 @@
 // Results are float sums whose order differs between ISAs: expect the
 // variants (and FAISS) to differ in the last bits, not bit-identical scores.
 // Within one ISA a batched kernel's out[i] is bit for bit the single-row
-// kernel's result for row i, and every call is deterministic.
+// kernel's result for row i, and so is a multi-query kernel's result for
+// each (query, row) pair; every call is deterministic.
 //
 // No pointer needs any alignment. All functions are thread-safe.
 #ifndef HAWIYA_MATCHER_KERNELS_H_
@@ -52,6 +53,22 @@ void InnerProducts(const float* query, const float* base, size_t n, size_t d,
 // REQUIRES: as above, and IsaSupported(isa).
 void InnerProducts(KernelIsa isa, const float* query, const float* base,
                    size_t n, size_t d, float* out);
+
+// Several queries against the same rows in one pass: out[k * n + i] =
+// InnerProduct(queries[k], base + i * d, d) for k < q, i < n, bit for bit
+// (same ISA). Each row is read from memory once for all q queries, so a scan
+// that is memory-bound for one query serves q for about the price of one
+// until the arithmetic catches up with memory; on a 2.25 GHz AVX2 core that
+// is around q = 4-8 at d = 512 (see bench/kernels_bench.cc). Any q works;
+// q = 1 runs InnerProducts. The rows are read as InnerProducts reads them
+// (four quarter streams); give it thousands of rows per call.
+// REQUIRES: q >= 1; each queries[k] holds d floats, base n * d, out q * n;
+// out does not overlap the inputs.
+void InnerProductsMulti(const float* const* queries, size_t q,
+                        const float* base, size_t n, size_t d, float* out);
+// REQUIRES: as above, and IsaSupported(isa).
+void InnerProductsMulti(KernelIsa isa, const float* const* queries, size_t q,
+                        const float* base, size_t n, size_t d, float* out);
 
 // ---- fp16 (IEEE binary16 bit patterns) ----
 
@@ -118,6 +135,17 @@ void InnerProductsSq8(const Sq8Query& query, const uint8_t* codes, size_t n,
 // REQUIRES: as above, and IsaSupported(isa).
 void InnerProductsSq8(KernelIsa isa, const Sq8Query& query,
                       const uint8_t* codes, size_t n, float* out);
+
+// out[k * n + i] = InnerProductsSq8(*queries[k], codes + i * d) for k < q,
+// i < n, bit for bit (same ISA), reading each row once; as
+// InnerProductsMulti. REQUIRES: q >= 1; every query has the same d =
+// scale.size(); codes holds n * d bytes, out q * n floats.
+void InnerProductsSq8Multi(const Sq8Query* const* queries, size_t q,
+                           const uint8_t* codes, size_t n, float* out);
+// REQUIRES: as above, and IsaSupported(isa).
+void InnerProductsSq8Multi(KernelIsa isa, const Sq8Query* const* queries,
+                           size_t q, const uint8_t* codes, size_t n,
+                           float* out);
 
 }  // namespace hawiya::matcher
 

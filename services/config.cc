@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -47,6 +48,10 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config ", path, ": max_receive_message_bytes: at most 1 GiB"));
   }
+  if (absl::Status s = CheckScanPool(config); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", s.message()));
+  }
   if (absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
           ModalitySpecs(config);
       !specs.ok()) {
@@ -54,6 +59,29 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
         absl::StrCat("config ", path, ": ", specs.status().message()));
   }
   return config;
+}
+
+absl::Status CheckScanPool(const config::ServerConfig& config) {
+  if (config.scan_threads() > 256) {
+    return absl::InvalidArgumentError("scan_threads: at most 256");
+  }
+  if (config.scan_max_batch() > 64) {
+    return absl::InvalidArgumentError("scan_max_batch: at most 64");
+  }
+  if (config.scan_max_wait_us() > 1000) {
+    return absl::InvalidArgumentError("scan_max_wait_us: at most 1000 (1 ms)");
+  }
+  return absl::OkStatus();
+}
+
+matcher::ScanPoolOptions ScanPoolOptions(const config::ServerConfig& config) {
+  matcher::ScanPoolOptions options;
+  options.threads = static_cast<int>(config.scan_threads());
+  if (config.scan_max_batch() > 0) {
+    options.max_batch = static_cast<int>(config.scan_max_batch());
+  }
+  options.max_wait = absl::Microseconds(config.scan_max_wait_us());
+  return options;
 }
 
 absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(

@@ -5,15 +5,24 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "hawiya/config/config.pb.h"
 #include "matcher/matcher.h"
+#include "matcher/scan_pool.h"
 
 namespace hawiya::services {
 
 // Reads and checks a config file. An empty path gives the defaults.
 // INVALID_ARGUMENT naming the file, line and field on a bad file.
 absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path);
+
+// Checks the scan_* fields; INVALID_ARGUMENT naming the field.
+absl::Status CheckScanPool(const config::ServerConfig& config);
+
+// The scan pool's options: defaults overridden by the config's scan_*
+// fields. REQUIRES: CheckScanPool(config) is OK.
+matcher::ScanPoolOptions ScanPoolOptions(const config::ServerConfig& config);
 
 // The modality specs: defaults overridden by the config's entries.
 absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(

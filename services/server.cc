@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "enroll/registry.h"
+#include "matcher/scan_pool.h"
 #include "services/config.h"
 #include "services/grpc_services.h"
 #include "services/log.h"
@@ -106,9 +108,20 @@ class ServerImpl final : public Server {
   }
 
  private:
+  // Thread budget. The cores do the scanning on the scan pool's threads
+  // (one per core by default, matcher::ScanPool::Default()). A match thread
+  // running an exact search only waits for its pass, using no CPU, so the
+  // match threads are sized for what is in flight, not for the cores: as
+  // many as a pass takes (scan_max_batch) so that concurrent Identify calls
+  // can fill a batch, plus one per core for the CPU work between scans
+  // (Verify, fusion, other index kinds). OpenMP is left to FAISS's bulk
+  // work, with idle threads sleeping (OMP_WAIT_POLICY=PASSIVE, see
+  // server_main.cc); the exact scans never enter it.
   static int MatchThreads(const config::ServerConfig& config) {
     if (config.match_threads() > 0) return config.match_threads();
-    return std::max(2u, std::thread::hardware_concurrency());
+    const int cores =
+        std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    return cores + ScanPoolOptions(config).max_batch;
   }
 
   // The loading thread: loads the galleries, then writes background
@@ -211,6 +224,25 @@ class ServerImpl final : public Server {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The exact galleries scan on the process-wide matcher::ScanPool::Default();
+// its options must be set before the first gallery opens. A later Server in
+// the same process (tests) shares the pool the first one configured.
+absl::Status ConfigureScanPool(const config::ServerConfig& config) {
+  if (absl::Status s = CheckScanPool(config); !s.ok()) return s;
+  const matcher::ScanPoolOptions options = ScanPoolOptions(config);
+  absl::Status s = matcher::ScanPool::SetDefaultOptions(options);
+  if (!absl::IsFailedPrecondition(s)) return s;
+  const matcher::ScanPool& pool = matcher::ScanPool::Default();
+  if ((options.threads > 0 && options.threads != pool.threads()) ||
+      options.max_batch != pool.max_batch() ||
+      options.max_wait != pool.max_wait()) {
+    Log("WARNING", "scan pool already running with ", pool.threads(),
+        " threads, batches of ", pool.max_batch(),
+        ": this server's scan_* settings are not applied");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsLoopback(const std::string& listen) {
@@ -229,6 +261,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
         "addresses, not ",
         options.listen));
   }
+  if (absl::Status s = ConfigureScanPool(options.config); !s.ok()) return s;
   auto server = std::make_unique<ServerImpl>(std::move(options));
   if (absl::Status s = server->Bind(); !s.ok()) return s;
   return server;

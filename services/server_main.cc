@@ -1,4 +1,5 @@
 // hawiya-server: the Hawiya gRPC server.
+#include <omp.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -10,10 +11,40 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/time/time.h"
+#include "matcher/scan_pool.h"
 #include "services/config.h"
 #include "services/help.h"
 #include "services/log.h"
 #include "services/server.h"
+
+namespace {
+
+// OpenMP (libgomp, which FAISS brings in) reads OMP_* from the environment
+// once, while the dynamic loader runs its initialisers, before main: a
+// setenv in main comes too late. A function in the executable's
+// .preinit_array runs before any shared library's initialisers, so it can
+// give the server its own default and still leave a value the operator set
+// alone.
+//
+// PASSIVE: OpenMP threads that wait for work sleep instead of spinning
+// (libgomp's default spins for a while), so FAISS's bulk work (index
+// builds) does not steal the cores from the scan pool, gRPC and SQLite
+// between its parallel regions. The exact scans do not use OpenMP at all;
+// see MatchThreads in services/server.cc for the thread budget.
+//
+// glibc hands main the environment it started with, so main sets the same
+// default again: the process then shows (and children inherit) what libgomp
+// read.
+void SetOpenMpDefaults(int /*argc*/ = 0, char** /*argv*/ = nullptr,
+                       char** /*envp*/ = nullptr) {
+  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+}
+
+__attribute__((section(".preinit_array"),
+               used)) void (*const kSetOpenMpDefaults)(int, char**, char**) =
+    &SetOpenMpDefaults;
+
+}  // namespace
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "Address to serve on, host:port (port 0 picks a free port).");
@@ -50,6 +81,7 @@ int main(int argc, char** argv) {
       "galleries are loaded (stderr says whether from a snapshot, and why "
       "not). SIGTERM or SIGINT drains in-flight calls, writes a snapshot "
       "and closes the store.");
+  SetOpenMpDefaults();
   absl::ParseCommandLine(argc, argv);
   using hawiya::services::Log;
 
@@ -93,6 +125,15 @@ int main(int argc, char** argv) {
                  options.data_dir.c_str(), s.ToString().c_str());
     return 1;
   }
+  const char* omp_threads_env = std::getenv("OMP_NUM_THREADS");
+  const hawiya::matcher::ScanPool& scan_pool =
+      hawiya::matcher::ScanPool::Default();
+  Log("INFO", "threads: scan pool ", scan_pool.threads(), " (batches of ",
+      scan_pool.max_batch(), ", wait ",
+      absl::FormatDuration(scan_pool.max_wait()), "); OpenMP ",
+      omp_get_max_threads(), " (OMP_NUM_THREADS=",
+      omp_threads_env != nullptr ? omp_threads_env : "unset",
+      ", OMP_WAIT_POLICY=", std::getenv("OMP_WAIT_POLICY"), ")");
   std::printf("hawiya-server: serving\n");
   std::fflush(stdout);
   Log("INFO", "serving on port ", (*server)->port());

@@ -182,6 +182,66 @@ TEST_P(KernelTest, Float32BatchedMatchesPerRow) {
   }
 }
 
+// Every q up to 9 covers each tile size of every ISA (AVX2 tiles of up to
+// four queries, AVX-512 of up to eight) and a q beyond one AVX-512 tile.
+TEST_P(KernelTest, Float32MultiMatchesReferenceAndSingleQuery) {
+  std::mt19937 rng(9);
+  for (size_t q = 1; q <= 9; ++q) {
+    for (size_t d : kDims) {
+      for (size_t n : kRows) {
+        // offset misaligns the rows; query k is misaligned by k % 3 floats.
+        const size_t offset = (q + d + n) % 2;
+        std::vector<std::vector<float>> storage;
+        std::vector<const float*> queries;
+        for (size_t k = 0; k < q; ++k) {
+          storage.push_back(RandomFloats(d + k % 3, rng));
+        }
+        for (size_t k = 0; k < q; ++k) {
+          queries.push_back(storage[k].data() + k % 3);
+        }
+        const std::vector<float> base = RandomFloats(n * d + offset, rng);
+        const float* rows = base.data() + offset;
+        // One sentinel past the end: exactly q * n results are written.
+        std::vector<float> out(q * n + 1, -7.0f);
+        InnerProductsMulti(isa(), queries.data(), q, rows, n, d, out.data());
+        EXPECT_EQ(out[q * n], -7.0f);
+        std::vector<float> single(n);
+        for (size_t k = 0; k < q; ++k) {
+          InnerProducts(isa(), queries[k], rows, n, d, single.data());
+          for (size_t i = 0; i < n; ++i) {
+            const float* row = rows + i * d;
+            const float got = out[k * n + i];
+            EXPECT_NEAR(got, DotRef(queries[k], row, d),
+                        Tolerance(Norm(queries[k], d), Norm(row, d), d))
+                << "q=" << q << " d=" << d << " n=" << n << " k=" << k
+                << " i=" << i;
+            // Bit for bit: a batched query scores as it would alone.
+            ASSERT_EQ(got, single[i]) << "q=" << q << " d=" << d << " n=" << n
+                                      << " k=" << k << " i=" << i;
+            ASSERT_EQ(got, InnerProduct(isa(), queries[k], row, d));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelTest, Float32MultiDefaultDispatchAgrees) {
+  std::mt19937 rng(10);
+  const size_t d = 100, n = 37, q = 5;
+  std::vector<std::vector<float>> storage;
+  std::vector<const float*> queries;
+  for (size_t k = 0; k < q; ++k) storage.push_back(RandomFloats(d, rng));
+  for (const std::vector<float>& v : storage) queries.push_back(v.data());
+  const std::vector<float> base = RandomFloats(n * d, rng);
+  std::vector<float> best(q * n), single(n);
+  InnerProductsMulti(queries.data(), q, base.data(), n, d, best.data());
+  for (size_t k = 0; k < q; ++k) {
+    InnerProducts(queries[k], base.data(), n, d, single.data());
+    for (size_t i = 0; i < n; ++i) EXPECT_EQ(best[k * n + i], single[i]);
+  }
+}
+
 TEST_P(KernelTest, ZeroRowsWritesNothing) {
   const float query[3] = {1, 2, 3};
   float out = -7.0f;
@@ -189,6 +249,10 @@ TEST_P(KernelTest, ZeroRowsWritesNothing) {
   InnerProductsF16(isa(), query, nullptr, 0, 3, &out);
   const Sq8Query prepared{{1, 2, 3}, 0.5f};
   InnerProductsSq8(isa(), prepared, nullptr, 0, &out);
+  const float* queries[3] = {query, query, query};
+  InnerProductsMulti(isa(), queries, 3, nullptr, 0, 3, &out);
+  const Sq8Query* prepared_queries[2] = {&prepared, &prepared};
+  InnerProductsSq8Multi(isa(), prepared_queries, 2, nullptr, 0, &out);
   EXPECT_EQ(out, -7.0f);
 }
 
@@ -225,6 +289,17 @@ TEST_P(KernelTest, NeverReadsPastTheEnd) {
     Sq8Query prepared{query, 0.0f};
     InnerProductSq8(isa(), prepared, byte_rows + (n - 1) * d);
     InnerProductsSq8(isa(), prepared, byte_rows, n, out.data());
+    // Every tile size, with the guarded query in the last slot of a tile.
+    for (size_t count = 1; count <= 9; ++count) {
+      std::vector<const float*> queries(count, query.data());
+      queries[count - 1] = q;
+      std::vector<float> multi_out(count * n);
+      InnerProductsMulti(isa(), queries.data(), count, rows, n, d,
+                         multi_out.data());
+      const std::vector<const Sq8Query*> prepared_queries(count, &prepared);
+      InnerProductsSq8Multi(isa(), prepared_queries.data(), count, byte_rows, n,
+                            multi_out.data());
+    }
   }
 }
 
@@ -303,6 +378,57 @@ TEST_P(KernelTest, Sq8MatchesDecodedDot) {
           EXPECT_NEAR(out[i], expected, tolerance)
               << "d=" << d << " n=" << n << " i=" << i;
           EXPECT_EQ(out[i], InnerProductSq8(isa(), prepared, rows + i * d));
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelTest, Sq8MultiMatchesDecodedDotAndSingleQuery) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (size_t q = 1; q <= 9; ++q) {
+    for (size_t d : kDims) {
+      std::vector<float> vmin, vdiff;
+      RandomSq8Ranges(d, rng, vmin, vdiff);
+      const size_t n = kRows[(q + d) % std::size(kRows)];
+      // offset misaligns the codes by one byte.
+      const size_t offset = (q + d) % 2;
+      std::vector<uint8_t> codes(n * d + offset);
+      for (uint8_t& c : codes) c = static_cast<uint8_t>(byte(rng));
+      const uint8_t* rows = codes.data() + offset;
+      std::vector<std::vector<float>> raw;
+      std::vector<Sq8Query> prepared;
+      for (size_t k = 0; k < q; ++k) {
+        raw.push_back(RandomFloats(d, rng));
+        prepared.push_back(
+            PrepareSq8Query(raw[k].data(), vmin.data(), vdiff.data(), d));
+      }
+      std::vector<const Sq8Query*> queries;
+      for (const Sq8Query& p : prepared) queries.push_back(&p);
+      std::vector<float> out(q * n + 1, -7.0f);
+      InnerProductsSq8Multi(isa(), queries.data(), q, rows, n, out.data());
+      EXPECT_EQ(out[q * n], -7.0f);
+      std::vector<float> single(n);
+      std::vector<float> decoded(d);
+      for (size_t k = 0; k < q; ++k) {
+        InnerProductsSq8(isa(), prepared[k], rows, n, single.data());
+        for (size_t i = 0; i < n; ++i) {
+          DecodeSq8(rows + i * d, vmin.data(), vdiff.data(), d, decoded.data());
+          // The affine form's two parts (bias, codes) can each be larger
+          // than the result, so the error scales with the ranges too.
+          const double tolerance =
+              Tolerance(Norm(raw[k].data(), d),
+                        Norm(decoded.data(), d) + Norm(vmin.data(), d) +
+                            Norm(vdiff.data(), d),
+                        d);
+          EXPECT_NEAR(out[k * n + i], DotRef(raw[k].data(), decoded.data(), d),
+                      tolerance)
+              << "q=" << q << " d=" << d << " n=" << n << " k=" << k
+              << " i=" << i;
+          ASSERT_EQ(out[k * n + i], single[i])
+              << "q=" << q << " d=" << d << " n=" << n << " k=" << k
+              << " i=" << i;
         }
       }
     }

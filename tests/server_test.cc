@@ -2,11 +2,13 @@
 // temporary data dir, driven through the generated v1 stubs.
 #include "services/server.h"
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -659,6 +661,34 @@ TEST_F(ServerTest, IdentifyFindsMatedProbesAtRankOne) {
             StatusCode::INVALID_ARGUMENT);
 }
 
+// Identify calls that arrive together share gallery scans (the scan pool
+// batches the probes waiting at the same time); each still gets its own
+// answer.
+TEST_F(ServerTest, ConcurrentIdentifyCallsEachFindTheirSubject) {
+  constexpr int kEnrolled = 120;
+  constexpr int kClients = 8;
+  constexpr int kCallsPerClient = 15;
+  std::vector<std::string> subjects;
+  for (int i = 0; i < kEnrolled; ++i) subjects.push_back(MustEnroll(i));
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < kCallsPerClient; ++i) {
+        const int identity = (c * kCallsPerClient + i * 7) % kEnrolled;
+        const v1::IdentifyResponse response = MustIdentify(identity, 1);
+        if (response.candidates().empty() ||
+            response.candidates(0).subject_id() != subjects[identity] ||
+            response.candidates_size() != 10) {
+          ++wrong;
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 TEST_F(ServerTest, RevokedAndErasedPersonsAreNeverMatched) {
   const std::string revoked = MustEnroll(20);
   const std::string erased = MustEnroll(21);
@@ -859,6 +889,36 @@ TEST(ConfigTest, ExampleConfigSpellsOutTheDefaults) {
     EXPECT_EQ((*specs)[i].dimension, defaults[i].dimension);
     EXPECT_FLOAT_EQ((*specs)[i].threshold, defaults[i].threshold);
   }
+}
+
+TEST(ConfigTest, ScanPoolFields) {
+  absl::StatusOr<config::ServerConfig> example = services::LoadConfig(
+      std::string(HAWIYA_SOURCE_DIR) + "/deploy/hawiya.textproto");
+  ASSERT_TRUE(example.ok()) << example.status();
+  const matcher::ScanPoolOptions defaults;
+  matcher::ScanPoolOptions options = services::ScanPoolOptions(*example);
+  EXPECT_EQ(options.threads, defaults.threads);
+  EXPECT_EQ(options.max_batch, defaults.max_batch);
+  EXPECT_EQ(options.max_wait, defaults.max_wait);
+
+  ConfigFiles files;
+  absl::StatusOr<config::ServerConfig> config = services::LoadConfig(
+      files.Write("scan_threads: 3 scan_max_batch: 4 scan_max_wait_us: 500"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  options = services::ScanPoolOptions(*config);
+  EXPECT_EQ(options.threads, 3);
+  EXPECT_EQ(options.max_batch, 4);
+  EXPECT_EQ(options.max_wait, absl::Microseconds(500));
+
+  absl::Status bad =
+      services::LoadConfig(files.Write("scan_max_wait_us: 1001")).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()),
+              HasSubstr("scan_max_wait_us: at most 1000"));
+  bad = services::LoadConfig(files.Write("scan_max_batch: 65")).status();
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("scan_max_batch"));
+  bad = services::LoadConfig(files.Write("scan_threads: 1000")).status();
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("scan_threads"));
 }
 
 TEST(ConfigTest, OverridesAndErrorsNameTheField) {
