@@ -439,7 +439,9 @@ absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
     ++counts[static_cast<size_t>(subject)];
   }
 
-  auto gallery = std::make_unique<FaissGallery>(options.dimension);
+  auto gallery = std::make_unique<FaissGallery>(
+      options.dimension, options.scan_pool != nullptr ? options.scan_pool
+                                                      : &ScanPool::Default());
   {
     // Not shared yet; the lock is for the annotations.
     absl::WriterMutexLock lock(&gallery->mu_);
