@@ -30,6 +30,7 @@
 #include "faiss/IndexFlat.h"
 #include "faiss/impl/FaissException.h"
 #include "matcher/gallery.h"
+#include "matcher/gallery_kinds.h"
 #include "matcher/kernels.h"
 #include "matcher/snapshot.h"
 
@@ -348,9 +349,9 @@ absl::Status FaissGallery::Save(SnapshotWriter* /*out*/) const {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
-    const GalleryOptions& /*options*/, SnapshotReader* /*in*/) {
-  // TODO(issue 3, snapshots): not written yet.
-  return absl::UnimplementedError("gallery snapshots are not built yet");
+    const GalleryOptions& options, SnapshotReader* in) {
+  // TODO(issue 3, snapshots): exact snapshots are not written yet.
+  return LoadApproximateGallery(options, in);
 }
 
 absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
@@ -359,11 +360,9 @@ absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
     return absl::InvalidArgumentError(
         absl::StrCat("dimension: must be positive, got ", options.dimension));
   }
+  if (absl::Status s = CheckIndexOptions(options.index); !s.ok()) return s;
   if (options.index.kind != IndexKind::kExact) {
-    // TODO(issue 3, index kinds): not built yet.
-    return absl::UnimplementedError(
-        absl::StrCat("index.kind: ", IndexKindName(options.index.kind),
-                     " is not built yet"));
+    return OpenApproximateGallery(options);
   }
   try {
     return std::unique_ptr<Gallery>(

@@ -22,6 +22,30 @@ absl::StatusOr<std::unique_ptr<Gallery>> OpenExactGallery(
 absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
     const GalleryOptions& options, SnapshotReader* in);
 
+// kExactSq8 (sq8_gallery.cc).
+absl::StatusOr<std::unique_ptr<Gallery>> OpenExactSq8Gallery(
+    const GalleryOptions& options);
+absl::StatusOr<std::unique_ptr<Gallery>> LoadExactSq8Gallery(
+    const GalleryOptions& options, SnapshotReader* in);
+
+// kHnsw and kAuto: one implementation (hnsw_gallery.cc).
+absl::StatusOr<std::unique_ptr<Gallery>> OpenHnswGallery(
+    const GalleryOptions& options);
+absl::StatusOr<std::unique_ptr<Gallery>> LoadHnswGallery(
+    const GalleryOptions& options, SnapshotReader* in);
+
+// The approximate kinds' dispatch (index_options.cc). OpenApproximateGallery
+// calls the Open* above for kExactSq8, kHnsw and kAuto (INVALID_ARGUMENT for
+// kExact). LoadApproximateGallery checks the options, reads the kind name,
+// refuses a kind other than options.index.kind (FAILED_PRECONDITION) and
+// calls the Load* above; for "exact" it returns UNIMPLEMENTED until the
+// exact loader is merged, after which Gallery::Load should dispatch all four
+// kinds itself and this function can go.
+absl::StatusOr<std::unique_ptr<Gallery>> OpenApproximateGallery(
+    const GalleryOptions& options);
+absl::StatusOr<std::unique_ptr<Gallery>> LoadApproximateGallery(
+    const GalleryOptions& options, SnapshotReader* in);
+
 }  // namespace hawiya::matcher
 
 #endif  // HAWIYA_MATCHER_GALLERY_KINDS_H_
