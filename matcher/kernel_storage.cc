@@ -66,8 +66,7 @@ Sq8KernelComputer::Sq8KernelComputer(const KernelSq8Storage& storage)
     : faiss::FlatCodesDistanceComputer(storage.codes.data(), storage.code_size),
       storage_(storage),
       d_(static_cast<size_t>(storage.d)),
-      a_(d_),
-      b_(d_) {}
+      decoded_{std::vector<float>(d_), std::vector<float>(d_)} {}
 
 void Sq8KernelComputer::set_query(const float* x) {
   query_ = PrepareSq8Query(x, storage_.vmin(), storage_.vdiff(), d_);
@@ -77,10 +76,21 @@ float Sq8KernelComputer::distance_to_code(const uint8_t* code) {
   return InnerProductSq8(query_, code);
 }
 
+const float* Sq8KernelComputer::Decoded(idx_t i, int slot) {
+  for (int s = 0; s < 2; ++s) {
+    if (decoded_id_[s] == i) return decoded_[s].data();
+  }
+  DecodeSq8(storage_.code(i), storage_.vmin(), storage_.vdiff(), d_,
+            decoded_[slot].data());
+  decoded_id_[slot] = i;
+  return decoded_[slot].data();
+}
+
 float Sq8KernelComputer::symmetric_dis(idx_t i, idx_t j) {
-  DecodeSq8(storage_.code(i), storage_.vmin(), storage_.vdiff(), d_, a_.data());
-  DecodeSq8(storage_.code(j), storage_.vmin(), storage_.vdiff(), d_, b_.data());
-  return InnerProduct(a_.data(), b_.data(), d_);
+  const float* a = Decoded(i, 0);
+  // Never evict the row just returned for i.
+  const float* b = Decoded(j, decoded_id_[0] == i ? 1 : 0);
+  return InnerProduct(a, b, d_);
 }
 
 }  // namespace hawiya::matcher

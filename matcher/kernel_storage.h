@@ -89,11 +89,16 @@ class Sq8KernelComputer : public faiss::FlatCodesDistanceComputer {
   float symmetric_dis(idx_t i, idx_t j) override;
 
  private:
+  // Decodes a stored code into one of two one-entry caches: FAISS's HNSW
+  // asks symmetric_dis(i, j) in runs where i or j stays the same (one new
+  // point against its candidate neighbours), so most calls decode one code.
+  const float* Decoded(idx_t i, int slot);
+
   const KernelSq8Storage& storage_;
   size_t d_;
   Sq8Query query_;
-  std::vector<float> a_;
-  std::vector<float> b_;
+  std::vector<float> decoded_[2];
+  idx_t decoded_id_[2] = {-1, -1};
 };
 
 // Similarity -> distance, as IndexHNSW does for METRIC_INNER_PRODUCT (its
