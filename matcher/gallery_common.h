@@ -7,6 +7,7 @@
 #ifndef HAWIYA_MATCHER_GALLERY_COMMON_H_
 #define HAWIYA_MATCHER_GALLERY_COMMON_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,6 +29,14 @@ inline constexpr size_t kMaxIndexRows = 0x7fffffff;
 
 // Longest subject id a snapshot may hold; longer ones mean a corrupt stream.
 inline constexpr size_t kMaxSnapshotSubjectBytes = 1024;
+
+// Makes room for n elements with geometric growth (std::vector::reserve
+// allocates exactly what it is asked, which would make every small append
+// to a large vector copy it whole).
+template <typename V>
+void GrowCapacity(V& v, size_t n) {
+  if (v.capacity() < n) v.reserve(std::max(n, 2 * v.capacity()));
+}
 
 // Best score first, ties by subject_id (the Gallery::Search order).
 bool BetterSubject(const SubjectScore& a, const SubjectScore& b);

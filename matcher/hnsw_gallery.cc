@@ -95,11 +95,6 @@ absl::Status FaissError(absl::string_view operation, const std::exception& e) {
   return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
 }
 
-template <typename V>
-void Grow(V& v, size_t n) {
-  if (v.capacity() < n) v.reserve(std::max(n, 2 * v.capacity()));
-}
-
 // Filters tombstones out of FAISS's HNSW results.
 class LiveSelector final : public faiss::IDSelector {
  public:
@@ -219,8 +214,8 @@ absl::Status NodeIndex::Append(absl::Span<const int64_t> labels,
   if (n == 0) return absl::OkStatus();
   const size_t n0 = nodes();
   try {
-    Grow(node_label_, n0 + n);
-    Grow(live_, n0 + n);
+    GrowCapacity(node_label_, n0 + n);
+    GrowCapacity(live_, n0 + n);
     label_node_.reserve(label_node_.size() + n);
     const FaissIdx count = static_cast<FaissIdx>(n);
     if (graph_ == nullptr) {

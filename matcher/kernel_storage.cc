@@ -24,6 +24,17 @@ void KernelSq8Storage::SetRanges(const std::vector<float>& vmin,
                                  const std::vector<float>& vdiff) {
   sq.trained.assign(vmin.begin(), vmin.end());
   sq.trained.insert(sq.trained.end(), vdiff.begin(), vdiff.end());
+  step_squared_.resize(vdiff.size());
+  bias_query_.scale.resize(vdiff.size());
+  double bias = 0.0;
+  for (size_t j = 0; j < vdiff.size(); ++j) {
+    const float step = vdiff[j] / 255.0f;
+    const float offset = vmin[j] + 0.5f * step;
+    step_squared_[j] = step * step;
+    bias_query_.scale[j] = offset * step;
+    bias += static_cast<double>(offset) * offset;
+  }
+  bias_query_.bias = static_cast<float>(bias);
   is_trained = true;
 }
 
@@ -41,6 +52,17 @@ void KernelSq8Storage::sa_decode(idx_t n, const uint8_t* bytes,
   for (idx_t i = 0; i < n; ++i) {
     DecodeSq8(bytes + i * code_size, vmin(), vdiff(), dim, x + i * dim);
   }
+}
+
+void KernelSq8Storage::PrepareStored(size_t i, Sq8Query* out) const {
+  const uint8_t* c = code(i);
+  const float* base = bias_query_.scale.data();
+  const float* squared = step_squared_.data();
+  float* scale = out->scale.data();
+  for (size_t j = 0; j < step_squared_.size(); ++j) {
+    scale[j] = base[j] + c[j] * squared[j];
+  }
+  out->bias = InnerProductSq8(bias_query_, c);
 }
 
 faiss::FlatCodesDistanceComputer*
@@ -64,33 +86,40 @@ float Fp32KernelComputer::symmetric_dis(idx_t i, idx_t j) {
 
 Sq8KernelComputer::Sq8KernelComputer(const KernelSq8Storage& storage)
     : faiss::FlatCodesDistanceComputer(storage.codes.data(), storage.code_size),
-      storage_(storage),
-      d_(static_cast<size_t>(storage.d)),
-      decoded_{std::vector<float>(d_), std::vector<float>(d_)} {}
+      storage_(storage) {
+  prepared_.scale.resize(static_cast<size_t>(storage.d));
+}
 
 void Sq8KernelComputer::set_query(const float* x) {
-  query_ = PrepareSq8Query(x, storage_.vmin(), storage_.vdiff(), d_);
+  query_ = PrepareSq8Query(x, storage_.vmin(), storage_.vdiff(),
+                           static_cast<size_t>(storage_.d));
 }
 
 float Sq8KernelComputer::distance_to_code(const uint8_t* code) {
   return InnerProductSq8(query_, code);
 }
 
-const float* Sq8KernelComputer::Decoded(idx_t i, int slot) {
-  for (int s = 0; s < 2; ++s) {
-    if (decoded_id_[s] == i) return decoded_[s].data();
-  }
-  DecodeSq8(storage_.code(i), storage_.vmin(), storage_.vdiff(), d_,
-            decoded_[slot].data());
-  decoded_id_[slot] = i;
-  return decoded_[slot].data();
+void Sq8KernelComputer::Prepare(idx_t i) {
+  storage_.PrepareStored(static_cast<size_t>(i), &prepared_);
+  prepared_id_ = i;
 }
 
 float Sq8KernelComputer::symmetric_dis(idx_t i, idx_t j) {
-  const float* a = Decoded(i, 0);
-  // Never evict the row just returned for i.
-  const float* b = Decoded(j, decoded_id_[0] == i ? 1 : 0);
-  return InnerProduct(a, b, d_);
+  idx_t other = j;
+  if (prepared_id_ == j) {
+    other = i;
+  } else if (prepared_id_ != i) {
+    // Prepare the argument the previous call shared with this one.
+    if (j == last_i_ || j == last_j_) {
+      Prepare(j);
+      other = i;
+    } else {
+      Prepare(i);
+    }
+  }
+  last_i_ = i;
+  last_j_ = j;
+  return InnerProductSq8(prepared_, storage_.code(other));
 }
 
 }  // namespace hawiya::matcher

@@ -50,6 +50,9 @@ class KernelSq8Storage : public faiss::IndexScalarQuantizer {
                  const std::vector<float>& vdiff);
   const float* vmin() const { return sq.trained.data(); }
   const float* vdiff() const { return sq.trained.data() + d; }
+  // Stored vector i prepared as a query against codes (the Sq8Query of its
+  // decoded code, with a float bias). REQUIRES: out->scale holds d floats.
+  void PrepareStored(size_t i, Sq8Query* out) const;
   const uint8_t* code(size_t i) const { return codes.data() + i * code_size; }
 
   // Our EncodeSq8 / DecodeSq8 (bit-compatible with FAISS's codec).
@@ -58,6 +61,17 @@ class KernelSq8Storage : public faiss::IndexScalarQuantizer {
 
   faiss::FlatCodesDistanceComputer* get_FlatCodesDistanceComputer()
       const override;
+
+ private:
+  // Component j of code c decodes to x = offset_j + c * step_j (step =
+  // vdiff / 255, offset = vmin + step / 2). Prepared as a query, x gives
+  //   scale_j = x * step_j = offset_j * step_j + c * step_j^2,
+  //   bias = sum_j x * offset_j = sum_j offset_j^2 + sum_j c * step_j *
+  //   offset_j,
+  // so both are affine in the code: scale by one vectorisable pass, bias by
+  // InnerProductSq8 with bias_query_.
+  std::vector<float> step_squared_;
+  Sq8Query bias_query_;  // scale_j = offset_j * step_j, bias = sum offset^2
 };
 
 // The fp32 computer: the query against rows, by InnerProduct.
@@ -77,8 +91,14 @@ class Fp32KernelComputer : public faiss::FlatCodesDistanceComputer {
 };
 
 // The SQ8 computer: the query prepared once (PrepareSq8Query), then one
-// multiply-add per byte for each code; stored-to-stored distances decode
-// both codes.
+// multiply-add per byte for each code (InnerProductSq8).
+//
+// Stored-to-stored distances prepare one side's decoded code as a query the
+// same way and score the other side's code: FAISS's HNSW asks
+// symmetric_dis in runs that share one argument (a point against its
+// candidate neighbours, in either position), so the shared one is prepared
+// once per run and every other call costs one InnerProductSq8, where
+// decoding both codes would cost three passes over d.
 class Sq8KernelComputer : public faiss::FlatCodesDistanceComputer {
  public:
   // REQUIRES: storage is trained and outlives this.
@@ -89,16 +109,16 @@ class Sq8KernelComputer : public faiss::FlatCodesDistanceComputer {
   float symmetric_dis(idx_t i, idx_t j) override;
 
  private:
-  // Decodes a stored code into one of two one-entry caches: FAISS's HNSW
-  // asks symmetric_dis(i, j) in runs where i or j stays the same (one new
-  // point against its candidate neighbours), so most calls decode one code.
-  const float* Decoded(idx_t i, int slot);
+  // Makes prepared_ the decoded code of stored vector i.
+  void Prepare(idx_t i);
 
   const KernelSq8Storage& storage_;
-  size_t d_;
   Sq8Query query_;
-  std::vector<float> decoded_[2];
-  idx_t decoded_id_[2] = {-1, -1};
+  Sq8Query prepared_;
+  idx_t prepared_id_ = -1;
+  // The previous symmetric_dis call's arguments.
+  idx_t last_i_ = -1;
+  idx_t last_j_ = -1;
 };
 
 // Similarity -> distance, as IndexHNSW does for METRIC_INNER_PRODUCT (its

@@ -136,7 +136,7 @@ absl::Status ExactSq8Gallery::Add(absl::Span<const GalleryEntry> entries) {
   try {
     rows_.insert(rows_.end(), vectors->begin(), vectors->end());
     if (trained_) codes_.resize(rows_.size());
-    row_label_.reserve(old_rows + entries.size());
+    GrowCapacity(row_label_, old_rows + entries.size());
     label_row_.reserve(old_rows + entries.size());
   } catch (const std::exception& e) {
     rows_.resize(old_rows * d());
