@@ -8,10 +8,14 @@
 // rows serve re-ranking, ScoreSubject and snapshots only.
 //
 // Tombstones. Removing a template tombstones its node: the node leaves the
-// maps, searches filter it out through FAISS's IDSelector (FAISS 1.7.3 honours
-// SearchParameters::sel in HNSW's level-0 search, faiss/impl/HNSW.cpp:536,
-// 542, 582), and its vector is zeroed at once (an erased person's template
-// must not linger), which leaves the node as a weak waypoint in the graph.
+// maps, searches filter it out through FAISS's IDSelector, and its vector is
+// zeroed at once (an erased person's template must not linger), which leaves
+// the node in the graph as a weak waypoint. FAISS 1.7.3 honours
+// SearchParameters::sel only on HNSW's default search path (upper_beam == 1,
+// search_bounded_queue, faiss/impl/HNSW.cpp:536, 542, 582 and 702); the
+// upper_beam > 1 and unbounded paths drop the parameters, so this file never
+// changes those two HNSW fields. Filtered nodes are still traversed, so the
+// graph stays navigable; results can only come back short of k.
 //
 // Rebuilds. A background thread builds a new generation (storage + graph)
 // from the live nodes when
