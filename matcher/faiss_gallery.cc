@@ -440,8 +440,8 @@ absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
   }
 
   auto gallery = std::make_unique<FaissGallery>(
-      options.dimension, options.scan_pool != nullptr ? options.scan_pool
-                                                      : &ScanPool::Default());
+      options.dimension,
+      options.scan_pool != nullptr ? options.scan_pool : &ScanPool::Default());
   {
     // Not shared yet; the lock is for the annotations.
     absl::WriterMutexLock lock(&gallery->mu_);
@@ -504,6 +504,7 @@ absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
     return absl::InvalidArgumentError(
         absl::StrCat("dimension: must be positive, got ", options.dimension));
   }
+  if (absl::Status s = CheckIndexOptions(options.index); !s.ok()) return s;
   // Kind names are short; a longer one is corruption, not a new kind.
   constexpr size_t kMaxKindNameBytes = 64;
   absl::StatusOr<std::string> name = in->ReadString(kMaxKindNameBytes);
@@ -523,11 +524,14 @@ absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
   switch (*kind) {
     case IndexKind::kExact:
       return LoadExactGallery(options, in);
-    default:
-      // Other kinds plug in here (Load* in gallery_kinds.h).
-      return absl::FailedPreconditionError(absl::StrCat(
-          "index.kind: ", *name, " snapshots are not supported by this build"));
+    case IndexKind::kExactSq8:
+      return LoadExactSq8Gallery(options, in);
+    case IndexKind::kHnsw:
+    case IndexKind::kAuto:
+      return LoadHnswGallery(options, in);
   }
+  return absl::DataLossError(
+      absl::StrCat("snapshot: unknown index kind \"", *name, "\""));
 }
 
 absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
@@ -536,11 +540,9 @@ absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
     return absl::InvalidArgumentError(
         absl::StrCat("dimension: must be positive, got ", options.dimension));
   }
+  if (absl::Status s = CheckIndexOptions(options.index); !s.ok()) return s;
   if (options.index.kind != IndexKind::kExact) {
-    // TODO(issue 3, index kinds): not built yet.
-    return absl::UnimplementedError(
-        absl::StrCat("index.kind: ", IndexKindName(options.index.kind),
-                     " is not built yet"));
+    return OpenApproximateGallery(options);
   }
   try {
     ScanPool* pool =
