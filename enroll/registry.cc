@@ -254,6 +254,8 @@ std::string Why(const std::string& path, const absl::Status& status) {
 struct LoadedSnapshot {
   SnapshotHeader header;
   std::unique_ptr<matcher::Matcher> matcher;
+  absl::Duration verify;
+  absl::Duration load;
 };
 
 // The galleries in the snapshot at `path`, if it is whole (checksum), from
@@ -267,8 +269,10 @@ absl::StatusOr<LoadedSnapshot> LoadSnapshot(
   if (!reader.ok()) return reader.status();
   // Verified before anything in it is read, so a damaged header is reported
   // as damage, not as (say) a snapshot of another store.
+  const absl::Time start = absl::Now();
   if (absl::Status s = (*reader)->Verify(); !s.ok()) return s;
   LoadedSnapshot loaded;
+  loaded.verify = absl::Now() - start;
   absl::StatusOr<SnapshotHeader> header = ReadSnapshotHeader(reader->get());
   if (!header.ok()) return header.status();
   loaded.header = *std::move(header);
@@ -282,6 +286,7 @@ absl::StatusOr<LoadedSnapshot> LoadSnapshot(
   if (!matcher.ok()) return matcher.status();
   if (absl::Status s = (*reader)->CheckAtEnd(); !s.ok()) return s;
   loaded.matcher = *std::move(matcher);
+  loaded.load = absl::Now() - start - loaded.verify;
   return loaded;
 }
 
@@ -302,12 +307,14 @@ std::string GalleryLoadReport::ToString() const {
                         sequence, " (", why, "): ", templates, " templates in ",
                         absl::FormatDuration(elapsed));
   }
-  return absl::StrCat("galleries: loaded ", snapshot, " (change ",
-                      snapshot_sequence, ") and replayed ", replayed_subjects,
-                      " subjects changed up to change ", sequence, ": ",
-                      templates, " templates in ",
-                      absl::FormatDuration(elapsed),
-                      why.empty() ? "" : absl::StrCat("; not used: ", why));
+  return absl::StrCat(
+      "galleries: loaded ", snapshot, " (change ", snapshot_sequence,
+      ") and replayed ", replayed_subjects, " subjects changed up to change ",
+      sequence, ": ", templates, " templates in ",
+      absl::FormatDuration(elapsed), " (checksum ",
+      absl::FormatDuration(verify), ", galleries ", absl::FormatDuration(load),
+      ", replay ", absl::FormatDuration(replay), ")",
+      why.empty() ? "" : absl::StrCat("; not used: ", why));
 }
 
 std::string SnapshotReport::ToString() const {
@@ -371,6 +378,7 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
           refused_paths.insert(file.path);
           continue;
         }
+        const absl::Time replay_start = absl::Now();
         absl::StatusOr<ChangedSubjects> replayed =
             Replay(**store, *loaded->matcher, loaded->header.sequence);
         if (!replayed.ok()) {
@@ -380,6 +388,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
                            " (while replaying the store's changes)"));
           break;
         }
+        report.replay = absl::Now() - replay_start;
+        report.verify = loaded->verify;
+        report.load = loaded->load;
         report.snapshot = std::filesystem::path(file.path).filename().string();
         report.snapshot_sequence = loaded->header.sequence;
         report.replayed_subjects =

@@ -63,6 +63,11 @@ struct GalleryLoadReport {
   // tried ("no snapshot", "snapshots disabled").
   std::vector<std::string> refused;
   absl::Duration elapsed;
+  // Of which, for the snapshot used: its checksum, reading its galleries,
+  // and the replay.
+  absl::Duration verify;
+  absl::Duration load;
+  absl::Duration replay;
 
   // One line: where the galleries came from, and why.
   std::string ToString() const;
