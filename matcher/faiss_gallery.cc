@@ -403,6 +403,14 @@ absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
   if (absl::Status s = in->ReadI64s(kUnbounded, &labels); !s.ok()) return s;
   const size_t rows = labels.size();
   std::vector<uint8_t> codes;
+  // Room to grow by half before the first reallocation: without it the
+  // first Add after a load (the replay, or the first enrollment) would copy
+  // every row (2 GB at 1M x 512) under the writer lock. Untouched capacity
+  // costs address space, not memory. Checked against the stream's length
+  // first, so a corrupt count cannot reserve without limit.
+  if (rows <= in->Remaining() / (d * sizeof(float))) {
+    codes.reserve(rows * d * sizeof(float) / 2 * 3);
+  }
   if (absl::Status s = in->ReadBytes(kUnbounded, &codes); !s.ok()) return s;
   if (codes.size() / sizeof(float) / d != rows ||
       codes.size() != rows * d * sizeof(float)) {
