@@ -1,8 +1,11 @@
 #include "matcher/snapshot.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -121,6 +124,42 @@ absl::Status SnapshotReader::ReadBytes(size_t max_count,
 absl::Status StringSnapshotWriter::Write(const void* data, size_t n) {
   bytes_.append(static_cast<const char*>(data), n);
   return absl::OkStatus();
+}
+
+absl::Status ChunkedSnapshotWriter::Write(const void* data, size_t n) {
+  const char* bytes = static_cast<const char*>(data);
+  while (n > 0) {
+    if (last_used_ == kChunkBytes) {
+      // Default-initialised: pages are touched only as they are written.
+      std::unique_ptr<char[]> chunk(new (std::nothrow) char[kChunkBytes]);
+      if (chunk == nullptr) {
+        return absl::InternalError(absl::StrCat(
+            "snapshot: out of memory after ", size_, " bytes in memory"));
+      }
+      chunks_.push_back(std::move(chunk));
+      last_used_ = 0;
+    }
+    const size_t take = std::min(n, kChunkBytes - last_used_);
+    std::memcpy(chunks_.back().get() + last_used_, bytes, take);
+    last_used_ += take;
+    size_ += take;
+    bytes += take;
+    n -= take;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChunkedSnapshotWriter::MoveTo(SnapshotWriter* out) {
+  absl::Status status;
+  for (size_t i = 0; i < chunks_.size(); ++i) {
+    const size_t n = i + 1 == chunks_.size() ? last_used_ : kChunkBytes;
+    if (status.ok()) status = out->Write(chunks_[i].get(), n);
+    chunks_[i].reset();
+  }
+  chunks_.clear();
+  last_used_ = kChunkBytes;
+  size_ = 0;
+  return status;
 }
 
 absl::Status StringSnapshotReader::Read(void* data, size_t n) {

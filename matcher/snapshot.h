@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,28 @@ class StringSnapshotWriter final : public SnapshotWriter {
 
  private:
   std::string bytes_;
+};
+
+// In memory, in fixed-size chunks (no reallocation as it grows), for a
+// snapshot taken under a lock and written to disk after the lock is
+// released. Not thread-safe.
+class ChunkedSnapshotWriter final : public SnapshotWriter {
+ public:
+  static constexpr size_t kChunkBytes = size_t{64} << 20;
+
+  // INTERNAL (not an exception) if memory runs out.
+  absl::Status Write(const void* data, size_t n) override;
+  uint64_t size() const { return size_; }
+
+  // Writes everything to `out`, in order, freeing each chunk once written;
+  // leaves this writer empty.
+  absl::Status MoveTo(SnapshotWriter* out);
+
+ private:
+  std::vector<std::unique_ptr<char[]>> chunks_;
+  // Bytes used in the last chunk.
+  size_t last_used_ = kChunkBytes;
+  uint64_t size_ = 0;
 };
 
 // Reads `bytes`, which must outlive the reader.

@@ -235,6 +235,35 @@ TEST_F(RegistrySnapshotTest, RestartLoadsTheSnapshot) {
   EXPECT_GT(found->candidates(0).score(), 0.4f);
 }
 
+// Snapshots written while writes wait (memory short) and copied to memory
+// first (the default) are the same.
+TEST_F(RegistrySnapshotTest, StreamedAndBufferedSnapshotsAreTheSame) {
+  RegistryOptions streamed = Options(data_dir_);
+  streamed.snapshot_buffer_bytes = 0;
+  registry_ = MustOpen(streamed);
+  ASSERT_NE(registry_, nullptr);
+  for (uint64_t n = 0; n < 5; ++n) Enroll(*registry_, n);
+  absl::StatusOr<SnapshotReport> written = registry_->WriteSnapshot();
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_FALSE(written->buffered);
+  EXPECT_THAT(written->ToString(), HasSubstr("streamed"));
+  const std::string streamed_bytes = Slurp(written->path);
+  registry_.reset();
+  fs::remove(written->path);
+
+  Reopen();  // rebuilt, then buffered
+  absl::StatusOr<SnapshotReport> buffered = registry_->WriteSnapshot();
+  ASSERT_TRUE(buffered.ok()) << buffered.status();
+  EXPECT_TRUE(buffered->buffered);
+  EXPECT_EQ(buffered->bytes, streamed_bytes.size());
+  const std::string streamed_copy = root_ + "/streamed.hws";
+  Spit(streamed_copy, streamed_bytes);
+  EXPECT_EQ(ReadSnapshot(streamed_copy)->galleries,
+            ReadSnapshot(buffered->path)->galleries);
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(5));
+}
+
 TEST_F(RegistrySnapshotTest, StaleSnapshotReplayEqualsLiveAndRebuild) {
   Reopen();
   std::vector<std::string> subjects;
