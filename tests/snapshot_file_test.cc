@@ -257,6 +257,34 @@ TEST_F(SnapshotFileTest, CreateInAMissingFolderFails) {
           .ok());
 }
 
+TEST(ChunkedSnapshotWriterTest, MovesEveryByteInOrderAcrossChunks) {
+  // Writes of awkward sizes that straddle the 64 MiB chunk boundary.
+  std::vector<uint32_t> values((ChunkedSnapshotWriter::kChunkBytes / 4) + 999);
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = static_cast<uint32_t>(i * 2654435761u);
+  }
+  ChunkedSnapshotWriter chunked;
+  StringSnapshotWriter direct;
+  const char* bytes = reinterpret_cast<const char*>(values.data());
+  const size_t total = values.size() * 4;
+  for (size_t done = 0, step = 1; done < total; step = step * 7 + 3) {
+    const size_t n = std::min(step % (3 << 20) + 1, total - done);
+    ASSERT_TRUE(chunked.Write(bytes + done, n).ok());
+    ASSERT_TRUE(direct.Write(bytes + done, n).ok());
+    done += n;
+  }
+  EXPECT_EQ(chunked.size(), total);
+  StringSnapshotWriter moved;
+  ASSERT_TRUE(chunked.MoveTo(&moved).ok());
+  EXPECT_TRUE(moved.bytes() == direct.bytes());
+  EXPECT_EQ(chunked.size(), 0u);
+  // Empty, and usable again.
+  StringSnapshotWriter again;
+  ASSERT_TRUE(chunked.WriteU32(7).ok());
+  ASSERT_TRUE(chunked.MoveTo(&again).ok());
+  EXPECT_EQ(again.bytes().size(), 4u);
+}
+
 TEST_F(SnapshotFileTest, CorruptCountsDoNotAllocate) {
   // An unchecksummed stream whose array count is absurd: refused on the
   // stream's length, before any allocation.
