@@ -670,6 +670,18 @@ TEST_F(RegistrySnapshotTest, OlderSchemaGainsAStoreId) {
   store = Store::Open({db});
   ASSERT_TRUE(store.ok());
   EXPECT_EQ(*(*store)->StoreId(), *id);
+  // Lost, a new one is made (and snapshots of the old one are refused).
+  store->reset();
+  ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "DELETE FROM meta", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  store = Store::Open({db});
+  ASSERT_TRUE(store.ok());
+  absl::StatusOr<std::string> made = (*store)->StoreId();
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_NE(*made, *id);
+  EXPECT_EQ(*(*store)->StoreId(), *made);
   // Another store, another id.
   absl::StatusOr<std::unique_ptr<Store>> other =
       Store::Open({root_ + "/other.db"});

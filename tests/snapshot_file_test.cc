@@ -278,11 +278,22 @@ TEST(ChunkedSnapshotWriterTest, MovesEveryByteInOrderAcrossChunks) {
   ASSERT_TRUE(chunked.MoveTo(&moved).ok());
   EXPECT_TRUE(moved.bytes() == direct.bytes());
   EXPECT_EQ(chunked.size(), 0u);
-  // Empty, and usable again.
-  StringSnapshotWriter again;
+  // Empty, and usable again, with room reserved before and during writes.
+  ASSERT_TRUE(chunked.Reserve(10).ok());
   ASSERT_TRUE(chunked.WriteU32(7).ok());
+  ASSERT_TRUE(chunked.Reserve(ChunkedSnapshotWriter::kChunkBytes).ok());
+  const std::string tail(ChunkedSnapshotWriter::kChunkBytes, 'x');
+  ASSERT_TRUE(chunked.Write(tail.data(), tail.size()).ok());
+  ASSERT_TRUE(chunked.WriteU32(9).ok());
+  StringSnapshotWriter again;
   ASSERT_TRUE(chunked.MoveTo(&again).ok());
-  EXPECT_EQ(again.bytes().size(), 4u);
+  ASSERT_EQ(again.bytes().size(), tail.size() + 8);
+  StringSnapshotReader in(again.bytes());
+  EXPECT_EQ(*in.ReadU32(), 7u);
+  std::string middle(tail.size(), '\0');
+  ASSERT_TRUE(in.Read(middle.data(), middle.size()).ok());
+  EXPECT_TRUE(middle == tail);
+  EXPECT_EQ(*in.ReadU32(), 9u);
 }
 
 TEST_F(SnapshotFileTest, CorruptCountsDoNotAllocate) {
