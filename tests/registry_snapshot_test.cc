@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -17,11 +18,14 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "enroll/registry.h"
 #include "enroll/snapshots.h"
 #include "gmock/gmock.h"
@@ -535,6 +539,80 @@ TEST_F(RegistrySnapshotTest, RestoredOlderStoreRefusesNewerSnapshots) {
   EXPECT_THAT(registry_->load_report().refused,
               ElementsAre(HasSubstr("change 6 differs from the store's")));
   EXPECT_EQ(Galleries(*registry_), live);
+}
+
+// While a snapshot is written: searches go on; writes wait only while the
+// galleries are copied out, not while the file is written (buffered), or
+// for the whole write (streamed, when memory is short).
+TEST_F(RegistrySnapshotTest, SearchesGoOnWhileASnapshotIsWritten) {
+  for (bool buffered : {true, false}) {
+    SCOPED_TRACE(buffered ? "buffered" : "streamed");
+    fs::remove_all(data_dir_);
+    absl::Notification writing;
+    absl::Notification release;
+    RegistryOptions options = Options(data_dir_);
+    options.snapshot_buffer_bytes = buffered ? -1 : 0;
+    options.snapshot_on_write = [&](uint64_t) {
+      if (!writing.HasBeenNotified()) writing.Notify();
+      release.WaitForNotification();
+    };
+    registry_ = MustOpen(options);
+    ASSERT_NE(registry_, nullptr);
+    // More than the file writer buffers (1 MiB), so that streamed, the file
+    // is written to while the galleries are.
+    std::vector<v1::EnrollRequest> requests;
+    for (uint64_t n = 0; n < 600; ++n) {
+      requests.push_back(services::SyntheticEnrollRequest(model_, n));
+      requests.back().set_request_id(absl::StrCat("batch-", n));
+    }
+    ASSERT_TRUE(registry_->BatchEnroll(requests).ok());
+
+    std::thread snapshot([&] { EXPECT_TRUE(registry_->WriteSnapshot().ok()); });
+    writing.WaitForNotification();  // the file is being written
+    v1::IdentifyRequest identify;
+    *identify.add_probes() = services::SyntheticFaceTemplate(model_, 1, 1);
+    absl::StatusOr<v1::IdentifyResponse> found = registry_->Identify(identify);
+    ASSERT_TRUE(found.ok());
+    ASSERT_GT(found->candidates_size(), 0);
+
+    std::atomic<bool> released{false};
+    std::atomic<bool> enrolled{false};
+    std::thread writer([&] {
+      Enroll(*registry_, 1000);
+      // Streamed, the write can only get through once the file is done.
+      if (!buffered) {
+        EXPECT_TRUE(released.load());
+      }
+      enrolled = true;
+    });
+    if (buffered) {
+      // Buffered, the write gets through while the file is still written.
+      writer.join();
+      EXPECT_TRUE(enrolled.load());
+    } else {
+      // Give a wrongly unblocked write the time to finish first.
+      absl::SleepFor(absl::Milliseconds(100));
+      EXPECT_FALSE(enrolled.load());
+      // The waiting write waits on the registry's write lock, not on the
+      // matcher's, where it would hold up every new search behind it.
+      absl::Notification searched;
+      std::thread search([&] {
+        EXPECT_TRUE(registry_->Identify(identify).ok());
+        searched.Notify();
+      });
+      EXPECT_TRUE(searched.WaitForNotificationWithTimeout(absl::Seconds(30)));
+      released = true;
+      release.Notify();  // whatever happened, let everything finish
+      search.join();
+    }
+    if (!release.HasBeenNotified()) {
+      released = true;
+      release.Notify();
+    }
+    snapshot.join();
+    if (writer.joinable()) writer.join();
+    registry_.reset();
+  }
 }
 
 // kill -9 in the middle of writing a snapshot: the previous one is used.
