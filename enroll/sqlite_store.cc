@@ -784,12 +784,21 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::string> StoreId() override {
     absl::MutexLock lock(&mu_);
-    HAWIYA_STORE_ASSIGN_OR_RETURN(
-        Statement select,
-        connection_->Prepare("SELECT value FROM meta WHERE key = 'store_id'"));
-    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-    if (!row) return absl::InternalError("store: no store_id in meta");
-    return select.Text(0);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement select, connection_->Prepare("SELECT value FROM meta "
+                                                   "WHERE key = 'store_id'"));
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (row) return select.Text(0);
+      }
+      // Migration 2 made one; if it was deleted since, the old identity is
+      // gone and a new one stands (snapshots of the old one are refused).
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          connection_->Exec("INSERT OR IGNORE INTO meta (key, value) VALUES "
+                            "('store_id', lower(hex(randomblob(16))))"));
+    }
+    return absl::InternalError("store: cannot read or make a store_id");
   }
 
   absl::StatusOr<int64_t> ChangeSequence() override {

@@ -219,18 +219,18 @@ TEST_F(ExactSnapshotTest, InconsistentStreamsAreDataLoss) {
     EXPECT_TRUE(out.WriteString("exact").ok());
     EXPECT_TRUE(out.WriteU64(2).ok());
     EXPECT_TRUE(out.WriteI64s(labels).ok());
-    std::vector<float> floats(rows_of_floats * 2, 0.5f);
-    EXPECT_TRUE(
-        out.WriteBytes(absl::MakeConstSpan(
-                           reinterpret_cast<const uint8_t*>(floats.data()),
-                           floats.size() * sizeof(float)))
-            .ok());
     EXPECT_TRUE(out.WriteBytes(absl::MakeConstSpan(
                                    reinterpret_cast<const uint8_t*>(ids.data()),
                                    ids.size()))
                     .ok());
     EXPECT_TRUE(out.WriteI64s(ends).ok());
     EXPECT_TRUE(out.WriteI32s(row_subject).ok());
+    std::vector<float> floats(rows_of_floats * 2, 0.5f);
+    EXPECT_TRUE(
+        out.WriteBytes(absl::MakeConstSpan(
+                           reinterpret_cast<const uint8_t*>(floats.data()),
+                           floats.size() * sizeof(float)))
+            .ok());
     return out.bytes();
   };
   // The good one first, so the others fail for the one thing changed.
