@@ -88,6 +88,15 @@ ABSL_FLAG(int, batch_repeats, 3,
 ABSL_FLAG(absl::Duration, enroll_time_limit, absl::ZeroDuration(),
           "Stop enrolling after this long and measure the persons enrolled "
           "so far (0 = no limit).");
+ABSL_FLAG(std::vector<std::string>, server_args, {},
+          "Extra hawiya-server flags, comma-separated (e.g. "
+          "--server_args=--config=deploy/hnsw.textproto).");
+ABSL_FLAG(std::vector<std::string>, identify_clients,
+          std::vector<std::string>({"1", "4", "16"}),
+          "Concurrent Identify clients for the throughput columns (each with "
+          "its own connection); empty = skip.");
+ABSL_FLAG(double, qps_seconds, 5.0,
+          "Seconds per Identify throughput measurement.");
 ABSL_FLAG(bool, measure_restart, true,
           "After Identify, restart the server on the same data dir and time "
           "it to 'serving' (galleries rebuilt from the store).");
@@ -168,6 +177,8 @@ struct SizeResult {
   double enroll_per_second = 0;
   std::vector<double> grpc_ms;
   int grpc_rank1 = 0;
+  std::string index_kind;  // the FACE gallery's, from GetStats
+  std::vector<std::pair<int, double>> grpc_qps;  // (clients, calls/s)
   double restart_seconds = NAN;
   double gallery_add_per_second = 0;
   std::vector<double> gallery_ms;
@@ -321,7 +332,8 @@ absl::Status Enroll(const testing::ServerProcess& server,
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> FaceTemplates(const testing::ServerProcess& server) {
+absl::StatusOr<int64_t> FaceTemplates(const testing::ServerProcess& server,
+                                      std::string* index_kind = nullptr) {
   std::unique_ptr<v1::AdminService::Stub> stub =
       v1::AdminService::NewStub(server.NewChannel());
   grpc::ClientContext context;
@@ -332,7 +344,9 @@ absl::StatusOr<int64_t> FaceTemplates(const testing::ServerProcess& server) {
       stub->GetStats(&context, v1::GetStatsRequest(), &stats);
   if (!status.ok()) return FromGrpc("GetStats", status);
   for (const v1::GalleryStats& gallery : stats.galleries()) {
-    if (gallery.modality() == v1::FACE) return gallery.templates();
+    if (gallery.modality() != v1::FACE) continue;
+    if (index_kind != nullptr) *index_kind = gallery.index_kind();
+    return gallery.templates();
   }
   return absl::NotFoundError("GetStats: no FACE gallery");
 }
@@ -378,6 +392,58 @@ absl::Status IdentifyOverGrpc(const testing::ServerProcess& server,
     }
   }
   return absl::OkStatus();
+}
+
+// Identify calls per second from `clients` concurrent clients, each with its
+// own connection, over --qps_seconds.
+absl::StatusOr<double> IdentifyThroughput(
+    const testing::ServerProcess& server, const matcher::SyntheticModel& model,
+    const std::vector<uint64_t>& identities, int clients) {
+  std::vector<v1::IdentifyRequest> requests(identities.size());
+  for (size_t i = 0; i < identities.size(); ++i) {
+    *requests[i].add_probes() =
+        services::SyntheticFaceTemplate(model, identities[i], 1);
+    requests[i].set_max_candidates(kTopK);
+  }
+  std::vector<std::unique_ptr<v1::MatchService::Stub>> stubs;
+  for (int c = 0; c < clients; ++c) {
+    std::shared_ptr<grpc::Channel> channel = NewChannel(server.address());
+    if (absl::Status s = WaitConnected(*channel); !s.ok()) return s;
+    stubs.push_back(v1::MatchService::NewStub(channel));
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> completed{0};
+  std::mutex error_mu;
+  grpc::Status error;
+  const Clock::time_point start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      for (size_t i = c; !stop.load(std::memory_order_relaxed); ++i) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(60));
+        v1::IdentifyResponse response;
+        const grpc::Status status = stubs[c]->Identify(
+            &context, requests[i % requests.size()], &response);
+        if (!status.ok()) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          error = status;
+          stop = true;
+          return;
+        }
+        completed.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  const double limit_ms = absl::GetFlag(FLAGS_qps_seconds) * 1000.0;
+  while (!stop && MillisSince(start) < limit_ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  if (!error.ok()) return FromGrpc("Identify (throughput)", error);
+  return static_cast<double>(completed) / (MillisSince(start) / 1000.0);
 }
 
 // The same vectors, in this process: matcher::Gallery and raw IndexFlatIP.
@@ -513,11 +579,12 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
     return result;
   }
   const std::string binary = absl::GetFlag(FLAGS_server_binary);
+  const std::vector<std::string> server_args = absl::GetFlag(FLAGS_server_args);
   std::fprintf(stderr, "[N=%llu] starting %s --data_dir=%s\n",
                static_cast<unsigned long long>(n), binary.c_str(),
                data_dir.c_str());
   absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
-      testing::ServerProcess::Start(binary, data_dir);
+      testing::ServerProcess::Start(binary, data_dir, server_args);
   if (!server.ok()) {
     result.error = server.status().ToString();
     return result;
@@ -551,7 +618,8 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
                static_cast<unsigned long long>(enrolled), result.enroll_seconds,
                result.enroll_per_second);
   if (enrolled == 0) return finish(absl::InternalError("nothing enrolled"));
-  absl::StatusOr<int64_t> templates = FaceTemplates(**server);
+  absl::StatusOr<int64_t> templates =
+      FaceTemplates(**server, &result.index_kind);
   if (!templates.ok()) return finish(templates.status());
   if (*templates != static_cast<int64_t>(enrolled)) {
     return finish(absl::InternalError(
@@ -574,6 +642,19 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
       !s.ok()) {
     return finish(s);
   }
+  for (const std::string& text : absl::GetFlag(FLAGS_identify_clients)) {
+    int clients = 0;
+    if (!absl::SimpleAtoi(text, &clients) || clients <= 0) {
+      return finish(absl::InvalidArgumentError(
+          absl::StrCat("--identify_clients: bad count '", text, "'")));
+    }
+    std::fprintf(stderr, "[N=%llu] Identify throughput, %d clients\n",
+                 static_cast<unsigned long long>(n), clients);
+    absl::StatusOr<double> qps =
+        IdentifyThroughput(**server, model, identities, clients);
+    if (!qps.ok()) return finish(qps.status());
+    result.grpc_qps.emplace_back(clients, *qps);
+  }
 
   if (absl::GetFlag(FLAGS_measure_restart)) {
     const int exit_code = (*server)->Terminate();
@@ -583,7 +664,7 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
           absl::StrCat("server exited with ", exit_code, " on SIGTERM")));
     }
     const Clock::time_point start = Clock::now();
-    server = testing::ServerProcess::Start(binary, data_dir);
+    server = testing::ServerProcess::Start(binary, data_dir, server_args);
     if (!server.ok()) return finish(server.status());
     result.restart_seconds = MillisSince(start) / 1000.0;
     absl::StatusOr<int64_t> reloaded = FaceTemplates(**server);
@@ -687,6 +768,12 @@ void PrintReport(const std::vector<SizeResult>& results,
     std::printf("- N=%llu: enrolled %llu in %.1f s",
                 static_cast<unsigned long long>(r.requested),
                 static_cast<unsigned long long>(r.enrolled), r.enroll_seconds);
+    if (!r.index_kind.empty()) {
+      std::printf("; FACE index kind %s", r.index_kind.c_str());
+    }
+    for (const auto& [clients, qps] : r.grpc_qps) {
+      std::printf("; Identify gRPC %.0f calls/s with %d clients", qps, clients);
+    }
     if (std::isfinite(r.restart_seconds)) {
       std::printf("; restart to serving %.1f s", r.restart_seconds);
     }

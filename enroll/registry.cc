@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,13 +15,17 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "enroll/snapshots.h"
 #include "enroll/validation.h"
 #include "google/protobuf/field_mask.pb.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/field_mask_util.h"
+#include "matcher/snapshot_file.h"
 
 namespace hawiya::enroll {
 namespace {
@@ -202,30 +207,301 @@ std::vector<matcher::TemplateToAdd> ToAdds(
   return adds;
 }
 
+// Subjects read from the store per transaction while replaying.
+constexpr size_t kReplayBatch = 512;
+
+// Brings galleries loaded from a snapshot taken at change `after` up to the
+// store: every subject changed since is removed from them and re-added with
+// its current templates if it is ACTIVE. Idempotent: a subject whose change
+// the snapshot already held ends exactly as it was, so it does not matter
+// whether a change made while the snapshot was taken is in it or not.
+absl::StatusOr<ChangedSubjects> Replay(Store& store, matcher::Matcher& matcher,
+                                       int64_t after) {
+  absl::StatusOr<ChangedSubjects> changed = store.SubjectsChangedAfter(after);
+  if (!changed.ok()) return changed.status();
+  const absl::Span<const std::string> subjects = changed->subject_ids;
+  for (size_t begin = 0; begin < subjects.size(); begin += kReplayBatch) {
+    const absl::Span<const std::string> batch =
+        subjects.subspan(begin, kReplayBatch);
+    absl::StatusOr<std::vector<TemplateRecord>> records =
+        store.ActiveTemplatesOf(batch);
+    if (!records.ok()) return records.status();
+    // Records come grouped by subject, in batch order.
+    size_t next = 0;
+    std::vector<TemplateRecord> mine;
+    for (const std::string& subject : batch) {
+      mine.clear();
+      while (next < records->size() && (*records)[next].subject_id == subject) {
+        mine.push_back(std::move((*records)[next++]));
+      }
+      if (absl::Status s = matcher.Replace(subject, ToAdds(mine)); !s.ok()) {
+        return Prefixed(absl::StrCat("subject ", subject, ": "), s);
+      }
+    }
+  }
+  return changed;
+}
+
+// The reader's messages start with "snapshot PATH: "; the report names the
+// file once.
+std::string Why(const std::string& path, const absl::Status& status) {
+  absl::string_view message = status.message();
+  absl::ConsumePrefix(&message, absl::StrCat("snapshot ", path, ": "));
+  return absl::StrCat(std::filesystem::path(path).filename().string(), ": ",
+                      message);
+}
+
+struct LoadedSnapshot {
+  SnapshotHeader header;
+  std::unique_ptr<matcher::Matcher> matcher;
+};
+
+// The galleries in the snapshot at `path`, if it is whole (checksum), from
+// this store and history, and made with these modalities.
+absl::StatusOr<LoadedSnapshot> LoadSnapshot(
+    const std::string& path, Store& store, const std::string& store_id,
+    int64_t store_sequence,
+    const std::vector<matcher::ModalitySpec>& modalities) {
+  absl::StatusOr<std::unique_ptr<matcher::SnapshotFileReader>> reader =
+      matcher::SnapshotFileReader::Open(path);
+  if (!reader.ok()) return reader.status();
+  // Verified before anything in it is read, so a damaged header is reported
+  // as damage, not as (say) a snapshot of another store.
+  if (absl::Status s = (*reader)->Verify(); !s.ok()) return s;
+  LoadedSnapshot loaded;
+  absl::StatusOr<SnapshotHeader> header = ReadSnapshotHeader(reader->get());
+  if (!header.ok()) return header.status();
+  loaded.header = *std::move(header);
+  if (absl::Status s = CheckSnapshotHeader(loaded.header, store, store_id,
+                                           store_sequence, modalities);
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::unique_ptr<matcher::Matcher>> matcher =
+      matcher::Matcher::Load({modalities}, reader->get());
+  if (!matcher.ok()) return matcher.status();
+  if (absl::Status s = (*reader)->CheckAtEnd(); !s.ok()) return s;
+  loaded.matcher = *std::move(matcher);
+  return loaded;
+}
+
+size_t TemplateCount(const matcher::Matcher& matcher) {
+  size_t templates = 0;
+  for (const matcher::GalleryInfo& info : matcher.Info()) {
+    templates += info.templates;
+  }
+  return templates;
+}
+
 }  // namespace
 
+std::string GalleryLoadReport::ToString() const {
+  const std::string why = absl::StrJoin(refused, "; ");
+  if (snapshot.empty()) {
+    return absl::StrCat("galleries: rebuilt from the store at change ",
+                        sequence, " (", why, "): ", templates, " templates in ",
+                        absl::FormatDuration(elapsed));
+  }
+  return absl::StrCat("galleries: loaded ", snapshot, " (change ",
+                      snapshot_sequence, ") and replayed ", replayed_subjects,
+                      " subjects changed up to change ", sequence, ": ",
+                      templates, " templates in ",
+                      absl::FormatDuration(elapsed),
+                      why.empty() ? "" : absl::StrCat("; not used: ", why));
+}
+
+std::string SnapshotReport::ToString() const {
+  if (!written) {
+    return absl::StrCat("snapshot: unchanged since change ", sequence);
+  }
+  return absl::StrCat("snapshot: wrote ", path, " (change ", sequence, ", ",
+                      bytes, " bytes) in ", absl::FormatDuration(elapsed),
+                      ", writes waited ", absl::FormatDuration(writers_waited));
+}
+
 Registry::Registry(std::unique_ptr<Store> store,
-                   std::unique_ptr<matcher::Matcher> matcher)
-    : store_(std::move(store)), matcher_(std::move(matcher)) {}
+                   std::unique_ptr<matcher::Matcher> matcher,
+                   RegistryOptions options)
+    : store_(std::move(store)),
+      matcher_(std::move(matcher)),
+      options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     const RegistryOptions& options) {
+  const absl::Time start = absl::Now();
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
   if (error) {
     return absl::FailedPreconditionError(
         absl::StrCat("data_dir ", options.data_dir, ": ", error.message()));
   }
-  absl::StatusOr<std::unique_ptr<matcher::Matcher>> matcher =
-      matcher::Matcher::Open({options.modalities});
-  if (!matcher.ok()) return matcher.status();
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(
       {(std::filesystem::path(options.data_dir) / "hawiya.db").string()});
   if (!store.ok()) return store.status();
+
+  // From the newest usable snapshot, else from the store. Nothing writes the
+  // store while Open runs, so the sequence read here stays the latest.
+  GalleryLoadReport report;
+  std::set<std::string> refused_paths;
+  std::unique_ptr<matcher::Matcher> matcher;
+  std::string store_id;
+  const std::string snapshot_dir =
+      (std::filesystem::path(options.data_dir) / "snapshots").string();
+  if (options.snapshots) {
+    absl::StatusOr<std::string> id = (*store)->StoreId();
+    if (!id.ok()) return id.status();
+    store_id = *std::move(id);
+    absl::StatusOr<int64_t> sequence = (*store)->ChangeSequence();
+    if (!sequence.ok()) return sequence.status();
+    std::filesystem::create_directories(snapshot_dir, error);
+    if (error) {
+      report.refused.push_back(
+          absl::StrCat(snapshot_dir, ": ", error.message()));
+    } else {
+      // No snapshot is being written yet: any temporary file is a crashed
+      // writer's.
+      RemoveTemporarySnapshots(snapshot_dir);
+      const std::vector<SnapshotFileInfo> files = ListSnapshots(snapshot_dir);
+      if (files.empty()) report.refused.push_back("no snapshot");
+      for (const SnapshotFileInfo& file : files) {
+        absl::StatusOr<LoadedSnapshot> loaded = LoadSnapshot(
+            file.path, **store, store_id, *sequence, options.modalities);
+        if (!loaded.ok()) {
+          report.refused.push_back(Why(file.path, loaded.status()));
+          refused_paths.insert(file.path);
+          continue;
+        }
+        absl::StatusOr<ChangedSubjects> replayed =
+            Replay(**store, *loaded->matcher, loaded->header.sequence);
+        if (!replayed.ok()) {
+          // Not the snapshot's fault; the rebuild reports the store's.
+          report.refused.push_back(
+              absl::StrCat(Why(file.path, replayed.status()),
+                           " (while replaying the store's changes)"));
+          break;
+        }
+        report.snapshot = std::filesystem::path(file.path).filename().string();
+        report.snapshot_sequence = loaded->header.sequence;
+        report.replayed_subjects =
+            static_cast<int64_t>(replayed->subject_ids.size());
+        report.sequence = replayed->sequence;
+        matcher = std::move(loaded->matcher);
+        break;
+      }
+    }
+  } else {
+    report.refused.push_back("snapshots disabled");
+  }
+
+  const bool rebuild = matcher == nullptr;
+  if (rebuild) {
+    absl::StatusOr<std::unique_ptr<matcher::Matcher>> empty =
+        matcher::Matcher::Open({options.modalities});
+    if (!empty.ok()) return empty.status();
+    matcher = *std::move(empty);
+  }
   std::unique_ptr<Registry> registry(
-      new Registry(*std::move(store), *std::move(matcher)));
-  if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
+      new Registry(*std::move(store), std::move(matcher), options));
+  if (rebuild) {
+    if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
+    absl::StatusOr<int64_t> sequence = registry->store_->ChangeSequence();
+    if (!sequence.ok()) return sequence.status();
+    report.sequence = *sequence;
+  }
+  report.templates = TemplateCount(*registry->matcher_);
+  report.elapsed = absl::Now() - start;
+  registry->load_report_ = std::move(report);
+  registry->store_id_ = std::move(store_id);
+  registry->snapshot_dir_ = snapshot_dir;
+  // The snapshot on disk, not the replayed sequence: a restart would replay
+  // from there again.
+  registry->snapshot_sequence_ = registry->load_report_.snapshot_sequence;
+  {
+    absl::MutexLock lock(&registry->snapshot_mu_);
+    registry->refused_snapshots_ = std::move(refused_paths);
+  }
   return registry;
+}
+
+absl::StatusOr<int64_t> Registry::ChangesSinceSnapshot() {
+  absl::StatusOr<int64_t> sequence = store_->ChangeSequence();
+  if (!sequence.ok()) return sequence.status();
+  return *sequence - snapshot_sequence_.load();
+}
+
+absl::StatusOr<SnapshotReport> Registry::WriteSnapshot() {
+  if (!options_.snapshots) {
+    return absl::FailedPreconditionError("snapshots: disabled");
+  }
+  const absl::Time start = absl::Now();
+  absl::MutexLock snapshot_lock(&snapshot_mu_);
+  SnapshotReport report;
+  SnapshotFileInfo file;
+  std::unique_ptr<matcher::SnapshotFileWriter> writer;
+  {
+    // Consistency. write_mu_ is held across every write's store commit and
+    // its gallery change, so while it is held here the galleries hold
+    // exactly the store's changes up to its current sequence S, and none
+    // after: the snapshot is taken at S and says so in its header. It stays
+    // held while the galleries are written (not just while S is read) so
+    // that writers queue here, on write_mu_, and not on the matcher's lock:
+    // absl::Mutex lets no new reader in while a writer waits, so a writer
+    // queued there would hold up every search behind it for the length of
+    // the snapshot. The file is synced after the lock is released.
+    // Replay after a load is idempotent anyway (subject by subject: remove,
+    // re-add from the store), so correctness would survive a snapshot that
+    // also held some changes after S; holding the lock makes it exact.
+    absl::MutexLock lock(&write_mu_);
+    const absl::Time locked = absl::Now();
+    if (galleries_diverged_) {
+      return absl::FailedPreconditionError(
+          "snapshots: a gallery change failed after its store commit, so the "
+          "galleries may differ from the store until a restart rebuilds them");
+    }
+    absl::StatusOr<int64_t> sequence = store_->ChangeSequence();
+    if (!sequence.ok()) return sequence.status();
+    report.sequence = *sequence;
+    if (*sequence == snapshot_sequence_.load()) return report;
+    SnapshotHeader header;
+    header.store_id = store_id_;
+    header.sequence = *sequence;
+    if (*sequence > 0) {
+      absl::StatusOr<Change> change = store_->GetChange(*sequence);
+      if (!change.ok()) return change.status();
+      header.change_time_us = change->time_us;
+      header.change_subject_id = change->subject_id;
+    }
+    header.create_time_us = absl::ToUnixMicros(absl::Now());
+    header.modalities = options_.modalities;
+    // An operator may have removed the folder; a file in its place fails
+    // below.
+    std::error_code error;
+    std::filesystem::create_directories(snapshot_dir_, error);
+    file.sequence = *sequence;
+    file.path =
+        (std::filesystem::path(snapshot_dir_) / SnapshotFileName(*sequence))
+            .string();
+    absl::StatusOr<std::unique_ptr<matcher::SnapshotFileWriter>> created =
+        matcher::SnapshotFileWriter::Create(
+            file.path,
+            matcher::SnapshotFileWriter::Options{options_.snapshot_on_write});
+    if (!created.ok()) return created.status();
+    writer = *std::move(created);
+    if (absl::Status s = WriteSnapshotHeader(header, writer.get()); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = matcher_->Save(writer.get()); !s.ok()) return s;
+    report.writers_waited = absl::Now() - locked;
+  }
+  if (absl::Status s = writer->Commit(); !s.ok()) return s;
+  snapshot_sequence_ = file.sequence;
+  refused_snapshots_.erase(file.path);
+  PruneSnapshots(snapshot_dir_, file, refused_snapshots_);
+  report.written = true;
+  report.path = file.path;
+  report.bytes = writer->bytes();
+  report.elapsed = absl::Now() - start;
+  return report;
 }
 
 absl::Status Registry::LoadGalleries() {
@@ -320,6 +596,7 @@ absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
     if (absl::Status s =
             AddToGalleries(prepared->person.subject_id(), written->templates);
         !s.ok()) {
+      GalleriesDiverged();
       return s;
     }
   }
@@ -380,6 +657,7 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
       if (absl::Status s =
               AddToGalleries(result.person.subject_id(), result.templates);
           !s.ok()) {
+        GalleriesDiverged();
         return s;
       }
     }
@@ -451,6 +729,7 @@ absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
     if (absl::Status s =
             matcher_->Replace(request.subject_id(), ToAdds(written->templates));
         !s.ok()) {
+      GalleriesDiverged();
       return s;
     }
   }
@@ -478,6 +757,15 @@ absl::Status Registry::DeletePerson(const v1::DeletePersonRequest& request) {
   // pages): the person must leave the galleries whatever the error, since
   // matching an erased person is worse than missing one until restart.
   if (s.ok() || request.erase()) matcher_->RemoveSubject(request.subject_id());
+  if (!s.ok() && request.erase()) {
+    // If the erase did not commit, an ACTIVE person is now missing from the
+    // galleries, and no change in the store says so.
+    absl::StatusOr<v1::Person> still = store_->GetPerson(request.subject_id());
+    if (!absl::IsNotFound(still.status()) &&
+        (!still.ok() || still->state() == v1::ACTIVE)) {
+      GalleriesDiverged();
+    }
+  }
   return s;
 }
 

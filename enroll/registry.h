@@ -6,10 +6,19 @@
 // Consistency: writes are serialised, and a write's gallery change is applied
 // before the next write starts, so the galleries always equal what the store
 // says is ACTIVE. Reads and matches run concurrently with each other.
+//
+// Snapshots: the galleries are derived data, so instead of rebuilding them
+// from every template in the store at each start, Open loads the newest
+// usable snapshot under data_dir/snapshots (enroll/snapshots.h) and replays
+// the store changes made after it; WriteSnapshot writes one.
 #ifndef HAWIYA_ENROLL_REGISTRY_H_
 #define HAWIYA_ENROLL_REGISTRY_H_
 
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +40,47 @@ struct RegistryOptions {
   // Folder of the embedded store (hawiya.db); created if absent.
   std::string data_dir;
   std::vector<matcher::ModalitySpec> modalities = matcher::DefaultModalities();
+  // Whether Open seeds the galleries from a snapshot in data_dir/snapshots
+  // (else it rebuilds them from the store) and WriteSnapshot may write one.
+  bool snapshots = true;
+  // Test seam: SnapshotFileWriter::Options::on_write of every snapshot.
+  std::function<void(uint64_t)> snapshot_on_write;
+};
+
+// How Open got its galleries, for the start-up log.
+struct GalleryLoadReport {
+  // The snapshot file the galleries were loaded from; empty if they were
+  // rebuilt from the store.
+  std::string snapshot;
+  // The snapshot's sequence, and the subjects changed after it that were
+  // replayed from the store.
+  int64_t snapshot_sequence = 0;
+  int64_t replayed_subjects = 0;
+  // The store change sequence the galleries hold.
+  int64_t sequence = 0;
+  size_t templates = 0;
+  // Snapshots not used, newest first, each "file: why"; or why none was
+  // tried ("no snapshot", "snapshots disabled").
+  std::vector<std::string> refused;
+  absl::Duration elapsed;
+
+  // One line: where the galleries came from, and why.
+  std::string ToString() const;
+};
+
+// What WriteSnapshot did.
+struct SnapshotReport {
+  // False if nothing changed since the last snapshot written or loaded.
+  bool written = false;
+  std::string path;
+  int64_t sequence = 0;
+  uint64_t bytes = 0;
+  // How long writes waited for the snapshot (the galleries being written),
+  // and the whole call (the file's fsync included).
+  absl::Duration writers_waited;
+  absl::Duration elapsed;
+
+  std::string ToString() const;
 };
 
 class Registry {
@@ -67,11 +117,31 @@ class Registry {
 
   absl::StatusOr<v1::GetStatsResponse> GetStats();
 
+  const GalleryLoadReport& load_report() const { return load_report_; }
+
+  // Writes a snapshot of the galleries to data_dir/snapshots, then keeps it
+  // and the newest older usable one and removes the rest. Writes wait while
+  // the galleries are written (not while the file is synced); reads and
+  // matches go on. Writes nothing if nothing changed since the last snapshot
+  // written or loaded. An error never affects a request, and leaves the
+  // previous snapshots as they were. FAILED_PRECONDITION if snapshots are
+  // disabled, or if the galleries may differ from the store (a gallery
+  // change failed after its store commit: only a restart, which rebuilds
+  // them, makes them worth saving again).
+  absl::StatusOr<SnapshotReport> WriteSnapshot();
+
+  // Store changes made since the last snapshot written or loaded (all of
+  // them if the galleries were rebuilt from the store).
+  absl::StatusOr<int64_t> ChangesSinceSnapshot();
+
  private:
   Registry(std::unique_ptr<Store> store,
-           std::unique_ptr<matcher::Matcher> matcher);
+           std::unique_ptr<matcher::Matcher> matcher, RegistryOptions options);
 
   absl::Status LoadGalleries();
+  // Remembers that a write's store commit succeeded but its gallery change
+  // did not (see WriteSnapshot).
+  void GalleriesDiverged() { galleries_diverged_ = true; }
   // Validates an Enroll request and builds the record the store writes.
   absl::StatusOr<NewPerson> PrepareEnroll(const v1::EnrollRequest& request,
                                           absl::Time now) const;
@@ -85,8 +155,22 @@ class Registry {
 
   const std::unique_ptr<Store> store_;
   const std::unique_ptr<matcher::Matcher> matcher_;
+  const RegistryOptions options_;
   // Held across a write's store transaction and its gallery change.
   absl::Mutex write_mu_;
+
+  // Set by Open, then only read.
+  GalleryLoadReport load_report_;
+  std::string store_id_;
+  std::string snapshot_dir_;
+  // One snapshot at a time.
+  absl::Mutex snapshot_mu_;
+  // Snapshot files Open refused: never kept as the older snapshot.
+  std::set<std::string> refused_snapshots_ ABSL_GUARDED_BY(snapshot_mu_);
+  // The sequence of the last snapshot written or loaded (0 after a rebuild:
+  // every change is then "since the snapshot").
+  std::atomic<int64_t> snapshot_sequence_{0};
+  std::atomic<bool> galleries_diverged_{false};
 };
 
 }  // namespace hawiya::enroll

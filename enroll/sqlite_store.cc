@@ -102,6 +102,16 @@ CREATE TABLE changes (
   time_us INTEGER NOT NULL
 );
 )sql",
+    // 2: the store's identity, which gallery snapshots carry so that one
+    // made from another data dir is refused. randomblob draws from sqlite's
+    // PRNG, seeded from the OS: unique, not secret.
+    R"sql(
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+)sql",
 };
 constexpr int64_t kSchemaVersion =
     static_cast<int64_t>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -770,6 +780,98 @@ class SqliteStore final : public Store {
     }
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
     return counts;
+  }
+
+  absl::StatusOr<std::string> StoreId() override {
+    absl::MutexLock lock(&mu_);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare("SELECT value FROM meta WHERE key = 'store_id'"));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::InternalError("store: no store_id in meta");
+    return select.Text(0);
+  }
+
+  absl::StatusOr<int64_t> ChangeSequence() override {
+    absl::MutexLock lock(&mu_);
+    // The primary key's b-tree answers MAX without a scan.
+    return connection_->QueryInt("SELECT COALESCE(MAX(seq), 0) FROM changes");
+  }
+
+  absl::StatusOr<Change> GetChange(int64_t sequence) override {
+    absl::MutexLock lock(&mu_);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT subject_id, kind, time_us FROM changes WHERE seq = ?1"));
+    select.BindInt(1, sequence);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) {
+      return absl::NotFoundError(
+          absl::StrCat("sequence: no change ", sequence));
+    }
+    return Change{sequence, select.Text(0), select.Text(1), select.Int(2)};
+  }
+
+  absl::StatusOr<ChangedSubjects> SubjectsChangedAfter(int64_t after) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    ChangedSubjects changed;
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        changed.sequence,
+        connection_->QueryInt("SELECT COALESCE(MAX(seq), 0) FROM changes"));
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare("SELECT subject_id FROM changes "
+                               "WHERE seq > ?1 AND seq <= ?2 "
+                               "GROUP BY subject_id ORDER BY MIN(seq)"));
+      select.BindInt(1, after).BindInt(2, changed.sequence);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        changed.subject_ids.push_back(select.Text(0));
+      }
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return changed;
+  }
+
+  absl::StatusOr<std::vector<TemplateRecord>> ActiveTemplatesOf(
+      absl::Span<const std::string> subject_ids) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    std::vector<TemplateRecord> records;
+    for (const std::string& subject_id : subject_ids) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(
+              "SELECT t.template_id, t.modality, t.position, t.quality, "
+              "t.algorithm, t.vector FROM templates t "
+              "JOIN persons p ON p.subject_id = t.subject_id "
+              "WHERE t.subject_id = ?1 AND p.state = ?2 "
+              "ORDER BY t.template_id"));
+      select.BindText(1, subject_id).BindInt(2, hawiya::v1::ACTIVE);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        TemplateRecord record;
+        record.template_id = select.Int(0);
+        record.subject_id = subject_id;
+        record.tmpl.set_modality(
+            static_cast<hawiya::v1::Modality>(select.Int(1)));
+        record.tmpl.set_position(static_cast<uint32_t>(select.Int(2)));
+        record.tmpl.set_quality(static_cast<uint32_t>(select.Int(3)));
+        record.tmpl.set_algorithm(select.Text(4));
+        HAWIYA_STORE_RETURN_IF_ERROR(
+            DecodeVector(select.Blob(5), record.tmpl.mutable_vector()));
+        records.push_back(std::move(record));
+      }
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return records;
   }
 
  private:

@@ -64,6 +64,23 @@ struct NewPerson {
   std::vector<hawiya::v1::Template> templates;
 };
 
+// One row of the change log: every committed write that changes a person
+// appends one, numbered by a sequence that only grows and is never reused.
+struct Change {
+  int64_t sequence = 0;
+  std::string subject_id;
+  std::string kind;  // "create", "update", "replace_templates", ...
+  int64_t time_us = 0;
+};
+
+// The subjects changed after a sequence number, as of one read.
+struct ChangedSubjects {
+  // The sequence the list runs up to: ChangeSequence() at the read.
+  int64_t sequence = 0;
+  // Each subject once, in the order of its first change.
+  std::vector<std::string> subject_ids;
+};
+
 struct PersonPage {
   std::vector<hawiya::v1::Person> persons;
   // Subject id of the last person when more may follow, else empty.
@@ -143,6 +160,30 @@ class Store {
   // Person counts per state (states with no person are absent).
   virtual absl::StatusOr<std::map<hawiya::v1::PersonState, int64_t>>
   CountPersons() = 0;
+
+  // What gallery snapshots are checked and replayed against.
+
+  // A random id made when the database was created (or migrated to schema
+  // 2), so that a snapshot made from another data dir is recognised. A copy
+  // of the file (a backup) keeps it.
+  virtual absl::StatusOr<std::string> StoreId() = 0;
+
+  // The sequence of the latest change, 0 if there is none.
+  virtual absl::StatusOr<int64_t> ChangeSequence() = 0;
+
+  // The change with this sequence; NOT_FOUND naming "sequence" if there is
+  // none.
+  virtual absl::StatusOr<Change> GetChange(int64_t sequence) = 0;
+
+  // The subjects with a change whose sequence is greater than `after`.
+  virtual absl::StatusOr<ChangedSubjects> SubjectsChangedAfter(
+      int64_t after) = 0;
+
+  // The current templates of those of `subject_ids` that are ACTIVE (a
+  // subject in another state, or gone, has none here), grouped by subject in
+  // template_id order; one read transaction.
+  virtual absl::StatusOr<std::vector<TemplateRecord>> ActiveTemplatesOf(
+      absl::Span<const std::string> subject_ids) = 0;
 };
 
 }  // namespace hawiya::enroll

@@ -30,6 +30,7 @@
 #include "faiss/IndexFlat.h"
 #include "faiss/impl/FaissException.h"
 #include "matcher/gallery.h"
+#include "matcher/gallery_kinds.h"
 #include "matcher/kernels.h"
 #include "matcher/scan_pool.h"
 #include "matcher/snapshot.h"
@@ -78,6 +79,9 @@ class FaissGallery final : public Gallery {
   }
   std::string index_kind() const override { return "exact"; }
   absl::Status Save(SnapshotWriter* out) const override;
+  // The body of LoadExactGallery: everything Save wrote after the kind name.
+  static absl::StatusOr<std::unique_ptr<Gallery>> Load(
+      const GalleryOptions& options, SnapshotReader* in);
 
  private:
   // Moves one subject from having `from` templates to having `to`.
@@ -324,17 +328,206 @@ absl::StatusOr<float> FaissGallery::ScoreSubject(
   return best;
 }
 
-absl::Status FaissGallery::Save(SnapshotWriter* /*out*/) const {
-  // TODO(issue 3, snapshots): not written yet.
-  return absl::UnimplementedError("exact gallery snapshots are not built yet");
+// Snapshot layout, after the kind name (gallery_kinds.h). Everything is
+// written as a few bulk arrays, so that loading 1M templates is a handful of
+// large reads plus the hash maps, not a million small allocations and reads:
+//   u64    dimension
+//   i64s   label of each row, in row order
+//   bytes  the rows: normalised fp32 vectors, dimension floats per row
+//   bytes  every subject id, concatenated
+//   i64s   end offset of each subject id in those bytes
+//   i32s   index of each row's subject among those ids
+absl::Status FaissGallery::Save(SnapshotWriter* out) const {
+  // A reader lock: searches go on, writers wait, so the rows, labels and
+  // subjects written are those of one instant.
+  absl::ReaderMutexLock lock(&mu_);
+  const size_t rows = row_label_.size();
+  if (subject_labels_.size() >
+      static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::FailedPreconditionError(
+        "snapshot: more subjects than an exact gallery snapshot can index");
+  }
+  std::string subject_bytes;
+  std::vector<int64_t> subject_ends;
+  subject_ends.reserve(subject_labels_.size());
+  std::vector<int32_t> row_subject(rows, -1);
+  for (const auto& [subject, labels] : subject_labels_) {
+    const auto index = static_cast<int32_t>(subject_ends.size());
+    subject_bytes.append(subject);
+    subject_ends.push_back(static_cast<int64_t>(subject_bytes.size()));
+    for (int64_t label : labels) row_subject[label_row_.at(label)] = index;
+  }
+  absl::Status s = out->WriteString(IndexKindName(IndexKind::kExact));
+  if (s.ok()) s = out->WriteU64(static_cast<uint64_t>(dimension_));
+  if (s.ok()) s = out->WriteI64s(row_label_);
+  if (s.ok()) s = out->WriteBytes(flat_.codes);
+  if (s.ok()) {
+    s = out->WriteBytes(absl::MakeConstSpan(
+        reinterpret_cast<const uint8_t*>(subject_bytes.data()),
+        subject_bytes.size()));
+  }
+  if (s.ok()) s = out->WriteI64s(subject_ends);
+  if (s.ok()) s = out->WriteI32s(row_subject);
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
+    const GalleryOptions& options, SnapshotReader* in) {
+  const size_t d = static_cast<size_t>(options.dimension);
+  absl::StatusOr<uint64_t> dimension = in->ReadU64();
+  if (!dimension.ok()) return dimension.status();
+  if (*dimension != d) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("dimension: the snapshot's exact gallery has ", *dimension,
+                     ", the options say ", d));
+  }
+  // Bounds come from the stream's own length (SnapshotReader::Remaining).
+  constexpr size_t kUnbounded = std::numeric_limits<size_t>::max();
+  std::vector<int64_t> labels;
+  if (absl::Status s = in->ReadI64s(kUnbounded, &labels); !s.ok()) return s;
+  const size_t rows = labels.size();
+  std::vector<uint8_t> codes;
+  if (absl::Status s = in->ReadBytes(kUnbounded, &codes); !s.ok()) return s;
+  if (codes.size() / sizeof(float) / d != rows ||
+      codes.size() != rows * d * sizeof(float)) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot: exact gallery has ", rows, " labels but ",
+                     codes.size(), " bytes of vectors (", d, " floats each)"));
+  }
+  std::vector<uint8_t> subject_bytes;
+  if (absl::Status s = in->ReadBytes(kUnbounded, &subject_bytes); !s.ok()) {
+    return s;
+  }
+  std::vector<int64_t> subject_ends;
+  if (absl::Status s = in->ReadI64s(kUnbounded, &subject_ends); !s.ok()) {
+    return s;
+  }
+  std::vector<int32_t> row_subject;
+  if (absl::Status s = in->ReadI32s(rows, &row_subject); !s.ok()) return s;
+  if (row_subject.size() != rows) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot: exact gallery has ", rows, " labels but ",
+                     row_subject.size(), " row subjects"));
+  }
+
+  const size_t subjects = subject_ends.size();
+  std::vector<absl::string_view> ids(subjects);
+  std::vector<uint32_t> counts(subjects, 0);
+  int64_t begin = 0;
+  for (size_t i = 0; i < subjects; ++i) {
+    const int64_t end = subject_ends[i];
+    if (end <= begin || end > static_cast<int64_t>(subject_bytes.size()) ||
+        (i + 1 == subjects &&
+         end != static_cast<int64_t>(subject_bytes.size()))) {
+      return absl::DataLossError(absl::StrCat(
+          "snapshot: exact gallery subject ", i, " has bad bounds"));
+    }
+    ids[i] = absl::string_view(
+        reinterpret_cast<const char*>(subject_bytes.data()) + begin,
+        static_cast<size_t>(end - begin));
+    begin = end;
+  }
+  if (subjects == 0 && !subject_bytes.empty()) {
+    return absl::DataLossError("snapshot: exact gallery has stray subject ids");
+  }
+  for (size_t row = 0; row < rows; ++row) {
+    const int32_t subject = row_subject[row];
+    if (subject < 0 || static_cast<size_t>(subject) >= subjects) {
+      return absl::DataLossError(absl::StrCat("snapshot: exact gallery row ",
+                                              row, " has no valid subject"));
+    }
+    ++counts[static_cast<size_t>(subject)];
+  }
+
+  auto gallery = std::make_unique<FaissGallery>(
+      options.dimension, options.scan_pool != nullptr ? options.scan_pool
+                                                      : &ScanPool::Default());
+  {
+    // Not shared yet; the lock is for the annotations.
+    absl::WriterMutexLock lock(&gallery->mu_);
+    gallery->subject_labels_.reserve(subjects);
+    for (size_t i = 0; i < subjects; ++i) {
+      if (counts[i] == 0) {
+        return absl::DataLossError(absl::StrCat(
+            "snapshot: exact gallery subject ", i, " has no template"));
+      }
+      auto [it, inserted] = gallery->subject_labels_.try_emplace(ids[i]);
+      if (!inserted) {
+        return absl::DataLossError(absl::StrCat(
+            "snapshot: exact gallery lists subject ", ids[i], " twice"));
+      }
+      it->second.reserve(counts[i]);
+      gallery->Recount(0, counts[i]);
+    }
+    // Every subject is in: the map no longer rehashes, so these pointers
+    // stay valid while the rows are filled in.
+    std::vector<std::vector<int64_t>*> subject_labels(subjects);
+    for (size_t i = 0; i < subjects; ++i) {
+      subject_labels[i] = &gallery->subject_labels_.find(ids[i])->second;
+    }
+    gallery->label_row_.reserve(rows);
+    gallery->label_subject_.reserve(rows);
+    for (size_t row = 0; row < rows; ++row) {
+      const int64_t label = labels[row];
+      const auto subject = static_cast<size_t>(row_subject[row]);
+      if (!gallery->label_row_.emplace(label, row).second) {
+        return absl::DataLossError(absl::StrCat(
+            "snapshot: exact gallery holds label ", label, " twice"));
+      }
+      gallery->label_subject_.emplace(label, ids[subject]);
+      subject_labels[subject]->push_back(label);
+    }
+    gallery->row_label_ = std::move(labels);
+    gallery->flat_.codes = std::move(codes);
+    gallery->flat_.ntotal = static_cast<FaissLabel>(rows);
+  }
+  return std::unique_ptr<Gallery>(std::move(gallery));
 }
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
+    const GalleryOptions& options, SnapshotReader* in) {
+  try {
+    return FaissGallery::Load(options, in);
+  } catch (const faiss::FaissException& e) {
+    return FaissError("load", e);
+  } catch (const std::exception& e) {
+    // bad_alloc for a gallery larger than memory.
+    return FaissError("load", e);
+  }
+}
+
 absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
-    const GalleryOptions& /*options*/, SnapshotReader* /*in*/) {
-  // TODO(issue 3, snapshots): not written yet.
-  return absl::UnimplementedError("gallery snapshots are not built yet");
+    const GalleryOptions& options, SnapshotReader* in) {
+  if (options.dimension <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dimension: must be positive, got ", options.dimension));
+  }
+  // Kind names are short; a longer one is corruption, not a new kind.
+  constexpr size_t kMaxKindNameBytes = 64;
+  absl::StatusOr<std::string> name = in->ReadString(kMaxKindNameBytes);
+  if (!name.ok()) return name.status();
+  absl::StatusOr<IndexKind> kind = ParseIndexKind(*name);
+  if (!kind.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot: unknown index kind \"", *name, "\""));
+  }
+  if (*kind != options.index.kind) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("index.kind: the snapshot holds a ", *name,
+                     " gallery, the options ask "
+                     "for ",
+                     IndexKindName(options.index.kind)));
+  }
+  switch (*kind) {
+    case IndexKind::kExact:
+      return LoadExactGallery(options, in);
+    default:
+      // Other kinds plug in here (Load* in gallery_kinds.h).
+      return absl::FailedPreconditionError(absl::StrCat(
+          "index.kind: ", *name, " snapshots are not supported by this build"));
+  }
 }
 
 absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(

@@ -55,8 +55,11 @@ class MatcherImpl final : public Matcher {
  public:
   MatcherImpl() = default;
 
-  // Called once by Open, before the matcher is shared.
-  absl::Status Init(const MatcherOptions& options);
+  // Called once by Open (in == nullptr: empty galleries) or Load, before
+  // the matcher is shared.
+  absl::Status Init(const MatcherOptions& options, SnapshotReader* in);
+
+  absl::Status Save(SnapshotWriter* out) const override;
 
   absl::Status Add(absl::string_view subject_id,
                    absl::Span<const TemplateToAdd> templates) override;
@@ -74,6 +77,9 @@ class MatcherImpl final : public Matcher {
   std::vector<GalleryInfo> Info() const override;
 
  private:
+  // Reads the galleries Save wrote. REQUIRES: specs_ are set.
+  absl::Status LoadGalleries(SnapshotReader* in)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Add, after removing the subject everywhere first if `replace`.
   absl::Status Put(absl::string_view subject_id,
                    absl::Span<const TemplateToAdd> templates, bool replace);
@@ -100,7 +106,8 @@ class MatcherImpl final : public Matcher {
       ABSL_GUARDED_BY(mu_);
 };
 
-absl::Status MatcherImpl::Init(const MatcherOptions& options) {
+absl::Status MatcherImpl::Init(const MatcherOptions& options,
+                               SnapshotReader* in) {
   if (options.modalities.empty()) {
     return absl::InvalidArgumentError(
         "modalities: at least one modality is required");
@@ -127,11 +134,74 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options) {
       return absl::InvalidArgumentError(absl::StrCat(
           field, ".threshold: must be finite, got ", spec.threshold));
     }
+    if (in != nullptr) {
+      // The galleries come from the snapshot, once every spec is checked.
+      specs_[Slot(spec.modality)] = spec;
+      continue;
+    }
     absl::StatusOr<std::unique_ptr<Gallery>> gallery =
         Gallery::Open(GalleryOptions{spec.dimension, spec.index});
     if (!gallery.ok()) return gallery.status();
     specs_[Slot(spec.modality)] = spec;
     galleries_[Slot(spec.modality)] = *std::move(gallery);
+  }
+  if (in != nullptr) return LoadGalleries(in);
+  return absl::OkStatus();
+}
+
+// Snapshot layout: "matcher", u32 number of galleries, then per gallery in
+// Modality order its u32 modality and Gallery::Save.
+constexpr absl::string_view kSnapshotTag = "matcher";
+
+absl::Status MatcherImpl::Save(SnapshotWriter* out) const {
+  absl::ReaderMutexLock lock(&mu_);
+  uint32_t count = 0;
+  for (Modality modality : kAllModalities) count += spec(modality) != nullptr;
+  absl::Status s = out->WriteString(kSnapshotTag);
+  if (s.ok()) s = out->WriteU32(count);
+  for (Modality modality : kAllModalities) {
+    if (!s.ok()) return s;
+    if (spec(modality) == nullptr) continue;
+    s = out->WriteU32(static_cast<uint32_t>(modality));
+    if (s.ok()) s = gallery(modality)->Save(out);
+  }
+  return s;
+}
+
+absl::Status MatcherImpl::LoadGalleries(SnapshotReader* in) {
+  absl::StatusOr<std::string> tag = in->ReadString(kSnapshotTag.size());
+  if (!tag.ok()) return tag.status();
+  if (*tag != kSnapshotTag) {
+    return absl::DataLossError("snapshot: no matcher where one was expected");
+  }
+  std::string configured;
+  uint32_t configured_count = 0;
+  for (Modality modality : kAllModalities) {
+    if (spec(modality) == nullptr) continue;
+    absl::StrAppend(&configured, configured.empty() ? "" : ", ",
+                    ModalityName(modality));
+    ++configured_count;
+  }
+  const absl::Status other_modalities = absl::FailedPreconditionError(
+      absl::StrCat("modalities: the snapshot holds other galleries than the ",
+                   configured, " configured"));
+  absl::StatusOr<uint32_t> count = in->ReadU32();
+  if (!count.ok()) return count.status();
+  if (*count != configured_count) return other_modalities;
+  for (Modality modality : kAllModalities) {
+    const ModalitySpec* modality_spec = spec(modality);
+    if (modality_spec == nullptr) continue;
+    absl::StatusOr<uint32_t> saved = in->ReadU32();
+    if (!saved.ok()) return saved.status();
+    if (*saved != static_cast<uint32_t>(modality)) return other_modalities;
+    absl::StatusOr<std::unique_ptr<Gallery>> gallery = Gallery::Load(
+        GalleryOptions{modality_spec->dimension, modality_spec->index}, in);
+    if (!gallery.ok()) {
+      return absl::Status(gallery.status().code(),
+                          absl::StrCat(ModalityName(modality), " gallery: ",
+                                       gallery.status().message()));
+    }
+    galleries_[Slot(modality)] = *std::move(gallery);
   }
   return absl::OkStatus();
 }
@@ -386,7 +456,14 @@ std::vector<ModalitySpec> DefaultModalities() {
 absl::StatusOr<std::unique_ptr<Matcher>> Matcher::Open(
     const MatcherOptions& options) {
   auto matcher = std::make_unique<MatcherImpl>();
-  if (absl::Status s = matcher->Init(options); !s.ok()) return s;
+  if (absl::Status s = matcher->Init(options, nullptr); !s.ok()) return s;
+  return std::unique_ptr<Matcher>(std::move(matcher));
+}
+
+absl::StatusOr<std::unique_ptr<Matcher>> Matcher::Load(
+    const MatcherOptions& options, SnapshotReader* in) {
+  auto matcher = std::make_unique<MatcherImpl>();
+  if (absl::Status s = matcher->Init(options, in); !s.ok()) return s;
   return std::unique_ptr<Matcher>(std::move(matcher));
 }
 

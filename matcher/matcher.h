@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "matcher/gallery.h"
+#include "matcher/snapshot.h"
 
 namespace hawiya::matcher {
 
@@ -87,7 +88,20 @@ class Matcher {
   static absl::StatusOr<std::unique_ptr<Matcher>> Open(
       const MatcherOptions& options);
 
+  // Reopens a matcher written by Save, with `options`' thresholds (which
+  // shape no index). Checks options as Open does; FAILED_PRECONDITION naming
+  // "modalities" if the snapshot holds other modalities than `options`
+  // configures, or a gallery's error from Gallery::Load (prefixed with the
+  // modality); DATA_LOSS if the stream is malformed. REQUIRES: in != nullptr.
+  static absl::StatusOr<std::unique_ptr<Matcher>> Load(
+      const MatcherOptions& options, SnapshotReader* in);
+
   virtual ~Matcher() = default;
+
+  // Writes every gallery, in Modality order, as of one instant: Add, Replace
+  // and RemoveSubject wait until it returns, searches go on. REQUIRES:
+  // out != nullptr.
+  virtual absl::Status Save(SnapshotWriter* out) const = 0;
 
   // Adds a subject's templates (any modalities). All or nothing.
   virtual absl::Status Add(absl::string_view subject_id,

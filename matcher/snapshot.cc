@@ -35,6 +35,13 @@ absl::Status ReadArray(SnapshotReader* in, size_t max_count,
                                             " elements, at most ", max_count,
                                             " expected"));
   }
+  // Checked before resize: a corrupt count must not allocate what the
+  // stream cannot hold.
+  if (*count > in->Remaining() / sizeof(T)) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot: array of ", *count, " elements of ", sizeof(T),
+                     " bytes, only ", in->Remaining(), " bytes left"));
+  }
   out->resize(*count);
   return in->Read(out->data(), *count * sizeof(T));
 }

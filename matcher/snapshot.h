@@ -4,8 +4,8 @@
 //
 // Numbers are written little-endian as fixed-width fields; every variable
 // length is written before its data, and readers refuse lengths beyond the
-// bounds they are given, so a corrupt stream fails with DATA_LOSS instead of
-// allocating without limit.
+// bounds they are given or beyond what is left of the stream (Remaining), so
+// a corrupt stream fails with DATA_LOSS instead of allocating without limit.
 #ifndef HAWIYA_MATCHER_SNAPSHOT_H_
 #define HAWIYA_MATCHER_SNAPSHOT_H_
 
@@ -48,6 +48,10 @@ class SnapshotReader {
   // Reads exactly n bytes; DATA_LOSS if the stream ends first.
   virtual absl::Status Read(void* data, size_t n) = 0;
 
+  // Bytes left to read, or UINT64_MAX if the stream does not know. The array
+  // readers below refuse a count whose bytes exceed it before allocating.
+  virtual uint64_t Remaining() const { return UINT64_MAX; }
+
   absl::StatusOr<uint32_t> ReadU32();
   absl::StatusOr<uint64_t> ReadU64();
   absl::StatusOr<int64_t> ReadI64();
@@ -75,6 +79,7 @@ class StringSnapshotReader final : public SnapshotReader {
  public:
   explicit StringSnapshotReader(absl::string_view bytes) : bytes_(bytes) {}
   absl::Status Read(void* data, size_t n) override;
+  uint64_t Remaining() const override { return bytes_.size() - position_; }
   // Whether every byte has been read.
   bool at_end() const { return position_ == bytes_.size(); }
 

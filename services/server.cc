@@ -90,7 +90,7 @@ class ServerImpl final : public Server {
     {
       absl::MutexLock lock(&mu_);
       if (shut_down_) return;
-      shut_down_ = true;
+      shut_down_ = true;  // also stops the background snapshots
     }
     if (server_ != nullptr) {
       server_->GetHealthCheckService()->SetServingStatus(false);
@@ -98,8 +98,11 @@ class ServerImpl final : public Server {
                         absl::ToChronoNanoseconds(grace));
       server_->Wait();
     }
+    // Waits for a load, or a background snapshot, in progress.
     if (loader_.joinable()) loader_.join();
-    // Every handler has finished: the registry (and its store) can close.
+    // Every handler has finished: nothing changes the galleries any more.
+    if (registry_ != nullptr && options_.snapshots) WriteSnapshot();
+    // The registry (and its store) can close.
     context_.registry.store(nullptr);
     registry_.reset();
   }
@@ -121,6 +124,8 @@ class ServerImpl final : public Server {
     return cores + ScanPoolOptions(config).max_batch;
   }
 
+  // The loading thread: loads the galleries, then writes background
+  // snapshots until Shutdown.
   void Load() {
     if (options_.before_load) options_.before_load();
     absl::Status status;
@@ -130,10 +135,12 @@ class ServerImpl final : public Server {
       enroll::RegistryOptions registry_options;
       registry_options.data_dir = options_.data_dir;
       registry_options.modalities = *specs;
+      registry_options.snapshots = options_.snapshots;
       absl::StatusOr<std::unique_ptr<enroll::Registry>> registry =
           enroll::Registry::Open(registry_options);
       if (registry.ok()) {
         registry_ = *std::move(registry);
+        Log("INFO", registry_->load_report().ToString());
         context_.registry.store(registry_.get());
         server_->GetHealthCheckService()->SetServingStatus(true);
       } else {
@@ -147,6 +154,54 @@ class ServerImpl final : public Server {
       load_status_ = status;
     }
     loaded_.Notify();
+    if (status.ok() && options_.snapshots) SnapshotLoop();
+  }
+
+  // Writes a snapshot when snapshot_min_changes changes are not in the
+  // newest one, or snapshot_interval after it if any change is not. After a
+  // rebuild from the store every change counts as not in one, so a large
+  // store is snapshotted soon after start.
+  void SnapshotLoop() {
+    const absl::Duration interval = options_.snapshot_interval;
+    const bool by_time =
+        interval > absl::ZeroDuration() && interval != absl::InfiniteDuration();
+    // Checking costs one indexed MAX query; a second keeps the trigger
+    // prompt without measurable load.
+    const absl::Duration tick =
+        by_time ? std::min(interval, absl::Seconds(1)) : absl::Seconds(1);
+    absl::Time last = absl::Now();  // the newest snapshot's age counts from
+    absl::Time next_try = absl::InfinitePast();
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (mu_.AwaitWithTimeout(absl::Condition(&shut_down_), tick)) return;
+      }
+      const absl::Time now = absl::Now();
+      if (now < next_try) continue;
+      absl::StatusOr<int64_t> pending = registry_->ChangesSinceSnapshot();
+      if (!pending.ok() || *pending <= 0) continue;
+      const bool enough = options_.snapshot_min_changes > 0 &&
+                          *pending >= options_.snapshot_min_changes;
+      if (!enough && !(by_time && now - last >= interval)) continue;
+      if (WriteSnapshot()) {
+        last = absl::Now();
+      } else {
+        // Not every tick: a full disk would otherwise be hit with a large
+        // write every second.
+        next_try = absl::Now() + (by_time ? interval : absl::Minutes(1));
+      }
+    }
+  }
+
+  // Logs the outcome; a failure only costs a slower next start.
+  bool WriteSnapshot() {
+    absl::StatusOr<enroll::SnapshotReport> report = registry_->WriteSnapshot();
+    if (!report.ok()) {
+      Log("WARNING", "snapshot not written: ", report.status().ToString());
+      return false;
+    }
+    if (report->written) Log("INFO", report->ToString());
+    return true;
   }
 
   const ServerOptions options_;
@@ -165,6 +220,7 @@ class ServerImpl final : public Server {
   absl::Notification loaded_;
   absl::Mutex mu_;
   absl::Status load_status_ ABSL_GUARDED_BY(mu_);
+  // Also what the snapshot loop waits on.
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -2,10 +2,13 @@
 // AdminService, grpc.health.v1.Health and server reflection.
 //
 // Start binds at once and reports NOT_SERVING (Hawiya RPCs UNAVAILABLE) while
-// the galleries load from the store in the background, then SERVING.
+// the galleries load (from a snapshot plus the store's later changes, or from
+// the store alone) in the background, then SERVING. While serving it writes
+// gallery snapshots in the background, and one more on Shutdown.
 #ifndef HAWIYA_SERVICES_SERVER_H_
 #define HAWIYA_SERVICES_SERVER_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -26,6 +29,17 @@ struct ServerOptions {
   bool insecure = true;
   // Test seam: runs on the loading thread before the galleries load.
   std::function<void()> before_load;
+
+  // Gallery snapshots under DATA_DIR/snapshots (enroll/registry.h): loaded
+  // at start, written in the background and on Shutdown. False rebuilds the
+  // galleries from the store at every start and writes none.
+  bool snapshots = true;
+  // A background snapshot is written once this many store changes are not
+  // in the newest one (<= 0: never on that ground)...
+  int64_t snapshot_min_changes = 100000;
+  // ...or once any change is not, and the newest one is this old (zero or
+  // infinite: never on that ground).
+  absl::Duration snapshot_interval = absl::Minutes(10);
 };
 
 // Whether host:port names a loopback address (127.0.0.0/8, ::1, localhost).
@@ -45,7 +59,9 @@ class Server {
   virtual absl::Status WaitUntilReady() = 0;
 
   // Reports NOT_SERVING, stops accepting calls, lets in-flight calls finish
-  // for up to `grace` (then cancels them), and closes the store. Idempotent.
+  // for up to `grace` (then cancels them), writes a snapshot if snapshots are
+  // on and anything changed since the last one, and closes the store.
+  // Idempotent.
   virtual void Shutdown(absl::Duration grace) = 0;
 };
 

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -57,6 +58,18 @@ ABSL_FLAG(bool, insecure, false,
           "non-loopback addresses.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
+ABSL_FLAG(bool, snapshots, true,
+          "Keep gallery snapshots in DATA_DIR/snapshots: start from the newest "
+          "usable one plus the store's later changes, write one in the "
+          "background and on SIGTERM/SIGINT. false rebuilds the galleries "
+          "from the store at every start and writes none.");
+ABSL_FLAG(int64_t, snapshot_min_changes, 100000,
+          "Write a background snapshot once this many store changes are not "
+          "in the newest one (each costs the next start a replay of about "
+          "20 us); 0 never on that ground.");
+ABSL_FLAG(absl::Duration, snapshot_interval, absl::Minutes(10),
+          "Write a background snapshot once the newest one is this old and "
+          "any change is not in it; 0 never on that ground.");
 
 int main(int argc, char** argv) {
   hawiya::services::HandleHelp(
@@ -65,8 +78,9 @@ int main(int argc, char** argv) {
       "Usage: hawiya-server --insecure [--listen=127.0.0.1:50051] "
       "[--data_dir=./hawiya-data] [--config=FILE]\n"
       "Prints 'listening on HOST:PORT' once bound and 'serving' once the "
-      "galleries are loaded. SIGTERM or SIGINT drains in-flight calls and "
-      "closes the store.");
+      "galleries are loaded (stderr says whether from a snapshot, and why "
+      "not). SIGTERM or SIGINT drains in-flight calls, writes a snapshot "
+      "and closes the store.");
   SetOpenMpDefaults();
   absl::ParseCommandLine(argc, argv);
   using hawiya::services::Log;
@@ -91,6 +105,9 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.config = *config;
   options.insecure = absl::GetFlag(FLAGS_insecure);
+  options.snapshots = absl::GetFlag(FLAGS_snapshots);
+  options.snapshot_min_changes = absl::GetFlag(FLAGS_snapshot_min_changes);
+  options.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   absl::StatusOr<std::unique_ptr<hawiya::services::Server>> server =
       hawiya::services::Server::Start(options);
   if (!server.ok()) {
@@ -123,7 +140,8 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
-  Log("INFO", "signal ", signal_number, ": draining in-flight calls");
+  Log("INFO", "signal ", signal_number,
+      ": draining in-flight calls, then the last snapshot");
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
   server->reset();
   Log("INFO", "stopped; store closed");

@@ -756,12 +756,12 @@ TEST_F(StoreTest, ReopenKeepsEverythingWithoutRerunningSchema) {
   EXPECT_TRUE(replay->replayed);
 
   RawDb raw(path_);
-  EXPECT_EQ(raw.Int("PRAGMA user_version"), 1);
+  EXPECT_EQ(raw.Int("PRAGMA user_version"), 2);
   EXPECT_EQ(raw.Text("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' "
                     "AND name IN ('persons', 'templates', 'idempotency', "
-                    "'changes')"),
-            4);
+                    "'changes', 'meta')"),
+            5);
 }
 
 TEST_F(StoreTest, RefusesNewerSchema) {

@@ -1,5 +1,6 @@
 #include "tests/testing/server_process.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -17,7 +18,8 @@ namespace hawiya::testing {
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& binary, const std::string& data_dir,
-    const std::vector<std::string>& extra_args) {
+    const std::vector<std::string>& extra_args,
+    const std::string& stderr_path) {
   std::vector<std::string> args = {binary, "--insecure", "--listen=127.0.0.1:0",
                                    "--data_dir=" + data_dir};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
@@ -31,6 +33,14 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     dup2(pipe_fds[1], STDOUT_FILENO);
     close(pipe_fds[0]);
     close(pipe_fds[1]);
+    if (!stderr_path.empty()) {
+      const int fd =
+          open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+      }
+    }
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);

@@ -19,10 +19,12 @@ namespace hawiya::testing {
 class ServerProcess {
  public:
   // Starts `binary --insecure --listen=127.0.0.1:0 --data_dir=data_dir
-  // extra_args...` and returns once it reports "serving".
+  // extra_args...` and returns once it reports "serving". Its stderr is
+  // appended to stderr_path if one is given, else shared with ours.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
       const std::string& binary, const std::string& data_dir,
-      const std::vector<std::string>& extra_args = {});
+      const std::vector<std::string>& extra_args = {},
+      const std::string& stderr_path = "");
 
   // SIGKILLs the server if it still runs.
   ~ServerProcess();
