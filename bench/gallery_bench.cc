@@ -1,15 +1,30 @@
 // gallery_bench: micro-benchmarks of matcher::Gallery against raw FAISS
-// IndexFlatIP on the same synthetic vectors (d = 512), and of Gallery::Add.
+// IndexFlatIP on the same synthetic vectors (d = 512), of Gallery::Add, and
+// of the exact scan on matcher::ScanPool:
+//   - read/N/T: the memory-read limit, T threads reading the N x 512 fp32
+//     rows (each its share, as four sequential streams), measured in the
+//     same run on the same buffer;
+//   - pool/N/T: one query at a time through a ScanPool of T threads (the
+//     gallery's scan without the collapse to subjects);
+//   - pool_throughput/N/batch/wait_us/threads:C: C callers searching at once
+//     on a pool of --scan_threads threads whose passes take up to `batch`
+//     queries (1 = no coalescing) and wait up to wait_us for them.
 //
 // Galleries are built once per size and cached across iterations and
-// benchmarks. OpenMP (and so OpenBLAS-openmp) runs on --omp_threads threads,
-// 1 by default: a single-query flat search is sequential anyway, and one
-// thread gives per-core numbers for the batched search.
+// benchmarks. Sizes above --max_rows (default 100000) are not registered:
+// --max_rows=1000000 adds 1M (about 4 GB and a minute or two to build). The
+// galleries scan on the default ScanPool, --scan_threads threads (0 = one
+// per core). OpenMP (and so OpenBLAS-openmp) runs on --omp_threads threads,
+// 1 by default: a single-query FAISS flat search is sequential anyway, and
+// one thread gives per-core numbers for the batched search.
 //
-//   gallery_bench [--omp_threads=1] [--benchmark_filter=...] [...]
+//   gallery_bench [--omp_threads=1] [--scan_threads=0] [--max_rows=100000]
+//                 [--benchmark_filter=...] [...]
 
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -17,7 +32,10 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -25,6 +43,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "benchmark/benchmark.h"
 #include "faiss/Index.h"
@@ -33,7 +52,13 @@
 #include "faiss/impl/IDSelector.h"
 #include "faiss/utils/utils.h"
 #include "matcher/gallery.h"
+#include "matcher/kernels.h"
+#include "matcher/scan_pool.h"
 #include "matcher/synthetic.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace hawiya::bench {
 namespace {
@@ -55,6 +80,9 @@ matcher::SyntheticModel Model() {
   return matcher::SyntheticModel(options);
 }
 
+int scan_threads = 0;      // --scan_threads
+size_t max_rows = 100000;  // --max_rows
+
 // N enrolled identities (capture 0) in a Gallery and in a raw IndexFlatIP,
 // plus kProbes mated probes (capture 1).
 struct Fixture {
@@ -65,28 +93,42 @@ struct Fixture {
 };
 
 const Fixture& GetFixture(size_t n) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
   static auto* cache = new std::map<size_t, std::unique_ptr<Fixture>>();
   std::unique_ptr<Fixture>& fixture = (*cache)[n];
   if (fixture != nullptr) return *fixture;
+  if (n >= 1000000) {
+    std::fprintf(stderr, "gallery_bench: building the %zu-row fixture...\n", n);
+  }
   fixture = std::make_unique<Fixture>();
   const matcher::SyntheticModel model = Model();
-  std::vector<matcher::GalleryEntry> entries(n);
-  std::vector<float> flat_data(n * kDimension);
-  for (size_t i = 0; i < n; ++i) {
-    entries[i].label = static_cast<int64_t>(i);
-    entries[i].subject_id = SubjectId(i);
-    entries[i].vector = matcher::Normalized(model.Capture(i, 0));
-    const std::vector<float> unit = matcher::Normalized(entries[i].vector);
-    std::memcpy(flat_data.data() + i * kDimension, unit.data(),
-                kDimension * sizeof(float));
-  }
   fixture->gallery = *matcher::Gallery::Open({kDimension});
-  if (absl::Status s = fixture->gallery->Add(entries); !s.ok()) {
-    std::fprintf(stderr, "gallery_bench: Add: %s\n", s.ToString().c_str());
-    std::abort();
-  }
   fixture->flat = std::make_unique<faiss::IndexFlatIP>(kDimension);
-  fixture->flat->add(static_cast<faiss::Index::idx_t>(n), flat_data.data());
+  // In slices, so that a large N never holds a third copy of the vectors.
+  constexpr size_t kSlice = 65536;
+  std::vector<matcher::GalleryEntry> entries;
+  std::vector<float> flat_data;
+  for (size_t first = 0; first < n; first += kSlice) {
+    const size_t count = std::min(kSlice, n - first);
+    entries.resize(count);
+    flat_data.resize(count * kDimension);
+    for (size_t j = 0; j < count; ++j) {
+      const size_t i = first + j;
+      entries[j].label = static_cast<int64_t>(i);
+      entries[j].subject_id = SubjectId(i);
+      entries[j].vector = model.Capture(i, 0);
+      const std::vector<float> unit = matcher::Normalized(entries[j].vector);
+      std::memcpy(flat_data.data() + j * kDimension, unit.data(),
+                  kDimension * sizeof(float));
+    }
+    if (absl::Status s = fixture->gallery->Add(entries); !s.ok()) {
+      std::fprintf(stderr, "gallery_bench: Add: %s\n", s.ToString().c_str());
+      std::abort();
+    }
+    fixture->flat->add(static_cast<faiss::Index::idx_t>(count),
+                       flat_data.data());
+  }
   fixture->flat_probes.resize(kProbes * kDimension);
   for (size_t i = 0; i < kProbes; ++i) {
     // Spread the probes over the whole gallery.
@@ -96,6 +138,126 @@ const Fixture& GetFixture(size_t n) {
                 kDimension * sizeof(float));
   }
   return *fixture;
+}
+
+const float* FlatProbe(const Fixture& f, size_t i) {
+  return f.flat_probes.data() + (i % kProbes) * kDimension;
+}
+
+#if defined(__x86_64__)
+// Reads bytes as four sequential streams (its quarters, side by side), as
+// the scan kernels read a chunk. Integer adds, two loads per step per
+// stream, so the adds never limit the loads.
+__attribute__((target("avx2"))) uint64_t ReadAvx2(const char* p, size_t bytes) {
+  constexpr int kStreams = 4;
+  const size_t part = bytes / kStreams / 64 * 64;
+  __m256i sums[kStreams];
+  for (int k = 0; k < kStreams; ++k) sums[k] = _mm256_setzero_si256();
+  for (size_t i = 0; i < part; i += 64) {
+    for (int k = 0; k < kStreams; ++k) {
+      const char* at = p + k * part + i;
+      sums[k] = _mm256_add_epi32(
+          sums[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
+      sums[k] = _mm256_add_epi32(
+          sums[k],
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32)));
+    }
+  }
+  __m256i s = sums[0];
+  for (int k = 1; k < kStreams; ++k) s = _mm256_add_epi32(s, sums[k]);
+  return static_cast<uint64_t>(_mm256_extract_epi64(s, 0)) ^
+         static_cast<uint64_t>(_mm256_extract_epi64(s, 3));
+}
+#endif
+
+// The memory-read limit of a scan: range(1) threads read the fixture's
+// N x 512 fp32 rows, each a contiguous share as four streams.
+void BM_ReadLimit(benchmark::State& state) {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2")) {
+    state.SkipWithError("no AVX2 on this CPU");
+    return;
+  }
+  const size_t n = static_cast<size_t>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const Fixture& f = GetFixture(n);
+  const char* base = reinterpret_cast<const char*>(f.flat->get_xb());
+  const size_t bytes = n * kDimension * sizeof(float);
+  const size_t share = bytes / static_cast<size_t>(threads) / 256 * 256;
+  std::atomic<uint64_t> sink{0};
+  for (auto _ : state) {
+    std::vector<std::thread> readers;
+    for (int t = 1; t < threads; ++t) {
+      readers.emplace_back(
+          [&, t] { sink += ReadAvx2(base + t * share, share); });
+    }
+    sink += ReadAvx2(base, share);
+    for (std::thread& r : readers) r.join();
+  }
+  benchmark::DoNotOptimize(sink.load());
+  state.SetBytesProcessed(state.iterations() *
+                          static_cast<int64_t>(share * threads));
+#else
+  state.SkipWithError("x86 only");
+#endif
+}
+
+// Pools by (threads, max_batch, max_wait), shared by the benchmarks and
+// their threads, never destroyed.
+matcher::ScanPool& Pool(int threads, int max_batch, int wait_us) {
+  static std::mutex mu;
+  static auto* pools =
+      new std::map<std::tuple<int, int, int>, matcher::ScanPool*>();
+  std::lock_guard<std::mutex> lock(mu);
+  matcher::ScanPool*& pool = (*pools)[{threads, max_batch, wait_us}];
+  if (pool == nullptr) {
+    pool = new matcher::ScanPool(matcher::ScanPoolOptions{
+        threads, max_batch, absl::Microseconds(wait_us)});
+  }
+  return *pool;
+}
+
+// The fetch of a one-template-per-subject gallery searched for the top 10.
+constexpr size_t kFetch = kTopK + 1;
+
+// One query at a time on a pool of range(1) threads: the scan's latency.
+void BM_PoolSearch(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const Fixture& f = GetFixture(n);
+  matcher::ScanPool& pool = Pool(static_cast<int>(state.range(1)), 8, 0);
+  const matcher::F32RowsSource rows(&f, f.flat->get_xb(), n, kDimension);
+  size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pool.Search(rows, FlatProbe(f, i++), kFetch));
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() *
+                          static_cast<int64_t>(n * kDimension * sizeof(float)));
+}
+
+// state.threads() callers at once on a pool of --scan_threads threads with
+// batches of up to range(1) queries and a wait of range(2) us. items/s is
+// queries/s over all callers; "batch" the mean queries per pass.
+void BM_PoolThroughput(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const Fixture& f = GetFixture(n);
+  matcher::ScanPool& pool = Pool(scan_threads, static_cast<int>(state.range(1)),
+                                 static_cast<int>(state.range(2)));
+  const matcher::F32RowsSource rows(&f, f.flat->get_xb(), n, kDimension);
+  const matcher::ScanPool::Stats before = pool.stats();
+  size_t i = static_cast<size_t>(state.thread_index()) * 31;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pool.Search(rows, FlatProbe(f, i++), kFetch));
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (state.thread_index() == 0) {
+    const matcher::ScanPool::Stats after = pool.stats();
+    const double passes = static_cast<double>(after.passes - before.passes);
+    state.counters["batch"] =
+        passes > 0
+            ? static_cast<double>(after.queries - before.queries) / passes
+            : 0.0;
+  }
 }
 
 void BM_GallerySearch(benchmark::State& state) {
@@ -224,53 +386,110 @@ void BM_IdMap2RemoveAndReAdd(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-BENCHMARK(BM_GallerySearch)
-    ->Arg(10000)
-    ->Arg(100000)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_FlatIPSearch)
-    ->Arg(10000)
-    ->Arg(100000)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_FlatIPSearchBatch)
-    ->Arg(10000)
-    ->Arg(100000)
-    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_GalleryAdd)->Arg(1)->Arg(1000)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_GalleryRemoveAndReAdd)
-    ->Arg(10000)
-    ->Arg(100000)
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_IdMap2RemoveAndReAdd)
-    ->Arg(10000)
-    ->Arg(100000)
-    ->Unit(benchmark::kMicrosecond);
+
+// Everything sized by N, for the sizes up to --max_rows.
+void RegisterSized() {
+  std::vector<int64_t> sizes;
+  for (int64_t n : {10000, 100000, 1000000}) {
+    if (static_cast<size_t>(n) <= max_rows) sizes.push_back(n);
+  }
+  const int cores =
+      std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  for (int64_t n : sizes) {
+    for (int threads = 1; threads <= cores; ++threads) {
+      benchmark::RegisterBenchmark("read", BM_ReadLimit)
+          ->Args({n, threads})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+    benchmark::RegisterBenchmark("BM_GallerySearch", BM_GallerySearch)
+        ->Arg(n)
+        ->Unit(benchmark::kMillisecond);
+    for (int threads = 1; threads <= cores; ++threads) {
+      benchmark::RegisterBenchmark("pool", BM_PoolSearch)
+          ->Args({n, threads})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+    benchmark::RegisterBenchmark("BM_FlatIPSearch", BM_FlatIPSearch)
+        ->Arg(n)
+        ->Unit(benchmark::kMillisecond);
+    // All kProbes probes per iteration: seconds at 1M, so only up to 100k.
+    if (n <= 100000) {
+      benchmark::RegisterBenchmark("BM_FlatIPSearchBatch", BM_FlatIPSearchBatch)
+          ->Arg(n)
+          ->Unit(benchmark::kMillisecond);
+    }
+    for (int callers : {1, 4, 16}) {
+      // No coalescing, natural batching, natural batching + 0.5 ms wait.
+      for (auto [batch, wait_us] :
+           {std::pair{1, 0}, std::pair{8, 0}, std::pair{8, 500}}) {
+        benchmark::RegisterBenchmark("pool_throughput", BM_PoolThroughput)
+            ->Args({n, batch, wait_us})
+            ->Threads(callers)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+    }
+    if (n <= 100000) {
+      benchmark::RegisterBenchmark("BM_GalleryRemoveAndReAdd",
+                                   BM_GalleryRemoveAndReAdd)
+          ->Arg(n)
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("BM_IdMap2RemoveAndReAdd",
+                                   BM_IdMap2RemoveAndReAdd)
+          ->Arg(n)
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace hawiya::bench
 
 int main(int argc, char** argv) {
-  // Our one flag; everything else is Google Benchmark's.
+  // Our flags; everything else is Google Benchmark's.
   int omp_threads = 1;
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
-    constexpr const char kFlag[] = "--omp_threads=";
-    if (std::strncmp(argv[i], kFlag, sizeof(kFlag) - 1) == 0) {
-      if (!absl::SimpleAtoi(argv[i] + sizeof(kFlag) - 1, &omp_threads) ||
-          omp_threads < 0) {
+    const auto flag = [&](const char* name, auto* value) {
+      const size_t len = std::strlen(name);
+      if (std::strncmp(argv[i], name, len) != 0) return false;
+      if (!absl::SimpleAtoi(argv[i] + len, value) || *value < 0) {
         std::fprintf(stderr, "gallery_bench: bad %s\n", argv[i]);
-        return 2;
+        std::exit(2);
       }
-    } else {
+      return true;
+    };
+    if (!flag("--omp_threads=", &omp_threads) &&
+        !flag("--scan_threads=", &hawiya::bench::scan_threads) &&
+        !flag("--max_rows=", &hawiya::bench::max_rows)) {
       argv[kept++] = argv[i];
     }
   }
   argc = kept;
   if (omp_threads > 0) omp_set_num_threads(omp_threads);
+  // The galleries' pool; before any gallery opens.
+  hawiya::matcher::ScanPoolOptions scan_options;
+  scan_options.threads = hawiya::bench::scan_threads;
+  if (absl::Status s =
+          hawiya::matcher::ScanPool::SetDefaultOptions(scan_options);
+      !s.ok()) {
+    std::fprintf(stderr, "gallery_bench: %s\n", s.ToString().c_str());
+    return 2;
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  hawiya::bench::RegisterSized();
   benchmark::AddCustomContext("omp_threads",
                               absl::StrCat(omp_get_max_threads()));
+  benchmark::AddCustomContext(
+      "scan_threads",
+      absl::StrCat(hawiya::matcher::ScanPool::Default().threads()));
+  benchmark::AddCustomContext(
+      "kernels",
+      std::string(hawiya::matcher::IsaName(hawiya::matcher::BestIsa())));
   benchmark::AddCustomContext(
       "faiss", absl::StrCat(FAISS_VERSION_MAJOR, ".", FAISS_VERSION_MINOR, ".",
                             FAISS_VERSION_PATCH, " (",

@@ -205,61 +205,69 @@ HAWIYA_AVX2 float DotAvx2(const float* query, const typename C::T* x,
   return HorizontalSum(_mm256_add_ps(a, b));
 }
 
+// Rows r[0..3] against the query, two accumulators per row (eight
+// independent FMA chains, each query load feeding four FMAs); the four
+// results in order. Per row, DotAvx2's accumulators and order.
+template <typename C>
+HAWIYA_AVX2_INLINE __m128 FourRowsAvx2(const float* query,
+                                       const typename C::T* r0,
+                                       const typename C::T* r1,
+                                       const typename C::T* r2,
+                                       const typename C::T* r3, size_t d) {
+  __m256 a0 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps();
+  __m256 a1 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+  __m256 a2 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps();
+  __m256 a3 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+  size_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+    const __m256 q = _mm256_loadu_ps(query + j);
+    const __m256 p = _mm256_loadu_ps(query + j + 8);
+    a0 = _mm256_fmadd_ps(q, C::Load(r0 + j), a0);
+    b0 = _mm256_fmadd_ps(p, C::Load(r0 + j + 8), b0);
+    a1 = _mm256_fmadd_ps(q, C::Load(r1 + j), a1);
+    b1 = _mm256_fmadd_ps(p, C::Load(r1 + j + 8), b1);
+    a2 = _mm256_fmadd_ps(q, C::Load(r2 + j), a2);
+    b2 = _mm256_fmadd_ps(p, C::Load(r2 + j + 8), b2);
+    a3 = _mm256_fmadd_ps(q, C::Load(r3 + j), a3);
+    b3 = _mm256_fmadd_ps(p, C::Load(r3 + j + 8), b3);
+  }
+  if (j + 8 <= d) {
+    const __m256 q = _mm256_loadu_ps(query + j);
+    a0 = _mm256_fmadd_ps(q, C::Load(r0 + j), a0);
+    a1 = _mm256_fmadd_ps(q, C::Load(r1 + j), a1);
+    a2 = _mm256_fmadd_ps(q, C::Load(r2 + j), a2);
+    a3 = _mm256_fmadd_ps(q, C::Load(r3 + j), a3);
+    j += 8;
+  }
+  if (j < d) {
+    const size_t rest = d - j;
+    const __m256 q = LoadPartialF32Avx2(query + j, rest);
+    b0 = _mm256_fmadd_ps(q, C::LoadPartial(r0 + j, rest), b0);
+    b1 = _mm256_fmadd_ps(q, C::LoadPartial(r1 + j, rest), b1);
+    b2 = _mm256_fmadd_ps(q, C::LoadPartial(r2 + j, rest), b2);
+    b3 = _mm256_fmadd_ps(q, C::LoadPartial(r3 + j, rest), b3);
+  }
+  return HorizontalSum4(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1),
+                        _mm256_add_ps(a2, b2), _mm256_add_ps(a3, b3));
+}
+
 template <typename C>
 HAWIYA_AVX2 void RowsAvx2(const float* query, const typename C::T* x, size_t n,
                           size_t d, float* out) {
-  // Four rows per pass: each query load feeds four FMAs, and two
-  // accumulators per row give eight independent FMA chains. The four rows
-  // come from the four quarters of the batch, not from four adjacent rows:
-  // four long sequential streams keep the hardware prefetchers trained and
-  // several DRAM reads in flight, while adjacent rows make four 2 KB
-  // streams per pass that the prefetchers never lock onto. On a cold
-  // 100k x 512 float32 base that is 9 ms against 14 ms for adjacent rows
-  // (with software prefetch) and 13 ms for one row at a time.
+  // Four rows per pass (FourRowsAvx2). The four rows come from the four
+  // quarters of the batch, not from four adjacent rows: four long
+  // sequential streams keep the hardware prefetchers trained and several
+  // DRAM reads in flight, while adjacent rows make four 2 KB streams per
+  // pass that the prefetchers never lock onto. On a cold 100k x 512 float32
+  // base that is 9 ms against 14 ms for adjacent rows (with software
+  // prefetch) and 13 ms for one row at a time.
   const size_t m = n / 4;
   const size_t stride = m * d;
   for (size_t i = 0; i < m; ++i) {
     const typename C::T* r0 = x + i * d;
-    const typename C::T* r1 = r0 + stride;
-    const typename C::T* r2 = r1 + stride;
-    const typename C::T* r3 = r2 + stride;
-    __m256 a0 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps();
-    __m256 a1 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-    __m256 a2 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps();
-    __m256 a3 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-    size_t j = 0;
-    for (; j + 16 <= d; j += 16) {
-      const __m256 q = _mm256_loadu_ps(query + j);
-      const __m256 p = _mm256_loadu_ps(query + j + 8);
-      a0 = _mm256_fmadd_ps(q, C::Load(r0 + j), a0);
-      b0 = _mm256_fmadd_ps(p, C::Load(r0 + j + 8), b0);
-      a1 = _mm256_fmadd_ps(q, C::Load(r1 + j), a1);
-      b1 = _mm256_fmadd_ps(p, C::Load(r1 + j + 8), b1);
-      a2 = _mm256_fmadd_ps(q, C::Load(r2 + j), a2);
-      b2 = _mm256_fmadd_ps(p, C::Load(r2 + j + 8), b2);
-      a3 = _mm256_fmadd_ps(q, C::Load(r3 + j), a3);
-      b3 = _mm256_fmadd_ps(p, C::Load(r3 + j + 8), b3);
-    }
-    if (j + 8 <= d) {
-      const __m256 q = _mm256_loadu_ps(query + j);
-      a0 = _mm256_fmadd_ps(q, C::Load(r0 + j), a0);
-      a1 = _mm256_fmadd_ps(q, C::Load(r1 + j), a1);
-      a2 = _mm256_fmadd_ps(q, C::Load(r2 + j), a2);
-      a3 = _mm256_fmadd_ps(q, C::Load(r3 + j), a3);
-      j += 8;
-    }
-    if (j < d) {
-      const size_t rest = d - j;
-      const __m256 q = LoadPartialF32Avx2(query + j, rest);
-      b0 = _mm256_fmadd_ps(q, C::LoadPartial(r0 + j, rest), b0);
-      b1 = _mm256_fmadd_ps(q, C::LoadPartial(r1 + j, rest), b1);
-      b2 = _mm256_fmadd_ps(q, C::LoadPartial(r2 + j, rest), b2);
-      b3 = _mm256_fmadd_ps(q, C::LoadPartial(r3 + j, rest), b3);
-    }
     alignas(16) float sums[4];
-    _mm_store_ps(sums,
-                 HorizontalSum4(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1),
-                                _mm256_add_ps(a2, b2), _mm256_add_ps(a3, b3)));
+    _mm_store_ps(sums, FourRowsAvx2<C>(query, r0, r0 + stride, r0 + 2 * stride,
+                                       r0 + 3 * stride, d));
     out[i] = sums[0];
     out[i + m] = sums[1];
     out[i + 2 * m] = sums[2];
@@ -268,172 +276,39 @@ HAWIYA_AVX2 void RowsAvx2(const float* query, const typename C::T* x, size_t n,
   for (size_t i = 4 * m; i < n; ++i) out[i] = DotAvx2<C>(query, x + i * d, d);
 }
 
-// Multi-query scans. A register tile scores R rows (1 or 2) against Q
-// queries: two accumulators per (row, query) pair, fed in exactly DotAvx2's
-// order, so every result is bit for bit DotAvx2's (and so InnerProducts').
-// Per 8-float step the tile loads R row chunks and Q query chunks and does
-// R * Q FMAs. Measured here (AVX2 at an effective ~1.4 GHz: 4-cycle FMA
-// latency, two FMAs per cycle), a one-row tile of four queries reached 60%
-// of the FMA peak and one of two queries 30%: each (row, query) chain is
-// d / 16 FMAs long, and a row's chains end before the next row's start, so
-// a tile needs more than eight chains and fewer loads per FMA. Two rows of
-// three queries give twelve chains, five loads per six FMAs, and use 15 of
-// the 16 ymm registers (12 accumulators, 2 row chunks, 1 query chunk).
-constexpr size_t kAvx2TileQueries = 3;
-
-// Makes the compiler load v into a register once, instead of folding the
-// load into each FMA that uses it (which doubles the loads of a two-row
-// tile).
-template <typename V>
-HAWIYA_AVX2_INLINE void KeepInRegister(V& v) {
-  asm("" : "+x"(v));
-}
-
-template <typename C, size_t R, size_t Q>
-HAWIYA_AVX2_INLINE void TileAvx2(const float* const* queries,
-                                 const typename C::T* const* rows, size_t d,
-                                 float* const* outs, size_t stride) {
-  __m256 a[R][Q];
-  __m256 b[R][Q];
-#pragma GCC unroll 4
-  for (size_t i = 0; i < R; ++i) {
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      a[i][k] = _mm256_setzero_ps();
-      b[i][k] = _mm256_setzero_ps();
-    }
-  }
-  __m256 r[R];
-  size_t j = 0;
-  for (; j + 16 <= d; j += 16) {
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::Load(rows[i] + j);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      __m256 q = _mm256_loadu_ps(queries[k] + j);
-      KeepInRegister(q);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        a[i][k] = _mm256_fmadd_ps(q, r[i], a[i][k]);
-    }
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::Load(rows[i] + j + 8);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      __m256 q = _mm256_loadu_ps(queries[k] + j + 8);
-      KeepInRegister(q);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        b[i][k] = _mm256_fmadd_ps(q, r[i], b[i][k]);
-    }
-  }
-  if (j + 8 <= d) {
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::Load(rows[i] + j);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      __m256 q = _mm256_loadu_ps(queries[k] + j);
-      KeepInRegister(q);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        a[i][k] = _mm256_fmadd_ps(q, r[i], a[i][k]);
-    }
-    j += 8;
-  }
-  if (j < d) {
-    const size_t rest = d - j;
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::LoadPartial(rows[i] + j, rest);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      const __m256 q = LoadPartialF32Avx2(queries[k] + j, rest);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        b[i][k] = _mm256_fmadd_ps(q, r[i], b[i][k]);
-    }
-  }
-#pragma GCC unroll 4
-  for (size_t i = 0; i < R; ++i) {
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      outs[i][k * stride] = HorizontalSum(_mm256_add_ps(a[i][k], b[i][k]));
-    }
-  }
-}
-
-// How a multi-query call splits its q queries into tiles of at most kMax:
-// evenly (8 = 3 + 3 + 2, 4 = 2 + 2, not 3 + 1), since a tile's chains are
-// 2 * R * Q and the smallest tile is the most latency-bound. The first
-// `small` tiles take `size` queries, the others size + 1.
-struct QueryTiles {
-  QueryTiles(size_t q, size_t max) : count((q + max - 1) / max) {
-    size = q / count;
-    small = count - q % count;
-  }
-  size_t count;
-  size_t size;
-  size_t small;
-};
-
-// The R rows at `rows` (outputs at `outs`, stride `n` between queries)
-// against every query.
-template <typename C, size_t R>
-HAWIYA_AVX2_INLINE void AllQueriesAvx2(const float* const* queries,
-                                       const QueryTiles& tiles,
-                                       const typename C::T* const* rows,
-                                       size_t d, float* const* outs, size_t n) {
-  size_t k = 0;
-  for (size_t t = 0; t < tiles.count; ++t) {
-    const size_t size = tiles.size + (t < tiles.small ? 0 : 1);
-    float* at[R];
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) at[i] = outs[i] + k * n;
-    switch (size) {
-      case 1:
-        TileAvx2<C, R, 1>(queries + k, rows, d, at, n);
-        break;
-      case 2:
-        TileAvx2<C, R, 2>(queries + k, rows, d, at, n);
-        break;
-      default:
-        TileAvx2<C, R, kAvx2TileQueries>(queries + k, rows, d, at, n);
-        break;
-    }
-    k += size;
-  }
-}
-
+// Several queries against the same rows (InnerProductsMulti): the four
+// rows of each RowsAvx2 step against every query in turn. The first query
+// brings the four rows in from memory exactly as RowsAvx2 does (four
+// sequential streams in lockstep), the others find them in L1, so memory
+// sees one single-query scan and every result is RowsAvx2's, bit for bit.
+//
+// Register tiles of two rows by up to three queries (twelve FMA chains, the
+// query chunk shared by both rows) did no better in cache here (AVX2 at an
+// effective ~1.4 GHz), and worse from DRAM: with the two halves of the four
+// rows read in turn, a q = 2 scan of 100k x 512 took up to 1.4x as long.
 template <typename C>
 HAWIYA_AVX2 void MultiAvx2(const float* const* queries, size_t q,
                            const typename C::T* x, size_t n, size_t d,
                            float* out) {
-  using T = typename C::T;
-  if (q == 1) {
-    RowsAvx2<C>(queries[0], x, n, d, out);
-    return;
-  }
-  const QueryTiles tiles(q, kAvx2TileQueries);
-  // Rows in pairs from the four quarters of the batch, (i, i + m) then
-  // (i + 2m, i + 3m): memory sees RowsAvx2's four sequential streams.
   const size_t m = n / 4;
+  const size_t stride = m * d;
   for (size_t i = 0; i < m; ++i) {
-    for (size_t half = 0; half < 2; ++half) {
-      const size_t row = i + 2 * half * m;
-      const T* rows[2] = {x + row * d, x + (row + m) * d};
-      float* outs[2] = {out + row, out + row + m};
-      AllQueriesAvx2<C, 2>(queries, tiles, rows, d, outs, n);
+    const typename C::T* r0 = x + i * d;
+    for (size_t k = 0; k < q; ++k) {
+      alignas(16) float sums[4];
+      _mm_store_ps(sums, FourRowsAvx2<C>(queries[k], r0, r0 + stride,
+                                         r0 + 2 * stride, r0 + 3 * stride, d));
+      float* o = out + k * n;
+      o[i] = sums[0];
+      o[i + m] = sums[1];
+      o[i + 2 * m] = sums[2];
+      o[i + 3 * m] = sums[3];
     }
   }
-  size_t row = 4 * m;
-  for (; row + 2 <= n; row += 2) {
-    const T* rows[2] = {x + row * d, x + (row + 1) * d};
-    float* outs[2] = {out + row, out + row + 1};
-    AllQueriesAvx2<C, 2>(queries, tiles, rows, d, outs, n);
-  }
-  if (row < n) {
-    const T* rows[1] = {x + row * d};
-    float* outs[1] = {out + row};
-    AllQueriesAvx2<C, 1>(queries, tiles, rows, d, outs, n);
+  for (size_t i = 4 * m; i < n; ++i) {
+    for (size_t k = 0; k < q; ++k) {
+      out[k * n + i] = DotAvx2<C>(queries[k], x + i * d, d);
+    }
   }
 }
 
@@ -519,6 +394,51 @@ HAWIYA_AVX512 float DotAvx512(const float* query, const typename C::T* x,
   return HorizontalSum(FoldTo256(_mm512_add_ps(a, b)));
 }
 
+// As FourRowsAvx2: per row, DotAvx512's accumulators and order.
+template <typename C>
+HAWIYA_AVX512_INLINE __m128 FourRowsAvx512(const float* query,
+                                           const typename C::T* r0,
+                                           const typename C::T* r1,
+                                           const typename C::T* r2,
+                                           const typename C::T* r3, size_t d) {
+  __m512 a0 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps();
+  __m512 a1 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+  __m512 a2 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps();
+  __m512 a3 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+  size_t j = 0;
+  for (; j + 32 <= d; j += 32) {
+    const __m512 q = _mm512_loadu_ps(query + j);
+    const __m512 p = _mm512_loadu_ps(query + j + 16);
+    a0 = _mm512_fmadd_ps(q, C::Load(r0 + j), a0);
+    b0 = _mm512_fmadd_ps(p, C::Load(r0 + j + 16), b0);
+    a1 = _mm512_fmadd_ps(q, C::Load(r1 + j), a1);
+    b1 = _mm512_fmadd_ps(p, C::Load(r1 + j + 16), b1);
+    a2 = _mm512_fmadd_ps(q, C::Load(r2 + j), a2);
+    b2 = _mm512_fmadd_ps(p, C::Load(r2 + j + 16), b2);
+    a3 = _mm512_fmadd_ps(q, C::Load(r3 + j), a3);
+    b3 = _mm512_fmadd_ps(p, C::Load(r3 + j + 16), b3);
+  }
+  if (j + 16 <= d) {
+    const __m512 q = _mm512_loadu_ps(query + j);
+    a0 = _mm512_fmadd_ps(q, C::Load(r0 + j), a0);
+    a1 = _mm512_fmadd_ps(q, C::Load(r1 + j), a1);
+    a2 = _mm512_fmadd_ps(q, C::Load(r2 + j), a2);
+    a3 = _mm512_fmadd_ps(q, C::Load(r3 + j), a3);
+    j += 16;
+  }
+  if (j < d) {
+    const size_t rest = d - j;
+    const __m512 q = F32Avx512::LoadPartial(query + j, rest);
+    b0 = _mm512_fmadd_ps(q, C::LoadPartial(r0 + j, rest), b0);
+    b1 = _mm512_fmadd_ps(q, C::LoadPartial(r1 + j, rest), b1);
+    b2 = _mm512_fmadd_ps(q, C::LoadPartial(r2 + j, rest), b2);
+    b3 = _mm512_fmadd_ps(q, C::LoadPartial(r3 + j, rest), b3);
+  }
+  return HorizontalSum4(
+      FoldTo256(_mm512_add_ps(a0, b0)), FoldTo256(_mm512_add_ps(a1, b1)),
+      FoldTo256(_mm512_add_ps(a2, b2)), FoldTo256(_mm512_add_ps(a3, b3)));
+}
+
 template <typename C>
 HAWIYA_AVX512 void RowsAvx512(const float* query, const typename C::T* x,
                               size_t n, size_t d, float* out) {
@@ -527,47 +447,9 @@ HAWIYA_AVX512 void RowsAvx512(const float* query, const typename C::T* x,
   const size_t stride = m * d;
   for (size_t i = 0; i < m; ++i) {
     const typename C::T* r0 = x + i * d;
-    const typename C::T* r1 = r0 + stride;
-    const typename C::T* r2 = r1 + stride;
-    const typename C::T* r3 = r2 + stride;
-    __m512 a0 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps();
-    __m512 a1 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-    __m512 a2 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps();
-    __m512 a3 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
-    size_t j = 0;
-    for (; j + 32 <= d; j += 32) {
-      const __m512 q = _mm512_loadu_ps(query + j);
-      const __m512 p = _mm512_loadu_ps(query + j + 16);
-      a0 = _mm512_fmadd_ps(q, C::Load(r0 + j), a0);
-      b0 = _mm512_fmadd_ps(p, C::Load(r0 + j + 16), b0);
-      a1 = _mm512_fmadd_ps(q, C::Load(r1 + j), a1);
-      b1 = _mm512_fmadd_ps(p, C::Load(r1 + j + 16), b1);
-      a2 = _mm512_fmadd_ps(q, C::Load(r2 + j), a2);
-      b2 = _mm512_fmadd_ps(p, C::Load(r2 + j + 16), b2);
-      a3 = _mm512_fmadd_ps(q, C::Load(r3 + j), a3);
-      b3 = _mm512_fmadd_ps(p, C::Load(r3 + j + 16), b3);
-    }
-    if (j + 16 <= d) {
-      const __m512 q = _mm512_loadu_ps(query + j);
-      a0 = _mm512_fmadd_ps(q, C::Load(r0 + j), a0);
-      a1 = _mm512_fmadd_ps(q, C::Load(r1 + j), a1);
-      a2 = _mm512_fmadd_ps(q, C::Load(r2 + j), a2);
-      a3 = _mm512_fmadd_ps(q, C::Load(r3 + j), a3);
-      j += 16;
-    }
-    if (j < d) {
-      const size_t rest = d - j;
-      const __m512 q = F32Avx512::LoadPartial(query + j, rest);
-      b0 = _mm512_fmadd_ps(q, C::LoadPartial(r0 + j, rest), b0);
-      b1 = _mm512_fmadd_ps(q, C::LoadPartial(r1 + j, rest), b1);
-      b2 = _mm512_fmadd_ps(q, C::LoadPartial(r2 + j, rest), b2);
-      b3 = _mm512_fmadd_ps(q, C::LoadPartial(r3 + j, rest), b3);
-    }
     alignas(16) float sums[4];
-    _mm_store_ps(sums, HorizontalSum4(FoldTo256(_mm512_add_ps(a0, b0)),
-                                      FoldTo256(_mm512_add_ps(a1, b1)),
-                                      FoldTo256(_mm512_add_ps(a2, b2)),
-                                      FoldTo256(_mm512_add_ps(a3, b3))));
+    _mm_store_ps(sums, FourRowsAvx512<C>(query, r0, r0 + stride,
+                                         r0 + 2 * stride, r0 + 3 * stride, d));
     out[i] = sums[0];
     out[i + m] = sums[1];
     out[i + 2 * m] = sums[2];
@@ -578,148 +460,31 @@ HAWIYA_AVX512 void RowsAvx512(const float* query, const typename C::T* x,
   }
 }
 
-// As TileAvx2, in DotAvx512's order. With 32 zmm registers a tile takes
-// two rows of up to six queries (24 accumulators, 2 row chunks, 1 query
-// chunk). Not measured: no AVX-512 machine at hand.
-constexpr size_t kAvx512TileQueries = 6;
-
-template <typename C, size_t R, size_t Q>
-HAWIYA_AVX512_INLINE void TileAvx512(const float* const* queries,
-                                     const typename C::T* const* rows, size_t d,
-                                     float* const* outs, size_t stride) {
-  __m512 a[R][Q];
-  __m512 b[R][Q];
-#pragma GCC unroll 4
-  for (size_t i = 0; i < R; ++i) {
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      a[i][k] = _mm512_setzero_ps();
-      b[i][k] = _mm512_setzero_ps();
-    }
-  }
-  __m512 r[R];
-  size_t j = 0;
-  for (; j + 32 <= d; j += 32) {
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::Load(rows[i] + j);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      const __m512 q = _mm512_loadu_ps(queries[k] + j);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        a[i][k] = _mm512_fmadd_ps(q, r[i], a[i][k]);
-    }
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::Load(rows[i] + j + 16);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      const __m512 q = _mm512_loadu_ps(queries[k] + j + 16);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        b[i][k] = _mm512_fmadd_ps(q, r[i], b[i][k]);
-    }
-  }
-  if (j + 16 <= d) {
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::Load(rows[i] + j);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      const __m512 q = _mm512_loadu_ps(queries[k] + j);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        a[i][k] = _mm512_fmadd_ps(q, r[i], a[i][k]);
-    }
-    j += 16;
-  }
-  if (j < d) {
-    const size_t rest = d - j;
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) r[i] = C::LoadPartial(rows[i] + j, rest);
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      const __m512 q = F32Avx512::LoadPartial(queries[k] + j, rest);
-#pragma GCC unroll 4
-      for (size_t i = 0; i < R; ++i)
-        b[i][k] = _mm512_fmadd_ps(q, r[i], b[i][k]);
-    }
-  }
-#pragma GCC unroll 4
-  for (size_t i = 0; i < R; ++i) {
-#pragma GCC unroll 8
-    for (size_t k = 0; k < Q; ++k) {
-      outs[i][k * stride] =
-          HorizontalSum(FoldTo256(_mm512_add_ps(a[i][k], b[i][k])));
-    }
-  }
-}
-
-template <typename C, size_t R>
-HAWIYA_AVX512_INLINE void AllQueriesAvx512(const float* const* queries,
-                                           const QueryTiles& tiles,
-                                           const typename C::T* const* rows,
-                                           size_t d, float* const* outs,
-                                           size_t n) {
-  size_t k = 0;
-  for (size_t t = 0; t < tiles.count; ++t) {
-    const size_t size = tiles.size + (t < tiles.small ? 0 : 1);
-    float* at[R];
-#pragma GCC unroll 4
-    for (size_t i = 0; i < R; ++i) at[i] = outs[i] + k * n;
-    const float* const* tile = queries + k;
-    switch (size) {
-      case 1:
-        TileAvx512<C, R, 1>(tile, rows, d, at, n);
-        break;
-      case 2:
-        TileAvx512<C, R, 2>(tile, rows, d, at, n);
-        break;
-      case 3:
-        TileAvx512<C, R, 3>(tile, rows, d, at, n);
-        break;
-      case 4:
-        TileAvx512<C, R, 4>(tile, rows, d, at, n);
-        break;
-      case 5:
-        TileAvx512<C, R, 5>(tile, rows, d, at, n);
-        break;
-      default:
-        TileAvx512<C, R, kAvx512TileQueries>(tile, rows, d, at, n);
-        break;
-    }
-    k += size;
-  }
-}
-
 // As MultiAvx2.
 template <typename C>
 HAWIYA_AVX512 void MultiAvx512(const float* const* queries, size_t q,
                                const typename C::T* x, size_t n, size_t d,
                                float* out) {
-  using T = typename C::T;
-  if (q == 1) {
-    RowsAvx512<C>(queries[0], x, n, d, out);
-    return;
-  }
-  const QueryTiles tiles(q, kAvx512TileQueries);
   const size_t m = n / 4;
+  const size_t stride = m * d;
   for (size_t i = 0; i < m; ++i) {
-    for (size_t half = 0; half < 2; ++half) {
-      const size_t row = i + 2 * half * m;
-      const T* rows[2] = {x + row * d, x + (row + m) * d};
-      float* outs[2] = {out + row, out + row + m};
-      AllQueriesAvx512<C, 2>(queries, tiles, rows, d, outs, n);
+    const typename C::T* r0 = x + i * d;
+    for (size_t k = 0; k < q; ++k) {
+      alignas(16) float sums[4];
+      _mm_store_ps(
+          sums, FourRowsAvx512<C>(queries[k], r0, r0 + stride, r0 + 2 * stride,
+                                  r0 + 3 * stride, d));
+      float* o = out + k * n;
+      o[i] = sums[0];
+      o[i + m] = sums[1];
+      o[i + 2 * m] = sums[2];
+      o[i + 3 * m] = sums[3];
     }
   }
-  size_t row = 4 * m;
-  for (; row + 2 <= n; row += 2) {
-    const T* rows[2] = {x + row * d, x + (row + 1) * d};
-    float* outs[2] = {out + row, out + row + 1};
-    AllQueriesAvx512<C, 2>(queries, tiles, rows, d, outs, n);
-  }
-  if (row < n) {
-    const T* rows[1] = {x + row * d};
-    float* outs[1] = {out + row};
-    AllQueriesAvx512<C, 1>(queries, tiles, rows, d, outs, n);
+  for (size_t i = 4 * m; i < n; ++i) {
+    for (size_t k = 0; k < q; ++k) {
+      out[k * n + i] = DotAvx512<C>(queries[k], x + i * d, d);
+    }
   }
 }
 

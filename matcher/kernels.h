@@ -56,12 +56,14 @@ void InnerProducts(KernelIsa isa, const float* query, const float* base,
 
 // Several queries against the same rows in one pass: out[k * n + i] =
 // InnerProduct(queries[k], base + i * d, d) for k < q, i < n, bit for bit
-// (same ISA). Each row is read from memory once for all q queries, so a scan
-// that is memory-bound for one query serves q for about the price of one
-// until the arithmetic catches up with memory; on a 2.25 GHz AVX2 core that
-// is around q = 4-8 at d = 512 (see bench/kernels_bench.cc). Any q works;
-// q = 1 runs InnerProducts. The rows are read as InnerProducts reads them
-// (four quarter streams); give it thousands of rows per call.
+// (same ISA). Memory sees one InnerProducts scan (four quarter streams),
+// whatever q: each step's rows are read from memory once and from L1 for
+// the other queries. The arithmetic is q single-query scans', so a pass
+// costs about max(memory time, q x compute time): on this repo's 2-core
+// AVX2 machine, fp32 at d = 512 computes at about twice the speed one core
+// reads memory, so q = 2 costs little more than q = 1 and q = 8 about 3-4
+// times as much (see bench/kernels_bench.cc). Give it thousands of rows per
+// call.
 // REQUIRES: q >= 1; each queries[k] holds d floats, base n * d, out q * n;
 // out does not overlap the inputs.
 void InnerProductsMulti(const float* const* queries, size_t q,

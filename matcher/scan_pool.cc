@@ -309,7 +309,9 @@ void ScanPool::WorkerLoop(int worker) {
   pthread_setname_np(pthread_self(), name);
   std::vector<float> scores;  // this worker's chunk scores, reused
   uint64_t last_joined = 0;   // pass ids start at 1
-  absl::MutexLock lock(&mu_);
+  // Held except while scanning and finishing (explicit Lock/Unlock, as the
+  // loop releases it in the middle).
+  mu_.Lock();
   while (true) {
     if (pass_ == nullptr && !forming_ && !queue_.empty()) {
       if (max_wait_ > absl::ZeroDuration() && !stopping_ &&
@@ -351,6 +353,7 @@ void ScanPool::WorkerLoop(int worker) {
     if (stopping_ && queue_.empty() && pass_ == nullptr && !forming_) break;
     work_cv_.Wait(&mu_);
   }
+  mu_.Unlock();
 }
 
 }  // namespace hawiya::matcher
