@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/config.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -151,6 +152,13 @@ class Statement {
   Statement& BindBlob(int index, absl::string_view value) {
     return Check(sqlite3_bind_blob64(stmt_, index, NonNull(value), value.size(),
                                      SQLITE_TRANSIENT));
+  }
+  // BindBlob without the copy, for the large values of bulk writes.
+  // REQUIRES: `value` stays valid and unchanged until this Statement is
+  // destroyed (which resets it).
+  Statement& BindBlobRef(int index, absl::string_view value) {
+    return Check(sqlite3_bind_blob64(stmt_, index, NonNull(value), value.size(),
+                                     SQLITE_STATIC));
   }
   Statement& BindNull(int index) {
     return Check(sqlite3_bind_null(stmt_, index));
@@ -345,6 +353,24 @@ std::string EncodeVector(const google::protobuf::RepeatedField<float>& v) {
   return out;
 }
 
+#ifdef ABSL_IS_LITTLE_ENDIAN
+constexpr bool kLittleEndianHost = true;
+#else
+constexpr bool kLittleEndianHost = false;
+#endif
+
+// The stored bytes of a vector: on a little-endian host the field's own
+// memory (no copy), else EncodeVector's into `storage`.
+absl::string_view VectorBytes(const google::protobuf::RepeatedField<float>& v,
+                              std::string* storage) {
+  if (kLittleEndianHost) {
+    return absl::string_view(reinterpret_cast<const char*>(v.data()),
+                             static_cast<size_t>(v.size()) * sizeof(float));
+  }
+  *storage = EncodeVector(v);
+  return *storage;
+}
+
 absl::Status DecodeVector(absl::string_view bytes,
                           google::protobuf::RepeatedField<float>* out) {
   if (bytes.size() % 4 != 0) {
@@ -381,6 +407,30 @@ absl::StatusOr<std::string> SerializeRecord(const Person& person) {
     return absl::InternalError("store: cannot serialize person");
   }
   return out;
+}
+
+// What ReadPerson returns for a person just inserted by InsertPerson, built
+// without reading it back: the record as stored (SerializeRecord's fields),
+// the columns as bound, and the counts of `templates`, which are all the
+// templates of a new subject.
+Person AsInserted(const Person& person, int64_t now,
+                  absl::Span<const Template> templates) {
+  Person stored = person;
+  stored.clear_create_time();
+  stored.clear_update_time();
+  stored.clear_template_counts();
+  stored.set_version(1);
+  SetTimestamp(now, stored.mutable_create_time());
+  SetTimestamp(now, stored.mutable_update_time());
+  // As FillTemplateCounts: per modality, in modality order.
+  std::map<int, uint32_t> counts;
+  for (const Template& t : templates) ++counts[t.modality()];
+  for (const auto& [modality, count] : counts) {
+    hawiya::v1::TemplateCount* out = stored.add_template_counts();
+    out->set_modality(static_cast<hawiya::v1::Modality>(modality));
+    out->set_count(count);
+  }
+  return stored;
 }
 
 absl::Status NoPerson(absl::string_view subject_id) {
@@ -825,7 +875,7 @@ class SqliteStore final : public Store {
           .BindText(3, person.issuing_country())
           .BindInt(4, person.state())
           .BindInt(5, now)
-          .BindBlob(6, record);
+          .BindBlobRef(6, record);
       HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
     }
 
@@ -834,12 +884,8 @@ class SqliteStore final : public Store {
         result.templates, InsertTemplates(person.subject_id(), templates));
     HAWIYA_STORE_RETURN_IF_ERROR(
         AppendChange(person.subject_id(), "create", now));
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
-                                  ReadPerson(person.subject_id()));
-    if (!stored.has_value()) {
-      return absl::InternalError("store: inserted person vanished");
-    }
-    result.person = *std::move(stored);
+    // Reading the row back would cost two queries per person of a batch.
+    result.person = AsInserted(person, now, templates);
     HAWIYA_STORE_RETURN_IF_ERROR(
         RecordRequest(key, person.subject_id(), result.person, now));
     return result;
@@ -890,9 +936,9 @@ class SqliteStore final : public Store {
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
     insert.BindText(1, key.request_id)
         .BindText(2, key.method)
-        .BindBlob(3, key.fingerprint)
+        .BindBlobRef(3, key.fingerprint)
         .BindText(4, subject_id)
-        .BindBlob(5, bytes)
+        .BindBlobRef(5, bytes)
         .BindInt(6, now);
     return insert.Run();
   }
@@ -924,6 +970,7 @@ class SqliteStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<TemplateRecord> records;
     records.reserve(templates.size());
+    std::string encoded;  // outlives each insert, which binds it
     for (const Template& t : templates) {
       HAWIYA_STORE_ASSIGN_OR_RETURN(
           Statement insert,
@@ -935,7 +982,7 @@ class SqliteStore final : public Store {
           .BindInt(3, t.position())
           .BindInt(4, t.quality())
           .BindText(5, t.algorithm())
-          .BindBlob(6, EncodeVector(t.vector()));
+          .BindBlobRef(6, VectorBytes(t.vector(), &encoded));
       HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
       TemplateRecord record;
       record.template_id = sqlite3_last_insert_rowid(connection_->db());

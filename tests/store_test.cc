@@ -374,6 +374,13 @@ TEST_F(StoreTest, CreatePersonsIsOneTransactionNamingTheFailedItem) {
   EXPECT_EQ((*written)[3].person.subject_id(), "s-3");
   EXPECT_THAT(Counts(), ElementsAre(Pair(hawiya::v1::ACTIVE, 4)));
   EXPECT_EQ(ActiveTemplates().size(), 5u);
+  // Each answer is what a read returns (the store builds new persons'
+  // answers without reading them back), template counts included.
+  for (const WriteResult& result : *written) {
+    absl::StatusOr<Person> got = store_->GetPerson(result.person.subject_id());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->SerializeAsString(), result.person.SerializeAsString());
+  }
 
   absl::StatusOr<std::vector<WriteResult>> replayed =
       store_->CreatePersons(batch);
