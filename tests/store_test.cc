@@ -803,6 +803,33 @@ TEST(StoreOpenTest, RefusesNewerSchemaWithoutTouchingTheFile) {
   fs::remove_all(dir);
 }
 
+TEST(StoreOpenTest, NewDatabasesUseEightKiBPagesOldOnesKeepTheirs) {
+  const fs::path dir = UniqueDir();
+  fs::remove_all(dir);
+  ASSERT_TRUE(fs::create_directories(dir));
+  // A database made with 4 KiB pages, as before: it opens as it is.
+  const fs::path old_path = dir / "old.db";
+  {
+    RawDb raw(old_path);
+    raw.Exec(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; "
+        "CREATE TABLE t (x)");
+  }
+  const fs::path new_path = dir / "new.db";
+  for (const fs::path& path : {old_path, new_path}) {
+    absl::StatusOr<std::unique_ptr<Store>> store =
+        Store::Open(StoreOptions{path.string()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    absl::StatusOr<WriteResult> created = (*store)->CreatePerson(
+        Key("req-1"), MakePerson("s-1", "123"), {Face(0.1f)});
+    ASSERT_TRUE(created.ok()) << created.status();
+  }
+  EXPECT_EQ(RawDb(old_path).Int("PRAGMA page_size"), 4096);
+  // Three 2 KiB face templates fit an 8 KiB page; a 4 KiB page held one.
+  EXPECT_EQ(RawDb(new_path).Int("PRAGMA page_size"), 8192);
+  fs::remove_all(dir);
+}
+
 TEST(StoreOpenTest, MissingFolderIsAnError) {
   const fs::path path = UniqueDir() / "no" / "such" / "dir.db";
   absl::StatusOr<std::unique_ptr<Store>> store =
