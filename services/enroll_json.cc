@@ -125,7 +125,18 @@ struct NumberToken {
   bool floating = false;  // has a fraction or an exponent
   int int_digits = 0;     // digits before the point
   bool nonzero = false;   // a mantissa digit other than 0
+  // The value is mantissa * 10^exponent when `exact` (at most 15
+  // significant digits, so the mantissa is exact in a double).
+  uint64_t mantissa = 0;
+  int significant = 0;  // digits in mantissa
+  int64_t exponent = 0;
+  bool exact = true;
 };
+
+// 10^0 .. 10^22, every one exact in a double.
+constexpr double kPowersOf10[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 // Reads one JSON text into a message. Every method returns false to decline:
 // the caller then parses the line with protobuf alone, so declining is always
@@ -231,6 +242,20 @@ class Reader {
   }
 
   // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+  // Adds a mantissa digit to the token's exact decimal form.
+  static void Digit(NumberToken* token, char c) {
+    const int d = c - '0';
+    if (token->significant == 0 && d == 0) return;  // a leading zero
+    if (token->significant == 15) {
+      token->exact = false;
+      return;
+    }
+    token->mantissa = token->mantissa * 10 + static_cast<uint64_t>(d);
+    ++token->significant;
+    token->nonzero = true;
+  }
+
+  // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
   bool Number(NumberToken* token) {
     token->begin = p_;
     if (At('-')) {
@@ -241,8 +266,8 @@ class Reader {
       ++p_;
       token->int_digits = 1;
     } else if (p_ < end_ && *p_ >= '1' && *p_ <= '9') {
-      token->nonzero = true;
       while (p_ < end_ && IsDigit(*p_)) {
+        Digit(token, *p_);
         ++p_;
         ++token->int_digits;
       }
@@ -254,16 +279,25 @@ class Reader {
       ++p_;
       if (p_ == end_ || !IsDigit(*p_)) return false;
       while (p_ < end_ && IsDigit(*p_)) {
-        token->nonzero |= *p_ != '0';
+        Digit(token, *p_);
+        --token->exponent;  // only read while the token is exact
         ++p_;
       }
     }
     if (At('e') || At('E')) {
       token->floating = true;
       ++p_;
-      if (At('+') || At('-')) ++p_;
+      bool negative = false;
+      if (At('+') || At('-')) negative = *p_++ == '-';
       if (p_ == end_ || !IsDigit(*p_)) return false;
-      while (p_ < end_ && IsDigit(*p_)) ++p_;
+      int64_t e = 0;
+      while (p_ < end_ && IsDigit(*p_)) {
+        // Far past any double's range either way; the value is then left
+        // to from_chars.
+        if (e < 100000) e = e * 10 + (*p_ - '0');
+        ++p_;
+      }
+      token->exponent += negative ? -e : e;
     }
     token->end = p_;
     return true;
@@ -302,6 +336,16 @@ class Reader {
   // Underflow (to zero or a subnormal) is where the two libraries could
   // part ways, so only true zeros ("0.0", "-0e5") are taken there.
   static bool ToDouble(const NumberToken& token, double* out) {
+    // Clinger's fast path: mantissa and power of ten are exact doubles, so
+    // one IEEE multiplication or division rounds correctly, as strtod does.
+    if (token.exact && token.exponent >= -22 && token.exponent <= 22) {
+      const double mantissa = static_cast<double>(token.mantissa);
+      const double value = token.exponent < 0
+                               ? mantissa / kPowersOf10[-token.exponent]
+                               : mantissa * kPowersOf10[token.exponent];
+      *out = token.negative ? -value : value;
+      return true;
+    }
     double value = 0;
     const std::from_chars_result result =
         std::from_chars(token.begin, token.end, value);
@@ -431,6 +475,13 @@ class Reader {
       if (!Number(&token) || !ToFloat(token, &value)) return false;
       floats_.push_back(value);
       if (!Next(']', &more)) return false;
+    }
+    if (field == template_vector_) {
+      // The generated class, in one copy rather than a virtual call per
+      // element (AddMessage made the element, so it is a v1::Template).
+      static_cast<v1::Template*>(message)->mutable_vector()->Add(
+          floats_.begin(), floats_.end());
+      return true;
     }
     google::protobuf::MutableRepeatedFieldRef<float> out =
         reflection->GetMutableRepeatedFieldRef<float>(message, field);
@@ -580,6 +631,9 @@ class Reader {
   const char* p_;
   const char* end_;  // moved only by QuotedInteger
   const KeyIndex& index_;
+  const FieldDescriptor* const template_vector_ =
+      v1::Template::descriptor()->FindFieldByNumber(
+          v1::Template::kVectorFieldNumber);
   std::vector<float> floats_;
 };
 

@@ -106,13 +106,22 @@ TEST(EnrollJsonTest, SynthPersonsLinesTakeTheFastPathAndMatch) {
 
 TEST(EnrollJsonTest, RandomNumberSpellingsMatchProtobuf) {
   absl::BitGen gen;
-  for (int line = 0; line < 200; ++line) {
+  for (int line = 0; line < 400; ++line) {
     std::vector<std::string> numbers;
     for (int i = 0; i < 512; ++i) {
       const float f = absl::Gaussian<float>(gen, 0.0f, 0.05f) *
                       std::pow(10.0f, absl::Uniform(gen, -30, 31));
       const double next = std::nextafter(static_cast<double>(f), 1.0);
-      switch (absl::Uniform(gen, 0, 9)) {
+      switch (absl::Uniform(gen, 0, 11)) {
+        case 9:
+          // 1-16 significant digits: both sides of the exact fast path.
+          numbers.push_back(
+              absl::StrFormat("%.*e", absl::Uniform(gen, 0, 16), f));
+          break;
+        case 10:
+          numbers.push_back(
+              absl::StrFormat("%.*f", absl::Uniform(gen, 1, 30), f));
+          break;
         case 0:
           numbers.push_back(absl::StrFormat("%.9g", f));
           break;
