@@ -221,7 +221,10 @@ TEST(EnrollJsonTest, NumberEdgeCases) {
                              "1",
                              "{}",
                              "[1",
-                             "[1e5x]"}) {
+                             "[1e5x]",
+                             "[0.1234567/]",
+                             "[0.12345678:]",
+                             "[0.1234567:8]"}) {
     EXPECT_FALSE(ExpectSameAsProtobuf(WithVector(vector))) << vector;
   }
 }
