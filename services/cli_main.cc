@@ -797,9 +797,13 @@ class BatchSender {
     std::unique_ptr<grpc::ClientWriter<v1::EnrollRequest>> writer =
         client_.enrollment().BatchEnroll(context.get(), &response);
     bool open = true;
-    for (const v1::EnrollRequest& request : batch.requests) {
+    for (size_t i = 0; i < batch.requests.size(); ++i) {
+      // Buffered but for the last one: gRPC may then pack several requests
+      // into one write to the socket.
+      grpc::WriteOptions options;
+      if (i + 1 < batch.requests.size()) options.set_buffer_hint();
       // false: the call is over; Finish says why.
-      if (!writer->Write(request)) {
+      if (!writer->Write(batch.requests[i], options)) {
         open = false;
         break;
       }

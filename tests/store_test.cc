@@ -301,6 +301,14 @@ TEST_F(StoreTest, DuplicateNationalIdIsRefusedAndLeavesNothing) {
   EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), changes);
   EXPECT_EQ(ActiveTemplates().size(), 1u);
 
+  // A taken subject id (the server draws them at random, so only a store
+  // caller could reuse one) is refused too, naming it.
+  absl::StatusOr<WriteResult> same_subject = store_->CreatePerson(
+      Key("req-same-subject"), MakePerson("s-1", "456"), {Face(0.4f)});
+  EXPECT_EQ(same_subject.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(same_subject.status().message(), "subject_id: s-1 already exists");
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), changes);
+
   // The same national id in another country is a different person, and the
   // refused request_id was not consumed.
   Person other = MakePerson("s-2", "123");
