@@ -85,7 +85,7 @@ class FaissGallery final : public Gallery {
 
  private:
   // Save, which may throw std::bad_alloc.
-  absl::Status SaveLocked(SnapshotWriter* out) const;
+  absl::Status SaveOrThrow(SnapshotWriter* out) const;
   struct Maps;
   // The maps of Load's rows. REQUIRES: row_subject[r] < ids.size() for every
   // row r; counts[i] is the number of rows of subject i.
@@ -371,13 +371,13 @@ absl::Status FaissGallery::Save(SnapshotWriter* out) const {
   // The subject table below allocates; running out of memory is an error
   // for the caller (a snapshot not written), not an exception.
   try {
-    return SaveLocked(out);
+    return SaveOrThrow(out);
   } catch (const std::exception& e) {
     return FaissError("save", e);
   }
 }
 
-absl::Status FaissGallery::SaveLocked(SnapshotWriter* out) const {
+absl::Status FaissGallery::SaveOrThrow(SnapshotWriter* out) const {
   // A reader lock: searches go on, writers wait, so the rows, labels and
   // subjects written are those of one instant.
   absl::ReaderMutexLock lock(&mu_);
