@@ -86,6 +86,8 @@ class FaissGallery final : public Gallery {
       const GalleryOptions& options, SnapshotReader* in);
 
  private:
+  // Save, which may throw std::bad_alloc.
+  absl::Status SaveOrThrow(SnapshotWriter* out) const;
   struct Maps;
   // The maps of Load's rows. REQUIRES: row_subject[r] < ids.size() for every
   // row r; counts[i] is the number of rows of subject i.
@@ -350,6 +352,16 @@ absl::StatusOr<float> FaissGallery::ScoreSubject(
 //   i32s   index of each row's subject among those ids
 //   bytes  the rows: normalised fp32 vectors, dimension floats per row
 absl::Status FaissGallery::Save(SnapshotWriter* out) const {
+  // The subject table below allocates; running out of memory is an error
+  // for the caller (a snapshot not written), not an exception.
+  try {
+    return SaveOrThrow(out);
+  } catch (const std::exception& e) {
+    return FaissError("save", e);
+  }
+}
+
+absl::Status FaissGallery::SaveOrThrow(SnapshotWriter* out) const {
   // A reader lock: searches go on, writers wait, so the rows, labels and
   // subjects written are those of one instant.
   absl::ReaderMutexLock lock(&mu_);
