@@ -16,9 +16,8 @@
 
 namespace hawiya::matcher {
 
+// kExact (faiss_gallery.cc; Gallery::Open builds it directly).
 // REQUIRES: options were checked by Gallery::Open / Gallery::Load.
-absl::StatusOr<std::unique_ptr<Gallery>> OpenExactGallery(
-    const GalleryOptions& options);
 absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
     const GalleryOptions& options, SnapshotReader* in);
 
