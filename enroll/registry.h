@@ -43,6 +43,11 @@ struct RegistryOptions {
   // Whether Open seeds the galleries from a snapshot in data_dir/snapshots
   // (else it rebuilds them from the store) and WriteSnapshot may write one.
   bool snapshots = true;
+  // WriteSnapshot copies the galleries to memory while writes wait, and
+  // writes the file after, if they take at most this many bytes; else it
+  // writes the file while writes wait. Negative: half of the memory
+  // available (/proc/meminfo) at the time.
+  int64_t snapshot_buffer_bytes = -1;
   // Test seam: SnapshotFileWriter::Options::on_write of every snapshot.
   std::function<void(uint64_t)> snapshot_on_write;
 };
@@ -63,6 +68,11 @@ struct GalleryLoadReport {
   // tried ("no snapshot", "snapshots disabled").
   std::vector<std::string> refused;
   absl::Duration elapsed;
+  // Of which, for the snapshot used: its checksum, reading its galleries,
+  // and the replay.
+  absl::Duration verify;
+  absl::Duration load;
+  absl::Duration replay;
 
   // One line: where the galleries came from, and why.
   std::string ToString() const;
@@ -75,8 +85,11 @@ struct SnapshotReport {
   std::string path;
   int64_t sequence = 0;
   uint64_t bytes = 0;
-  // How long writes waited for the snapshot (the galleries being written),
-  // and the whole call (the file's fsync included).
+  // Whether the galleries were copied to memory while writes waited and
+  // written to disk after (else written to disk while writes waited).
+  bool buffered = false;
+  // How long writes waited for the snapshot (the galleries being copied or
+  // written), and the whole call (the file's fsync included).
   absl::Duration writers_waited;
   absl::Duration elapsed;
 
@@ -121,13 +134,13 @@ class Registry {
 
   // Writes a snapshot of the galleries to data_dir/snapshots, then keeps it
   // and the newest older usable one and removes the rest. Writes wait while
-  // the galleries are written (not while the file is synced); reads and
-  // matches go on. Writes nothing if nothing changed since the last snapshot
-  // written or loaded. An error never affects a request, and leaves the
-  // previous snapshots as they were. FAILED_PRECONDITION if snapshots are
-  // disabled, or if the galleries may differ from the store (a gallery
-  // change failed after its store commit: only a restart, which rebuilds
-  // them, makes them worth saving again).
+  // the galleries are copied to memory (or, if memory is short, written to
+  // the file); reads and matches go on. Writes nothing if nothing changed since
+  // the last snapshot written or loaded. An error never affects a request, and
+  // leaves the previous snapshots as they were. FAILED_PRECONDITION if
+  // snapshots are disabled, or if the galleries may differ from the store (a
+  // gallery change failed after its store commit: only a restart, which
+  // rebuilds them, makes them worth saving again).
   absl::StatusOr<SnapshotReport> WriteSnapshot();
 
   // Store changes made since the last snapshot written or loaded (all of

@@ -45,15 +45,24 @@ absl::string_view IndexKindName(IndexKind kind);
 // The inverse of IndexKindName; INVALID_ARGUMENT for any other string.
 absl::StatusOr<IndexKind> ParseIndexKind(absl::string_view name);
 
+// Bounds CheckIndexOptions enforces.
+inline constexpr int kMinHnswM = 2;
+inline constexpr int kMaxHnswM = 256;
+inline constexpr int kMaxHnswEf = 10000;
+inline constexpr int kMaxRerankFactor = 100;
+
 struct HnswOptions {
-  // Graph degree (FAISS M): 2 * m neighbours on level 0. REQUIRES: >= 2.
+  // Graph degree (FAISS M): 2 * m neighbours on level 0.
+  // REQUIRES: kMinHnswM <= m <= kMaxHnswM.
   int m = 32;
-  // Candidate list size while building. REQUIRES: >= 1.
+  // Candidate list size while building. REQUIRES: 1 <= ... <= kMaxHnswEf.
   int ef_construction = 40;
   // Candidate list size while searching; raised to the number of candidates
-  // a search needs when that is larger. REQUIRES: >= 1.
+  // a search needs when that is larger. REQUIRES: 1 <= ... <= kMaxHnswEf.
   int ef_search = 64;
-  // Store int8 (SQ8) codes in the graph's storage instead of fp32.
+  // Store int8 (SQ8) codes in the graph's storage instead of fp32. The graph
+  // is built once the gallery holds enough templates to train the SQ8
+  // ranges on (searches scan exactly until then).
   bool sq8_storage = false;
 };
 
@@ -61,11 +70,17 @@ struct IndexOptions {
   IndexKind kind = IndexKind::kExact;
   HnswOptions hnsw;
   // Approximate kinds re-rank rerank_factor times as many template hits as a
-  // search needs, exactly. REQUIRES: >= 1.
+  // search needs, exactly. REQUIRES: 1 <= ... <= kMaxRerankFactor.
   int rerank_factor = 4;
-  // kAuto switches to HNSW at this many templates.
+  // kAuto switches to HNSW at this many templates (building the graph in
+  // the background) and stays on HNSW if the gallery shrinks again.
   size_t auto_hnsw_min_templates = 200000;
 };
+
+// OK, or INVALID_ARGUMENT naming the first option out of range
+// ("index.hnsw.m: must be in [2, 256], got 1"). Gallery::Open and
+// Gallery::Load check options with it.
+absl::Status CheckIndexOptions(const IndexOptions& options);
 
 struct GalleryOptions {
   // Number of components of every vector. REQUIRES: > 0.

@@ -22,6 +22,24 @@ absl::StatusOr<std::unique_ptr<Gallery>> OpenExactGallery(
 absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
     const GalleryOptions& options, SnapshotReader* in);
 
+// kExactSq8 (sq8_gallery.cc).
+absl::StatusOr<std::unique_ptr<Gallery>> OpenExactSq8Gallery(
+    const GalleryOptions& options);
+absl::StatusOr<std::unique_ptr<Gallery>> LoadExactSq8Gallery(
+    const GalleryOptions& options, SnapshotReader* in);
+
+// kHnsw and kAuto: one implementation (hnsw_gallery.cc).
+absl::StatusOr<std::unique_ptr<Gallery>> OpenHnswGallery(
+    const GalleryOptions& options);
+absl::StatusOr<std::unique_ptr<Gallery>> LoadHnswGallery(
+    const GalleryOptions& options, SnapshotReader* in);
+
+// The approximate kinds' dispatch (index_options.cc): calls the Open* above
+// for kExactSq8, kHnsw and kAuto (INVALID_ARGUMENT for kExact). Gallery::Load
+// (faiss_gallery.cc) dispatches snapshots of all four kinds.
+absl::StatusOr<std::unique_ptr<Gallery>> OpenApproximateGallery(
+    const GalleryOptions& options);
+
 }  // namespace hawiya::matcher
 
 #endif  // HAWIYA_MATCHER_GALLERY_KINDS_H_

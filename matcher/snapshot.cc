@@ -1,8 +1,11 @@
 #include "matcher/snapshot.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -121,6 +124,65 @@ absl::Status SnapshotReader::ReadBytes(size_t max_count,
 absl::Status StringSnapshotWriter::Write(const void* data, size_t n) {
   bytes_.append(static_cast<const char*>(data), n);
   return absl::OkStatus();
+}
+
+absl::Status ChunkedSnapshotWriter::AddChunk() {
+  // Default-initialised: no page is touched here.
+  std::unique_ptr<char[]> chunk(new (std::nothrow) char[kChunkBytes]);
+  if (chunk == nullptr) {
+    return absl::InternalError(absl::StrCat("snapshot: out of memory after ",
+                                            size_, " bytes in memory"));
+  }
+  chunks_.push_back(std::move(chunk));
+  return absl::OkStatus();
+}
+
+absl::Status ChunkedSnapshotWriter::Reserve(uint64_t bytes) {
+  const size_t in_use = size_ == 0 ? 0 : current_ + 1;
+  const uint64_t free_bytes =
+      (chunks_.size() - in_use) * uint64_t{kChunkBytes} +
+      (size_ == 0 ? 0 : kChunkBytes - last_used_);
+  for (uint64_t more = free_bytes; more < bytes; more += kChunkBytes) {
+    if (absl::Status s = AddChunk(); !s.ok()) return s;
+    std::memset(chunks_.back().get(), 0, kChunkBytes);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChunkedSnapshotWriter::Write(const void* data, size_t n) {
+  const char* bytes = static_cast<const char*>(data);
+  while (n > 0) {
+    if (last_used_ == kChunkBytes) {
+      const size_t next = size_ == 0 ? 0 : current_ + 1;
+      if (next == chunks_.size()) {
+        if (absl::Status s = AddChunk(); !s.ok()) return s;
+      }
+      current_ = next;
+      last_used_ = 0;
+    }
+    const size_t take = std::min(n, kChunkBytes - last_used_);
+    std::memcpy(chunks_[current_].get() + last_used_, bytes, take);
+    last_used_ += take;
+    size_ += take;
+    bytes += take;
+    n -= take;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChunkedSnapshotWriter::MoveTo(SnapshotWriter* out) {
+  absl::Status status;
+  const size_t used = size_ == 0 ? 0 : current_ + 1;
+  for (size_t i = 0; i < used; ++i) {
+    const size_t n = i == current_ ? last_used_ : kChunkBytes;
+    if (status.ok()) status = out->Write(chunks_[i].get(), n);
+    chunks_[i].reset();
+  }
+  chunks_.clear();
+  current_ = 0;
+  last_used_ = kChunkBytes;
+  size_ = 0;
+  return status;
 }
 
 absl::Status StringSnapshotReader::Read(void* data, size_t n) {

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,38 @@ class StringSnapshotWriter final : public SnapshotWriter {
 
  private:
   std::string bytes_;
+};
+
+// In memory, in fixed-size chunks (no reallocation as it grows), for a
+// snapshot taken under a lock and written to disk after the lock is
+// released. Not thread-safe.
+class ChunkedSnapshotWriter final : public SnapshotWriter {
+ public:
+  static constexpr size_t kChunkBytes = size_t{64} << 20;
+
+  // Allocates room for `bytes` more and touches every page of it, so that
+  // writing them later costs a copy, not page faults too: a caller holding
+  // a lock while it writes calls this before taking the lock. INTERNAL if
+  // memory runs out.
+  absl::Status Reserve(uint64_t bytes);
+
+  // INTERNAL (not an exception) if memory runs out.
+  absl::Status Write(const void* data, size_t n) override;
+  uint64_t size() const { return size_; }
+
+  // Writes everything to `out`, in order, freeing each chunk once written;
+  // leaves this writer empty.
+  absl::Status MoveTo(SnapshotWriter* out);
+
+ private:
+  absl::Status AddChunk();
+
+  // Chunks [0, current_] hold data; later ones were reserved.
+  std::vector<std::unique_ptr<char[]>> chunks_;
+  size_t current_ = 0;
+  // Bytes used in chunks_[current_] (kChunkBytes when none is in use).
+  size_t last_used_ = kChunkBytes;
+  uint64_t size_ = 0;
 };
 
 // Reads `bytes`, which must outlive the reader.

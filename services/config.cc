@@ -1,13 +1,19 @@
 #include "services/config.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "matcher/gallery.h"
 
 namespace hawiya::services {
 namespace {
@@ -25,6 +31,47 @@ class ErrorCollector : public google::protobuf::io::ErrorCollector {
  private:
   std::string first_;
 };
+
+// Out-of-range values stay out of range (CheckIndexOptions refuses them)
+// instead of wrapping to small or negative ints.
+int ToInt(uint32_t value) {
+  return static_cast<int>(std::min<uint32_t>(value, INT_MAX));
+}
+
+// Applies a modality's index section over the defaults in *options.
+// `field` names the modality ("modalities[0]").
+absl::Status ApplyIndexConfig(const config::IndexConfig& index,
+                              const std::string& field,
+                              matcher::IndexOptions* options) {
+  if (!index.kind().empty()) {
+    absl::StatusOr<matcher::IndexKind> kind =
+        matcher::ParseIndexKind(index.kind());
+    if (!kind.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".index.kind: ", kind.status().message()));
+    }
+    options->kind = *kind;
+  }
+  const config::HnswConfig& hnsw = index.hnsw();
+  if (hnsw.has_m()) options->hnsw.m = ToInt(hnsw.m());
+  if (hnsw.has_ef_construction()) {
+    options->hnsw.ef_construction = ToInt(hnsw.ef_construction());
+  }
+  if (hnsw.has_ef_search()) options->hnsw.ef_search = ToInt(hnsw.ef_search());
+  if (hnsw.has_sq8_storage()) options->hnsw.sq8_storage = hnsw.sq8_storage();
+  if (index.has_rerank_factor()) {
+    options->rerank_factor = ToInt(index.rerank_factor());
+  }
+  if (index.has_auto_hnsw_min_templates()) {
+    options->auto_hnsw_min_templates = index.auto_hnsw_min_templates();
+  }
+  // The matcher's messages name the option from "index." on, as the config
+  // spells it.
+  if (absl::Status s = matcher::CheckIndexOptions(*options); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".", s.message()));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -112,6 +159,10 @@ absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(
             absl::StrCat(field, ".threshold: must be in [-1, 1]"));
       }
       spec->threshold = m.threshold();
+    }
+    if (absl::Status s = ApplyIndexConfig(m.index(), field, &spec->index);
+        !s.ok()) {
+      return s;
     }
   }
   return specs;

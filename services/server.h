@@ -36,7 +36,7 @@ struct ServerOptions {
   bool snapshots = true;
   // A background snapshot is written once this many store changes are not
   // in the newest one (<= 0: never on that ground)...
-  int64_t snapshot_min_changes = 100000;
+  int64_t snapshot_min_changes = 50000;
   // ...or once any change is not, and the newest one is this old (zero or
   // infinite: never on that ground).
   absl::Duration snapshot_interval = absl::Minutes(10);

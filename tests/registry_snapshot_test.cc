@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -17,11 +18,14 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "enroll/registry.h"
 #include "enroll/snapshots.h"
 #include "gmock/gmock.h"
@@ -233,6 +237,35 @@ TEST_F(RegistrySnapshotTest, RestartLoadsTheSnapshot) {
   ASSERT_TRUE(found.ok());
   ASSERT_GT(found->candidates_size(), 0);
   EXPECT_GT(found->candidates(0).score(), 0.4f);
+}
+
+// Snapshots written while writes wait (memory short) and copied to memory
+// first (the default) are the same.
+TEST_F(RegistrySnapshotTest, StreamedAndBufferedSnapshotsAreTheSame) {
+  RegistryOptions streamed = Options(data_dir_);
+  streamed.snapshot_buffer_bytes = 0;
+  registry_ = MustOpen(streamed);
+  ASSERT_NE(registry_, nullptr);
+  for (uint64_t n = 0; n < 5; ++n) Enroll(*registry_, n);
+  absl::StatusOr<SnapshotReport> written = registry_->WriteSnapshot();
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_FALSE(written->buffered);
+  EXPECT_THAT(written->ToString(), HasSubstr("streamed"));
+  const std::string streamed_bytes = Slurp(written->path);
+  registry_.reset();
+  fs::remove(written->path);
+
+  Reopen();  // rebuilt, then buffered
+  absl::StatusOr<SnapshotReport> buffered = registry_->WriteSnapshot();
+  ASSERT_TRUE(buffered.ok()) << buffered.status();
+  EXPECT_TRUE(buffered->buffered);
+  EXPECT_EQ(buffered->bytes, streamed_bytes.size());
+  const std::string streamed_copy = root_ + "/streamed.hws";
+  Spit(streamed_copy, streamed_bytes);
+  EXPECT_EQ(ReadSnapshot(streamed_copy)->galleries,
+            ReadSnapshot(buffered->path)->galleries);
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(5));
 }
 
 TEST_F(RegistrySnapshotTest, StaleSnapshotReplayEqualsLiveAndRebuild) {
@@ -508,6 +541,80 @@ TEST_F(RegistrySnapshotTest, RestoredOlderStoreRefusesNewerSnapshots) {
   EXPECT_EQ(Galleries(*registry_), live);
 }
 
+// While a snapshot is written: searches go on; writes wait only while the
+// galleries are copied out, not while the file is written (buffered), or
+// for the whole write (streamed, when memory is short).
+TEST_F(RegistrySnapshotTest, SearchesGoOnWhileASnapshotIsWritten) {
+  for (bool buffered : {true, false}) {
+    SCOPED_TRACE(buffered ? "buffered" : "streamed");
+    fs::remove_all(data_dir_);
+    absl::Notification writing;
+    absl::Notification release;
+    RegistryOptions options = Options(data_dir_);
+    options.snapshot_buffer_bytes = buffered ? -1 : 0;
+    options.snapshot_on_write = [&](uint64_t) {
+      if (!writing.HasBeenNotified()) writing.Notify();
+      release.WaitForNotification();
+    };
+    registry_ = MustOpen(options);
+    ASSERT_NE(registry_, nullptr);
+    // More than the file writer buffers (1 MiB), so that streamed, the file
+    // is written to while the galleries are.
+    std::vector<v1::EnrollRequest> requests;
+    for (uint64_t n = 0; n < 600; ++n) {
+      requests.push_back(services::SyntheticEnrollRequest(model_, n));
+      requests.back().set_request_id(absl::StrCat("batch-", n));
+    }
+    ASSERT_TRUE(registry_->BatchEnroll(requests).ok());
+
+    std::thread snapshot([&] { EXPECT_TRUE(registry_->WriteSnapshot().ok()); });
+    writing.WaitForNotification();  // the file is being written
+    v1::IdentifyRequest identify;
+    *identify.add_probes() = services::SyntheticFaceTemplate(model_, 1, 1);
+    absl::StatusOr<v1::IdentifyResponse> found = registry_->Identify(identify);
+    ASSERT_TRUE(found.ok());
+    ASSERT_GT(found->candidates_size(), 0);
+
+    std::atomic<bool> released{false};
+    std::atomic<bool> enrolled{false};
+    std::thread writer([&] {
+      Enroll(*registry_, 1000);
+      // Streamed, the write can only get through once the file is done.
+      if (!buffered) {
+        EXPECT_TRUE(released.load());
+      }
+      enrolled = true;
+    });
+    if (buffered) {
+      // Buffered, the write gets through while the file is still written.
+      writer.join();
+      EXPECT_TRUE(enrolled.load());
+    } else {
+      // Give a wrongly unblocked write the time to finish first.
+      absl::SleepFor(absl::Milliseconds(100));
+      EXPECT_FALSE(enrolled.load());
+      // The waiting write waits on the registry's write lock, not on the
+      // matcher's, where it would hold up every new search behind it.
+      absl::Notification searched;
+      std::thread search([&] {
+        EXPECT_TRUE(registry_->Identify(identify).ok());
+        searched.Notify();
+      });
+      EXPECT_TRUE(searched.WaitForNotificationWithTimeout(absl::Seconds(30)));
+      released = true;
+      release.Notify();  // whatever happened, let everything finish
+      search.join();
+    }
+    if (!release.HasBeenNotified()) {
+      released = true;
+      release.Notify();
+    }
+    snapshot.join();
+    if (writer.joinable()) writer.join();
+    registry_.reset();
+  }
+}
+
 // kill -9 in the middle of writing a snapshot: the previous one is used.
 TEST_F(RegistrySnapshotTest, KilledMidWriteLeavesThePreviousSnapshot) {
   Reopen();
@@ -641,6 +748,18 @@ TEST_F(RegistrySnapshotTest, OlderSchemaGainsAStoreId) {
   store = Store::Open({db});
   ASSERT_TRUE(store.ok());
   EXPECT_EQ(*(*store)->StoreId(), *id);
+  // Lost, a new one is made (and snapshots of the old one are refused).
+  store->reset();
+  ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "DELETE FROM meta", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  store = Store::Open({db});
+  ASSERT_TRUE(store.ok());
+  absl::StatusOr<std::string> made = (*store)->StoreId();
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_NE(*made, *id);
+  EXPECT_EQ(*(*store)->StoreId(), *made);
   // Another store, another id.
   absl::StatusOr<std::unique_ptr<Store>> other =
       Store::Open({root_ + "/other.db"});

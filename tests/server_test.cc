@@ -689,6 +689,57 @@ TEST_F(ServerTest, ConcurrentIdentifyCallsEachFindTheirSubject) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
+// The face gallery configured as HNSW: GetStats reports it and Identify
+// finds mated probes at rank 1 through the graph (60 templates: more than a
+// search re-ranks, so candidates come from the graph, not a full scan).
+TEST(ServerIndexTest, HnswFromConfigReportsItsKindAndIdentifies) {
+  const std::string data_dir = NewTempDir("hawiya-hnsw-test");
+  ASSERT_FALSE(data_dir.empty());
+  const std::string config = data_dir + "-config.textproto";
+  std::ofstream(config) << "modalities { modality: FACE index { kind: "
+                           "\"hnsw\" hnsw { m: 16 } } }\n";
+  {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(HAWIYA_SERVER_PATH, data_dir,
+                             {"--shutdown_grace=1s", "--config=" + config});
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto channel = (*server)->NewChannel();
+    auto enrollment = v1::EnrollmentService::NewStub(channel);
+    auto match = v1::MatchService::NewStub(channel);
+    auto admin = v1::AdminService::NewStub(channel);
+    const matcher::SyntheticModel model{matcher::SyntheticOptions{}};
+    std::vector<std::string> subjects;
+    for (uint64_t n = 0; n < 60; ++n) {
+      v1::EnrollResponse response;
+      grpc::Status status = enrollment->Enroll(
+          Ctx().get(), MakeEnrollRequest(model, n), &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      subjects.push_back(response.person().subject_id());
+    }
+    v1::GetStatsResponse stats;
+    ASSERT_TRUE(
+        admin->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
+    ASSERT_EQ(stats.galleries_size(), 3);
+    EXPECT_EQ(stats.galleries(0).modality(), v1::FACE);
+    EXPECT_EQ(stats.galleries(0).index_kind(), "hnsw");
+    EXPECT_EQ(stats.galleries(0).templates(), 60);
+    EXPECT_EQ(stats.galleries(1).index_kind(), "exact");
+    for (uint64_t n = 0; n < 60; n += 7) {
+      v1::IdentifyRequest request;
+      *request.add_probes() = SyntheticFaceTemplate(model, n, 1);
+      v1::IdentifyResponse response;
+      ASSERT_TRUE(match->Identify(Ctx().get(), request, &response).ok());
+      ASSERT_FALSE(response.candidates().empty());
+      EXPECT_EQ(response.candidates(0).subject_id(), subjects[n]);
+      EXPECT_EQ(response.candidates(0).rank(), 1u);
+      EXPECT_GE(response.candidates(0).score(), response.threshold());
+      EXPECT_EQ(response.candidates_size(), 10);
+    }
+  }
+  std::filesystem::remove_all(data_dir);
+  std::filesystem::remove(config);
+}
+
 TEST_F(ServerTest, RevokedAndErasedPersonsAreNeverMatched) {
   const std::string revoked = MustEnroll(20);
   const std::string erased = MustEnroll(21);
@@ -888,6 +939,71 @@ TEST(ConfigTest, ExampleConfigSpellsOutTheDefaults) {
     EXPECT_EQ((*specs)[i].modality, defaults[i].modality);
     EXPECT_EQ((*specs)[i].dimension, defaults[i].dimension);
     EXPECT_FLOAT_EQ((*specs)[i].threshold, defaults[i].threshold);
+    const matcher::IndexOptions& index = (*specs)[i].index;
+    const matcher::IndexOptions& want = defaults[i].index;
+    EXPECT_EQ(index.kind, want.kind);
+    EXPECT_EQ(index.hnsw.m, want.hnsw.m);
+    EXPECT_EQ(index.hnsw.ef_construction, want.hnsw.ef_construction);
+    EXPECT_EQ(index.hnsw.ef_search, want.hnsw.ef_search);
+    EXPECT_EQ(index.hnsw.sq8_storage, want.hnsw.sq8_storage);
+    EXPECT_EQ(index.rerank_factor, want.rerank_factor);
+    EXPECT_EQ(index.auto_hnsw_min_templates, want.auto_hnsw_min_templates);
+  }
+  // The example spells the index section out for FACE.
+  EXPECT_TRUE(config->modalities(0).has_index());
+}
+
+TEST(ConfigTest, IndexSectionSetsTheGalleryIndexAndNamesBadFields) {
+  ConfigFiles files;
+  absl::StatusOr<config::ServerConfig> config = services::LoadConfig(
+      files.Write("modalities { modality: FINGERPRINT index { kind: \"hnsw\" "
+                  "hnsw { m: 16 ef_search: 200 sq8_storage: true } "
+                  "rerank_factor: 8 } }\n"
+                  "modalities { modality: IRIS index { kind: \"auto\" "
+                  "auto_hnsw_min_templates: 0 } }"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
+      services::ModalitySpecs(*config);
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  const matcher::IndexOptions& face = (*specs)[0].index;
+  const matcher::IndexOptions& finger = (*specs)[1].index;
+  const matcher::IndexOptions& iris = (*specs)[2].index;
+  EXPECT_EQ(face.kind, matcher::IndexKind::kExact);
+  EXPECT_EQ(finger.kind, matcher::IndexKind::kHnsw);
+  EXPECT_EQ(finger.hnsw.m, 16);
+  EXPECT_EQ(finger.hnsw.ef_construction, 40);  // default kept
+  EXPECT_EQ(finger.hnsw.ef_search, 200);
+  EXPECT_TRUE(finger.hnsw.sq8_storage);
+  EXPECT_EQ(finger.rerank_factor, 8);
+  EXPECT_EQ(iris.kind, matcher::IndexKind::kAuto);
+  EXPECT_EQ(iris.auto_hnsw_min_templates, 0u);  // 0 is a value, not unset
+
+  struct Bad {
+    std::string text;
+    std::string message;
+  };
+  const std::vector<Bad> bad = {
+      {"index { kind: \"ivf\" }",
+       "modalities[0].index.kind: unknown index kind \"ivf\""},
+      {"index { hnsw { m: 1 } }",
+       "modalities[0].index.hnsw.m: must be in [2, 256], got 1"},
+      {"index { hnsw { m: 4294967295 } }",
+       "modalities[0].index.hnsw.m: must be in [2, 256], got 2147483647"},
+      {"index { hnsw { ef_construction: 0 } }",
+       "modalities[0].index.hnsw.ef_construction: must be in [1, 10000]"},
+      {"index { hnsw { ef_search: 0 } }",
+       "modalities[0].index.hnsw.ef_search: must be in [1, 10000]"},
+      {"index { rerank_factor: 0 }",
+       "modalities[0].index.rerank_factor: must be in [1, 100]"},
+  };
+  for (const Bad& b : bad) {
+    const absl::Status s =
+        services::LoadConfig(files.Write(absl::StrCat(
+                                 "modalities { modality: FACE ", b.text, " }")))
+            .status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << b.text;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(b.message)) << b.text;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(".textproto: ")) << b.text;
   }
 }
 

@@ -257,6 +257,45 @@ TEST_F(SnapshotFileTest, CreateInAMissingFolderFails) {
           .ok());
 }
 
+TEST(ChunkedSnapshotWriterTest, MovesEveryByteInOrderAcrossChunks) {
+  // Writes of awkward sizes that straddle the 64 MiB chunk boundary.
+  std::vector<uint32_t> values((ChunkedSnapshotWriter::kChunkBytes / 4) + 999);
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = static_cast<uint32_t>(i * 2654435761u);
+  }
+  ChunkedSnapshotWriter chunked;
+  StringSnapshotWriter direct;
+  const char* bytes = reinterpret_cast<const char*>(values.data());
+  const size_t total = values.size() * 4;
+  for (size_t done = 0, step = 1; done < total; step = step * 7 + 3) {
+    const size_t n = std::min(step % (3 << 20) + 1, total - done);
+    ASSERT_TRUE(chunked.Write(bytes + done, n).ok());
+    ASSERT_TRUE(direct.Write(bytes + done, n).ok());
+    done += n;
+  }
+  EXPECT_EQ(chunked.size(), total);
+  StringSnapshotWriter moved;
+  ASSERT_TRUE(chunked.MoveTo(&moved).ok());
+  EXPECT_TRUE(moved.bytes() == direct.bytes());
+  EXPECT_EQ(chunked.size(), 0u);
+  // Empty, and usable again, with room reserved before and during writes.
+  ASSERT_TRUE(chunked.Reserve(10).ok());
+  ASSERT_TRUE(chunked.WriteU32(7).ok());
+  ASSERT_TRUE(chunked.Reserve(ChunkedSnapshotWriter::kChunkBytes).ok());
+  const std::string tail(ChunkedSnapshotWriter::kChunkBytes, 'x');
+  ASSERT_TRUE(chunked.Write(tail.data(), tail.size()).ok());
+  ASSERT_TRUE(chunked.WriteU32(9).ok());
+  StringSnapshotWriter again;
+  ASSERT_TRUE(chunked.MoveTo(&again).ok());
+  ASSERT_EQ(again.bytes().size(), tail.size() + 8);
+  StringSnapshotReader in(again.bytes());
+  EXPECT_EQ(*in.ReadU32(), 7u);
+  std::string middle(tail.size(), '\0');
+  ASSERT_TRUE(in.Read(middle.data(), middle.size()).ok());
+  EXPECT_TRUE(middle == tail);
+  EXPECT_EQ(*in.ReadU32(), 9u);
+}
+
 TEST_F(SnapshotFileTest, CorruptCountsDoNotAllocate) {
   // An unchecksummed stream whose array count is absurd: refused on the
   // stream's length, before any allocation.

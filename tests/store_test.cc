@@ -301,6 +301,14 @@ TEST_F(StoreTest, DuplicateNationalIdIsRefusedAndLeavesNothing) {
   EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), changes);
   EXPECT_EQ(ActiveTemplates().size(), 1u);
 
+  // A taken subject id (the server draws them at random, so only a store
+  // caller could reuse one) is refused too, naming it.
+  absl::StatusOr<WriteResult> same_subject = store_->CreatePerson(
+      Key("req-same-subject"), MakePerson("s-1", "456"), {Face(0.4f)});
+  EXPECT_EQ(same_subject.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(same_subject.status().message(), "subject_id: s-1 already exists");
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), changes);
+
   // The same national id in another country is a different person, and the
   // refused request_id was not consumed.
   Person other = MakePerson("s-2", "123");
@@ -374,6 +382,13 @@ TEST_F(StoreTest, CreatePersonsIsOneTransactionNamingTheFailedItem) {
   EXPECT_EQ((*written)[3].person.subject_id(), "s-3");
   EXPECT_THAT(Counts(), ElementsAre(Pair(hawiya::v1::ACTIVE, 4)));
   EXPECT_EQ(ActiveTemplates().size(), 5u);
+  // Each answer is what a read returns (the store builds new persons'
+  // answers without reading them back), template counts included.
+  for (const WriteResult& result : *written) {
+    absl::StatusOr<Person> got = store_->GetPerson(result.person.subject_id());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->SerializeAsString(), result.person.SerializeAsString());
+  }
 
   absl::StatusOr<std::vector<WriteResult>> replayed =
       store_->CreatePersons(batch);
@@ -793,6 +808,33 @@ TEST(StoreOpenTest, RefusesNewerSchemaWithoutTouchingTheFile) {
     // Not even switched to WAL.
     EXPECT_EQ(raw.Text("PRAGMA journal_mode"), "delete");
   }
+  fs::remove_all(dir);
+}
+
+TEST(StoreOpenTest, NewDatabasesUseEightKiBPagesOldOnesKeepTheirs) {
+  const fs::path dir = UniqueDir();
+  fs::remove_all(dir);
+  ASSERT_TRUE(fs::create_directories(dir));
+  // A database made with 4 KiB pages, as before: it opens as it is.
+  const fs::path old_path = dir / "old.db";
+  {
+    RawDb raw(old_path);
+    raw.Exec(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; "
+        "CREATE TABLE t (x)");
+  }
+  const fs::path new_path = dir / "new.db";
+  for (const fs::path& path : {old_path, new_path}) {
+    absl::StatusOr<std::unique_ptr<Store>> store =
+        Store::Open(StoreOptions{path.string()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    absl::StatusOr<WriteResult> created = (*store)->CreatePerson(
+        Key("req-1"), MakePerson("s-1", "123"), {Face(0.1f)});
+    ASSERT_TRUE(created.ok()) << created.status();
+  }
+  EXPECT_EQ(RawDb(old_path).Int("PRAGMA page_size"), 4096);
+  // Three 2 KiB face templates fit an 8 KiB page; a 4 KiB page held one.
+  EXPECT_EQ(RawDb(new_path).Int("PRAGMA page_size"), 8192);
   fs::remove_all(dir);
 }
 

@@ -47,9 +47,9 @@ inline absl::StatusOr<std::vector<GalleryRow>> ReadExactGallery(
   std::vector<uint8_t> codes, ids;
   std::vector<int32_t> row_subject;
   for (absl::Status s :
-       {in->ReadI64s(kAny, &labels), in->ReadBytes(kAny, &codes),
-        in->ReadBytes(kAny, &ids), in->ReadI64s(kAny, &ends),
-        in->ReadI32s(kAny, &row_subject)}) {
+       {in->ReadI64s(kAny, &labels), in->ReadBytes(kAny, &ids),
+        in->ReadI64s(kAny, &ends), in->ReadI32s(kAny, &row_subject),
+        in->ReadBytes(kAny, &codes)}) {
     if (!s.ok()) return s;
   }
   std::vector<std::string> subjects;

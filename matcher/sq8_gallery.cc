@@ -1,0 +1,356 @@
+// The exact_sq8 gallery: a flat scan over int8 (SQ8) codes, a quarter of the
+// bytes of fp32, then an exact fp32 re-rank of the best candidates.
+//
+// Rows: every template's unit vector in fp32 (for re-ranking, ScoreSubject
+// and snapshots) and, once trained, its SQ8 code in the same row; a removal
+// moves the last row into the hole in both arrays (O(d), as the exact
+// gallery does).
+//
+// Training: a gallery starts empty, so there is nothing to train on. Until it
+// holds kSq8TrainMinTemplates templates it scans fp32 exactly (small
+// galleries are cheap to scan anyway); the Add that reaches that size trains
+// per-dimension min/max ranges on every row with a margin of
+// kSq8RangeMargin (row_scan.h) and encodes every row. The ranges are then
+// fixed for the gallery's life (a snapshot keeps them): later vectors outside
+// them clamp, which can only cost candidate quality because every returned
+// score is recomputed in fp32. Unit-norm embeddings from one model keep a
+// stable per-dimension distribution, and a new model means a new gallery.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "matcher/gallery.h"
+#include "matcher/gallery_common.h"
+#include "matcher/gallery_kinds.h"
+#include "matcher/kernels.h"
+#include "matcher/row_scan.h"
+#include "matcher/snapshot.h"
+
+namespace hawiya::matcher {
+namespace {
+
+constexpr uint32_t kFormatVersion = 1;
+
+class ExactSq8Gallery final : public Gallery {
+ public:
+  explicit ExactSq8Gallery(const GalleryOptions& options)
+      : dimension_(options.dimension), index_(options.index) {}
+
+  ExactSq8Gallery(const ExactSq8Gallery&) = delete;
+  ExactSq8Gallery& operator=(const ExactSq8Gallery&) = delete;
+
+  // Reads what Save wrote after the kind name.
+  static absl::StatusOr<std::unique_ptr<Gallery>> Load(
+      const GalleryOptions& options, SnapshotReader* in);
+
+  absl::Status Add(absl::Span<const GalleryEntry> entries) override;
+  size_t RemoveSubject(absl::string_view subject_id) override;
+  absl::StatusOr<std::vector<SubjectScore>> Search(
+      absl::Span<const float> probe, size_t k) const override;
+  absl::StatusOr<float> ScoreSubject(
+      absl::string_view subject_id,
+      absl::Span<const float> probe) const override;
+
+  int dimension() const override { return dimension_; }
+  size_t size() const override {
+    absl::ReaderMutexLock lock(&mu_);
+    return row_label_.size();
+  }
+  bool Contains(absl::string_view subject_id) const override {
+    absl::ReaderMutexLock lock(&mu_);
+    return book_.LabelsOf(subject_id) != nullptr;
+  }
+  std::string index_kind() const override {
+    return std::string(IndexKindName(IndexKind::kExactSq8));
+  }
+  absl::Status Save(SnapshotWriter* out) const override;
+
+ private:
+  size_t d() const { return static_cast<size_t>(dimension_); }
+  const float* Row(size_t row) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return rows_.data() + row * d();
+  }
+  // Trains the ranges on every row and encodes them all.
+  void Train() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const int dimension_;
+  const IndexOptions index_;
+
+  mutable absl::Mutex mu_;
+  // Unit vectors, one row of d() floats per template.
+  std::vector<float> rows_ ABSL_GUARDED_BY(mu_);
+  // SQ8 codes of rows_, row for row; empty until trained_.
+  std::vector<uint8_t> codes_ ABSL_GUARDED_BY(mu_);
+  bool trained_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<float> vmin_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> vdiff_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> row_label_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int64_t, size_t> label_row_ ABSL_GUARDED_BY(mu_);
+  SubjectBook book_ ABSL_GUARDED_BY(mu_);
+};
+
+void ExactSq8Gallery::Train() {
+  Sq8RangeTrainer trainer(d());
+  trainer.Observe(rows_.data(), row_label_.size());
+  trainer.Finish(kSq8RangeMargin, &vmin_, &vdiff_);
+  codes_.resize(row_label_.size() * d());
+  for (size_t row = 0; row < row_label_.size(); ++row) {
+    EncodeSq8(Row(row), vmin_.data(), vdiff_.data(), d(),
+              codes_.data() + row * d());
+  }
+  trained_ = true;
+}
+
+absl::Status ExactSq8Gallery::Add(absl::Span<const GalleryEntry> entries) {
+  absl::StatusOr<std::vector<float>> vectors =
+      NormalizedEntries(entries, dimension_);
+  if (!vectors.ok()) return vectors.status();
+  if (entries.empty()) return absl::OkStatus();
+
+  absl::WriterMutexLock lock(&mu_);
+  if (absl::Status s = book_.CheckNewLabels(entries); !s.ok()) return s;
+  const size_t old_rows = row_label_.size();
+  if (entries.size() > kMaxIndexRows - old_rows) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "entries: the gallery holds at most ", kMaxIndexRows, " templates"));
+  }
+  // Everything that can fail (allocation) happens before any state the
+  // searches see changes, so a failed Add leaves the gallery as it was.
+  try {
+    rows_.insert(rows_.end(), vectors->begin(), vectors->end());
+    if (trained_) codes_.resize(rows_.size());
+    GrowCapacity(row_label_, old_rows + entries.size());
+    label_row_.reserve(old_rows + entries.size());
+  } catch (const std::exception& e) {
+    rows_.resize(old_rows * d());
+    if (trained_) codes_.resize(old_rows * d());
+    return absl::ResourceExhaustedError(
+        absl::StrCat("entries: cannot grow the gallery: ", e.what()));
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const size_t row = old_rows + i;
+    if (trained_) {
+      EncodeSq8(Row(row), vmin_.data(), vdiff_.data(), d(),
+                codes_.data() + row * d());
+    }
+    row_label_.push_back(entries[i].label);
+    label_row_.emplace(entries[i].label, row);
+    book_.Add(entries[i].label, entries[i].subject_id);
+  }
+  if (!trained_ && row_label_.size() >= kSq8TrainMinTemplates) Train();
+  return absl::OkStatus();
+}
+
+size_t ExactSq8Gallery::RemoveSubject(absl::string_view subject_id) {
+  absl::WriterMutexLock lock(&mu_);
+  const std::vector<int64_t> labels = book_.RemoveSubject(subject_id);
+  for (int64_t label : labels) {
+    const size_t row = label_row_.at(label);
+    const size_t last = row_label_.size() - 1;
+    if (row != last) {
+      std::memcpy(rows_.data() + row * d(), Row(last), d() * sizeof(float));
+      if (trained_) {
+        std::memcpy(codes_.data() + row * d(), codes_.data() + last * d(), d());
+      }
+      const int64_t moved = row_label_[last];
+      row_label_[row] = moved;
+      label_row_[moved] = row;
+    }
+    row_label_.pop_back();
+    label_row_.erase(label);
+    // Spare capacity keeps its bytes: an erased person's template (and its
+    // code) must not linger in memory.
+    std::memset(rows_.data() + last * d(), 0, d() * sizeof(float));
+    rows_.resize(last * d());
+    if (trained_) {
+      std::memset(codes_.data() + last * d(), 0, d());
+      codes_.resize(last * d());
+    }
+  }
+  return labels.size();
+}
+
+absl::StatusOr<std::vector<SubjectScore>> ExactSq8Gallery::Search(
+    absl::Span<const float> probe, size_t k) const {
+  absl::StatusOr<std::vector<float>> unit = NormalizedProbe(probe, dimension_);
+  if (!unit.ok()) return unit.status();
+  absl::ReaderMutexLock lock(&mu_);
+  const size_t total = row_label_.size();
+  if (k == 0 || total == 0) return std::vector<SubjectScore>();
+  const size_t needed = book_.TemplatesToFetch(k);
+  const size_t candidates =
+      std::min(total, needed * static_cast<size_t>(index_.rerank_factor));
+  if (!trained_ || candidates == total) {
+    // Re-ranking everything is an exact scan: do the cheaper fp32 one.
+    return ExactSearch(unit->data(), rows_.data(), total, d(), nullptr,
+                       row_label_, book_, k);
+  }
+  const Sq8Query query =
+      PrepareSq8Query(unit->data(), vmin_.data(), vdiff_.data(), d());
+  std::vector<RowHit> top;
+  TopRowsSq8(query, codes_.data(), total, candidates, nullptr, 0, &top);
+  std::vector<LabelHit> hits;
+  hits.reserve(top.size());
+  for (const RowHit& hit : top) {
+    hits.push_back(LabelHit{InnerProduct(unit->data(), Row(hit.row), d()),
+                            row_label_[hit.row]});
+  }
+  std::vector<SubjectScore> subjects = CollapseToSubjects(hits, book_);
+  if (subjects.size() > k) subjects.resize(k);
+  return subjects;
+}
+
+absl::StatusOr<float> ExactSq8Gallery::ScoreSubject(
+    absl::string_view subject_id, absl::Span<const float> probe) const {
+  absl::StatusOr<std::vector<float>> unit = NormalizedProbe(probe, dimension_);
+  if (!unit.ok()) return unit.status();
+  absl::ReaderMutexLock lock(&mu_);
+  const std::vector<int64_t>* labels = book_.LabelsOf(subject_id);
+  if (labels == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("subject_id: no template of ", subject_id));
+  }
+  float best = -std::numeric_limits<float>::infinity();
+  for (int64_t label : *labels) {
+    best = std::max(best,
+                    InnerProduct(unit->data(), Row(label_row_.at(label)), d()));
+  }
+  return best;
+}
+
+// Snapshot, after the kind name:
+//   u32 format version, u32 dimension, u64 rows,
+//   rows x i64 labels (chunked), rows x string subject,
+//   rows x d floats (chunked), u32 trained, [d floats vmin, d floats vdiff].
+// Codes are not written: EncodeSq8 rebuilds them bit for bit from the rows
+// and the ranges.
+absl::Status ExactSq8Gallery::Save(SnapshotWriter* out) const {
+  absl::ReaderMutexLock lock(&mu_);
+  absl::Status s = out->WriteString(IndexKindName(IndexKind::kExactSq8));
+  if (s.ok()) s = out->WriteU32(kFormatVersion);
+  if (s.ok()) s = out->WriteU32(static_cast<uint32_t>(dimension_));
+  if (s.ok()) s = out->WriteU64(row_label_.size());
+  if (s.ok()) s = WriteChunkedI64s(out, row_label_);
+  for (size_t row = 0; s.ok() && row < row_label_.size(); ++row) {
+    s = out->WriteString(*book_.SubjectOf(row_label_[row]));
+  }
+  if (s.ok()) s = WriteChunkedFloats(out, rows_);
+  if (s.ok()) s = out->WriteU32(trained_ ? 1 : 0);
+  if (s.ok() && trained_) s = out->WriteFloats(vmin_);
+  if (s.ok() && trained_) s = out->WriteFloats(vdiff_);
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<Gallery>> ExactSq8Gallery::Load(
+    const GalleryOptions& options, SnapshotReader* in) {
+  absl::StatusOr<uint32_t> version = in->ReadU32();
+  if (!version.ok()) return version.status();
+  if (*version != kFormatVersion) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot: exact_sq8 format version ", *version,
+                     " is not supported (expected ", kFormatVersion, ")"));
+  }
+  absl::StatusOr<uint32_t> dimension = in->ReadU32();
+  if (!dimension.ok()) return dimension.status();
+  if (*dimension != static_cast<uint32_t>(options.dimension)) {
+    return OptionMismatch("dimension", *dimension, options.dimension);
+  }
+  absl::StatusOr<uint64_t> rows = in->ReadU64();
+  if (!rows.ok()) return rows.status();
+  if (*rows > kMaxIndexRows) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot: ", *rows, " templates, at most ", kMaxIndexRows));
+  }
+  auto gallery = std::make_unique<ExactSq8Gallery>(options);
+  ExactSq8Gallery& g = *gallery;
+  // Not shared yet; the lock only satisfies the annotations.
+  absl::WriterMutexLock lock(&g.mu_);
+  if (absl::Status s = ReadChunkedI64s(in, *rows, &g.row_label_); !s.ok()) {
+    return s;
+  }
+  for (size_t row = 0; row < *rows; ++row) {
+    absl::StatusOr<std::string> subject =
+        in->ReadString(kMaxSnapshotSubjectBytes);
+    if (!subject.ok()) return subject.status();
+    const int64_t label = g.row_label_[row];
+    if (subject->empty() || g.book_.HasLabel(label)) {
+      return absl::DataLossError(absl::StrCat(
+          "snapshot: row ", row, " has an empty subject or a repeated label"));
+    }
+    g.book_.Add(label, *subject);
+    g.label_row_.emplace(label, row);
+  }
+  if (absl::Status s = ReadChunkedFloats(in, *rows * g.d(), &g.rows_);
+      !s.ok()) {
+    return s;
+  }
+  for (float x : g.rows_) {
+    if (!std::isfinite(x)) {
+      return absl::DataLossError("snapshot: a template is not finite");
+    }
+  }
+  absl::StatusOr<uint32_t> trained = in->ReadU32();
+  if (!trained.ok()) return trained.status();
+  if (*trained > 1) {
+    return absl::DataLossError("snapshot: trained flag is neither 0 nor 1");
+  }
+  if (*trained == 1) {
+    if (absl::Status s = in->ReadFloats(g.d(), &g.vmin_); !s.ok()) return s;
+    if (absl::Status s = in->ReadFloats(g.d(), &g.vdiff_); !s.ok()) return s;
+    if (g.vmin_.size() != g.d() || g.vdiff_.size() != g.d()) {
+      return absl::DataLossError("snapshot: SQ8 ranges of the wrong size");
+    }
+    for (size_t j = 0; j < g.d(); ++j) {
+      if (!std::isfinite(g.vmin_[j]) || !std::isfinite(g.vdiff_[j]) ||
+          g.vdiff_[j] < 0.0f) {
+        return absl::DataLossError("snapshot: SQ8 ranges are not valid");
+      }
+    }
+    g.codes_.resize(g.rows_.size());
+    for (size_t row = 0; row < *rows; ++row) {
+      EncodeSq8(g.Row(row), g.vmin_.data(), g.vdiff_.data(), g.d(),
+                g.codes_.data() + row * g.d());
+    }
+    g.trained_ = true;
+  } else if (*rows >= kSq8TrainMinTemplates) {
+    // Written by a version with another training threshold: train now.
+    g.Train();
+  }
+  return std::unique_ptr<Gallery>(std::move(gallery));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Gallery>> OpenExactSq8Gallery(
+    const GalleryOptions& options) {
+  return std::unique_ptr<Gallery>(std::make_unique<ExactSq8Gallery>(options));
+}
+
+absl::StatusOr<std::unique_ptr<Gallery>> LoadExactSq8Gallery(
+    const GalleryOptions& options, SnapshotReader* in) {
+  try {
+    return ExactSq8Gallery::Load(options, in);
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "snapshot: cannot load the exact_sq8 gallery: ", e.what()));
+  }
+}
+
+}  // namespace hawiya::matcher
