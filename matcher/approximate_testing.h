@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <functional>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "matcher/gallery.h"
 
@@ -27,6 +28,9 @@ struct ApproximateIndexState {
   // Templates (labels) in the subject book; equals `live` whenever the
   // gallery is consistent.
   size_t templates = 0;
+  // Why the last rebuild failed (OK if none has); the next write that finds
+  // a rebuild needed retries it.
+  absl::Status last_rebuild_error;
 };
 
 // INVALID_ARGUMENT unless the gallery is an hnsw or auto gallery.

@@ -1027,6 +1027,7 @@ ApproximateIndexState HnswGallery::State() const {
   state.rebuilding = rebuilding_;
   state.rebuilds = rebuilds_;
   state.templates = book_.templates();
+  state.last_rebuild_error = last_rebuild_error_;
   return state;
 }
 

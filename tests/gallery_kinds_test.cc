@@ -832,6 +832,7 @@ TEST(HnswRebuildTest, CompactionUnderConcurrentSearchesAndWrites) {
     EXPECT_EQ(state.templates, 2151u);
     EXPECT_EQ(state.live, 2151u);
     EXPECT_EQ(state.tombstones, 50u);
+    EXPECT_TRUE(state.last_rebuild_error.ok()) << state.last_rebuild_error;
     EXPECT_EQ(gallery->size(), 2151u);
     for (uint64_t i : removed_late) {
       EXPECT_FALSE(ContainsSubject(
