@@ -32,6 +32,7 @@
 #include "faiss/IndexFlat.h"
 #include "faiss/impl/FaissException.h"
 #include "matcher/gallery.h"
+#include "matcher/gallery_common.h"
 #include "matcher/gallery_kinds.h"
 #include "matcher/kernels.h"
 #include "matcher/scan_pool.h"
@@ -46,11 +47,6 @@ static_assert(std::is_same_v<FaissLabel, int64_t>,
 
 absl::Status FaissError(absl::string_view operation, const std::exception& e) {
   return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
-}
-
-bool BetterSubject(const SubjectScore& a, const SubjectScore& b) {
-  if (a.score != b.score) return a.score > b.score;
-  return a.subject_id < b.subject_id;
 }
 
 class FaissGallery final : public Gallery {
@@ -155,27 +151,11 @@ void FaissGallery::Recount(size_t from, size_t to) {
 }
 
 absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
-  const size_t d = static_cast<size_t>(dimension_);
   // Validate and normalise before taking the lock: this is the expensive part
   // and touches no shared state.
-  std::vector<float> vectors;
-  vectors.reserve(entries.size() * d);
-  std::vector<FaissLabel> labels;
-  labels.reserve(entries.size());
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const GalleryEntry& entry = entries[i];
-    if (entry.subject_id.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("entries[", i, "].subject_id: must not be empty"));
-    }
-    if (absl::Status s = CheckVector(entry.vector, dimension_); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("entries[", i, "].vector: ", s.message()));
-    }
-    const std::vector<float> unit = Normalized(entry.vector);
-    vectors.insert(vectors.end(), unit.begin(), unit.end());
-    labels.push_back(entry.label);
-  }
+  absl::StatusOr<std::vector<float>> vectors =
+      NormalizedEntries(entries, dimension_);
+  if (!vectors.ok()) return vectors.status();
   if (entries.empty()) return absl::OkStatus();
 
   absl::WriterMutexLock lock(&mu_);
@@ -189,7 +169,7 @@ absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
     }
   }
   try {
-    flat_.add(static_cast<FaissLabel>(entries.size()), vectors.data());
+    flat_.add(static_cast<FaissLabel>(entries.size()), vectors->data());
   } catch (const faiss::FaissException& e) {
     return FaissError("add", e);
   } catch (const std::exception& e) {
@@ -294,10 +274,10 @@ absl::StatusOr<std::vector<SubjectScore>> FaissGallery::SearchSubjects(
 
 absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
     absl::Span<const float> probe, size_t k) const {
-  if (absl::Status s = CheckVector(probe, dimension_); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("probe: ", s.message()));
-  }
-  const std::vector<float> unit = Normalized(probe);
+  absl::StatusOr<std::vector<float>> normalized =
+      NormalizedProbe(probe, dimension_);
+  if (!normalized.ok()) return normalized.status();
+  const std::vector<float>& unit = *normalized;
   absl::ReaderMutexLock lock(&mu_);
   const size_t total = row_label_.size();
   if (k == 0 || total == 0) return std::vector<SubjectScore>();
@@ -322,10 +302,10 @@ absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
 
 absl::StatusOr<float> FaissGallery::ScoreSubject(
     absl::string_view subject_id, absl::Span<const float> probe) const {
-  if (absl::Status s = CheckVector(probe, dimension_); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("probe: ", s.message()));
-  }
-  const std::vector<float> unit = Normalized(probe);
+  absl::StatusOr<std::vector<float>> normalized =
+      NormalizedProbe(probe, dimension_);
+  if (!normalized.ok()) return normalized.status();
+  const std::vector<float>& unit = *normalized;
   const size_t d = static_cast<size_t>(dimension_);
   absl::ReaderMutexLock lock(&mu_);
   auto it = subject_labels_.find(subject_id);
