@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -351,7 +352,8 @@ std::string SnapshotReport::ToString() const {
   return absl::StrCat("snapshot: wrote ", path, " (change ", sequence, ", ",
                       bytes, " bytes, ", buffered ? "buffered" : "streamed",
                       ") in ", absl::FormatDuration(elapsed),
-                      ", writes waited ", absl::FormatDuration(writers_waited));
+                      ", writes waited ", absl::FormatDuration(writers_waited),
+                      ", ", changes_pruned, " change-log rows pruned");
 }
 
 Registry::Registry(std::unique_ptr<Store> store,
@@ -564,6 +566,17 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot() {
   snapshot_sequence_ = file.sequence;
   refused_snapshots_.erase(file.path);
   PruneSnapshots(snapshot_dir_, file, refused_snapshots_);
+  // The change log is only read to replay onto a snapshot: rows older than
+  // the oldest snapshot left are never read again. Best effort, like the
+  // pruning of files: the rows are kept for the next snapshot to prune.
+  int64_t oldest_kept = file.sequence;
+  for (const SnapshotFileInfo& kept : ListSnapshots(snapshot_dir_)) {
+    oldest_kept = std::min(oldest_kept, kept.sequence);
+  }
+  if (absl::StatusOr<int64_t> pruned = store_->PruneChangesBefore(oldest_kept);
+      pruned.ok()) {
+    report.changes_pruned = *pruned;
+  }
   report.written = true;
   report.path = file.path;
   report.bytes = writer->bytes();

@@ -92,6 +92,8 @@ struct SnapshotReport {
   // written), and the whole call (the file's fsync included).
   absl::Duration writers_waited;
   absl::Duration elapsed;
+  // Change-log rows deleted because no snapshot left needs them.
+  int64_t changes_pruned = 0;
 
   std::string ToString() const;
 };

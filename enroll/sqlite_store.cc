@@ -911,6 +911,33 @@ class SqliteStore final : public Store {
     return changed;
   }
 
+  absl::StatusOr<int64_t> PruneChangesBefore(int64_t sequence) override {
+    // Rows per transaction: a few milliseconds of work, so a write waits at
+    // most that long for the store's mutex.
+    constexpr int kRowsPerTransaction = 10000;
+    int64_t deleted = 0;
+    while (true) {
+      absl::MutexLock lock(&mu_);
+      Transaction txn(connection_.get());
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+      int64_t rows = 0;
+      {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement erase,
+            connection_->Prepare(
+                "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes "
+                "WHERE seq < ?1 ORDER BY seq LIMIT ?2)"));
+        erase.BindInt(1, sequence).BindInt(2, kRowsPerTransaction);
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, erase.Step());
+        (void)row;
+        rows = sqlite3_changes64(connection_->db());
+      }
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+      deleted += rows;
+      if (rows < kRowsPerTransaction) return deleted;
+    }
+  }
+
   absl::StatusOr<std::vector<TemplateRecord>> ActiveTemplatesOf(
       absl::Span<const std::string> subject_ids) override {
     absl::MutexLock lock(&mu_);

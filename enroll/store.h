@@ -179,6 +179,13 @@ class Store {
   virtual absl::StatusOr<ChangedSubjects> SubjectsChangedAfter(
       int64_t after) = 0;
 
+  // Deletes the change rows with a sequence below `sequence`, the oldest a
+  // kept snapshot still needs (GetChange(sequence) and SubjectsChangedAfter
+  // of it and later keep working; ChangeSequence and the numbering of later
+  // changes are unaffected). Deletes in short transactions so that writes
+  // are not held up behind a long one. Returns how many rows were deleted.
+  virtual absl::StatusOr<int64_t> PruneChangesBefore(int64_t sequence) = 0;
+
   // The current templates of those of `subject_ids` that are ACTIVE (a
   // subject in another state, or gone, has none here), grouped by subject in
   // template_id order; one read transaction.

@@ -402,6 +402,47 @@ TEST_F(RegistrySnapshotTest, DamagedNewestFallsBackToTheOlderOne) {
   EXPECT_THAT(kept, ElementsAre(9, 8));
 }
 
+// A snapshot prunes the change-log rows that no snapshot left can need; a
+// fallback to the older snapshot kept still finds every change it replays.
+TEST_F(RegistrySnapshotTest, SnapshotsPruneTheChangeLogTheyNoLongerNeed) {
+  Reopen();
+  for (uint64_t n = 0; n < 5; ++n) Enroll(*registry_, n);
+  absl::StatusOr<SnapshotReport> first = registry_->WriteSnapshot();
+  ASSERT_TRUE(first.ok() && first->written);  // change 5, the only snapshot
+  EXPECT_EQ(first->changes_pruned, 4);
+  for (uint64_t n = 5; n < 8; ++n) Enroll(*registry_, n);
+  absl::StatusOr<SnapshotReport> second = registry_->WriteSnapshot();
+  ASSERT_TRUE(second.ok() && second->written);  // change 8; keeps 5
+  EXPECT_EQ(second->changes_pruned, 0);
+  const std::string last = Enroll(*registry_, 8);
+  absl::StatusOr<SnapshotReport> third = registry_->WriteSnapshot();
+  ASSERT_TRUE(third.ok() && third->written);  // change 9; keeps 8
+  EXPECT_EQ(third->changes_pruned, 3);
+  EXPECT_THAT(third->ToString(), HasSubstr("3 change-log rows pruned"));
+  const Contents live = ReadSnapshot(third->path)->galleries;
+  registry_.reset();
+  {
+    absl::StatusOr<std::unique_ptr<Store>> store =
+        Store::Open({data_dir_ + "/hawiya.db"});
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->GetChange(7).status().code(),
+              absl::StatusCode::kNotFound);
+    EXPECT_TRUE((*store)->GetChange(8).ok());
+    EXPECT_EQ(*(*store)->ChangeSequence(), 9);
+    EXPECT_THAT((*store)->SubjectsChangedAfter(8)->subject_ids,
+                ElementsAre(last));
+  }
+
+  std::string bytes = Slurp(third->path);
+  bytes[bytes.size() / 2] ^= 0x10;
+  Spit(third->path, bytes);
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(8));
+  EXPECT_EQ(registry_->load_report().replayed_subjects, 1);
+  EXPECT_EQ(Galleries(*registry_), live);
+  EXPECT_EQ(Galleries(*registry_), RebuiltGalleries());
+}
+
 TEST_F(RegistrySnapshotTest, EveryDamagedSnapshotIsRebuiltFromTheStore) {
   Reopen();
   for (uint64_t n = 0; n < 4; ++n) Enroll(*registry_, n);

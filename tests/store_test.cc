@@ -398,6 +398,41 @@ TEST_F(StoreTest, CreatePersonsIsOneTransactionNamingTheFailedItem) {
   EXPECT_TRUE(store_->CreatePersons({}).ok());
 }
 
+// Pruning deletes exactly the rows below the sequence, across several of
+// its short transactions (25,000 rows > 10,000 per transaction), and leaves
+// the numbering of later changes alone.
+TEST_F(StoreTest, PruneChangesBeforeKeepsTheSequenceAndLaterRows) {
+  constexpr int kPersons = 25000;
+  std::vector<NewPerson> batch;
+  for (int i = 0; i < kPersons; ++i) {
+    batch.push_back({Key(absl::StrCat("req-", i)),
+                     MakePerson(absl::StrCat("s-", i), absl::StrCat(1000 + i)),
+                     {}});
+  }
+  ASSERT_TRUE(store_->CreatePersons(batch).ok());
+  ASSERT_EQ(*store_->ChangeSequence(), kPersons);
+
+  absl::StatusOr<int64_t> pruned = store_->PruneChangesBefore(24000);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 23999);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), kPersons - 23999);
+  EXPECT_EQ(store_->GetChange(23999).status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<Change> kept = store_->GetChange(24000);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->subject_id, "s-23999");
+  EXPECT_EQ(*store_->ChangeSequence(), kPersons);
+  EXPECT_EQ(store_->SubjectsChangedAfter(24000)->subject_ids.size(), 1000u);
+  EXPECT_EQ(*store_->PruneChangesBefore(24000), 0);
+
+  // Even with every row gone, a new change is numbered after the old ones.
+  EXPECT_EQ(*store_->PruneChangesBefore(kPersons + 1), kPersons - 23999);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM changes"), 0);
+  Create(MakePerson("s-new", "999"));
+  EXPECT_EQ(*store_->ChangeSequence(), kPersons + 1);
+}
+
 TEST_F(StoreTest, ReusedRequestIdForAnotherRequestIsRefused) {
   Create(MakePerson("s-1", "123"), {}, "req-1");
 
