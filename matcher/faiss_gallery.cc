@@ -24,8 +24,17 @@
 // searched exactly as Search does. The residual assumption: the BLAS sums in
 // float (or better), as every sgemm does.
 //
+// The row blocks are split over as many threads as the scan pool has (an
+// OpenMP team, OpenBLAS single-threaded inside it): at 100k x 512 this beat
+// one thread calling a multi-threaded OpenBLAS sgemm (~800 vs ~700
+// probes/s at 1000 probes; one thread alone ~510).
+//
 // Smaller batches go to the scan pool at once (ScanPool::SearchMany), so
-// they share passes.
+// they share passes. Crossover at 100k x 512 on the 2-core AVX2 machine
+// (bench/gallery_bench.cc batch/N/B, forcing each path): pool vs sgemm
+// ~420 vs ~250 probes/s at 8 probes, ~400-450 vs ~420 at 16, ~370 vs ~390 at
+// 19, ~365 vs ~550 at 20; sgemm pulls away beyond (~650 at 32, ~800 at
+// 100), where the pool stays at ~400 (its passes are compute-bound).
 
 #include <omp.h>
 
