@@ -8,7 +8,11 @@
 //     gallery's scan without the collapse to subjects);
 //   - pool_throughput/N/batch/wait_us/threads:C: C callers searching at once
 //     on a pool of --scan_threads threads whose passes take up to `batch`
-//     queries (1 = no coalescing) and wait up to wait_us for them.
+//     queries (1 = no coalescing) and wait up to wait_us for them;
+//   - batch/N/B, batch_loop/N/B, flat_batch/N/B: B probes per call through
+//     Gallery::SearchBatch, through B calls of Gallery::Search on the calling
+//     thread, and through one raw IndexFlatIP::search (FAISS takes its BLAS
+//     path for B >= 20); "qps" is probes per second.
 //
 // Galleries are built once per size and cached across iterations and
 // benchmarks. Sizes above --max_rows (default 100000) are not registered:
@@ -300,6 +304,71 @@ void BM_FlatIPSearchBatch(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kProbes);
 }
 
+// range(1) probes per iteration, cycling through the fixture's probes.
+std::vector<std::vector<float>> BatchProbes(const Fixture& f, size_t b) {
+  std::vector<std::vector<float>> probes(b);
+  for (size_t i = 0; i < b; ++i) probes[i] = f.probes[i % kProbes];
+  return probes;
+}
+
+void SetQps(benchmark::State& state, size_t batch) {
+  state.counters["qps"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * batch),
+                         benchmark::Counter::kIsRate);
+}
+
+// Gallery::SearchBatch of range(1) probes over range(0) rows.
+void BM_GallerySearchBatch(benchmark::State& state) {
+  const Fixture& f = GetFixture(static_cast<size_t>(state.range(0)));
+  const size_t batch = static_cast<size_t>(state.range(1));
+  const std::vector<std::vector<float>> probes = BatchProbes(f, batch);
+  for (auto _ : state) {
+    absl::StatusOr<std::vector<std::vector<matcher::SubjectScore>>> top =
+        f.gallery->SearchBatch(probes, kTopK);
+    if (!top.ok()) {
+      state.SkipWithError(std::string(top.status().message()).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(top);
+  }
+  SetQps(state, batch);
+}
+
+// The same probes through Gallery::Search, one after the other.
+void BM_GallerySearchLoop(benchmark::State& state) {
+  const Fixture& f = GetFixture(static_cast<size_t>(state.range(0)));
+  const size_t batch = static_cast<size_t>(state.range(1));
+  const std::vector<std::vector<float>> probes = BatchProbes(f, batch);
+  for (auto _ : state) {
+    for (const std::vector<float>& probe : probes) {
+      absl::StatusOr<std::vector<matcher::SubjectScore>> top =
+          f.gallery->Search(probe, kTopK);
+      benchmark::DoNotOptimize(top);
+    }
+  }
+  SetQps(state, batch);
+}
+
+// The same probes (normalised) through one IndexFlatIP::search.
+void BM_FlatIPSearchBatchOf(benchmark::State& state) {
+  const Fixture& f = GetFixture(static_cast<size_t>(state.range(0)));
+  const size_t batch = static_cast<size_t>(state.range(1));
+  std::vector<float> probes(batch * kDimension);
+  for (size_t i = 0; i < batch; ++i) {
+    std::memcpy(probes.data() + i * kDimension, FlatProbe(f, i),
+                kDimension * sizeof(float));
+  }
+  std::vector<float> scores(batch * kTopK);
+  std::vector<faiss::Index::idx_t> labels(batch * kTopK);
+  for (auto _ : state) {
+    f.flat->search(static_cast<faiss::Index::idx_t>(batch), probes.data(),
+                   kTopK, scores.data(), labels.data());
+    benchmark::DoNotOptimize(labels.data());
+    benchmark::ClobberMemory();
+  }
+  SetQps(state, batch);
+}
+
 // Gallery::Add of range(0) entries per call (validation, normalisation,
 // label bookkeeping, FAISS append). The gallery is reopened, untimed, every
 // kAddPool entries so that labels stay fresh and the gallery stays small.
@@ -420,6 +489,26 @@ void RegisterSized() {
       benchmark::RegisterBenchmark("BM_FlatIPSearchBatch", BM_FlatIPSearchBatch)
           ->Arg(n)
           ->Unit(benchmark::kMillisecond);
+    }
+    // Batch sizes around the BLAS threshold (20) and well beyond. The
+    // per-probe loop and 1000-probe batches only up to 100k (seconds each
+    // at 1M).
+    for (int64_t batch : {1, 8, 16, 19, 20, 32, 100, 1000}) {
+      if (n > 100000 && batch > 100) continue;
+      benchmark::RegisterBenchmark("batch", BM_GallerySearchBatch)
+          ->Args({n, batch})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+      if (n <= 100000 && batch <= 100) {
+        benchmark::RegisterBenchmark("batch_loop", BM_GallerySearchLoop)
+            ->Args({n, batch})
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+      benchmark::RegisterBenchmark("flat_batch", BM_FlatIPSearchBatchOf)
+          ->Args({n, batch})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     }
     for (int callers : {1, 4, 16}) {
       // No coalescing, natural batching, natural batching + 0.5 ms wait.

@@ -5,8 +5,43 @@
 // The scan scores templates, but callers want subjects. Search therefore
 // fetches enough template hits to be sure the best k subjects are among them
 // and collapses the hits to subjects itself.
+//
+// SearchBatch: a batch of at least kExactBatchBlasMinProbes probes is scored
+// with BLAS sgemm (blocks of rows x all probes; at d = 512 sgemm computes
+// about twice as fast as our multi-query kernels, and a large batch is
+// compute-bound), each probe keeping its best BlasCandidates(fetch) rows by
+// sgemm score. Those candidates are then re-scored with InnerProduct, the
+// kernel Search scans with, so returned scores are bit-identical to Search's,
+// and collapsed to subjects exactly as Search does. sgemm and the kernel sum
+// in different orders, so their scores differ in the last bits; the standard
+// bound for a float dot product of unit vectors computed in any order
+// (|error| <= gamma_d = d u / (1 - d u), u = 2^-24, FMA or not) bounds the
+// difference by 2 gamma_d (~6e-5 at d = 512). A probe keeps its sgemm result
+// only if its fetch-th re-scored candidate beats the worst sgemm candidate by
+// more than that, which proves that no row outside the candidates can be in
+// Search's top `fetch`; otherwise (near-ties at the cut, duplicates), and
+// when Search would rescan for a tie at the k-th subject, the probe is
+// searched exactly as Search does. The residual assumption: the BLAS sums in
+// float (or better), as every sgemm does.
+//
+// The row blocks are split over as many threads as the scan pool has (an
+// OpenMP team, OpenBLAS single-threaded inside it): at 100k x 512 this beat
+// one thread calling a multi-threaded OpenBLAS sgemm (~800 vs ~700
+// probes/s at 1000 probes; one thread alone ~510).
+//
+// Smaller batches go to the scan pool at once (ScanPool::SearchMany), so
+// they share passes. Crossover at 100k x 512 on the 2-core AVX2 machine
+// (bench/gallery_bench.cc batch/N/B, forcing each path): pool vs sgemm
+// ~420 vs ~250 probes/s at 8 probes, ~400-450 vs ~420 at 16, ~370 vs ~390 at
+// 19, ~365 vs ~550 at 20; sgemm pulls away beyond (~650 at 32, ~800 at
+// 100), where the pool stays at ~400 (its passes are compute-bound).
+
+#include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -38,6 +73,15 @@
 #include "matcher/scan_pool.h"
 #include "matcher/snapshot.h"
 
+// The Fortran BLAS entry point, declared as FAISS (faiss/utils/distances.cpp)
+// does: FAISS links the system BLAS (OpenBLAS on Debian 12), and every BLAS
+// exports sgemm_ whatever its CBLAS. LP64 (32-bit integers), as Debian's.
+extern "C" int sgemm_(const char* transa, const char* transb, const int* m,
+                      const int* n, const int* k, const float* alpha,
+                      const float* a, const int* lda, const float* b,
+                      const int* ldb, const float* beta, float* c,
+                      const int* ldc);
+
 namespace hawiya::matcher {
 namespace {
 
@@ -47,6 +91,43 @@ static_assert(std::is_same_v<FaissLabel, int64_t>,
 
 absl::Status FaissError(absl::string_view operation, const std::exception& e) {
   return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
+}
+
+// Rows per sgemm call: 1024 rows x 512 floats (2 MiB) per block, as FAISS's
+// exhaustive_inner_product_blas; every probe of a block is scored at once.
+constexpr size_t kBlasRowBlock = 1024;
+// Probes per sgemm call, bounding the score block (kBlasRowBlock x this
+// floats, 4 MiB).
+constexpr size_t kBlasProbeBlock = 1024;
+
+// Candidates a probe keeps from the sgemm scores beyond the `fetch` that
+// Search needs: room for rounding differences at the cut, so that the proof
+// in the file comment rarely fails and sends the probe to the exact path.
+size_t BlasCandidates(size_t fetch) { return fetch + 8 + fetch / 8; }
+
+// Adds hits [first, first + n) with the given scores to a top-`keep` list:
+// filled in order until it holds keep hits, then kept as a heap whose front
+// is its worst hit. Never allocates if list->capacity() >= keep.
+void CollectTop(const float* scores, size_t n, size_t first, size_t keep,
+                std::vector<ScanHit>* list) {
+  size_t i = 0;
+  for (; i < n && list->size() < keep; ++i) {
+    list->push_back({scores[i], first + i});
+    if (list->size() == keep) {
+      std::make_heap(list->begin(), list->end(), BetterHit);
+    }
+  }
+  if (i == n) return;
+  float worst = list->front().score;
+  for (; i < n; ++i) {
+    if (scores[i] < worst) continue;
+    const ScanHit hit{scores[i], first + i};
+    if (!BetterHit(hit, list->front())) continue;
+    std::pop_heap(list->begin(), list->end(), BetterHit);
+    list->back() = hit;
+    std::push_heap(list->begin(), list->end(), BetterHit);
+    worst = list->front().score;
+  }
 }
 
 class FaissGallery final : public Gallery {
@@ -62,6 +143,8 @@ class FaissGallery final : public Gallery {
   size_t RemoveSubject(absl::string_view subject_id) override;
   absl::StatusOr<std::vector<SubjectScore>> Search(
       absl::Span<const float> probe, size_t k) const override;
+  absl::StatusOr<std::vector<std::vector<SubjectScore>>> SearchBatch(
+      absl::Span<const std::vector<float>> probes, size_t k) const override;
   absl::StatusOr<float> ScoreSubject(
       absl::string_view subject_id,
       absl::Span<const float> probe) const override;
@@ -101,21 +184,29 @@ class FaissGallery final : public Gallery {
   // How many template hits guarantee that the best k subjects are among
   // them: no subject can fill more than MaxTemplatesPerSubject() slots.
   size_t TemplatesToFetch(size_t k) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The `fetch` best templates by a full scan on pool_ with our SIMD kernels
-  // (Debian's FAISS scans with a scalar loop), best first. REQUIRES: probe
-  // is unit norm with dimension_ components; 0 < fetch <= size().
-  void ScanTopTemplates(const float* probe, size_t fetch,
-                        std::vector<float>* scores,
-                        std::vector<FaissLabel>* labels) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The template's row in the flat index. REQUIRES: label is present.
   const float* Row(FaissLabel label) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return flat_.get_xb() + label_row_.at(label) * dimension_;
   }
-  // Collapses the `fetch` best template hits to subjects, best first.
-  // `boundary` receives the lowest template score fetched.
-  absl::StatusOr<std::vector<SubjectScore>> SearchSubjects(
-      const float* probe, size_t fetch, float* boundary) const
+  // Each subject's best hit, best first. `boundary` receives the lowest
+  // score among the hits (+inf if none).
+  std::vector<SubjectScore> Collapse(absl::Span<const ScanHit> hits,
+                                     float* boundary) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Search's answer for each unit probe, from full scans on pool_ (our SIMD
+  // kernels; Debian's FAISS scans with a scalar loop) that share passes.
+  // REQUIRES: every units[i] is unit norm with dimension_ components; k > 0.
+  std::vector<std::vector<SubjectScore>> SearchOnPool(
+      absl::Span<const float* const> units, size_t k) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The same for n probes (contiguous in `units`) via BLAS; see the file
+  // comment. Allocates before its parallel region, so std::bad_alloc
+  // escapes only from here, never from a worker.
+  // REQUIRES: as SearchOnPool; BlasCandidates(TemplatesToFetch(k)) <=
+  // size().
+  std::vector<std::vector<SubjectScore>> SearchWithBlas(const float* units,
+                                                        size_t n,
+                                                        size_t k) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const int dimension_;
@@ -228,40 +319,16 @@ size_t FaissGallery::TemplatesToFetch(size_t k) const {
   return std::min(total, k * per_subject + 1);
 }
 
-void FaissGallery::ScanTopTemplates(const float* probe, size_t fetch,
-                                    std::vector<float>* scores,
-                                    std::vector<FaissLabel>* labels) const {
-  // The pool shares a pass among the searches of this gallery that are
-  // waiting at the same time. Each of them holds mu_ shared, as this one does
-  // until it has read the rows' labels below, so no writer can move a row
-  // between the scan and the lookup, and every search in a pass sees the
-  // same rows.
-  const F32RowsSource rows(this, flat_.get_xb(), row_label_.size(),
-                           static_cast<size_t>(dimension_));
-  const std::vector<ScanHit> hits = pool_->Search(rows, probe, fetch);
-  scores->clear();
-  labels->clear();
-  for (const ScanHit& hit : hits) {
-    scores->push_back(hit.score);
-    labels->push_back(row_label_[hit.row]);
-  }
-}
-
-absl::StatusOr<std::vector<SubjectScore>> FaissGallery::SearchSubjects(
-    const float* probe, size_t fetch, float* boundary) const {
-  std::vector<float> scores;
-  std::vector<FaissLabel> labels;
-  ScanTopTemplates(probe, fetch, &scores, &labels);
+std::vector<SubjectScore> FaissGallery::Collapse(absl::Span<const ScanHit> hits,
+                                                 float* boundary) const {
   absl::flat_hash_map<absl::string_view, float> best;
   *boundary = std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < labels.size(); ++i) {
-    auto it = label_subject_.find(labels[i]);
-    // FAISS pads missing results with label -1; fetch <= ntotal should rule
-    // that out, but a padded slot must never become a subject.
+  for (const ScanHit& hit : hits) {
+    auto it = label_subject_.find(row_label_[hit.row]);
     if (it == label_subject_.end()) continue;
-    *boundary = std::min(*boundary, scores[i]);
-    auto [slot, inserted] = best.try_emplace(it->second, scores[i]);
-    if (!inserted) slot->second = std::max(slot->second, scores[i]);
+    *boundary = std::min(*boundary, hit.score);
+    auto [slot, inserted] = best.try_emplace(it->second, hit.score);
+    if (!inserted) slot->second = std::max(slot->second, hit.score);
   }
   std::vector<SubjectScore> out;
   out.reserve(best.size());
@@ -272,32 +339,200 @@ absl::StatusOr<std::vector<SubjectScore>> FaissGallery::SearchSubjects(
   return out;
 }
 
+std::vector<std::vector<SubjectScore>> FaissGallery::SearchOnPool(
+    absl::Span<const float* const> units, size_t k) const {
+  std::vector<std::vector<SubjectScore>> out(units.size());
+  const size_t total = row_label_.size();
+  if (total == 0) return out;
+  // The pool shares a pass among the searches of this gallery that are
+  // waiting at the same time. Each of them holds mu_ shared, as this one does
+  // until it has read the rows' labels, so no writer can move a row between
+  // the scan and the lookup, and every search in a pass sees the same rows.
+  const F32RowsSource rows(this, flat_.get_xb(), total,
+                           static_cast<size_t>(dimension_));
+  const size_t fetch = TemplatesToFetch(k);
+  std::vector<const void*> queries(units.begin(), units.end());
+  std::vector<std::vector<ScanHit>> hits =
+      pool_->SearchMany(rows, queries, fetch);
+  std::vector<size_t> rescan;
+  for (size_t i = 0; i < units.size(); ++i) {
+    float boundary = 0.0f;
+    out[i] = Collapse(hits[i], &boundary);
+    // A subject that was not fetched scores at most `boundary`. If the k-th
+    // subject sits exactly on it, an unfetched subject may tie and win on
+    // subject_id; such exact ties (duplicate enrolments of one image) are
+    // rare enough that a full scan is the simplest exact answer.
+    if (fetch < total && out[i].size() >= k &&
+        out[i][k - 1].score <= boundary) {
+      rescan.push_back(i);
+    }
+  }
+  if (!rescan.empty()) {
+    queries.clear();
+    for (size_t i : rescan) queries.push_back(units[i]);
+    hits = pool_->SearchMany(rows, queries, total);
+    for (size_t j = 0; j < rescan.size(); ++j) {
+      float boundary = 0.0f;
+      out[rescan[j]] = Collapse(hits[j], &boundary);
+    }
+  }
+  for (std::vector<SubjectScore>& subjects : out) {
+    if (subjects.size() > k) subjects.resize(k);
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
     absl::Span<const float> probe, size_t k) const {
   absl::StatusOr<std::vector<float>> normalized =
       NormalizedProbe(probe, dimension_);
   if (!normalized.ok()) return normalized.status();
-  const std::vector<float>& unit = *normalized;
+  const float* unit = normalized->data();
   absl::ReaderMutexLock lock(&mu_);
+  if (k == 0 || row_label_.empty()) return std::vector<SubjectScore>();
+  return std::move(SearchOnPool(absl::MakeConstSpan(&unit, 1), k)[0]);
+}
+
+std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
+    const float* units, size_t n, size_t k) const {
+  const size_t d = static_cast<size_t>(dimension_);
   const size_t total = row_label_.size();
-  if (k == 0 || total == 0) return std::vector<SubjectScore>();
-  size_t fetch = TemplatesToFetch(k);
-  float boundary = 0.0f;
-  absl::StatusOr<std::vector<SubjectScore>> subjects =
-      SearchSubjects(unit.data(), fetch, &boundary);
-  if (!subjects.ok()) return subjects;
-  // A subject that was not fetched scores at most `boundary`. If the k-th
-  // subject sits exactly on it, an unfetched subject may tie and win on
-  // subject_id; such exact ties (duplicate enrolments of one image) are rare
-  // enough that a full scan is the simplest exact answer.
-  if (fetch < total && subjects->size() >= k &&
-      (*subjects)[k - 1].score <= boundary) {
-    fetch = total;
-    subjects = SearchSubjects(unit.data(), fetch, &boundary);
-    if (!subjects.ok()) return subjects;
+  const size_t fetch = TemplatesToFetch(k);
+  const size_t keep = BlasCandidates(fetch);
+  const float* base = flat_.get_xb();
+  const size_t row_blocks = (total + kBlasRowBlock - 1) / kBlasRowBlock;
+  const int threads = static_cast<int>(std::max<size_t>(
+      1, std::min<size_t>(static_cast<size_t>(pool_->threads()), row_blocks)));
+
+  // Everything the workers touch is allocated here: lists[t][i] is worker
+  // t's best `keep` rows for probe i, by sgemm score.
+  std::vector<std::vector<std::vector<ScanHit>>> lists(
+      static_cast<size_t>(threads), std::vector<std::vector<ScanHit>>(n));
+  for (auto& per_thread : lists) {
+    for (std::vector<ScanHit>& list : per_thread) list.reserve(keep);
   }
-  if (subjects->size() > k) subjects->resize(k);
-  return subjects;
+  const size_t probe_block = std::min(n, kBlasProbeBlock);
+  std::vector<std::vector<float>> blocks(
+      static_cast<size_t>(threads),
+      std::vector<float>(probe_block * kBlasRowBlock));
+  std::atomic<size_t> next_block{0};
+
+  // An OpenMP team rather than std::threads: OpenBLAS (the openmp build)
+  // runs single-threaded inside a parallel region, so the cores are split
+  // by row blocks, not oversubscribed. Idle team threads sleep
+  // (OMP_WAIT_POLICY=PASSIVE in the server). Nothing in the region throws.
+#pragma omp parallel num_threads(threads)
+  {
+    const auto t = static_cast<size_t>(omp_get_thread_num());
+    float* ip = blocks[t].data();
+    const int di = dimension_;
+    const float one = 1.0f;
+    const float zero = 0.0f;
+    while (true) {
+      const size_t block = next_block.fetch_add(1, std::memory_order_relaxed);
+      if (block >= row_blocks) break;
+      const size_t r0 = block * kBlasRowBlock;
+      const size_t rows = std::min(kBlasRowBlock, total - r0);
+      const int mi = static_cast<int>(rows);
+      for (size_t p0 = 0; p0 < n; p0 += probe_block) {
+        const size_t probes = std::min(probe_block, n - p0);
+        const int ni = static_cast<int>(probes);
+        // Column-major C (rows x probes) = rows_block^T x probes:
+        // ip[p * rows + r] = <probe p0 + p, row r0 + r>.
+        sgemm_("T", "N", &mi, &ni, &di, &one, base + r0 * d, &di,
+               units + p0 * d, &di, &zero, ip, &mi);
+        for (size_t p = 0; p < probes; ++p) {
+          CollectTop(ip + p * rows, rows, r0, keep, &lists[t][p0 + p]);
+        }
+      }
+    }
+  }
+
+  // Twice the bound on |float dot product - exact| for unit vectors (norms
+  // at most 1 + u, hence the 1.001), in double so the test below is exact.
+  const double u = std::ldexp(1.0, -24);
+  const double du = static_cast<double>(d) * u;
+  const double slack = 2.0 * (du / (1.0 - du)) * 1.001;
+
+  std::vector<std::vector<SubjectScore>> out(n);
+  std::vector<const float*> exact;  // probes searched as Search does
+  std::vector<size_t> exact_index;
+  std::vector<ScanHit> merged;
+  for (size_t i = 0; i < n; ++i) {
+    merged.clear();
+    for (auto& per_thread : lists) {
+      merged.insert(merged.end(), per_thread[i].begin(), per_thread[i].end());
+    }
+    if (merged.size() > keep) {
+      std::nth_element(merged.begin(), merged.begin() + (keep - 1),
+                       merged.end(), BetterHit);
+      merged.resize(keep);
+    }
+    // Every row left out has an sgemm score of at most `cut`.
+    float cut = std::numeric_limits<float>::infinity();
+    const float* unit = units + i * d;
+    for (ScanHit& hit : merged) {
+      cut = std::min(cut, hit.score);
+      hit.score = InnerProduct(unit, base + hit.row * d, d);
+    }
+    std::sort(merged.begin(), merged.end(), BetterHit);
+    bool settled = static_cast<double>(merged[fetch - 1].score) >
+                   static_cast<double>(cut) + slack;
+    if (settled) {
+      merged.resize(fetch);
+      float boundary = 0.0f;
+      out[i] = Collapse(merged, &boundary);
+      // Search's rescan rule (fetch < total, as keep <= total).
+      settled = !(out[i].size() >= k && out[i][k - 1].score <= boundary);
+    }
+    if (settled) {
+      if (out[i].size() > k) out[i].resize(k);
+    } else {
+      exact.push_back(unit);
+      exact_index.push_back(i);
+    }
+  }
+  if (!exact.empty()) {
+    std::vector<std::vector<SubjectScore>> searched = SearchOnPool(exact, k);
+    for (size_t j = 0; j < exact.size(); ++j) {
+      out[exact_index[j]] = std::move(searched[j]);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::vector<SubjectScore>>>
+FaissGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
+                          size_t k) const {
+  absl::StatusOr<std::vector<float>> units =
+      NormalizedProbes(probes, dimension_);
+  if (!units.ok()) return units.status();
+  const size_t n = probes.size();
+  const size_t d = static_cast<size_t>(dimension_);
+  try {
+    // One state of the gallery for the whole batch.
+    absl::ReaderMutexLock lock(&mu_);
+    const size_t total = row_label_.size();
+    if (k == 0 || total == 0 || n == 0) {
+      return std::vector<std::vector<SubjectScore>>(n);
+    }
+    // sgemm takes int sizes; the error bound needs d u well below 1.
+    const bool blas_fits =
+        total <= static_cast<size_t>(INT_MAX) && d <= (size_t{1} << 16);
+    // Candidates close to the whole gallery leave sgemm nothing to save:
+    // re-scoring them would cost a full scan per probe.
+    if (n >= kExactBatchBlasMinProbes && blas_fits &&
+        BlasCandidates(TemplatesToFetch(k)) <= total / 2) {
+      return SearchWithBlas(units->data(), n, k);
+    }
+    std::vector<const float*> pointers(n);
+    for (size_t i = 0; i < n; ++i) pointers[i] = units->data() + i * d;
+    return SearchOnPool(pointers, k);
+  } catch (const std::exception& e) {
+    // std::bad_alloc for a batch larger than memory.
+    return absl::ResourceExhaustedError(
+        absl::StrCat("probes: cannot search the batch: ", e.what()));
+  }
 }
 
 absl::StatusOr<float> FaissGallery::ScoreSubject(

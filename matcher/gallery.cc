@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -23,6 +24,24 @@ double SquaredNorm(absl::Span<const float> vector) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<std::vector<SubjectScore>>> Gallery::SearchBatch(
+    absl::Span<const std::vector<float>> probes, size_t k) const {
+  for (size_t i = 0; i < probes.size(); ++i) {
+    if (absl::Status s = CheckVector(probes[i], dimension()); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("probes[", i, "]: ", s.message()));
+    }
+  }
+  std::vector<std::vector<SubjectScore>> results;
+  results.reserve(probes.size());
+  for (const std::vector<float>& probe : probes) {
+    absl::StatusOr<std::vector<SubjectScore>> top = Search(probe, k);
+    if (!top.ok()) return top.status();
+    results.push_back(*std::move(top));
+  }
+  return results;
+}
 
 absl::string_view IndexKindName(IndexKind kind) {
   switch (kind) {

@@ -134,6 +134,20 @@ class Gallery {
   virtual absl::StatusOr<std::vector<SubjectScore>> Search(
       absl::Span<const float> probe, size_t k) const = 0;
 
+  // Search for each probe: result[i] holds what Search(probes[i], k)
+  // returns (same subjects, same order, bit-identical scores) for some state
+  // of the gallery. INVALID_ARGUMENT naming the first bad probe
+  // ("probes[3]: vector has ...") before anything is searched.
+  //
+  // This default calls Search once per probe (each sees the gallery as it
+  // is then). The exact kinds override it and search the whole batch under
+  // one reader lock (one state for all probes); kExact scores batches of at
+  // least kExactBatchBlasMinProbes probes (gallery_common.h) with BLAS
+  // sgemm, smaller ones and kExactSq8's on the scan pool's shared passes.
+  // See faiss_gallery.cc for why sgemm's rounding cannot change the result.
+  virtual absl::StatusOr<std::vector<std::vector<SubjectScore>>> SearchBatch(
+      absl::Span<const std::vector<float>> probes, size_t k) const;
+
   // The subject's best score against the probe; NOT_FOUND if the gallery
   // holds no template of the subject.
   virtual absl::StatusOr<float> ScoreSubject(

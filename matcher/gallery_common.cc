@@ -54,6 +54,21 @@ absl::StatusOr<std::vector<float>> NormalizedProbe(
   return Normalized(probe);
 }
 
+absl::StatusOr<std::vector<float>> NormalizedProbes(
+    absl::Span<const std::vector<float>> probes, int dimension) {
+  std::vector<float> units;
+  units.reserve(probes.size() * static_cast<size_t>(dimension));
+  for (size_t i = 0; i < probes.size(); ++i) {
+    if (absl::Status s = CheckVector(probes[i], dimension); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("probes[", i, "]: ", s.message()));
+    }
+    const std::vector<float> unit = Normalized(probes[i]);
+    units.insert(units.end(), unit.begin(), unit.end());
+  }
+  return units;
+}
+
 absl::Status SubjectBook::CheckNewLabels(
     absl::Span<const GalleryEntry> entries) const {
   absl::flat_hash_set<int64_t> batch;

@@ -27,6 +27,16 @@ namespace hawiya::matcher {
 // HNSW, nodes including tombstones) than this.
 inline constexpr size_t kMaxIndexRows = 0x7fffffff;
 
+// Gallery::SearchBatch on an exact gallery scores batches of at least this
+// many probes with one BLAS sgemm per block of rows instead of the scan
+// pool's multi-query passes (measured crossover, see faiss_gallery.cc).
+inline constexpr size_t kExactBatchBlasMinProbes = 20;
+
+// Validates every probe (INVALID_ARGUMENT naming "probes[i]") and returns
+// them normalised, concatenated in order.
+absl::StatusOr<std::vector<float>> NormalizedProbes(
+    absl::Span<const std::vector<float>> probes, int dimension);
+
 // Longest subject id a snapshot may hold; longer ones mean a corrupt stream.
 inline constexpr size_t kMaxSnapshotSubjectBytes = 1024;
 

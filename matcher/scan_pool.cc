@@ -243,6 +243,43 @@ std::vector<ScanHit> ScanPool::Search(const ScanSource& source,
   return std::move(request.result);
 }
 
+std::vector<std::vector<ScanHit>> ScanPool::SearchMany(
+    const ScanSource& source, absl::Span<const void* const> queries,
+    size_t fetch) {
+  std::vector<std::vector<ScanHit>> results(queries.size());
+  if (source.rows() == 0 || fetch == 0 || queries.empty()) return results;
+  // Not movable (Notification): sized once, never reallocated.
+  std::vector<Request> requests(queries.size());
+  for (size_t i = 0; i < queries.size(); ++i) {
+    requests[i].source = &source;
+    requests[i].query = queries[i];
+    requests[i].fetch = fetch;
+  }
+  bool on_this_thread = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      on_this_thread = true;
+      stats_.inline_queries += queries.size();
+    } else {
+      for (Request& request : requests) queue_.push_back(&request);
+      work_cv_.SignalAll();
+    }
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (on_this_thread) {
+      // One query per pass, as Search does after Shutdown.
+      Pass pass({&requests[i]}, /*slots=*/1, /*threads=*/1);
+      std::vector<float> scores;
+      ScanChunks(&pass, 0, &scores);
+      Finish(&pass);
+    }
+    requests[i].done.WaitForNotification();
+    results[i] = std::move(requests[i].result);
+  }
+  return results;
+}
+
 std::unique_ptr<ScanPool::Pass> ScanPool::TakeBatch() {
   std::vector<Request*> batch;
   const void* key = queue_.front()->source->batch_key();

@@ -176,6 +176,15 @@ class ScanPool {
   std::vector<ScanHit> Search(const ScanSource& source, const void* query,
                               size_t fetch);
 
+  // Search for each of `queries` against the same source, queued together
+  // so that they share passes (up to max_batch() per pass) even when the
+  // caller is a single thread: result[i] is what Search(source, queries[i],
+  // fetch) returns, bit for bit. Blocks until all are done.
+  // REQUIRES: as Search, for every query.
+  std::vector<std::vector<ScanHit>> SearchMany(
+      const ScanSource& source, absl::Span<const void* const> queries,
+      size_t fetch);
+
   // Runs every query already queued, then stops the threads; Search calls
   // after it run on their caller's thread, one query per pass, still
   // correct. Idempotent.

@@ -15,6 +15,14 @@
 // them clamp, which can only cost candidate quality because every returned
 // score is recomputed in fp32. Unit-norm embeddings from one model keep a
 // stable per-dimension distribution, and a new model means a new gallery.
+//
+// The SQ8 scan runs on the scan pool (options.scan_pool), so concurrent
+// searches of one gallery share passes; as in the exact gallery, a search
+// holds the reader lock from the scan until it has re-ranked, so no writer
+// moves a row meanwhile. SearchBatch queues all its probes at once
+// (ScanPool::SearchMany) under one reader lock. It does not use sgemm as the
+// exact gallery does: Search re-ranks SQ8 candidates, and an fp32 sgemm
+// would pick (better, but) different ones.
 
 #include <algorithm>
 #include <cstddef>
@@ -41,6 +49,7 @@
 #include "matcher/gallery_kinds.h"
 #include "matcher/kernels.h"
 #include "matcher/row_scan.h"
+#include "matcher/scan_pool.h"
 #include "matcher/snapshot.h"
 
 namespace hawiya::matcher {
@@ -51,7 +60,10 @@ constexpr uint32_t kFormatVersion = 1;
 class ExactSq8Gallery final : public Gallery {
  public:
   explicit ExactSq8Gallery(const GalleryOptions& options)
-      : dimension_(options.dimension), index_(options.index) {}
+      : dimension_(options.dimension),
+        index_(options.index),
+        pool_(options.scan_pool != nullptr ? options.scan_pool
+                                           : &ScanPool::Default()) {}
 
   ExactSq8Gallery(const ExactSq8Gallery&) = delete;
   ExactSq8Gallery& operator=(const ExactSq8Gallery&) = delete;
@@ -64,6 +76,8 @@ class ExactSq8Gallery final : public Gallery {
   size_t RemoveSubject(absl::string_view subject_id) override;
   absl::StatusOr<std::vector<SubjectScore>> Search(
       absl::Span<const float> probe, size_t k) const override;
+  absl::StatusOr<std::vector<std::vector<SubjectScore>>> SearchBatch(
+      absl::Span<const std::vector<float>> probes, size_t k) const override;
   absl::StatusOr<float> ScoreSubject(
       absl::string_view subject_id,
       absl::Span<const float> probe) const override;
@@ -87,11 +101,16 @@ class ExactSq8Gallery final : public Gallery {
   const float* Row(size_t row) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return rows_.data() + row * d();
   }
+  // Search's answer for each unit probe (d() floats each). REQUIRES: k > 0.
+  std::vector<std::vector<SubjectScore>> SearchUnits(
+      absl::Span<const float* const> units, size_t k) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Trains the ranges on every row and encodes them all.
   void Train() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int dimension_;
   const IndexOptions index_;
+  ScanPool* const pool_;
 
   mutable absl::Mutex mu_;
   // Unit vectors, one row of d() floats per template.
@@ -187,34 +206,78 @@ size_t ExactSq8Gallery::RemoveSubject(absl::string_view subject_id) {
   return labels.size();
 }
 
-absl::StatusOr<std::vector<SubjectScore>> ExactSq8Gallery::Search(
-    absl::Span<const float> probe, size_t k) const {
-  absl::StatusOr<std::vector<float>> unit = NormalizedProbe(probe, dimension_);
-  if (!unit.ok()) return unit.status();
-  absl::ReaderMutexLock lock(&mu_);
+std::vector<std::vector<SubjectScore>> ExactSq8Gallery::SearchUnits(
+    absl::Span<const float* const> units, size_t k) const {
+  std::vector<std::vector<SubjectScore>> out(units.size());
   const size_t total = row_label_.size();
-  if (k == 0 || total == 0) return std::vector<SubjectScore>();
+  if (total == 0) return out;
   const size_t needed = book_.TemplatesToFetch(k);
   const size_t candidates =
       std::min(total, needed * static_cast<size_t>(index_.rerank_factor));
   if (!trained_ || candidates == total) {
     // Re-ranking everything is an exact scan: do the cheaper fp32 one.
-    return ExactSearch(unit->data(), rows_.data(), total, d(), nullptr,
-                       row_label_, book_, k);
+    for (size_t i = 0; i < units.size(); ++i) {
+      out[i] = ExactSearch(units[i], rows_.data(), total, d(), nullptr,
+                           row_label_, book_, k);
+    }
+    return out;
   }
-  const Sq8Query query =
-      PrepareSq8Query(unit->data(), vmin_.data(), vdiff_.data(), d());
-  std::vector<RowHit> top;
-  TopRowsSq8(query, codes_.data(), total, candidates, nullptr, 0, &top);
+  std::vector<Sq8Query> queries;
+  queries.reserve(units.size());
+  std::vector<const void*> pointers;
+  pointers.reserve(units.size());
+  for (const float* unit : units) {
+    queries.push_back(PrepareSq8Query(unit, vmin_.data(), vdiff_.data(), d()));
+    pointers.push_back(&queries.back());
+  }
+  // Every caller holds mu_ shared until it has re-ranked (see the file
+  // comment), so the codes stay put for the whole pass.
+  const Sq8RowsSource source(this, codes_.data(), total, d());
+  const std::vector<std::vector<ScanHit>> tops =
+      pool_->SearchMany(source, pointers, candidates);
   std::vector<LabelHit> hits;
-  hits.reserve(top.size());
-  for (const RowHit& hit : top) {
-    hits.push_back(LabelHit{InnerProduct(unit->data(), Row(hit.row), d()),
-                            row_label_[hit.row]});
+  for (size_t i = 0; i < units.size(); ++i) {
+    hits.clear();
+    for (const ScanHit& hit : tops[i]) {
+      hits.push_back(LabelHit{InnerProduct(units[i], Row(hit.row), d()),
+                              row_label_[hit.row]});
+    }
+    out[i] = CollapseToSubjects(hits, book_);
+    if (out[i].size() > k) out[i].resize(k);
   }
-  std::vector<SubjectScore> subjects = CollapseToSubjects(hits, book_);
-  if (subjects.size() > k) subjects.resize(k);
-  return subjects;
+  return out;
+}
+
+absl::StatusOr<std::vector<SubjectScore>> ExactSq8Gallery::Search(
+    absl::Span<const float> probe, size_t k) const {
+  absl::StatusOr<std::vector<float>> unit = NormalizedProbe(probe, dimension_);
+  if (!unit.ok()) return unit.status();
+  const float* pointer = unit->data();
+  absl::ReaderMutexLock lock(&mu_);
+  if (k == 0 || row_label_.empty()) return std::vector<SubjectScore>();
+  return std::move(SearchUnits(absl::MakeConstSpan(&pointer, 1), k)[0]);
+}
+
+absl::StatusOr<std::vector<std::vector<SubjectScore>>>
+ExactSq8Gallery::SearchBatch(absl::Span<const std::vector<float>> probes,
+                             size_t k) const {
+  absl::StatusOr<std::vector<float>> units =
+      NormalizedProbes(probes, dimension_);
+  if (!units.ok()) return units.status();
+  std::vector<const float*> pointers(probes.size());
+  for (size_t i = 0; i < probes.size(); ++i) {
+    pointers[i] = units->data() + i * d();
+  }
+  try {
+    absl::ReaderMutexLock lock(&mu_);
+    if (k == 0 || row_label_.empty()) {
+      return std::vector<std::vector<SubjectScore>>(probes.size());
+    }
+    return SearchUnits(pointers, k);
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("probes: cannot search the batch: ", e.what()));
+  }
 }
 
 absl::StatusOr<float> ExactSq8Gallery::ScoreSubject(

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "faiss/IndexHNSW.h"
 #include "faiss/impl/AuxIndexStructures.h"
 #include "faiss/impl/HNSW.h"
@@ -28,10 +29,12 @@
 #include "gtest/gtest.h"
 #include "matcher/approximate_testing.h"
 #include "matcher/gallery.h"
+#include "matcher/gallery_common.h"
 #include "matcher/kernel_storage.h"
 #include "matcher/kernels.h"
 #include "matcher/matcher.h"
 #include "matcher/row_scan.h"
+#include "matcher/scan_pool.h"
 #include "matcher/snapshot.h"
 #include "matcher/synthetic.h"
 
@@ -1010,6 +1013,317 @@ TEST(IndexOptionsTest, LoadRefusesAnotherKindAndGarbage) {
           .status()
           .code(),
       absl::StatusCode::kDataLoss);
+}
+
+// ---------------------------------------------------------------------------
+// Gallery::SearchBatch, every kind.
+
+constexpr size_t kBlasMin = kExactBatchBlasMinProbes;
+
+std::vector<KindCase> BatchCases() {
+  std::vector<KindCase> cases;
+  cases.push_back({"exact", Kind(IndexKind::kExact)});
+  cases.push_back({"exact_sq8", Kind(IndexKind::kExactSq8)});
+  cases.push_back({"hnsw", Kind(IndexKind::kHnsw)});
+  KindCase automatic{"auto", Kind(IndexKind::kAuto)};
+  automatic.index.auto_hnsw_min_templates = 1200;
+  cases.push_back(automatic);
+  return cases;
+}
+
+// Captures 0..templates-1 of each identity in [first, first + count).
+std::vector<GalleryEntry> MultiEntries(const SyntheticModel& model,
+                                       uint64_t first, uint64_t count,
+                                       int templates) {
+  std::vector<GalleryEntry> entries;
+  for (uint64_t i = first; i < first + count; ++i) {
+    for (int c = 0; c < templates; ++c) {
+      entries.push_back(GalleryEntry{static_cast<int64_t>(i * 16 + c),
+                                     Subject(i), model.Capture(i, c)});
+    }
+  }
+  return entries;
+}
+
+// Same subjects in the same order with bit-identical scores.
+void ExpectSame(const std::vector<SubjectScore>& got,
+                const std::vector<SubjectScore>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].subject_id, want[i].subject_id) << "rank " << i;
+    EXPECT_EQ(got[i].score, want[i].score) << "rank " << i;
+  }
+}
+
+class BatchTest : public ::testing::TestWithParam<KindCase> {
+ protected:
+  GalleryOptions Options(ScanPool* pool = nullptr) const {
+    GalleryOptions options{kDim, GetParam().index};
+    options.scan_pool = pool;
+    return options;
+  }
+
+  // SearchBatch(probes, k)[i] == Search(probes[i], k) for every i.
+  static void ExpectBatchEqualsSearch(
+      const Gallery& gallery, const std::vector<std::vector<float>>& probes,
+      size_t k) {
+    SCOPED_TRACE(absl::StrCat("batch of ", probes.size(), ", k=", k));
+    absl::StatusOr<std::vector<std::vector<SubjectScore>>> batch =
+        gallery.SearchBatch(probes, k);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    ASSERT_EQ(batch->size(), probes.size());
+    for (size_t i = 0; i < probes.size(); ++i) {
+      SCOPED_TRACE(absl::StrCat("probes[", i, "]"));
+      ExpectSame((*batch)[i], MustSearch(gallery, probes[i], k));
+    }
+  }
+};
+
+// Mated probes (capture 5) of identities spread over [0, identities), and
+// some unmated ones (identities beyond), n in all.
+std::vector<std::vector<float>> BatchProbes(const SyntheticModel& model,
+                                            uint64_t identities, size_t n) {
+  std::vector<std::vector<float>> probes;
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t identity =
+        i % 4 == 3 ? identities + i : (i * 37) % identities;
+    probes.push_back(model.Capture(identity, 5));
+  }
+  return probes;
+}
+
+TEST_P(BatchTest, SearchBatchEqualsSearchForEveryBatchSize) {
+  const SyntheticModel model(SyntheticOptions{kDim, 41});
+  constexpr uint64_t kSubjects = 400;
+  ScanPool pool(ScanPoolOptions{2, 8, absl::ZeroDuration()});
+  std::unique_ptr<Gallery> gallery = MustOpen(Options(&pool));
+  // Three templates per subject, 1200 in all: SQ8 trained, auto on HNSW.
+  AddAll(*gallery, MultiEntries(model, 0, kSubjects, 3));
+  WaitForRebuilds(*gallery);
+  for (size_t n : {size_t{1}, kBlasMin - 1, kBlasMin, 3 * kBlasMin + 1}) {
+    const std::vector<std::vector<float>> probes =
+        BatchProbes(model, kSubjects, n);
+    for (size_t k : {size_t{1}, size_t{5}, size_t{kSubjects + 10}}) {
+      ExpectBatchEqualsSearch(*gallery, probes, k);
+    }
+  }
+  // After removals (rows move) and with one subject holding more templates.
+  for (uint64_t i = 0; i < kSubjects; i += 3) {
+    EXPECT_EQ(gallery->RemoveSubject(Subject(i)), 3u);
+  }
+  ASSERT_TRUE(gallery
+                  ->Add({GalleryEntry{999999, Subject(1), model.Capture(1, 7)},
+                         GalleryEntry{999998, Subject(1), model.Capture(1, 8)}})
+                  .ok());
+  WaitForRebuilds(*gallery);
+  for (size_t n : {size_t{1}, kBlasMin - 1, kBlasMin, 3 * kBlasMin + 1}) {
+    const std::vector<std::vector<float>> probes =
+        BatchProbes(model, kSubjects, n);
+    for (size_t k : {size_t{1}, size_t{10}, size_t{kSubjects}}) {
+      ExpectBatchEqualsSearch(*gallery, probes, k);
+    }
+  }
+}
+
+TEST(ExactBatchTest, LargeBatchIsScoredWithBlasNotOnThePool) {
+  const SyntheticModel model(SyntheticOptions{kDim, 42});
+  ScanPool pool(ScanPoolOptions{2, 8, absl::ZeroDuration()});
+  GalleryOptions options{kDim};
+  options.scan_pool = &pool;
+  std::unique_ptr<Gallery> gallery = MustOpen(options);
+  AddAll(*gallery, MultiEntries(model, 0, 300, 2));
+  const std::vector<std::vector<float>> probes =
+      BatchProbes(model, 300, kBlasMin);
+  const uint64_t before = pool.stats().queries;
+  absl::StatusOr<std::vector<std::vector<SubjectScore>>> batch =
+      gallery->SearchBatch(probes, 5);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  // Well-separated data: no probe needed the exact fallback.
+  EXPECT_EQ(pool.stats().queries, before);
+  for (size_t i = 0; i < probes.size(); ++i) {
+    ExpectSame((*batch)[i], MustSearch(*gallery, probes[i], 5));
+  }
+  // One fewer probe: the pool's shared passes.
+  const std::vector<std::vector<float>> small =
+      BatchProbes(model, 300, kBlasMin - 1);
+  ASSERT_TRUE(gallery->SearchBatch(small, 5).ok());
+  EXPECT_EQ(pool.stats().queries, before + 2 * kBlasMin - 1);
+}
+
+TEST(ExactBatchTest, DuplicateTemplatesAtTheCutStayExact) {
+  // Every subject enrolled the same image: all scores tie, so the sgemm
+  // candidates cannot be proven and each probe takes Search's own path.
+  const SyntheticModel model(SyntheticOptions{kDim, 43});
+  std::unique_ptr<Gallery> gallery = MustOpen(GalleryOptions{kDim});
+  std::vector<GalleryEntry> entries;
+  for (int i = 0; i < 200; ++i) {
+    entries.push_back(
+        GalleryEntry{i, absl::StrCat("d", 1000 - i), model.Capture(7, 0)});
+  }
+  for (int i = 200; i < 400; ++i) {
+    entries.push_back(GalleryEntry{i, Subject(i), model.Capture(i, 0)});
+  }
+  AddAll(*gallery, entries);
+  std::vector<std::vector<float>> probes(kBlasMin, model.Capture(7, 1));
+  absl::StatusOr<std::vector<std::vector<SubjectScore>>> batch =
+      gallery->SearchBatch(probes, 3);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  const std::vector<SubjectScore> want = MustSearch(*gallery, probes[0], 3);
+  ASSERT_EQ(want.size(), 3u);
+  // Ties by subject id: the smallest of the duplicates.
+  EXPECT_EQ(want[0].subject_id, "d1000");
+  for (const std::vector<SubjectScore>& got : *batch) ExpectSame(got, want);
+}
+
+TEST_P(BatchTest, EmptyGalleryZeroKAndEmptyBatch) {
+  const SyntheticModel model(SyntheticOptions{kDim, 44});
+  std::unique_ptr<Gallery> gallery = MustOpen(Options());
+  const std::vector<std::vector<float>> probes =
+      BatchProbes(model, 10, kBlasMin + 1);
+  absl::StatusOr<std::vector<std::vector<SubjectScore>>> empty =
+      gallery->SearchBatch(probes, 5);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  ASSERT_EQ(empty->size(), probes.size());
+  for (const std::vector<SubjectScore>& top : *empty) EXPECT_TRUE(top.empty());
+
+  AddAll(*gallery, Entries(model, 0, 10));
+  absl::StatusOr<std::vector<std::vector<SubjectScore>>> zero =
+      gallery->SearchBatch(probes, 0);
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  ASSERT_EQ(zero->size(), probes.size());
+  for (const std::vector<SubjectScore>& top : *zero) EXPECT_TRUE(top.empty());
+
+  absl::StatusOr<std::vector<std::vector<SubjectScore>>> none =
+      gallery->SearchBatch({}, 5);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_P(BatchTest, BadProbeIsNamedByIndexAndNothingIsSearched) {
+  const SyntheticModel model(SyntheticOptions{kDim, 45});
+  std::unique_ptr<Gallery> gallery = MustOpen(Options());
+  AddAll(*gallery, Entries(model, 0, 50));
+  for (size_t n : {size_t{5}, kBlasMin + 3}) {
+    std::vector<std::vector<float>> probes = BatchProbes(model, 50, n);
+    probes[3].pop_back();
+    absl::Status s = gallery->SearchBatch(probes, 5).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(s.message()), StartsWith("probes[3]: "));
+    EXPECT_THAT(std::string(s.message()), HasSubstr("components"));
+
+    probes = BatchProbes(model, 50, n);
+    probes[n - 1][0] = std::nanf("");
+    probes[n - 2].assign(kDim, 0.0f);
+    s = gallery->SearchBatch(probes, 5).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(s.message()),
+                StartsWith(absl::StrCat("probes[", n - 2, "]: ")));
+  }
+}
+
+TEST_P(BatchTest, ConcurrentSearchBatchWhileSubjectsComeAndGo) {
+  const SyntheticModel model(SyntheticOptions{kDim, 46});
+  constexpr uint64_t kStable = 1100;  // never removed
+  constexpr uint64_t kChurn = 50;     // [kStable, kStable + kChurn)
+  std::unique_ptr<Gallery> gallery = MustOpen(Options());
+  std::unique_ptr<Gallery> everything = MustOpen(GalleryOptions{kDim});
+  AddAll(*gallery, Entries(model, 0, kStable));
+  AddAll(*everything, Entries(model, 0, kStable + kChurn));
+  WaitForRebuilds(*gallery);
+  const std::vector<std::vector<float>> probes =
+      BatchProbes(model, kStable, kBlasMin + 5);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    // Fixed work, no timing: every churn subject comes and goes 4 times.
+    for (int round = 0; round < 4; ++round) {
+      for (uint64_t i = kStable; i < kStable + kChurn; ++i) {
+        EXPECT_TRUE(gallery->Add(Entries(model, i, 1)).ok());
+      }
+      for (uint64_t i = kStable; i < kStable + kChurn; ++i) {
+        EXPECT_EQ(gallery->RemoveSubject(Subject(i)), 1u);
+      }
+    }
+    stop = true;
+  });
+  const bool exact = GetParam().index.kind == IndexKind::kExact ||
+                     GetParam().index.kind == IndexKind::kExactSq8;
+  auto reader = [&](size_t n) {
+    const std::vector<std::vector<float>> mine(probes.begin(),
+                                               probes.begin() + n);
+    int rounds = 0;
+    while (!stop || rounds < 2) {
+      ++rounds;
+      absl::StatusOr<std::vector<std::vector<SubjectScore>>> batch =
+          gallery->SearchBatch(mine, 5);
+      ASSERT_TRUE(batch.ok()) << batch.status();
+      ASSERT_EQ(batch->size(), n);
+      for (size_t i = 0; i < n; ++i) {
+        const std::vector<SubjectScore>& top = (*batch)[i];
+        EXPECT_EQ(top.size(), 5u);
+        EXPECT_TRUE(Ordered(top));
+        for (const SubjectScore& s : top) {
+          // Every subject has one fixed template: its score never changes.
+          absl::StatusOr<float> want =
+              everything->ScoreSubject(s.subject_id, mine[i]);
+          ASSERT_TRUE(want.ok()) << s.subject_id;
+          if (exact) {
+            EXPECT_EQ(s.score, *want) << s.subject_id;
+          } else {
+            EXPECT_NEAR(s.score, *want, 1e-6) << s.subject_id;
+          }
+        }
+        // Mated probes of stable subjects find them first.
+        if (i % 4 != 3 && !top.empty()) {
+          EXPECT_EQ(top[0].subject_id, Subject((i * 37) % kStable));
+        }
+      }
+    }
+  };
+  std::thread small([&] { reader(3); });
+  std::thread large([&] { reader(probes.size()); });
+  writer.join();
+  small.join();
+  large.join();
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, BatchTest, ::testing::ValuesIn(BatchCases()),
+                         CaseName);
+
+TEST(ExactSq8Test, ConcurrentSearchesOnThePoolEqualBruteForce) {
+  const SyntheticModel model(SyntheticOptions{kDim, 47});
+  constexpr uint64_t kSubjects = 1500;
+  ScanPool pool(ScanPoolOptions{2, 8, absl::ZeroDuration()});
+  GalleryOptions options{kDim, Kind(IndexKind::kExactSq8)};
+  options.scan_pool = &pool;
+  std::unique_ptr<Gallery> sq8 = MustOpen(options);
+  std::unique_ptr<Gallery> exact = MustOpen(GalleryOptions{kDim});
+  const std::vector<GalleryEntry> entries = Entries(model, 0, kSubjects);
+  AddAll(*sq8, entries);
+  AddAll(*exact, entries);
+  constexpr size_t kProbes = 64;
+  std::vector<std::vector<float>> probes;
+  std::vector<std::vector<SubjectScore>> want;
+  for (size_t i = 0; i < kProbes; ++i) {
+    probes.push_back(model.Capture((i * 53) % kSubjects, 1));
+    // The brute-force answer: the exact gallery re-ranks with the same
+    // kernel on the same unit rows, so scores are bit-identical.
+    want.push_back(MustSearch(*exact, probes[i], 5));
+  }
+  const uint64_t passes_before = pool.stats().passes;
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t round = 0; round < 3; ++round) {
+        for (size_t i = t; i < kProbes; i += 2) {
+          SCOPED_TRACE(absl::StrCat("probe ", i));
+          ExpectSame(MustSearch(*sq8, probes[i], 5), want[i]);
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  // The scans ran on the pool.
+  EXPECT_GT(pool.stats().passes, passes_before);
 }
 
 }  // namespace

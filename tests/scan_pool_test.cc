@@ -166,6 +166,37 @@ TEST(ScanPoolTest, OneQueryMatchesSingleThreadedScan) {
   }
 }
 
+TEST(ScanPoolTest, SearchManySharesPassesAndMatchesSearch) {
+  const Data data(5000, 37, 10, 4);
+  const F32RowsSource inner(&data, data.base.data(), data.rows, data.d);
+  const RecordingSource source(&inner);
+  std::vector<const void*> queries;
+  for (const std::vector<float>& q : data.queries) queries.push_back(q.data());
+  // One thread: passes run strictly one after the other.
+  ScanPool pool(ScanPoolOptions{1, 4});
+  const std::vector<std::vector<ScanHit>> got =
+      pool.SearchMany(source, queries, 20);
+  ASSERT_EQ(got.size(), queries.size());
+  for (size_t k = 0; k < queries.size(); ++k) {
+    SCOPED_TRACE(absl::StrCat("query ", k));
+    ExpectSameHits(got[k], data.Reference(k, 20));
+  }
+  // Queued together: full passes of max_batch, in order.
+  EXPECT_EQ(source.batches(), (std::vector<size_t>{4, 4, 2}));
+  EXPECT_EQ(source.seen(), queries);
+  EXPECT_TRUE(pool.SearchMany(source, {}, 20).empty());
+
+  // After Shutdown, on the caller's thread, still correct.
+  pool.Shutdown();
+  const std::vector<std::vector<ScanHit>> inline_got =
+      pool.SearchMany(inner, queries, 20);
+  ASSERT_EQ(inline_got.size(), queries.size());
+  for (size_t k = 0; k < queries.size(); ++k) {
+    ExpectSameHits(inline_got[k], data.Reference(k, 20));
+  }
+  EXPECT_EQ(pool.stats().inline_queries, queries.size());
+}
+
 TEST(ScanPoolTest, EmptySourceOrZeroFetchGivesNothing) {
   ScanPool pool(ScanPoolOptions{2});
   const float query[3] = {1, 2, 3};
