@@ -16,8 +16,8 @@
 // HNSW over gRPC on the hard (look-alike) data, as issue 3 measures it (the
 // FACE gallery configured by bench/hnsw.textproto):
 //
-//   build/bench/hawiya-bench --sizes=1000000 --variant=hard \
-//     --server_args=--config=bench/hnsw.textproto \
+//   build/bench/hawiya-bench --sizes=1000000 --variant=hard
+//     --server_args=--config=bench/hnsw.textproto
 //     --wait_for_index_kind=hnsw --measure_restart=false
 //
 // With an "auto" index, --wait_for_index_kind=hnsw holds the timing until

@@ -24,8 +24,8 @@
 //
 // The HNSW sweep issue 3 asks for, at 1M identities (run on a quiet machine):
 //
-//   build/bench/hawiya-index-bench --sizes=1000000 --variants=hard \
-//     --contenders=exact,hnsw,hnsw_sq8,faiss_hnsw \
+//   build/bench/hawiya-index-bench --sizes=1000000 --variants=hard
+//     --contenders=exact,hnsw,hnsw_sq8,faiss_hnsw
 //     --ef_search=16,32,64,128,256
 
 #include <emmintrin.h>

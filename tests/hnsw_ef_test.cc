@@ -48,13 +48,13 @@ SyntheticModel HardModel(uint64_t seed) {
   return SyntheticModel(options);
 }
 
-// A deliberately weak graph (degree 8, narrow construction) searched for one
+// A deliberately weak graph (degree 16, narrow construction) searched for one
 // candidate per query (rerank_factor 1, k = 1), so that efSearch alone
 // decides how often the search finds the best template on hard data.
 GalleryOptions WeakGraph(IndexKind kind, int ef_search) {
   GalleryOptions options{kDim};
   options.index.kind = kind;
-  options.index.hnsw.m = 4;
+  options.index.hnsw.m = 8;
   options.index.hnsw.ef_construction = 16;
   options.index.hnsw.ef_search = ef_search;
   options.index.rerank_factor = 1;
@@ -153,9 +153,9 @@ TEST(HnswEfSearchTest, HigherEfFindsMoreOnHardData) {
   }
   EXPECT_GE(rank1[1], rank1[0]);
   EXPECT_GE(rank1[2], rank1[1]);
-  // ef = 1 is a greedy walk on a degree-8 graph: it must miss some.
+  // ef = 1 is a greedy walk on a weak graph: it must miss some.
   EXPECT_LT(rank1[0], rank1[2]);
-  EXPECT_GE(rank1[2], 0.98);
+  EXPECT_GE(rank1[2], 0.97);
 }
 
 // A compaction started before SetHnswEfSearch (its new graph already built
@@ -199,7 +199,7 @@ TEST(HnswEfSearchTest, SurvivesACompactionRebuild) {
   RecordProperty("rank1_ef256", absl::StrCat(rank1_ef256));
   // Had the new graph kept the options' 256, both would be equal.
   EXPECT_LT(rank1_ef1, rank1_ef256);
-  EXPECT_GE(rank1_ef256, 0.98);
+  EXPECT_GE(rank1_ef256, 0.97);
 }
 
 // Set while an auto gallery still scans exactly, the value reaches the graph
@@ -225,7 +225,7 @@ TEST(HnswEfSearchTest, AppliesToTheGraphAnAutoGalleryBuildsLater) {
   ASSERT_TRUE(SetHnswEfSearch(*gallery, 256).ok());
   const double rank1_ef256 = Rank1(*gallery, model, probes);
   EXPECT_LT(rank1_ef1, rank1_ef256);
-  EXPECT_GE(rank1_ef256, 0.98);
+  EXPECT_GE(rank1_ef256, 0.97);
 }
 
 // Searches running while efSearch changes always get full, valid answers.
