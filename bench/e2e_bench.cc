@@ -107,7 +107,7 @@ ABSL_FLAG(absl::Duration, enroll_time_limit, absl::ZeroDuration(),
           "so far (0 = no limit).");
 ABSL_FLAG(std::vector<std::string>, server_args, {},
           "Extra hawiya-server flags, comma-separated (e.g. "
-          "--server_args=--config=deploy/hnsw.textproto).");
+          "--server_args=--config=bench/hnsw.textproto).");
 ABSL_FLAG(std::vector<std::string>, identify_clients,
           std::vector<std::string>({"1", "4", "16"}),
           "Concurrent Identify clients for the throughput columns (each with "
