@@ -8,7 +8,24 @@
 // search kernel can be read apart. Results go to stdout as markdown; progress
 // goes to stderr.
 //
-// Latency percentiles are nearest-rank over the timed calls.
+// Latency percentiles are nearest-rank over the timed calls. "rank-1 gRPC =
+// exact" compares each Identify's first candidate with the in-process exact
+// gallery's on the same probe: the rank-1 agreement of an approximate server
+// index against exact search.
+//
+// HNSW over gRPC on the hard (look-alike) data, as issue 3 measures it (the
+// FACE gallery configured by bench/hnsw.textproto):
+//
+//   build/bench/hawiya-bench --sizes=1000000 --variant=hard
+//     --server_args=--config=bench/hnsw.textproto
+//     --wait_for_index_kind=hnsw --measure_restart=false
+//
+// With an "auto" index, --wait_for_index_kind=hnsw holds the timing until
+// GetStats reports the switch (the background graph build swapped in).
+// A "hnsw" gallery with fp32 storage inserts into its graph during each
+// Enroll, so nothing is pending once enrolment returns; GetStats cannot show
+// whether a background rebuild is still queued (sq8_storage's first graph,
+// compaction), so do not time those configurations through gRPC.
 
 #include <grpcpp/grpcpp.h>
 #include <omp.h>
@@ -90,13 +107,24 @@ ABSL_FLAG(absl::Duration, enroll_time_limit, absl::ZeroDuration(),
           "so far (0 = no limit).");
 ABSL_FLAG(std::vector<std::string>, server_args, {},
           "Extra hawiya-server flags, comma-separated (e.g. "
-          "--server_args=--config=deploy/hnsw.textproto).");
+          "--server_args=--config=bench/hnsw.textproto).");
 ABSL_FLAG(std::vector<std::string>, identify_clients,
           std::vector<std::string>({"1", "4", "16"}),
           "Concurrent Identify clients for the throughput columns (each with "
           "its own connection); empty = skip.");
 ABSL_FLAG(double, qps_seconds, 5.0,
           "Seconds per Identify throughput measurement.");
+ABSL_FLAG(std::string, variant, "easy",
+          "Synthetic data: easy (iid identities) or hard (clusters of "
+          "--cluster_size look-alikes, DESIGN.md), for enrolment and probes.");
+ABSL_FLAG(int, cluster_size, 100, "Identities per look-alike cluster (hard).");
+ABSL_FLAG(std::string, wait_for_index_kind, "",
+          "After enrolling, poll GetStats until the FACE gallery reports this "
+          "index kind (e.g. hnsw for an auto config) before timing; empty = "
+          "do not wait.");
+ABSL_FLAG(absl::Duration, index_wait_limit, absl::Hours(2),
+          "Give up (the size fails) if --wait_for_index_kind is not reported "
+          "within this long.");
 ABSL_FLAG(bool, measure_restart, true,
           "After Identify, restart the server on the same data dir and time "
           "it to 'serving' (galleries rebuilt from the store).");
@@ -177,7 +205,12 @@ struct SizeResult {
   double enroll_per_second = 0;
   std::vector<double> grpc_ms;
   int grpc_rank1 = 0;
-  std::string index_kind;  // the FACE gallery's, from GetStats
+  // First candidate of each timed Identify ("" if none).
+  std::vector<std::string> grpc_top;
+  // grpc_top == the in-process exact gallery's first subject.
+  int grpc_exact_agreement = 0;
+  std::string index_kind;           // the FACE gallery's, from GetStats
+  double index_wait_seconds = NAN;  // --wait_for_index_kind
   std::vector<std::pair<int, double>> grpc_qps;  // (clients, calls/s)
   double restart_seconds = NAN;
   double gallery_add_per_second = 0;
@@ -351,6 +384,43 @@ absl::StatusOr<int64_t> FaceTemplates(const testing::ServerProcess& server,
   return absl::NotFoundError("GetStats: no FACE gallery");
 }
 
+// Polls GetStats until the FACE gallery reports `kind` (progress on stderr
+// every 10 s); DEADLINE_EXCEEDED after --index_wait_limit.
+absl::Status WaitForIndexKind(const testing::ServerProcess& server,
+                              const std::string& kind, uint64_t n,
+                              SizeResult* result) {
+  const Clock::time_point start = Clock::now();
+  const double limit_ms =
+      absl::ToDoubleMilliseconds(absl::GetFlag(FLAGS_index_wait_limit));
+  double next_report_ms = 10000;
+  while (true) {
+    std::string reported;
+    absl::StatusOr<int64_t> templates = FaceTemplates(server, &reported);
+    if (!templates.ok()) return templates.status();
+    const double elapsed_ms = MillisSince(start);
+    if (reported == kind) {
+      result->index_wait_seconds = elapsed_ms / 1000.0;
+      std::fprintf(stderr, "[N=%llu] FACE index kind %s after %.1f s\n",
+                   static_cast<unsigned long long>(n), kind.c_str(),
+                   result->index_wait_seconds);
+      return absl::OkStatus();
+    }
+    if (elapsed_ms > limit_ms) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "GetStats: FACE index kind still \"", reported, "\", not \"", kind,
+          "\", after ", FormatDuration(elapsed_ms / 1000.0)));
+    }
+    if (elapsed_ms >= next_report_ms) {
+      std::fprintf(
+          stderr, "[N=%llu] waiting for FACE index kind %s (now %s), %s\n",
+          static_cast<unsigned long long>(n), kind.c_str(), reported.c_str(),
+          FormatDuration(elapsed_ms / 1000.0).c_str());
+      next_report_ms += 10000;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
 absl::Status IdentifyOverGrpc(const testing::ServerProcess& server,
                               const matcher::SyntheticModel& model,
                               const std::vector<uint64_t>& identities,
@@ -386,8 +456,10 @@ absl::Status IdentifyOverGrpc(const testing::ServerProcess& server,
     if (!status.ok()) {
       return FromGrpc(absl::StrCat("Identify probe ", i), status);
     }
-    if (response.candidates_size() > 0 &&
-        response.candidates(0).subject_id() == subject_ids[identities[i]]) {
+    result->grpc_top.push_back(response.candidates_size() > 0
+                                   ? response.candidates(0).subject_id()
+                                   : std::string());
+    if (result->grpc_top.back() == subject_ids[identities[i]]) {
       ++result->grpc_rank1;
     }
   }
@@ -521,6 +593,10 @@ absl::Status InProcess(const matcher::SyntheticModel& model,
     if (!top.ok()) return top.status();
     if (!top->empty()) gallery_top[i] = top->front().subject_id;
     if (gallery_top[i] == subject_ids[identities[i]]) ++result->gallery_rank1;
+    if (i < result->grpc_top.size() && !gallery_top[i].empty() &&
+        result->grpc_top[i] == gallery_top[i]) {
+      ++result->grpc_exact_agreement;
+    }
   }
 
   // Raw IndexFlatIP, one probe at a time.
@@ -570,6 +646,8 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
   matcher::SyntheticOptions options;
   options.dimension = kDimension;
   options.seed = seed;
+  options.hard = absl::GetFlag(FLAGS_variant) == "hard";
+  options.cluster_size = absl::GetFlag(FLAGS_cluster_size);
   const matcher::SyntheticModel model(options);
 
   const std::string data_dir = absl::StrCat(work_dir, "/n", n);
@@ -625,6 +703,14 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
     return finish(absl::InternalError(
         absl::StrCat("GetStats: FACE gallery holds ", *templates,
                      " templates, ", enrolled, " persons were enrolled")));
+  }
+  if (const std::string kind = absl::GetFlag(FLAGS_wait_for_index_kind);
+      !kind.empty()) {
+    if (absl::Status s = WaitForIndexKind(**server, kind, n, &result);
+        !s.ok()) {
+      return finish(s);
+    }
+    result.index_kind = kind;
   }
 
   const int queries = std::max(1, absl::GetFlag(FLAGS_queries));
@@ -728,31 +814,40 @@ void PrintReport(const std::vector<SizeResult>& results,
       "`%s`, end `%s`\n",
       load_start.c_str(), LoadAverage().c_str());
   std::printf(
-      "- d=%d, k=%zu, %d enrolling clients, %d warm-up calls, seed %llu\n",
+      "- d=%d, k=%zu, %d enrolling clients, %d warm-up calls, seed %llu, "
+      "%s data%s\n",
       kDimension, kTopK, absl::GetFlag(FLAGS_clients),
       absl::GetFlag(FLAGS_warmup),
-      static_cast<unsigned long long>(absl::GetFlag(FLAGS_seed)));
+      static_cast<unsigned long long>(absl::GetFlag(FLAGS_seed)),
+      absl::GetFlag(FLAGS_variant).c_str(),
+      absl::GetFlag(FLAGS_variant) == "hard"
+          ? absl::StrCat(" (clusters of ", absl::GetFlag(FLAGS_cluster_size),
+                         " look-alikes)")
+                .c_str()
+          : "");
   std::printf(
       "\nLatencies in ms, p50 / p99 (nearest rank) over the timed "
       "queries; \"rank-1\" is mated probes whose best candidate is "
-      "their own identity.\n\n");
+      "their own identity; \"rank-1 gRPC = exact\" is Identify's first "
+      "candidate equal to the in-process exact gallery's.\n\n");
   std::printf(
       "| N | enroll/s | Identify gRPC p50 / p99 (mean) | Gallery in-process "
       "p50 / p99 | IndexFlatIP p50 / p99 | IndexFlatIP batched, per query | "
-      "rank-1 gRPC | rank-1 Gallery = IndexFlatIP |\n");
-  std::printf("|---:|---:|---|---|---|---:|---|---|\n");
+      "rank-1 gRPC | rank-1 gRPC = exact | rank-1 Gallery = IndexFlatIP |\n");
+  std::printf("|---:|---:|---|---|---|---:|---|---|---|\n");
   for (const SizeResult& r : results) {
     std::string n = absl::StrCat(r.enrolled);
     if (r.enrolled != r.requested) {
       absl::StrAppend(&n, " (of ", r.requested, ")");
     }
     if (r.grpc_ms.empty() && !r.error.empty()) {
-      std::printf("| %s | failed: %s | | | | | | |\n", n.c_str(),
+      std::printf("| %s | failed: %s | | | | | | | |\n", n.c_str(),
                   r.error.c_str());
       continue;
     }
     std::printf(
-        "| %s | %.0f | %s / %s (%s) | %s / %s | %s / %s | %s | %s | %s |\n",
+        "| %s | %.0f | %s / %s (%s) | %s / %s | %s / %s | %s | %s | %s | %s "
+        "|\n",
         n.c_str(), r.enroll_per_second, Ms(Percentile(r.grpc_ms, 50)).c_str(),
         Ms(Percentile(r.grpc_ms, 99)).c_str(), Ms(Mean(r.grpc_ms)).c_str(),
         Ms(Percentile(r.gallery_ms, 50)).c_str(),
@@ -761,6 +856,9 @@ void PrintReport(const std::vector<SizeResult>& results,
         Ms(Percentile(r.faiss_ms, 99)).c_str(),
         Ms(r.batched_ms_per_query).c_str(),
         Ratio(r.grpc_rank1, static_cast<int>(r.grpc_ms.size())).c_str(),
+        Ratio(r.grpc_exact_agreement,
+              r.gallery_ms.empty() ? 0 : static_cast<int>(r.grpc_top.size()))
+            .c_str(),
         Ratio(r.agreement, static_cast<int>(r.faiss_ms.size())).c_str());
   }
   std::printf("\nDetails:\n\n");
@@ -770,6 +868,10 @@ void PrintReport(const std::vector<SizeResult>& results,
                 static_cast<unsigned long long>(r.enrolled), r.enroll_seconds);
     if (!r.index_kind.empty()) {
       std::printf("; FACE index kind %s", r.index_kind.c_str());
+    }
+    if (std::isfinite(r.index_wait_seconds)) {
+      std::printf(" (reported %.1f s after enrolment ended)",
+                  r.index_wait_seconds);
     }
     for (const auto& [clients, qps] : r.grpc_qps) {
       std::printf("; Identify gRPC %.0f calls/s with %d clients", qps, clients);
@@ -803,7 +905,9 @@ int Main(int argc, char** argv) {
       "and Identify latency, with matcher::Gallery and raw FAISS IndexFlatIP "
       "timed in-process on the same vectors.\n"
       "Usage: hawiya-bench [--sizes=10000,100000] [--clients=8] "
-      "[--queries=500] [--seed=42] [--server_binary=PATH] [--work_dir=DIR]\n"
+      "[--queries=500] [--seed=42] [--variant=easy|hard] "
+      "[--server_args=--config=FILE] [--wait_for_index_kind=hnsw] "
+      "[--server_binary=PATH] [--work_dir=DIR]\n"
       "Prints a markdown report on stdout and progress on stderr. Each size "
       "starts a fresh server on WORK_DIR/n<N> and stops it when done.");
   // --help lists this file's flags (Abseil's default matches files named
@@ -825,6 +929,16 @@ int Main(int argc, char** argv) {
       return 2;
     }
     sizes.push_back(n);
+  }
+  if (const std::string variant = absl::GetFlag(FLAGS_variant);
+      variant != "easy" && variant != "hard") {
+    std::fprintf(stderr, "hawiya-bench: --variant: '%s' (easy or hard)\n",
+                 variant.c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_cluster_size) < 1) {
+    std::fprintf(stderr, "hawiya-bench: --cluster_size must be >= 1\n");
+    return 2;
   }
   if (absl::GetFlag(FLAGS_omp_threads) > 0) {
     omp_set_num_threads(absl::GetFlag(FLAGS_omp_threads));

@@ -1,5 +1,6 @@
-// Internal to matcher/, for tests: a look inside the hnsw and auto galleries
-// (graph, tombstones, background rebuilds) and hooks to hold a rebuild open.
+// Internal to matcher/, for tests and benchmarks: a look inside the hnsw and
+// auto galleries (graph, tombstones, background rebuilds), hooks to hold a
+// rebuild open, and efSearch changed at run time.
 #ifndef HAWIYA_MATCHER_APPROXIMATE_TESTING_H_
 #define HAWIYA_MATCHER_APPROXIMATE_TESTING_H_
 
@@ -31,6 +32,9 @@ struct ApproximateIndexState {
   // Why the last rebuild failed (OK if none has); the next write that finds
   // a rebuild needed retries it.
   absl::Status last_rebuild_error;
+  // The efSearch searches use (before raising it to the hits they need):
+  // HnswOptions::ef_search, or what SetHnswEfSearch set last.
+  int ef_search = 0;
 };
 
 // INVALID_ARGUMENT unless the gallery is an hnsw or auto gallery.
@@ -54,6 +58,17 @@ struct RebuildTestHooks {
 
 // INVALID_ARGUMENT unless the gallery is an hnsw or auto gallery.
 absl::Status SetRebuildTestHooks(Gallery& gallery, RebuildTestHooks hooks);
+
+// For benchmarks that sweep efSearch over one graph (building one at 1M
+// templates takes many minutes): searches started after the call use
+// `ef_search` in place of HnswOptions::ef_search, still raised to the number
+// of candidates a search needs, and so does every graph a later background
+// rebuild (first graph of an auto or SQ8 gallery, compaction) swaps in.
+// Waits for running searches (takes the writer lock). Not persisted: a
+// snapshot loads with the options' ef_search.
+// INVALID_ARGUMENT unless the gallery is an hnsw or auto gallery and
+// 1 <= ef_search <= kMaxHnswEf.
+absl::Status SetHnswEfSearch(Gallery& gallery, int ef_search);
 
 }  // namespace hawiya::matcher
 

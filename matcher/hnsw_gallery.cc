@@ -140,6 +140,9 @@ class NodeIndex {
   bool has_graph() const { return graph_ != nullptr; }
   bool sq8() const { return sq8_ != nullptr; }
   bool HasLabel(int64_t label) const { return label_node_.contains(label); }
+  // Searches from now on use `ef_search` (still raised to the hits a search
+  // asks for). REQUIRES: 1 <= ef_search <= kMaxHnswEf; no search runs.
+  void SetEfSearch(int ef_search);
 
   // Appends one node per label, all or nothing (INTERNAL if FAISS fails).
   // REQUIRES: no label is present; vectors holds labels.size() unit rows.
@@ -180,7 +183,7 @@ class NodeIndex {
   absl::Status LoadGraph(SnapshotReader* in);
 
   const size_t d_;
-  const HnswOptions hnsw_;
+  HnswOptions hnsw_;
   // fp32 unit rows in node order (the graph's storage unless sq8_).
   std::unique_ptr<KernelFlatIP> flat_;
   std::unique_ptr<KernelSq8Storage> sq8_;
@@ -210,6 +213,11 @@ NodeIndex::NodeIndex(int d, const HnswOptions& hnsw, bool graph,
   graph_ = std::make_unique<faiss::IndexHNSW>(storage, hnsw.m);
   graph_->hnsw.efConstruction = hnsw.ef_construction;
   graph_->hnsw.efSearch = hnsw.ef_search;
+}
+
+void NodeIndex::SetEfSearch(int ef_search) {
+  hnsw_.ef_search = ef_search;
+  if (graph_ != nullptr) graph_->hnsw.efSearch = ef_search;
 }
 
 absl::Status NodeIndex::Append(absl::Span<const int64_t> labels,
@@ -615,6 +623,8 @@ class HnswGallery final : public Gallery {
   ApproximateIndexState State() const;
   void WaitForRebuilds() const;
   void SetTestHooks(RebuildTestHooks hooks);
+  // REQUIRES: 1 <= ef_search <= kMaxHnswEf.
+  void SetEfSearch(int ef_search);
 
  private:
   size_t d() const { return static_cast<size_t>(options_.dimension); }
@@ -642,6 +652,9 @@ class HnswGallery final : public Gallery {
   mutable absl::Mutex mu_;
   std::unique_ptr<NodeIndex> current_ ABSL_GUARDED_BY(mu_);
   SubjectBook book_ ABSL_GUARDED_BY(mu_);
+  // The efSearch of current_ and of every generation swapped in later:
+  // options_.index.hnsw.ef_search until SetEfSearch changes it.
+  int ef_search_ ABSL_GUARDED_BY(mu_);
 
   // Rebuild state. rebuilding_ runs from the request to the swap (or the
   // failure); journaling_ from the moment the rebuild fixed the nodes it
@@ -664,7 +677,7 @@ class HnswGallery final : public Gallery {
 };
 
 HnswGallery::HnswGallery(const GalleryOptions& options, bool empty_generation)
-    : options_(options) {
+    : options_(options), ef_search_(options.index.hnsw.ef_search) {
   if (empty_generation) {
     absl::MutexLock lock(&mu_);
     current_ = std::make_unique<NodeIndex>(
@@ -930,6 +943,8 @@ void HnswGallery::Rebuild() {
           round >= kMaxReplayRounds) {
         status = Replay(journal_, next.get());
         if (status.ok()) {
+          // Built with options_'s efSearch; SetEfSearch may have changed it.
+          next->SetEfSearch(ef_search_);
           std::swap(current_, next);
           ++rebuilds_;
           swapped = true;
@@ -1028,6 +1043,7 @@ ApproximateIndexState HnswGallery::State() const {
   state.rebuilds = rebuilds_;
   state.templates = book_.templates();
   state.last_rebuild_error = last_rebuild_error_;
+  state.ef_search = ef_search_;
   return state;
 }
 
@@ -1041,6 +1057,14 @@ void HnswGallery::SetTestHooks(RebuildTestHooks hooks) {
   if (hooks.chunk_nodes > 0) chunk_nodes_ = hooks.chunk_nodes;
   if (hooks.min_tombstones > 0) min_tombstones_ = hooks.min_tombstones;
   after_chunk_ = std::move(hooks.after_chunk);
+}
+
+void HnswGallery::SetEfSearch(int ef_search) {
+  // The writer lock: no search is inside the graph while its efSearch
+  // changes.
+  absl::WriterMutexLock lock(&mu_);
+  ef_search_ = ef_search;
+  current_->SetEfSearch(ef_search);
 }
 
 }  // namespace
@@ -1084,6 +1108,19 @@ absl::Status SetRebuildTestHooks(Gallery& gallery, RebuildTestHooks hooks) {
     return absl::InvalidArgumentError("not an hnsw or auto gallery");
   }
   hnsw->SetTestHooks(std::move(hooks));
+  return absl::OkStatus();
+}
+
+absl::Status SetHnswEfSearch(Gallery& gallery, int ef_search) {
+  auto* hnsw = dynamic_cast<HnswGallery*>(&gallery);
+  if (hnsw == nullptr) {
+    return absl::InvalidArgumentError("not an hnsw or auto gallery");
+  }
+  if (ef_search < 1 || ef_search > kMaxHnswEf) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ef_search: must be in [1, ", kMaxHnswEf, "], got ", ef_search));
+  }
+  hnsw->SetEfSearch(ef_search);
   return absl::OkStatus();
 }
 
