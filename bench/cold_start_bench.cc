@@ -55,6 +55,7 @@
 #include "matcher/gallery.h"
 #include "matcher/synthetic.h"
 #include "matcher/xxh64.h"
+#include "services/help.h"
 #include "services/synthetic_requests.h"
 #include "tests/testing/server_process.h"
 
@@ -401,20 +402,16 @@ std::string GiB(uint64_t bytes) {
 int Main(int argc, char** argv) {
   std::string command = "hawiya-cold-start-bench";
   for (int i = 1; i < argc; ++i) absl::StrAppend(&command, " ", argv[i]);
-  absl::SetProgramUsageMessage(
+  services::HandleHelp(
+      argc, argv,
       "Times hawiya-server from start to 'serving' with and without a "
       "gallery snapshot, on data dirs filled with N synthetic persons.\n"
       "Usage: hawiya-cold-start-bench [--sizes=100000,1000000] "
       "[--work_dir=DIR] [--replay_changes=10000] [--hash_mib=1024]\n"
       "Prints a markdown report on stdout and progress on stderr. 1M persons "
       "need ~2 GiB of RAM in the server and ~7 GiB of disk (store, WAL, "
-      "snapshot).");
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "cold_start_bench.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+      "snapshot).",
+      "cold_start_bench.cc");
   absl::ParseCommandLine(argc, argv);
 
   std::vector<uint64_t> sizes;

@@ -69,6 +69,7 @@
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/gallery.h"
 #include "matcher/synthetic.h"
+#include "services/help.h"
 #include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/server_process.h"
@@ -900,7 +901,8 @@ void PrintReport(const std::vector<SizeResult>& results,
 int Main(int argc, char** argv) {
   std::string command = "hawiya-bench";
   for (int i = 1; i < argc; ++i) absl::StrAppend(&command, " ", argv[i]);
-  absl::SetProgramUsageMessage(
+  services::HandleHelp(
+      argc, argv,
       "End-to-end benchmark of hawiya-server: enrollment throughput over gRPC "
       "and Identify latency, with matcher::Gallery and raw FAISS IndexFlatIP "
       "timed in-process on the same vectors.\n"
@@ -909,15 +911,8 @@ int Main(int argc, char** argv) {
       "[--server_args=--config=FILE] [--wait_for_index_kind=hnsw] "
       "[--server_binary=PATH] [--work_dir=DIR]\n"
       "Prints a markdown report on stdout and progress on stderr. Each size "
-      "starts a fresh server on WORK_DIR/n<N> and stops it when done.");
-  // --help lists this file's flags (Abseil's default matches files named
-  // after the binary, and this one is e2e_bench.cc).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "e2e_bench.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+      "starts a fresh server on WORK_DIR/n<N> and stops it when done.",
+      "e2e_bench.cc");
   absl::ParseCommandLine(argc, argv);
 
   std::vector<uint64_t> sizes;

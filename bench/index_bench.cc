@@ -73,6 +73,7 @@
 #include "matcher/kernels.h"
 #include "matcher/row_scan.h"
 #include "matcher/synthetic.h"
+#include "services/help.h"
 
 ABSL_FLAG(std::vector<std::string>, sizes, std::vector<std::string>({"100000"}),
           "Comma-separated gallery sizes N (identities, one template each).");
@@ -824,7 +825,8 @@ void PrintTable(const Dataset& data, const std::vector<Row>& rows,
 int Main(int argc, char** argv) {
   std::string command = "hawiya-index-bench";
   for (int i = 1; i < argc; ++i) absl::StrAppend(&command, " ", argv[i]);
-  absl::SetProgramUsageMessage(
+  services::HandleHelp(
+      argc, argv,
       "Every gallery index kind against raw FAISS, in process, on the same "
       "synthetic data: build time, memory, latency, throughput, accuracy "
       "against exact search.\n"
@@ -833,25 +835,8 @@ int Main(int argc, char** argv) {
       "[--ef_search=16,32,64,128,256]\n"
       "HNSW contenders are built once and measured at each --ef_search "
       "value (one row each).\n"
-      "Prints a markdown report on stdout and progress on stderr.");
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "index_bench.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
-  absl::flags_internal::SetProgramInvocationName(argv[0]);
-  // --help exits 0 (Abseil's exits 1), listing this file's flags.
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--help") == 0 ||
-        std::strcmp(argv[i], "-h") == 0) {
-      absl::flags_internal::FlagsHelp(
-          std::cout, "index_bench.cc",
-          absl::flags_internal::HelpFormat::kHumanReadable,
-          absl::ProgramUsageMessage());
-      return 0;
-    }
-  }
+      "Prints a markdown report on stdout and progress on stderr.",
+      "index_bench.cc");
   absl::ParseCommandLine(argc, argv);
 
   std::vector<size_t> sizes;

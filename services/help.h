@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <string>
 
 #include "absl/flags/internal/program_name.h"
 #include "absl/flags/internal/usage.h"
@@ -17,13 +18,19 @@
 
 namespace hawiya::services {
 
-// Sets the usage message and restricts help to flags defined in *_main.cc;
-// prints help and exits 0 if argv asks for it (--help or -h).
-inline void HandleHelp(int argc, char** argv, absl::string_view usage) {
+// Sets the usage message and restricts help to the flags defined in files
+// whose path contains `flags_file` (by default our *_main.cc files); prints
+// help and exits 0 if argv asks for it (--help or -h). Header-only, so the
+// benchmarks can use it without linking the services.
+inline void HandleHelp(int argc, char** argv, absl::string_view usage,
+                       absl::string_view flags_file = "_main.") {
+  static std::string* const file = new std::string();
+  *file = std::string(flags_file);
   absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "_main.");
+  config.contains_help_flags = [](absl::string_view path) {
+    return absl::StrContains(path, *file);
   };
+  config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
   absl::flags_internal::SetProgramInvocationName(argv[0]);
@@ -31,7 +38,7 @@ inline void HandleHelp(int argc, char** argv, absl::string_view usage) {
     if (std::strcmp(argv[i], "--help") == 0 ||
         std::strcmp(argv[i], "-h") == 0) {
       absl::flags_internal::FlagsHelp(
-          std::cout, "_main.", absl::flags_internal::HelpFormat::kHumanReadable,
+          std::cout, *file, absl::flags_internal::HelpFormat::kHumanReadable,
           usage);
       std::exit(0);
     }
