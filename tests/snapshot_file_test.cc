@@ -381,8 +381,16 @@ TEST_F(SnapshotFileTest, ChangesWithARecomputedChecksumFailAuthentication) {
     const uint64_t checksum = Xxh64Hash(bytes.data(), bytes.size() - 8, 0);
     std::memcpy(bytes.data() + bytes.size() - 8, &checksum, 8);
     Spit(path_, bytes);
-    absl::Status status = ReadSmall(path_);
-    EXPECT_FALSE(status.ok()) << "byte " << i;
+    absl::StatusOr<std::unique_ptr<SnapshotFileReader>> reader =
+        SnapshotFileReader::Open(path_, KeyedReader());
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    EXPECT_TRUE((*reader)->Verify().ok()) << "byte " << i;
+    // Read decrypts into garbage; only CheckAtEnd says so.
+    std::string rest((*reader)->Remaining(), '\0');
+    ASSERT_TRUE((*reader)->Read(rest.data(), rest.size()).ok());
+    absl::Status status = (*reader)->CheckAtEnd();
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << "byte " << i;
+    EXPECT_THAT(status.message(), HasSubstr("authentication failed"));
   }
 }
 
