@@ -588,14 +588,22 @@ class SqliteStore final : public Store {
 
     // Templates an older version stored in plaintext: encrypted in one
     // transaction, then the WAL, which held their plaintext pages, is
-    // checkpointed away.
-    {
+    // checkpointed away. Looking for them reads the whole table, so it is
+    // done until it has once found none, which meta records.
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        int64_t all_sealed,
+        connection_->QueryInt("SELECT COUNT(*) FROM meta WHERE key = "
+                              "'templates_sealed'"));
+    if (all_sealed == 0) {
       Transaction txn(connection_.get());
       HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
       HAWIYA_STORE_ASSIGN_OR_RETURN(
           key_report_.templates_encrypted,
           ReencryptBatch(/*after_template_id=*/0, /*limit=*/-1,
                          /*only_plaintext=*/true, nullptr));
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          connection_->Exec("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                            "('templates_sealed', '1')"));
       HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
     }
     if (key_report_.templates_encrypted > 0) CheckpointWal();

@@ -456,8 +456,10 @@ TEST_F(StoreCryptoTest, PlaintextRowsOfAnOlderVersionAreEncryptedOnOpen) {
         store->CreatePerson(Key("r1"), MakePerson("s-1", "1"), {}).ok());
   }
   {
-    // What schema 2 wrote: the plaintext vector, key_version 0.
+    // What schema 2 wrote: the plaintext vector, key_version 0, and no
+    // record that every template is sealed.
     RawDb raw(path_);
+    raw.Exec("DELETE FROM meta WHERE key = 'templates_sealed'");
     raw.ExecBlob(
         "INSERT INTO templates (subject_id, modality, position, quality, "
         "algorithm, vector, key_version) VALUES ('s-1', 1, 0, 50, 'old', ?1, "
@@ -476,6 +478,21 @@ TEST_F(StoreCryptoTest, PlaintextRowsOfAnOlderVersionAreEncryptedOnOpen) {
             0);
   store.reset();
   EXPECT_EQ(FoundChunks(AllBytesUnder(dir_), VectorBytes(old)), 0);
+
+  // Once all are sealed, a plaintext row slipped in behind the store's back
+  // is refused, not trusted (nor looked for at each start).
+  RawDb(path_).ExecBlob(
+      "INSERT INTO templates (subject_id, modality, position, quality, "
+      "algorithm, vector, key_version) VALUES ('s-1', 1, 0, 50, 'forged', ?1, "
+      "0)",
+      VectorBytes(Face(0.7777f)));
+  store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->key_report().templates_encrypted, 0);
+  absl::StatusOr<std::vector<TemplateRecord>> read =
+      store->ActiveTemplatesOf({"s-1"});
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(read.status().message(), HasSubstr("unencrypted"));
 }
 
 TEST_F(StoreCryptoTest, NoPlaintextVectorInAnyFile) {
