@@ -29,6 +29,19 @@ struct CtxFree {
 };
 using CtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
 
+// Fetched once: given EVP_aes_256_gcm(), OpenSSL 3 looks the provider's
+// implementation up again (an implicit fetch, under a lock) on every init,
+// that is for every template sealed or opened. Never freed: it lives as
+// long as the process.
+const EVP_CIPHER* Aes256Gcm() {
+  static const EVP_CIPHER* const cipher = [] {
+    const EVP_CIPHER* fetched =
+        EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    return fetched != nullptr ? fetched : EVP_aes_256_gcm();
+  }();
+  return cipher;
+}
+
 const unsigned char* U(absl::string_view s) {
   return reinterpret_cast<const unsigned char*>(s.data());
 }
@@ -97,8 +110,8 @@ absl::StatusOr<std::string> AeadKey::Seal(absl::string_view aad,
   int len = 0;
   // The default GCM IV length is 12 bytes, so no EVP_CTRL_GCM_SET_IVLEN.
   if (ctx == nullptr ||
-      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, U(bytes_),
-                         nonce) != 1 ||
+      EVP_EncryptInit_ex(ctx.get(), Aes256Gcm(), nullptr, U(bytes_), nonce) !=
+          1 ||
       EVP_EncryptUpdate(ctx.get(), nullptr, &len, U(aad),
                         static_cast<int>(aad.size())) != 1 ||
       EVP_EncryptUpdate(ctx.get(), cipher, &len, U(plaintext),
@@ -127,8 +140,8 @@ absl::StatusOr<std::string> AeadKey::Open(absl::string_view aad,
   CtxPtr ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   if (ctx == nullptr ||
-      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, U(bytes_),
-                         nonce) != 1 ||
+      EVP_DecryptInit_ex(ctx.get(), Aes256Gcm(), nullptr, U(bytes_), nonce) !=
+          1 ||
       EVP_DecryptUpdate(ctx.get(), nullptr, &len, U(aad),
                         static_cast<int>(aad.size())) != 1 ||
       EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(out.data()),
