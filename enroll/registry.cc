@@ -417,6 +417,11 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
         if (!loaded.ok()) {
           report.refused.push_back(Why(file.path, loaded.status()));
           refused_paths.insert(file.path);
+          // Written before templates were encrypted: it must not stay.
+          if (matcher::IsPlaintextSnapshot(file.path)) {
+            std::filesystem::remove(file.path, error);
+            report.refused.back() += " (plaintext: deleted)";
+          }
           continue;
         }
         const absl::Time replay_start = absl::Now();

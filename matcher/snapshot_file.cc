@@ -180,6 +180,17 @@ absl::Status Crypt(SnapshotCipher* cipher, bool decrypt, const char* in,
 
 }  // namespace
 
+bool IsPlaintextSnapshot(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char head[sizeof(kMagic) + sizeof(uint32_t)];
+  const bool read = PreadAll(fd, head, sizeof(head), 0, path).ok();
+  ::close(fd);
+  uint32_t version = 0;
+  std::memcpy(&version, head + sizeof(kMagic), sizeof(version));
+  return read && std::memcmp(head, kMagic, sizeof(kMagic)) == 0 && version == 1;
+}
+
 std::string SnapshotFileWriter::TemporaryPath(const std::string& path) {
   return path + ".tmp";
 }

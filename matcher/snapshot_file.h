@@ -110,6 +110,10 @@ class SnapshotFileWriter final : public SnapshotWriter {
   bool committed_ = false;
 };
 
+// Whether `path` is a snapshot of format version 1, which held templates in
+// plaintext: such files are never read, and are deleted on sight.
+bool IsPlaintextSnapshot(const std::string& path);
+
 // Reads a file written by SnapshotFileWriter. Open checks the framing, which
 // is cheap; Verify reads the whole file and checks the checksum. Until Verify
 // has returned OK, what Read returns is unverified: a caller may refuse the

@@ -864,6 +864,25 @@ TEST_F(RegistrySnapshotTest, NoPlaintextTemplateInTheDataDir) {
   EXPECT_EQ(registry_->load_report().templates, 9u);
 }
 
+TEST_F(RegistrySnapshotTest, PlaintextSnapshotOfAnOlderVersionIsDeleted) {
+  Reopen();
+  for (uint64_t n = 0; n < 3; ++n) Enroll(*registry_, n);
+  registry_.reset();
+  // The head of a format 1 file (plaintext payload).
+  std::string old = "HAWIYASN";
+  old += std::string("\x01\x00\x00\x00", 4);
+  old += std::string(200, 'p');
+  const std::string path = SnapshotDir() + "/" + SnapshotFileName(3);
+  Spit(path, old);
+  Reopen();
+  const GalleryLoadReport& report = registry_->load_report();
+  EXPECT_EQ(report.snapshot, "");
+  ASSERT_EQ(report.refused.size(), 1u);
+  EXPECT_THAT(report.refused[0], HasSubstr("plaintext: deleted"));
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_EQ(report.templates, 3u);
+}
+
 TEST_F(RegistrySnapshotTest, RotateKeyWritesASnapshotUnderTheNewKey) {
   Reopen();
   for (uint64_t n = 0; n < 5; ++n) Enroll(*registry_, n);
