@@ -269,8 +269,16 @@ absl::StatusOr<LoadedSnapshot> LoadSnapshot(
     const std::string& path, Store& store, const std::string& store_id,
     int64_t store_sequence,
     const std::vector<matcher::ModalitySpec>& modalities) {
+  matcher::SnapshotFileReader::Options reader_options;
+  reader_options.key =
+      [&store](uint64_t version) -> absl::StatusOr<std::string> {
+    absl::StatusOr<DataKey> key =
+        store.GetDataKey(static_cast<int64_t>(version));
+    if (!key.ok()) return key.status();
+    return std::move(key->key);
+  };
   absl::StatusOr<std::unique_ptr<matcher::SnapshotFileReader>> reader =
-      matcher::SnapshotFileReader::Open(path);
+      matcher::SnapshotFileReader::Open(path, reader_options);
   if (!reader.ok()) return reader.status();
   // Verified before anything in it is read, so a damaged header is reported
   // as damage, not as (say) a snapshot of another store.
@@ -372,8 +380,11 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     return absl::FailedPreconditionError(
         absl::StrCat("data_dir ", options.data_dir, ": ", error.message()));
   }
-  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(
-      {(std::filesystem::path(options.data_dir) / "hawiya.db").string()});
+  StoreOptions store_options;
+  store_options.path =
+      (std::filesystem::path(options.data_dir) / "hawiya.db").string();
+  store_options.key_file = options.key_file;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return store.status();
 
   // From the newest usable snapshot, else from the store. Nothing writes the
@@ -406,6 +417,11 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
         if (!loaded.ok()) {
           report.refused.push_back(Why(file.path, loaded.status()));
           refused_paths.insert(file.path);
+          // Written before templates were encrypted: it must not stay.
+          if (matcher::IsPlaintextSnapshot(file.path)) {
+            std::filesystem::remove(file.path, error);
+            report.refused.back() += " (plaintext: deleted)";
+          }
           continue;
         }
         const absl::Time replay_start = absl::Now();
@@ -452,6 +468,7 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   report.templates = TemplateCount(*registry->matcher_);
   report.elapsed = absl::Now() - start;
   registry->load_report_ = std::move(report);
+  registry->key_report_ = registry->store_->key_report();
   registry->store_id_ = std::move(store_id);
   registry->snapshot_dir_ = snapshot_dir;
   // The snapshot on disk, not the replayed sequence: a restart would replay
@@ -470,7 +487,7 @@ absl::StatusOr<int64_t> Registry::ChangesSinceSnapshot() {
   return *sequence - snapshot_sequence_.load();
 }
 
-absl::StatusOr<SnapshotReport> Registry::WriteSnapshot() {
+absl::StatusOr<SnapshotReport> Registry::WriteSnapshot(bool force) {
   if (!options_.snapshots) {
     return absl::FailedPreconditionError("snapshots: disabled");
   }
@@ -479,15 +496,24 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot() {
   SnapshotReport report;
   SnapshotFileInfo file;
   std::unique_ptr<matcher::SnapshotFileWriter> writer;
+  // Under the current data key. A rotation deletes the old key once no
+  // template uses it, whatever snapshot still does, so RotateKey writes a
+  // snapshot under the new key after it (an older one is then refused at
+  // start, and the next is tried or the galleries rebuilt).
+  absl::StatusOr<DataKey> key = store_->CurrentDataKey();
+  if (!key.ok()) return key.status();
   auto create = [&]() -> absl::Status {
     // An operator may have removed the folder; a file in its place fails
     // in Create.
     std::error_code error;
     std::filesystem::create_directories(snapshot_dir_, error);
+    matcher::SnapshotFileWriter::Options writer_options;
+    writer_options.key = key->key;
+    writer_options.key_version = static_cast<uint64_t>(key->version);
+    writer_options.on_write = options_.snapshot_on_write;
     absl::StatusOr<std::unique_ptr<matcher::SnapshotFileWriter>> created =
-        matcher::SnapshotFileWriter::Create(
-            file.path,
-            matcher::SnapshotFileWriter::Options{options_.snapshot_on_write});
+        matcher::SnapshotFileWriter::Create(file.path,
+                                            std::move(writer_options));
     if (!created.ok()) return created.status();
     writer = *std::move(created);
     return absl::OkStatus();
@@ -533,7 +559,7 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot() {
     absl::StatusOr<int64_t> sequence = store_->ChangeSequence();
     if (!sequence.ok()) return sequence.status();
     report.sequence = *sequence;
-    if (*sequence == snapshot_sequence_.load()) return report;
+    if (*sequence == snapshot_sequence_.load() && !force) return report;
     SnapshotHeader header;
     header.store_id = store_id_;
     header.sequence = *sequence;
@@ -944,6 +970,28 @@ absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
     FillModalityScores(match.modality_scores,
                        candidate->mutable_modality_scores());
   }
+  return response;
+}
+
+absl::StatusOr<v1::RotateKeyResponse> Registry::RotateKey(
+    const v1::RotateKeyRequest& request, std::function<bool()> cancelled) {
+  RotateKeyOptions rotate;
+  if (request.batch_size() > 0) {
+    rotate.batch_rows = static_cast<int>(std::min<uint32_t>(
+        request.batch_size(), static_cast<uint32_t>(kMaxBatchEnrollRequests)));
+  }
+  rotate.cancelled = std::move(cancelled);
+  absl::StatusOr<RotateKeyResult> rotated = store_->RotateDataKey(rotate);
+  if (!rotated.ok()) return rotated.status();
+  v1::RotateKeyResponse response;
+  response.set_key_version(rotated->key_version);
+  response.set_templates_reencrypted(rotated->templates_reencrypted);
+  for (int64_t version : rotated->retired_versions) {
+    response.add_retired_key_versions(version);
+  }
+  // Best effort, like every snapshot: without it the next start rebuilds
+  // the galleries from the store.
+  if (options_.snapshots) WriteSnapshot(/*force=*/true).IgnoreError();
   return response;
 }
 

@@ -39,6 +39,9 @@ namespace hawiya::enroll {
 struct RegistryOptions {
   // Folder of the embedded store (hawiya.db); created if absent.
   std::string data_dir;
+  // StoreOptions::key_file: the key-encryption key file. Empty:
+  // data_dir/keys/kek.key, created on first start (a development key).
+  std::string key_file;
   std::vector<matcher::ModalitySpec> modalities = matcher::DefaultModalities();
   // Whether Open seeds the galleries from a snapshot in data_dir/snapshots
   // (else it rebuilds them from the store) and WriteSnapshot may write one.
@@ -132,7 +135,16 @@ class Registry {
 
   absl::StatusOr<v1::GetStatsResponse> GetStats();
 
+  // Store::RotateDataKey, then a snapshot under the new key (the old
+  // snapshots are under a key that may be gone). `cancelled` is checked
+  // between batches.
+  absl::StatusOr<v1::RotateKeyResponse> RotateKey(
+      const v1::RotateKeyRequest& request, std::function<bool()> cancelled);
+
   const GalleryLoadReport& load_report() const { return load_report_; }
+  // What the store's Open did about keys (a created development key file,
+  // plaintext templates encrypted).
+  const KeyReport& key_report() const { return key_report_; }
 
   // Writes a snapshot of the galleries to data_dir/snapshots, then keeps it
   // and the newest older usable one and removes the rest. Writes wait while
@@ -143,7 +155,9 @@ class Registry {
   // snapshots are disabled, or if the galleries may differ from the store (a
   // gallery change failed after its store commit: only a restart, which
   // rebuilds them, makes them worth saving again).
-  absl::StatusOr<SnapshotReport> WriteSnapshot();
+  absl::StatusOr<SnapshotReport> WriteSnapshot() {
+    return WriteSnapshot(false);
+  }
 
   // Store changes made since the last snapshot written or loaded (all of
   // them if the galleries were rebuilt from the store).
@@ -154,6 +168,8 @@ class Registry {
            std::unique_ptr<matcher::Matcher> matcher, RegistryOptions options);
 
   absl::Status LoadGalleries();
+  // force: even if nothing changed since the last snapshot (a new key).
+  absl::StatusOr<SnapshotReport> WriteSnapshot(bool force);
   // Remembers that a write's store commit succeeded but its gallery change
   // did not (see WriteSnapshot).
   void GalleriesDiverged() { galleries_diverged_ = true; }
@@ -176,6 +192,7 @@ class Registry {
 
   // Set by Open, then only read.
   GalleryLoadReport load_report_;
+  KeyReport key_report_;
   std::string store_id_;
   std::string snapshot_dir_;
   // One snapshot at a time.

@@ -1,9 +1,11 @@
 // The SQLite implementation of Store: one connection in WAL mode with full
 // sync, serialised by a mutex, every public method one transaction.
+#include <openssl/crypto.h>
 #include <sqlite3.h>
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -23,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "enroll/crypto.h"
 #include "enroll/store.h"
 #include "hawiya/v1/types.pb.h"
 
@@ -119,6 +122,20 @@ CREATE TABLE meta (
   value TEXT NOT NULL
 );
 INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+)sql",
+    // 3: templates encrypted at rest (crypto.h). templates.vector now holds
+    // the vector sealed under data key key_version; key_version 0 marks a
+    // vector an older version stored in plaintext, which Store::Open
+    // encrypts once the keys are loaded.
+    R"sql(
+CREATE TABLE data_keys (
+  version INTEGER PRIMARY KEY,
+  -- The 32-byte data key sealed by the key-encryption key, AAD
+  -- DataKeyAad(version).
+  wrapped BLOB NOT NULL,
+  create_time_us INTEGER NOT NULL
+);
+ALTER TABLE templates ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
 )sql",
 };
 constexpr int64_t kSchemaVersion =
@@ -416,6 +433,44 @@ absl::Status DecodeVector(absl::string_view bytes,
   return absl::OkStatus();
 }
 
+void AppendLe(uint64_t value, int bytes, std::string* out) {
+  for (int b = 0; b < bytes; ++b) {
+    out->push_back(static_cast<char>((value >> (8 * b)) & 0xFF));
+  }
+}
+
+// What a sealed template vector is bound to: its row (template id), its
+// owner and what it is (modality, position), and the key version stored
+// beside it. Fixed-width fields first, the subject id last, so no two
+// identities encode alike. A sealed vector copied to another row, subject
+// or key version fails to open.
+std::string TemplateAad(int64_t template_id, absl::string_view subject_id,
+                        int64_t modality, int64_t position,
+                        int64_t key_version) {
+  std::string aad = "hawiya.template.v1";
+  aad.push_back('\0');
+  AppendLe(static_cast<uint64_t>(template_id), 8, &aad);
+  AppendLe(static_cast<uint64_t>(key_version), 8, &aad);
+  AppendLe(static_cast<uint64_t>(modality), 4, &aad);
+  AppendLe(static_cast<uint64_t>(position), 4, &aad);
+  absl::StrAppend(&aad, subject_id);
+  return aad;
+}
+
+std::string DataKeyAad(int64_t version) {
+  return absl::StrCat("hawiya.data-key.v1:", version);
+}
+
+// The row fields a template's vector is sealed with.
+struct SealedTemplate {
+  int64_t template_id = 0;
+  std::string subject_id;
+  int64_t modality = 0;
+  int64_t position = 0;
+  int64_t key_version = 0;
+  std::string vector;  // sealed, or plaintext when key_version is 0
+};
+
 // The record column keeps only client data; output-only fields live in
 // their own columns so they cannot drift from what queries filter on.
 absl::StatusOr<std::string> SerializeRecord(const Person& person) {
@@ -475,6 +530,90 @@ class SqliteStore final : public Store {
  public:
   explicit SqliteStore(std::unique_ptr<Connection> connection)
       : connection_(std::move(connection)) {}
+
+  // Loads the key-encryption key (creating the default one for a store
+  // without data keys), makes the first data key if there is none, unwraps
+  // every data key, and encrypts templates still stored in plaintext. Part
+  // of Open: nothing else runs yet.
+  absl::Status LoadKeys(const StoreOptions& options) {
+    absl::MutexLock lock(&mu_);
+    const bool default_file = options.key_file.empty();
+    std::string key_file = options.key_file;
+    if (default_file) {
+      std::filesystem::path folder =
+          std::filesystem::path(options.path).parent_path();
+      key_file = (folder / "keys" / "kek.key").string();
+    }
+    key_report_.key_file = key_file;
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        int64_t wrapped_keys,
+        connection_->QueryInt("SELECT COUNT(*) FROM data_keys"));
+    std::error_code error;
+    if (!std::filesystem::exists(key_file, error)) {
+      if (wrapped_keys > 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "key_file ", key_file, ": no such file, and the store's ",
+            wrapped_keys,
+            " data key(s) are wrapped by the key that was in it: restore the "
+            "key file (or point key_file at it); the store stays closed"));
+      }
+      if (!default_file) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "key_file ", key_file,
+            ": no such file (make one with `hawiya admin gen-key --out ",
+            key_file, "`)"));
+      }
+      if (absl::Status s = CreateKeyFile(key_file); s.ok()) {
+        key_report_.key_file_created = true;
+      } else if (!absl::IsAlreadyExists(s)) {
+        return s;
+      }
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey kek, LoadKeyFile(key_file));
+    kek_ = std::move(kek);
+
+    if (wrapped_keys == 0) {
+      Transaction txn(connection_.get());
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+      // Re-read under the write lock: another process may have made one.
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          wrapped_keys,
+          connection_->QueryInt("SELECT COUNT(*) FROM data_keys"));
+      if (wrapped_keys == 0) {
+        HAWIYA_STORE_RETURN_IF_ERROR(InsertDataKey(1).status());
+        HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+      }
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(ReadDataKeys(key_file));
+
+    // Templates an older version stored in plaintext: encrypted in one
+    // transaction, then the WAL, which held their plaintext pages, is
+    // checkpointed away. Looking for them reads the whole table, so it is
+    // done until it has once found none, which meta records.
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        int64_t all_sealed,
+        connection_->QueryInt("SELECT COUNT(*) FROM meta WHERE key = "
+                              "'templates_sealed'"));
+    if (all_sealed == 0) {
+      Transaction txn(connection_.get());
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          key_report_.templates_encrypted,
+          ReencryptBatch(/*after_template_id=*/0, /*limit=*/-1,
+                         /*only_plaintext=*/true, nullptr));
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          connection_->Exec("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                            "('templates_sealed', '1')"));
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    }
+    if (key_report_.templates_encrypted > 0) CheckpointWal();
+    return absl::OkStatus();
+  }
+
+  KeyReport key_report() const override {
+    absl::MutexLock lock(&mu_);
+    return key_report_;
+  }
 
   absl::StatusOr<WriteResult> CreatePerson(
       const IdempotencyKey& key, const Person& person,
@@ -803,7 +942,8 @@ class SqliteStore final : public Store {
           Statement select,
           connection_->Prepare(
               "SELECT t.template_id, t.subject_id, t.modality, t.position, "
-              "t.quality, t.algorithm, t.vector FROM templates t "
+              "t.quality, t.algorithm, t.vector, t.key_version "
+              "FROM templates t "
               "JOIN persons p ON p.subject_id = t.subject_id "
               "WHERE p.state = ?1 ORDER BY t.template_id"));
       select.BindInt(1, hawiya::v1::ACTIVE);
@@ -818,8 +958,9 @@ class SqliteStore final : public Store {
         record.tmpl.set_position(static_cast<uint32_t>(select.Int(3)));
         record.tmpl.set_quality(static_cast<uint32_t>(select.Int(4)));
         record.tmpl.set_algorithm(select.Text(5));
-        HAWIYA_STORE_RETURN_IF_ERROR(
-            DecodeVector(select.Blob(6), record.tmpl.mutable_vector()));
+        HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
+            record.template_id, record.subject_id, select.Int(2), select.Int(3),
+            select.Int(7), select.Blob(6), record.tmpl.mutable_vector()));
         HAWIYA_STORE_RETURN_IF_ERROR(fn(std::move(record)));
       }
     }
@@ -949,7 +1090,7 @@ class SqliteStore final : public Store {
           Statement select,
           connection_->Prepare(
               "SELECT t.template_id, t.modality, t.position, t.quality, "
-              "t.algorithm, t.vector FROM templates t "
+              "t.algorithm, t.vector, t.key_version FROM templates t "
               "JOIN persons p ON p.subject_id = t.subject_id "
               "WHERE t.subject_id = ?1 AND p.state = ?2 "
               "ORDER BY t.template_id"));
@@ -965,8 +1106,9 @@ class SqliteStore final : public Store {
         record.tmpl.set_position(static_cast<uint32_t>(select.Int(2)));
         record.tmpl.set_quality(static_cast<uint32_t>(select.Int(3)));
         record.tmpl.set_algorithm(select.Text(4));
-        HAWIYA_STORE_RETURN_IF_ERROR(
-            DecodeVector(select.Blob(5), record.tmpl.mutable_vector()));
+        HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
+            record.template_id, subject_id, select.Int(1), select.Int(2),
+            select.Int(6), select.Blob(5), record.tmpl.mutable_vector()));
         records.push_back(std::move(record));
       }
     }
@@ -974,7 +1116,263 @@ class SqliteStore final : public Store {
     return records;
   }
 
+  absl::StatusOr<RotateKeyResult> RotateDataKey(
+      const RotateKeyOptions& options) override {
+    if (options.batch_rows <= 0) {
+      return absl::InvalidArgumentError("batch_rows: must be positive");
+    }
+    absl::MutexLock rotate_lock(&rotate_mu_);
+    RotateKeyResult result;
+    {
+      absl::MutexLock lock(&mu_);
+      Transaction txn(connection_.get());
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          int64_t latest,
+          connection_->QueryInt("SELECT COALESCE(MAX(version), 0) FROM "
+                                "data_keys"));
+      HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey key, InsertDataKey(latest + 1));
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+      // Only once committed: a write sealed under an uncommitted key would
+      // be unreadable after a crash.
+      data_keys_.insert_or_assign(latest + 1, std::move(key));
+      current_version_ = latest + 1;
+      result.key_version = current_version_;
+    }
+    // Batches in template id order, each its own transaction, the store's
+    // mutex released in between so that writes go on. Templates written
+    // meanwhile are sealed under the new key already.
+    int64_t after = 0;
+    while (true) {
+      int64_t done = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        Transaction txn(connection_.get());
+        HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            done, ReencryptBatch(after, options.batch_rows,
+                                 /*only_plaintext=*/false, &after));
+        HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+      }
+      if (done == 0) break;
+      result.templates_reencrypted += done;
+      if (options.after_batch)
+        options.after_batch(result.templates_reencrypted);
+      if (options.cancelled && options.cancelled()) {
+        return absl::CancelledError(
+            absl::StrCat("rotation to data key version ", result.key_version,
+                         " stopped after ", result.templates_reencrypted,
+                         " templates; the next rotation finishes it"));
+      }
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      Transaction txn(connection_.get());
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+      {
+        // Checked in the deleting transaction: a key still used stays.
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement select,
+            connection_->Prepare(
+                "SELECT version FROM data_keys WHERE version <> ?1 AND NOT "
+                "EXISTS (SELECT 1 FROM templates WHERE key_version = "
+                "data_keys.version) ORDER BY version"));
+        select.BindInt(1, current_version_);
+        while (true) {
+          HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+          if (!row) break;
+          result.retired_versions.push_back(select.Int(0));
+        }
+      }
+      for (int64_t version : result.retired_versions) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement erase,
+            connection_->Prepare("DELETE FROM data_keys WHERE version = ?1"));
+        erase.BindInt(1, version);
+        HAWIYA_STORE_RETURN_IF_ERROR(erase.Run());
+      }
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+      for (int64_t version : result.retired_versions) {
+        data_keys_.erase(version);
+      }
+      // The WAL still holds the old ciphertexts and wrapped keys; best
+      // effort, like ErasePerson's.
+      CheckpointWal();
+    }
+    return result;
+  }
+
+  absl::StatusOr<DataKey> CurrentDataKey() override {
+    absl::MutexLock lock(&mu_);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(const AeadKey* key,
+                                  DataKeyOf(current_version_));
+    return DataKey{current_version_, key->bytes()};
+  }
+
+  absl::StatusOr<DataKey> GetDataKey(int64_t version) override {
+    absl::MutexLock lock(&mu_);
+    auto it = data_keys_.find(version);
+    if (it == data_keys_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("key_version: no data key ", version));
+    }
+    return DataKey{version, it->second.bytes()};
+  }
+
  private:
+  absl::StatusOr<const AeadKey*> DataKeyOf(int64_t version) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = data_keys_.find(version);
+    if (it == data_keys_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("store: no data key version ", version));
+    }
+    return &it->second;
+  }
+
+  // Makes a data key, stores it wrapped by the KEK as `version`, inside the
+  // caller's write transaction.
+  absl::StatusOr<AeadKey> InsertDataKey(int64_t version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey key, AeadKey::Random());
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::string wrapped,
+                                  kek_->Seal(DataKeyAad(version), key.bytes()));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement insert,
+        connection_->Prepare("INSERT INTO data_keys (version, wrapped, "
+                             "create_time_us) VALUES (?1, ?2, ?3)"));
+    insert.BindInt(1, version).BindBlob(2, wrapped).BindInt(3, NowMicros());
+    HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    return key;
+  }
+
+  // Unwraps every data key; the highest version is the current one.
+  absl::Status ReadDataKeys(const std::string& key_file)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT version, wrapped FROM data_keys ORDER BY version"));
+    while (true) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      const int64_t version = select.Int(0);
+      absl::StatusOr<std::string> bytes =
+          kek_->Open(DataKeyAad(version), select.Blob(1));
+      if (!bytes.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "key_file ", key_file, ": does not unwrap the store's data key ",
+            "version ", version,
+            ": it is not the key this store's data keys were wrapped with "
+            "(wrong key file?); the store stays closed"));
+      }
+      HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey key, AeadKey::FromBytes(*bytes));
+      OPENSSL_cleanse(bytes->data(), bytes->size());
+      data_keys_.insert_or_assign(version, std::move(key));
+      current_version_ = version;
+    }
+    if (data_keys_.empty()) {
+      return absl::InternalError("store: no data key after making one");
+    }
+    return absl::OkStatus();
+  }
+
+  // Decrypts a stored vector into `out`. key_version 0 (plaintext) is read
+  // only while Open encrypts what an older version wrote (allow_plaintext);
+  // after that such a row can only have been put there behind the store's
+  // back, and is refused rather than trusted.
+  absl::Status OpenVector(int64_t template_id, absl::string_view subject_id,
+                          int64_t modality, int64_t position,
+                          int64_t key_version, absl::string_view stored,
+                          google::protobuf::RepeatedField<float>* out,
+                          bool allow_plaintext = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (key_version == 0) {
+      if (allow_plaintext) return DecodeVector(stored, out);
+      return absl::DataLossError(absl::StrCat(
+          "store: template ", template_id, " of ", subject_id,
+          " is stored unencrypted (key_version 0) after the store encrypted "
+          "every template: refused"));
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(const AeadKey* key, DataKeyOf(key_version));
+    absl::StatusOr<std::string> bytes = key->Open(
+        TemplateAad(template_id, subject_id, modality, position, key_version),
+        stored);
+    if (!bytes.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("store: template ", template_id, " of ", subject_id,
+                       " does not decrypt: ", bytes.status().message()));
+    }
+    absl::Status decoded = DecodeVector(*bytes, out);
+    OPENSSL_cleanse(bytes->data(), bytes->size());
+    return decoded;
+  }
+
+  // Re-seals under the current key up to `limit` (-1: all) templates with
+  // template_id > after_template_id stored under another key (only_plaintext:
+  // under none), in template id order, inside the caller's write
+  // transaction. Returns how many; *last_id (if given) gets the last id done.
+  absl::StatusOr<int64_t> ReencryptBatch(int64_t after_template_id,
+                                         int64_t limit, bool only_plaintext,
+                                         int64_t* last_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<SealedTemplate> rows;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(
+              only_plaintext
+                  ? "SELECT template_id, subject_id, modality, position, "
+                    "key_version, vector FROM templates WHERE template_id > "
+                    "?1 AND key_version = 0 ORDER BY template_id LIMIT ?2"
+                  : "SELECT template_id, subject_id, modality, position, "
+                    "key_version, vector FROM templates WHERE template_id > "
+                    "?1 AND key_version <> ?3 ORDER BY template_id LIMIT ?2"));
+      select.BindInt(1, after_template_id).BindInt(2, limit);
+      if (!only_plaintext) select.BindInt(3, current_version_);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        rows.push_back({select.Int(0), select.Text(1), select.Int(2),
+                        select.Int(3), select.Int(4), select.Blob(5)});
+      }
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(const AeadKey* key,
+                                  DataKeyOf(current_version_));
+    google::protobuf::RepeatedField<float> vector;
+    std::string encoded;
+    for (SealedTemplate& row : rows) {
+      HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
+          row.template_id, row.subject_id, row.modality, row.position,
+          row.key_version, row.vector, &vector, only_plaintext));
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          std::string sealed,
+          key->Seal(TemplateAad(row.template_id, row.subject_id, row.modality,
+                                row.position, current_version_),
+                    VectorBytes(vector, &encoded)));
+      // The plaintext copies do not outlive the row.
+      OPENSSL_cleanse(vector.mutable_data(), vector.size() * sizeof(float));
+      if (!encoded.empty()) OPENSSL_cleanse(encoded.data(), encoded.size());
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement update,
+          connection_->Prepare("UPDATE templates SET vector = ?2, "
+                               "key_version = ?3 WHERE template_id = ?1"));
+      update.BindInt(1, row.template_id)
+          .BindBlobRef(2, sealed)
+          .BindInt(3, current_version_);
+      HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+      if (last_id != nullptr) *last_id = row.template_id;
+    }
+    return static_cast<int64_t>(rows.size());
+  }
+
+  // Copies the WAL into the database and truncates it, so that pages it
+  // held (old ciphertexts, plaintext of a migration) leave every file.
+  // Best effort: another reader may hold an old snapshot.
+  void CheckpointWal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    connection_->Exec("PRAGMA wal_checkpoint(TRUNCATE)").IgnoreError();
+  }
+
   static absl::Status CheckNewPerson(const IdempotencyKey& key,
                                      const Person& person) {
     if (key.request_id.empty()) {
@@ -1125,22 +1523,43 @@ class SqliteStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<TemplateRecord> records;
     records.reserve(templates.size());
-    std::string encoded;  // outlives each insert, which binds it
+    if (templates.empty()) return records;
+    // The id is part of the sealed vector's AAD, so it is chosen here rather
+    // than by the insert: the one AUTOINCREMENT would pick (above any id
+    // ever used), which the insert then records in sqlite_sequence.
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        int64_t last_id,
+        connection_->QueryInt(
+            "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE "
+            "name = 'templates'), 0), COALESCE((SELECT MAX(template_id) "
+            "FROM templates), 0))"));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(const AeadKey* key,
+                                  DataKeyOf(current_version_));
+    std::string encoded;
     for (const Template& t : templates) {
+      const int64_t template_id = ++last_id;
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          std::string sealed,
+          key->Seal(TemplateAad(template_id, subject_id, t.modality(),
+                                t.position(), current_version_),
+                    VectorBytes(t.vector(), &encoded)));
       HAWIYA_STORE_ASSIGN_OR_RETURN(
           Statement insert,
           connection_->Prepare(
-              "INSERT INTO templates (subject_id, modality, position, "
-              "quality, algorithm, vector) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
-      insert.BindText(1, subject_id)
-          .BindInt(2, t.modality())
-          .BindInt(3, t.position())
-          .BindInt(4, t.quality())
-          .BindText(5, t.algorithm())
-          .BindBlobRef(6, VectorBytes(t.vector(), &encoded));
+              "INSERT INTO templates (template_id, subject_id, modality, "
+              "position, quality, algorithm, vector, key_version) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+      insert.BindInt(1, template_id)
+          .BindText(2, subject_id)
+          .BindInt(3, t.modality())
+          .BindInt(4, t.position())
+          .BindInt(5, t.quality())
+          .BindText(6, t.algorithm())
+          .BindBlobRef(7, sealed)
+          .BindInt(8, current_version_);
       HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
       TemplateRecord record;
-      record.template_id = sqlite3_last_insert_rowid(connection_->db());
+      record.template_id = template_id;
       record.subject_id = std::string(subject_id);
       record.tmpl = t;
       records.push_back(std::move(record));
@@ -1227,8 +1646,17 @@ class SqliteStore final : public Store {
     return person;
   }
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::unique_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
+  // Set by LoadKeys (Open).
+  std::optional<AeadKey> kek_ ABSL_GUARDED_BY(mu_);
+  KeyReport key_report_ ABSL_GUARDED_BY(mu_);
+  // Every data key the store holds, unwrapped; writes seal under
+  // current_version_, the highest.
+  std::map<int64_t, AeadKey> data_keys_ ABSL_GUARDED_BY(mu_);
+  int64_t current_version_ ABSL_GUARDED_BY(mu_) = 0;
+  // One rotation at a time; taken before mu_.
+  absl::Mutex rotate_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 };
 
 // Brings the schema to kSchemaVersion in one transaction, so a crash mid-way
@@ -1321,7 +1749,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
   }
 
   HAWIYA_STORE_RETURN_IF_ERROR(Migrate(*connection));
-  return std::unique_ptr<Store>(new SqliteStore(std::move(connection)));
+  auto store = std::make_unique<SqliteStore>(std::move(connection));
+  HAWIYA_STORE_RETURN_IF_ERROR(store->LoadKeys(options));
+  return std::unique_ptr<Store>(std::move(store));
 }
 
 }  // namespace hawiya::enroll

@@ -7,6 +7,11 @@
 // uniqueness, versions and idempotency, and reports conflicts with canonical
 // codes whose message names the field.
 //
+// Encryption at rest: template vectors are stored sealed with AES-256-GCM
+// under a data key (see crypto.h); data keys are stored wrapped by the
+// key-encryption key in StoreOptions::key_file. No plaintext vector is
+// written to the database or its WAL.
+//
 // Thread safety: all methods may be called concurrently.
 #ifndef HAWIYA_ENROLL_STORE_H_
 #define HAWIYA_ENROLL_STORE_H_
@@ -30,6 +35,46 @@ struct StoreOptions {
   // SQLite database file; created (with its schema) if absent. Its folder
   // must exist.
   std::string path;
+  // The key-encryption key file (32 raw bytes, no group/other permissions;
+  // crypto.h) that wraps the store's data keys. Given, it must exist. Empty:
+  // keys/kek.key in the database's folder, created on the first open of a
+  // store without data keys: a development key, as readable as the data it
+  // protects; production points key_file elsewhere.
+  std::string key_file;
+};
+
+// What Open did about keys, for the start-up log.
+struct KeyReport {
+  std::string key_file;
+  // Open created key_file (the development default).
+  bool key_file_created = false;
+  // Templates stored in plaintext by an older version that Open encrypted.
+  int64_t templates_encrypted = 0;
+};
+
+// A data key, for sealing what the store's data derive (gallery snapshots).
+struct DataKey {
+  int64_t version = 0;
+  std::string key;  // 32 bytes; never log it
+};
+
+struct RotateKeyOptions {
+  // Templates re-encrypted per transaction: writes wait at most one batch.
+  int batch_rows = 500;
+  // Checked between batches: true stops the rotation with CANCELLED (the
+  // templates done so far stay done; the next rotation finishes the rest).
+  std::function<bool()> cancelled;
+  // Test seam: called after each committed batch with the templates
+  // re-encrypted so far.
+  std::function<void(int64_t)> after_batch;
+};
+
+struct RotateKeyResult {
+  // The new current data key version.
+  int64_t key_version = 0;
+  int64_t templates_reencrypted = 0;
+  // Data key versions deleted because no template uses them any more.
+  std::vector<int64_t> retired_versions;
 };
 
 // An idempotency key: a write carrying a request_id already committed with
@@ -90,11 +135,17 @@ struct PersonPage {
 class Store {
  public:
   // Opens (creating or migrating) the database. FAILED_PRECONDITION if its
-  // schema is newer than this binary knows.
+  // schema is newer than this binary knows, or if the key file is missing,
+  // unsafe (permissions, size) or not the one that wrapped the store's data
+  // keys: the store never opens with templates it cannot read. Templates an
+  // older version stored in plaintext are encrypted, in one transaction.
   static absl::StatusOr<std::unique_ptr<Store>> Open(
       const StoreOptions& options);
 
   virtual ~Store() = default;
+
+  // What Open did about keys.
+  virtual KeyReport key_report() const = 0;
 
   // Inserts a new person with its templates. `person` carries subject_id
   // and state; the store sets version = 1 and the create/update times.
@@ -191,6 +242,20 @@ class Store {
   // template_id order; one read transaction.
   virtual absl::StatusOr<std::vector<TemplateRecord>> ActiveTemplatesOf(
       absl::Span<const std::string> subject_ids) = 0;
+
+  // Key rotation, online: makes a new data key the current one (writes use
+  // it from then on), re-encrypts every template under an older key in
+  // batches of options.batch_rows (each batch one transaction, so a crash at
+  // any point leaves every template readable under the version stored with
+  // it), then deletes the data keys no template uses. An interrupted
+  // rotation is finished by the next one. One rotation at a time.
+  virtual absl::StatusOr<RotateKeyResult> RotateDataKey(
+      const RotateKeyOptions& options) = 0;
+
+  // The current data key; and the one of a version, NOT_FOUND naming
+  // "key_version" if it does not exist (any more).
+  virtual absl::StatusOr<DataKey> CurrentDataKey() = 0;
+  virtual absl::StatusOr<DataKey> GetDataKey(int64_t version) = 0;
 };
 
 }  // namespace hawiya::enroll

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,13 +24,32 @@
 #include "matcher/xxh64.h"
 
 namespace hawiya::matcher {
+
+// A streaming AES-256-GCM context, one per file.
+struct SnapshotCipher {
+  SnapshotCipher() : ctx(EVP_CIPHER_CTX_new()) {}
+  ~SnapshotCipher() { EVP_CIPHER_CTX_free(ctx); }
+  SnapshotCipher(const SnapshotCipher&) = delete;
+  SnapshotCipher& operator=(const SnapshotCipher&) = delete;
+  EVP_CIPHER_CTX* ctx;
+};
+
 namespace {
 
 constexpr char kMagic[8] = {'H', 'A', 'W', 'I', 'Y', 'A', 'S', 'N'};
 constexpr char kEndMagic[8] = {'H', 'A', 'W', 'I', 'Y', 'E', 'N', 'D'};
-constexpr uint64_t kHeadBytes = sizeof(kMagic) + sizeof(uint32_t);
-// length + end magic + checksum.
-constexpr uint64_t kTrailerBytes = 8 + sizeof(kEndMagic) + 8;
+constexpr size_t kKeyBytes = 32;
+constexpr size_t kNonceBytes = 12;
+constexpr size_t kTagBytes = 16;
+constexpr size_t kKeyCheckBytes = 8;
+// magic + version + key version + key check + nonce: also the GCM AAD.
+constexpr uint64_t kHeadBytes = sizeof(kMagic) + sizeof(uint32_t) +
+                                sizeof(uint64_t) + kKeyCheckBytes + kNonceBytes;
+constexpr size_t kKeyCheckOffset = 20;
+// tag + length + end magic + checksum.
+constexpr uint64_t kTrailerBytes = kTagBytes + 8 + sizeof(kEndMagic) + 8;
+// GCM encrypts at most 2^39 - 256 bits under one nonce.
+constexpr uint64_t kMaxPayloadBytes = (uint64_t{1} << 36) - 32;
 // Large enough that syscalls and hash calls are amortised, small enough to
 // stay in L2 between hashing a chunk and copying it to the page cache.
 constexpr size_t kChunkBytes = 1 << 20;
@@ -88,7 +109,87 @@ absl::Status SyncFolderOf(const std::string& path) {
   return status;
 }
 
+// Names the key without revealing it: the first bytes of a SHA-256 of it.
+// Tells a file sealed under another key (another store's data key of the
+// same version) apart from a damaged one, before any decryption.
+absl::Status KeyCheck(const std::string& key, char out[kKeyCheckBytes]) {
+  const std::string input = "hawiya.snapshot.key-check.v1:" + key;
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(input.data(), input.size(), digest, &size, EVP_sha256(),
+                 nullptr) != 1 ||
+      size < kKeyCheckBytes) {
+    return absl::InternalError("snapshot: SHA-256 failed");
+  }
+  std::memcpy(out, digest, kKeyCheckBytes);
+  return absl::OkStatus();
+}
+
+// Starts encryption (decrypt false) or decryption of a payload under `key`
+// with the head as AAD.
+absl::Status StartCipher(SnapshotCipher* cipher, bool decrypt,
+                         const std::string& key, const char* head,
+                         const std::string& path) {
+  if (key.size() != kKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot ", path,
+                                                   ": a key is ", kKeyBytes,
+                                                   " bytes, not ", key.size()));
+  }
+  const auto* k = reinterpret_cast<const unsigned char*>(key.data());
+  const auto* h = reinterpret_cast<const unsigned char*>(head);
+  const unsigned char* nonce = h + kHeadBytes - kNonceBytes;
+  int len = 0;
+  const bool ok =
+      cipher->ctx != nullptr &&
+      (decrypt ? EVP_DecryptInit_ex(cipher->ctx, EVP_aes_256_gcm(), nullptr, k,
+                                    nonce) == 1 &&
+                     EVP_DecryptUpdate(cipher->ctx, nullptr, &len, h,
+                                       static_cast<int>(kHeadBytes)) == 1
+               : EVP_EncryptInit_ex(cipher->ctx, EVP_aes_256_gcm(), nullptr, k,
+                                    nonce) == 1 &&
+                     EVP_EncryptUpdate(cipher->ctx, nullptr, &len, h,
+                                       static_cast<int>(kHeadBytes)) == 1);
+  if (!ok) {
+    return absl::InternalError(
+        absl::StrCat("snapshot ", path, ": cannot start AES-256-GCM"));
+  }
+  return absl::OkStatus();
+}
+
+// En- or decrypts n bytes from `in` to `out` (which may be the same).
+absl::Status Crypt(SnapshotCipher* cipher, bool decrypt, const char* in,
+                   char* out, size_t n, const std::string& path) {
+  while (n > 0) {
+    // EVP lengths are ints.
+    const int chunk = static_cast<int>(std::min<size_t>(n, 1 << 30));
+    int len = 0;
+    auto* o = reinterpret_cast<unsigned char*>(out);
+    const auto* i = reinterpret_cast<const unsigned char*>(in);
+    const int rc = decrypt ? EVP_DecryptUpdate(cipher->ctx, o, &len, i, chunk)
+                           : EVP_EncryptUpdate(cipher->ctx, o, &len, i, chunk);
+    if (rc != 1 || len != chunk) {
+      return absl::InternalError(
+          absl::StrCat("snapshot ", path, ": AES-256-GCM failed"));
+    }
+    in += chunk;
+    out += chunk;
+    n -= static_cast<size_t>(chunk);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+bool IsPlaintextSnapshot(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char head[sizeof(kMagic) + sizeof(uint32_t)];
+  const bool read = PreadAll(fd, head, sizeof(head), 0, path).ok();
+  ::close(fd);
+  uint32_t version = 0;
+  std::memcpy(&version, head + sizeof(kMagic), sizeof(version));
+  return read && std::memcmp(head, kMagic, sizeof(kMagic)) == 0 && version == 1;
+}
 
 std::string SnapshotFileWriter::TemporaryPath(const std::string& path) {
   return path + ".tmp";
@@ -105,17 +206,41 @@ SnapshotFileWriter::SnapshotFileWriter(std::string path, std::string temp_path,
 
 absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> SnapshotFileWriter::Create(
     const std::string& path, Options options) {
+  if (options.key.size() != kKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot ", path, ": a ", kKeyBytes,
+                     "-byte key is required (snapshots are encrypted)"));
+  }
+  char head[kHeadBytes];
+  std::memcpy(head, kMagic, sizeof(kMagic));
+  const uint32_t version = kSnapshotFormatVersion;
+  std::memcpy(head + 8, &version, sizeof(version));
+  std::memcpy(head + 12, &options.key_version, sizeof(options.key_version));
+  if (absl::Status s = KeyCheck(options.key, head + kKeyCheckOffset); !s.ok()) {
+    return s;
+  }
+  // A fresh nonce per file: a key seals many snapshots.
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(head + kKeyCheckOffset +
+                                                  kKeyCheckBytes),
+                 kNonceBytes) != 1) {
+    return absl::InternalError("snapshot: RAND_bytes failed");
+  }
+  auto cipher = std::make_unique<SnapshotCipher>();
+  if (absl::Status s =
+          StartCipher(cipher.get(), /*decrypt=*/false, options.key, head, path);
+      !s.ok()) {
+    return s;
+  }
   const std::string temp_path = TemporaryPath(path);
-  // 0600: the payload holds templates in plaintext (see the header).
+  // 0600 as well: the galleries' shape and labels are not for everyone.
   const int fd =
       ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("create", temp_path, errno);
   std::unique_ptr<SnapshotFileWriter> writer(
       new SnapshotFileWriter(path, temp_path, fd, std::move(options)));
-  if (absl::Status s = writer->Write(kMagic, sizeof(kMagic)); !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = writer->WriteU32(kSnapshotFormatVersion); !s.ok()) {
+  writer->cipher_ = std::move(cipher);
+  writer->bytes_ += kHeadBytes;
+  if (absl::Status s = writer->WriteFile(head, kHeadBytes); !s.ok()) {
     return s;
   }
   return writer;
@@ -133,6 +258,12 @@ absl::Status SnapshotFileWriter::Write(const void* data, size_t n) {
         absl::StrCat("snapshot ", path_, ": write after commit"));
   }
   const char* bytes = static_cast<const char*>(data);
+  if (bytes_ - kHeadBytes + n > kMaxPayloadBytes) {
+    status_ = absl::ResourceExhaustedError(
+        absl::StrCat("snapshot ", path_, ": payload over ", kMaxPayloadBytes,
+                     " bytes, more than one GCM nonce may seal"));
+    return status_;
+  }
   bytes_ += n;
   if (buffer_.size() + n <= kChunkBytes) {
     buffer_.insert(buffer_.end(), bytes, bytes + n);
@@ -144,16 +275,27 @@ absl::Status SnapshotFileWriter::Write(const void* data, size_t n) {
 }
 
 absl::Status SnapshotFileWriter::WriteThrough(const char* data, size_t n) {
+  ciphertext_.resize(std::min(n, kChunkBytes));
   while (n > 0) {
     const size_t chunk = std::min(n, kChunkBytes);
-    hash_.Update(data, chunk);
-    status_ = WriteAll(fd_, data, chunk, temp_path_);
+    status_ = Crypt(cipher_.get(), /*decrypt=*/false, data, ciphertext_.data(),
+                    chunk, temp_path_);
     if (!status_.ok()) return status_;
-    written_ += chunk;
-    if (options_.on_write) options_.on_write(written_);
+    if (absl::Status s = WriteFile(ciphertext_.data(), chunk); !s.ok()) {
+      return s;
+    }
     data += chunk;
     n -= chunk;
   }
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotFileWriter::WriteFile(const char* data, size_t n) {
+  hash_.Update(data, n);
+  status_ = WriteAll(fd_, data, n, temp_path_);
+  if (!status_.ok()) return status_;
+  written_ += n;
+  if (options_.on_write) options_.on_write(written_);
   return absl::OkStatus();
 }
 
@@ -167,19 +309,31 @@ absl::Status SnapshotFileWriter::Flush() {
 absl::Status SnapshotFileWriter::Commit() {
   if (!status_.ok()) return status_;
   if (committed_) return absl::OkStatus();
-  // The length counts every byte before it; the checksum every byte before
-  // it, the length and end magic included.
-  const uint64_t length = bytes_;
-  if (absl::Status s = WriteU64(length); !s.ok()) return s;
-  if (absl::Status s = Write(kEndMagic, sizeof(kEndMagic)); !s.ok()) return s;
   if (absl::Status s = Flush(); !s.ok()) return s;
+  // The tag, then the length, which counts every byte before it, and the
+  // checksum of every byte before it, the length and end magic included.
+  char trailer[kTrailerBytes];
+  int len = 0;
+  unsigned char final_block[16];
+  if (EVP_EncryptFinal_ex(cipher_->ctx, final_block, &len) != 1 || len != 0 ||
+      EVP_CIPHER_CTX_ctrl(cipher_->ctx, EVP_CTRL_GCM_GET_TAG, kTagBytes,
+                          trailer) != 1) {
+    status_ = absl::InternalError(
+        absl::StrCat("snapshot ", path_, ": AES-256-GCM tag failed"));
+    return status_;
+  }
+  const uint64_t length = bytes_ + kTagBytes;
+  std::memcpy(trailer + kTagBytes, &length, sizeof(length));
+  std::memcpy(trailer + kTagBytes + 8, kEndMagic, sizeof(kEndMagic));
+  const size_t hashed = kTrailerBytes - sizeof(uint64_t);
+  if (absl::Status s = WriteFile(trailer, hashed); !s.ok()) return s;
   const uint64_t checksum = hash_.Digest();
-  status_ = WriteAll(fd_, reinterpret_cast<const char*>(&checksum),
-                     sizeof(checksum), temp_path_);
-  if (!status_.ok()) return status_;
-  written_ += sizeof(checksum);
-  bytes_ += sizeof(checksum);
-  if (options_.on_write) options_.on_write(written_);
+  if (absl::Status s =
+          WriteFile(reinterpret_cast<const char*>(&checksum), sizeof(checksum));
+      !s.ok()) {
+    return s;
+  }
+  bytes_ += kTrailerBytes;
   // The data must be on disk before the name points at it, or a power loss
   // after the rename could leave `path` naming a hole.
   if (::fsync(fd_) != 0) {
@@ -202,12 +356,15 @@ absl::Status SnapshotFileWriter::Commit() {
 
 SnapshotFileReader::SnapshotFileReader(std::string path, int fd,
                                        uint64_t file_size, uint64_t payload_end,
-                                       uint64_t checksum)
+                                       uint64_t checksum, uint64_t key_version,
+                                       std::unique_ptr<SnapshotCipher> cipher)
     : path_(std::move(path)),
       fd_(fd),
       file_size_(file_size),
       payload_end_(payload_end),
       checksum_(checksum),
+      key_version_(key_version),
+      cipher_(std::move(cipher)),
       position_(kHeadBytes) {
   buffer_.resize(kChunkBytes);
 }
@@ -215,7 +372,7 @@ SnapshotFileReader::SnapshotFileReader(std::string path, int fd,
 SnapshotFileReader::~SnapshotFileReader() { ::close(fd_); }
 
 absl::StatusOr<std::unique_ptr<SnapshotFileReader>> SnapshotFileReader::Open(
-    const std::string& path) {
+    const std::string& path, const Options& options) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError("open", path, errno);
   struct stat st;
@@ -255,22 +412,59 @@ absl::StatusOr<std::unique_ptr<SnapshotFileReader>> SnapshotFileReader::Open(
     return refuse(s);
   }
   uint64_t length;
-  std::memcpy(&length, trailer, sizeof(length));
-  if (length != size - kTrailerBytes) {
+  std::memcpy(&length, trailer + kTagBytes, sizeof(length));
+  const uint64_t before_length = size - (kTrailerBytes - kTagBytes);
+  if (length != before_length) {
     return refuse(absl::DataLossError(absl::StrCat(
         "snapshot ", path, ": truncated or extended: the trailer says ", length,
-        " bytes precede it, the file has ", size - kTrailerBytes)));
+        " bytes precede it, the file has ", before_length)));
   }
-  if (std::memcmp(trailer + 8, kEndMagic, sizeof(kEndMagic)) != 0) {
+  if (std::memcmp(trailer + kTagBytes + 8, kEndMagic, sizeof(kEndMagic)) != 0) {
     return refuse(absl::DataLossError(
         absl::StrCat("snapshot ", path, ": bad end magic")));
   }
   uint64_t checksum;
-  std::memcpy(&checksum, trailer + 8 + sizeof(kEndMagic), sizeof(checksum));
+  std::memcpy(&checksum, trailer + kTagBytes + 8 + sizeof(kEndMagic),
+              sizeof(checksum));
+  uint64_t key_version;
+  std::memcpy(&key_version, head + 12, sizeof(key_version));
+  if (!options.key) {
+    return refuse(absl::InvalidArgumentError(
+        absl::StrCat("snapshot ", path, ": no key given to open it with")));
+  }
+  absl::StatusOr<std::string> key = options.key(key_version);
+  if (!key.ok()) {
+    return refuse(absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", path, ": encrypted under data key version ",
+                     key_version, ": ", key.status().message())));
+  }
+  char check[kKeyCheckBytes];
+  if (absl::Status s = KeyCheck(*key, check); !s.ok()) return refuse(s);
+  if (std::memcmp(check, head + kKeyCheckOffset, kKeyCheckBytes) != 0) {
+    return refuse(absl::FailedPreconditionError(absl::StrCat(
+        "snapshot ", path,
+        ": encrypted under another key than data key "
+        "version ",
+        key_version,
+        " of this store: made from another store, or under a key since "
+        "replaced")));
+  }
+  auto cipher = std::make_unique<SnapshotCipher>();
+  if (absl::Status s =
+          StartCipher(cipher.get(), /*decrypt=*/true, *key, head, path);
+      !s.ok()) {
+    return refuse(s);
+  }
+  if (EVP_CIPHER_CTX_ctrl(cipher->ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes,
+                          trailer) != 1) {
+    return refuse(absl::InternalError(
+        absl::StrCat("snapshot ", path, ": cannot set the GCM tag")));
+  }
   // Read front to back, once or twice (Verify, then the payload).
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   return std::unique_ptr<SnapshotFileReader>(
-      new SnapshotFileReader(path, fd, size, length, checksum));
+      new SnapshotFileReader(path, fd, size, size - kTrailerBytes, checksum,
+                             key_version, std::move(cipher)));
 }
 
 absl::Status SnapshotFileReader::Verify() {
@@ -301,6 +495,11 @@ absl::Status SnapshotFileReader::Fill() {
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = Crypt(cipher_.get(), /*decrypt=*/true, buffer_.data(),
+                             buffer_.data(), n, path_);
+      !s.ok()) {
+    return s;
+  }
   begin_ = 0;
   end_ = n;
   return absl::OkStatus();
@@ -320,6 +519,11 @@ absl::Status SnapshotFileReader::Read(void* data, size_t n) {
         if (absl::Status s = PreadAll(fd_, out, n, position_, path_); !s.ok()) {
           return s;
         }
+        if (absl::Status s =
+                Crypt(cipher_.get(), /*decrypt=*/true, out, out, n, path_);
+            !s.ok()) {
+          return s;
+        }
         position_ += n;
         return absl::OkStatus();
       }
@@ -335,11 +539,18 @@ absl::Status SnapshotFileReader::Read(void* data, size_t n) {
   return absl::OkStatus();
 }
 
-absl::Status SnapshotFileReader::CheckAtEnd() const {
+absl::Status SnapshotFileReader::CheckAtEnd() {
   if (position_ != payload_end_) {
     return absl::DataLossError(absl::StrCat("snapshot ", path_, ": ",
                                             payload_end_ - position_,
                                             " payload bytes left unread"));
+  }
+  unsigned char final_block[16];
+  int len = 0;
+  if (EVP_DecryptFinal_ex(cipher_->ctx, final_block, &len) != 1) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot ", path_,
+        ": authentication failed (changed bytes, or another key)"));
   }
   return absl::OkStatus();
 }

@@ -1,23 +1,28 @@
-// Snapshot files: SnapshotWriter / SnapshotReader over a file, with framing
-// and a checksum over every byte, written so that a crash at any point leaves
-// the previous file usable.
+// Snapshot files: SnapshotWriter / SnapshotReader over a file, with framing,
+// a checksum over every byte and the payload encrypted, written so that a
+// crash at any point leaves the previous file usable.
 //
 // Layout (numbers little-endian, see snapshot.h):
 //   magic       8 bytes  "HAWIYASN"
 //   version     u32      kSnapshotFormatVersion
-//   payload     ...      whatever the caller writes (its header, galleries)
+//   key version u64      the data key the payload is encrypted under
+//   key check   8 bytes  SHA-256 of the key, truncated: names it, so a file
+//                        sealed under another key is refused as such
+//   nonce       12 bytes random, one per file
+//   payload     ...      AES-256-GCM ciphertext of what the caller writes
+//                        (its header, galleries); AAD: the 40 bytes above
+//   tag         16 bytes GCM tag of the payload
 //   length      u64      bytes before this field
 //   end magic   8 bytes  "HAWIYEND"
 //   checksum    u64      XXH64 (seed 0) of every byte before it
 //
 // The length makes truncation and appended bytes detectable without reading
-// the payload; the checksum covers magic, version, payload, length and end
-// magic. See xxh64.h for why XXH64 and what it does not protect against.
-//
-// Templates are written in plaintext: the file is created 0600, like the
-// store. Issue 4 (template encryption) must encrypt the payload here, and
-// replace the checksum with an AEAD tag, before templates are encrypted in
-// the store; until then a snapshot is as sensitive as hawiya.db.
+// the payload; the checksum (Verify) catches accidental damage cheaply and
+// says so clearly. The GCM tag authenticates the payload and the key version
+// against deliberate change: it is checked by CheckAtEnd, once every payload
+// byte has been read (and decrypted). See xxh64.h for what XXH64 does not
+// protect against. The file is created 0600 as well. Format version 1 (a
+// plaintext payload) is refused.
 #ifndef HAWIYA_MATCHER_SNAPSHOT_FILE_H_
 #define HAWIYA_MATCHER_SNAPSHOT_FILE_H_
 
@@ -35,7 +40,10 @@
 
 namespace hawiya::matcher {
 
-inline constexpr uint32_t kSnapshotFormatVersion = 1;
+inline constexpr uint32_t kSnapshotFormatVersion = 2;
+
+// Forward declared so that this header does not pull in OpenSSL.
+struct SnapshotCipher;
 
 // Writes `path` atomically: bytes go to a temporary file beside it
 // (path + ".tmp"); Commit appends the trailer, fsyncs the file, renames it
@@ -45,6 +53,10 @@ inline constexpr uint32_t kSnapshotFormatVersion = 1;
 class SnapshotFileWriter final : public SnapshotWriter {
  public:
   struct Options {
+    // The payload's AES-256-GCM key (32 bytes; required) and its version,
+    // stored in the header for the reader to find the key by.
+    std::string key;
+    uint64_t key_version = 0;
     // Test seam: called after each write to the file with the number of
     // bytes written so far (a crash test kills the process from here).
     std::function<void(uint64_t)> on_write;
@@ -54,13 +66,10 @@ class SnapshotFileWriter final : public SnapshotWriter {
   static std::string TemporaryPath(const std::string& path);
 
   // Creates the temporary file (replacing one a crashed writer left) and
-  // writes magic and version. REQUIRES: the folder of `path` exists.
+  // writes the head (magic to nonce). INVALID_ARGUMENT without a 32-byte
+  // key. REQUIRES: the folder of `path` exists.
   static absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> Create(
       const std::string& path, Options options);
-  static absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> Create(
-      const std::string& path) {
-    return Create(path, Options());
-  }
 
   // Removes the temporary file unless Commit succeeded.
   ~SnapshotFileWriter() override;
@@ -81,21 +90,29 @@ class SnapshotFileWriter final : public SnapshotWriter {
   SnapshotFileWriter(std::string path, std::string temp_path, int fd,
                      Options options);
 
-  // Hashes and writes straight to the file.
+  // Encrypts payload bytes and writes the ciphertext.
   absl::Status WriteThrough(const char* data, size_t n);
+  // Hashes and writes straight to the file (framing, ciphertext).
+  absl::Status WriteFile(const char* data, size_t n);
   absl::Status Flush();
 
   const std::string path_;
   const std::string temp_path_;
   int fd_;
   const Options options_;
+  std::unique_ptr<SnapshotCipher> cipher_;
   Xxh64 hash_;
-  std::vector<char> buffer_;
+  std::vector<char> buffer_;      // plaintext payload not yet encrypted
+  std::vector<char> ciphertext_;  // one chunk of it encrypted
   uint64_t bytes_ = 0;
   uint64_t written_ = 0;  // to the file
   absl::Status status_;   // the first error; every later call returns it
   bool committed_ = false;
 };
+
+// Whether `path` is a snapshot of format version 1, which held templates in
+// plaintext: such files are never read, and are deleted on sight.
+bool IsPlaintextSnapshot(const std::string& path);
 
 // Reads a file written by SnapshotFileWriter. Open checks the framing, which
 // is cheap; Verify reads the whole file and checks the checksum. Until Verify
@@ -104,11 +121,18 @@ class SnapshotFileWriter final : public SnapshotWriter {
 // thread-safe.
 class SnapshotFileReader final : public SnapshotReader {
  public:
+  struct Options {
+    // The 32-byte key of a key version (the file's); an error refuses the
+    // file with FAILED_PRECONDITION. Required.
+    std::function<absl::StatusOr<std::string>(uint64_t key_version)> key;
+  };
+
   // DATA_LOSS if the file is not a whole snapshot (magic, size, length,
-  // end magic); FAILED_PRECONDITION for another format version; NOT_FOUND or
-  // INTERNAL if it cannot be read.
+  // end magic); FAILED_PRECONDITION for another format version, a key
+  // version options.key has no key for, or a file sealed under another key;
+  // NOT_FOUND or INTERNAL if it cannot be read.
   static absl::StatusOr<std::unique_ptr<SnapshotFileReader>> Open(
-      const std::string& path);
+      const std::string& path, const Options& options);
 
   ~SnapshotFileReader() override;
 
@@ -119,19 +143,25 @@ class SnapshotFileReader final : public SnapshotReader {
   // differ. Does not move the read position.
   absl::Status Verify();
 
-  // Reads payload bytes; DATA_LOSS past the end of the payload.
+  // Reads (decrypted) payload bytes, in order; DATA_LOSS past the end of
+  // the payload. Unauthenticated until CheckAtEnd returns OK.
   absl::Status Read(void* data, size_t n) override;
   uint64_t Remaining() const override { return payload_end_ - position_; }
 
-  // DATA_LOSS unless every payload byte has been read: a writer and reader
-  // that disagree on the layout must not pass as a good snapshot.
-  absl::Status CheckAtEnd() const;
+  // DATA_LOSS unless every payload byte has been read (a writer and reader
+  // that disagree on the layout must not pass as a good snapshot) and the
+  // GCM tag matches (the payload and key version are as written, under that
+  // key). Only then may a caller act on what Read returned.
+  absl::Status CheckAtEnd();
 
   uint64_t file_size() const { return file_size_; }
+  uint64_t key_version() const { return key_version_; }
 
  private:
   SnapshotFileReader(std::string path, int fd, uint64_t file_size,
-                     uint64_t payload_end, uint64_t checksum);
+                     uint64_t payload_end, uint64_t checksum,
+                     uint64_t key_version,
+                     std::unique_ptr<SnapshotCipher> cipher);
 
   absl::Status Fill();
 
@@ -141,6 +171,8 @@ class SnapshotFileReader final : public SnapshotReader {
   // Offset of the trailer: the payload is [12, payload_end_).
   const uint64_t payload_end_;
   const uint64_t checksum_;
+  const uint64_t key_version_;
+  std::unique_ptr<SnapshotCipher> cipher_;
   uint64_t position_;
   // buffer_[begin_, end_) holds the file bytes from position_ on.
   std::vector<char> buffer_;

@@ -33,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "enroll/crypto.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "hawiya/config/config.pb.h"
@@ -83,6 +84,9 @@ ABSL_FLAG(int, batch, 1000,
 ABSL_FLAG(int, in_flight, 2,
           "import: BatchEnroll calls streaming at once, 1-8; they still "
           "commit one after the other, in file order.");
+ABSL_FLAG(std::string, out, "",
+          "admin gen-key: the key file to create (mode 0600; never "
+          "overwritten).");
 ABSL_FLAG(std::string, state_file, "",
           "import: where the resume position is kept (default "
           "FILE.import-state).");
@@ -107,6 +111,12 @@ constexpr char kUsage[] =
     "  delete    --subject_id=S --reason=TEXT [--erase]\n"
     "  stats\n"
     "  health\n"
+    "  admin gen-key --out=FILE\n"
+    "            writes a new key-encryption key (32 random bytes, mode 0600)\n"
+    "            for the server's key_file; local, no server involved\n"
+    "  admin rotate-key\n"
+    "            makes a new data key and re-encrypts every template\n"
+    "            under it, online; prints the new key version\n"
     "  import    --file=P.jsonl [--batch=1000] [--in_flight=2] "
     "[--state_file=F]\n"
     "            enrolls one proto3 JSON EnrollRequest per line, --batch "
@@ -343,6 +353,34 @@ int Stats(Client& client) {
   v1::GetStatsResponse response;
   grpc::Status status = client.admin().GetStats(
       client.Context().get(), v1::GetStatsRequest(), &response);
+  if (!status.ok()) return RpcFailed(status);
+  Print(response);
+  return 0;
+}
+
+int GenKey() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) return Usage("admin gen-key: --out=FILE is required");
+  if (absl::Status s = hawiya::enroll::CreateKeyFile(out); !s.ok()) {
+    std::fprintf(stderr, "hawiya: %s\n", std::string(s.message()).c_str());
+    return kExitInput;
+  }
+  std::fprintf(stderr,
+               "hawiya: wrote %s; keep it apart from the data and back it "
+               "up: without it the store cannot be opened\n",
+               out.c_str());
+  return 0;
+}
+
+int RotateKey(Client& client) {
+  v1::RotateKeyResponse response;
+  // Re-encrypting every template takes a while; the --timeout default is
+  // for single requests.
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::hours(24));
+  grpc::Status status = client.admin().RotateKey(
+      context.get(), v1::RotateKeyRequest(), &response);
   if (!status.ok()) return RpcFailed(status);
   Print(response);
   return 0;
@@ -983,10 +1021,16 @@ int Import(Client& client) {
 int main(int argc, char** argv) {
   hawiya::services::HandleHelp(argc, argv, kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() != 2) {
-    return Usage(args.size() < 2 ? "missing COMMAND" : "one COMMAND only");
+  // "admin" takes a subcommand; every other command stands alone.
+  const bool admin = args.size() >= 2 && std::string(args[1]) == "admin";
+  if (args.size() != (admin ? 3u : 2u)) {
+    return Usage(args.size() < 2 ? "missing COMMAND"
+                 : admin         ? "admin: one of gen-key, rotate-key"
+                                 : "one COMMAND only");
   }
-  const std::string command = args[1];
+  const std::string command =
+      admin ? absl::StrCat("admin ", args[2]) : std::string(args[1]);
+  if (command == "admin gen-key") return GenKey();
   if (command == "synth") return Synth();
   if (command == "synth-persons") return SynthPersons();
   Client client(absl::GetFlag(FLAGS_server));
@@ -999,5 +1043,6 @@ int main(int argc, char** argv) {
   if (command == "stats") return Stats(client);
   if (command == "health") return Health(client);
   if (command == "import") return Import(client);
+  if (command == "admin rotate-key") return RotateKey(client);
   return Usage("unknown COMMAND '" + command + "'");
 }

@@ -237,4 +237,16 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStats(
       [](enroll::Registry& r, const auto&) { return r.GetStats(); });
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateKey(
+    grpc::CallbackServerContext* ctx, const v1::RotateKeyRequest* request,
+    v1::RotateKeyResponse* response) {
+  // Long (minutes for millions of templates): it stops between batches once
+  // the call is cancelled, which Shutdown does after its grace period.
+  return Dispatch(
+      "RotateKey", ctx, context_, context_->store_queue, request, response,
+      [ctx](enroll::Registry& r, const v1::RotateKeyRequest& req) {
+        return r.RotateKey(req, [ctx] { return ctx->IsCancelled(); });
+      });
+}
+
 }  // namespace hawiya::services

@@ -76,6 +76,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* request,
                                      v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* RotateKey(grpc::CallbackServerContext* ctx,
+                                      const v1::RotateKeyRequest* request,
+                                      v1::RotateKeyResponse* response) override;
 
  private:
   ServiceContext* const context_;

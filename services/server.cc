@@ -136,10 +136,22 @@ class ServerImpl final : public Server {
       registry_options.data_dir = options_.data_dir;
       registry_options.modalities = *specs;
       registry_options.snapshots = options_.snapshots;
+      registry_options.key_file = options_.config.key_file();
       absl::StatusOr<std::unique_ptr<enroll::Registry>> registry =
           enroll::Registry::Open(registry_options);
       if (registry.ok()) {
         registry_ = *std::move(registry);
+        const enroll::KeyReport& keys = registry_->key_report();
+        if (keys.key_file_created) {
+          Log("WARNING", "created key file ", keys.key_file,
+              ": a development key-encryption key, next to the data it "
+              "protects; in production set key_file in the config to a key "
+              "kept elsewhere (hawiya admin gen-key)");
+        }
+        if (keys.templates_encrypted > 0) {
+          Log("INFO", "encrypted ", keys.templates_encrypted,
+              " templates stored in plaintext by an older version");
+        }
         Log("INFO", registry_->load_report().ToString());
         context_.registry.store(registry_.get());
         server_->GetHealthCheckService()->SetServingStatus(true);

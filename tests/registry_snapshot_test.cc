@@ -51,9 +51,44 @@ struct SnapshotContents {
   Contents galleries;
 };
 
+// The store a snapshot file belongs to: DATA_DIR/snapshots/F ->
+// DATA_DIR/hawiya.db (another connection, beside a registry's).
+std::string StoreOf(const std::string& snapshot_path) {
+  return (fs::path(snapshot_path).parent_path().parent_path() / "hawiya.db")
+      .string();
+}
+
+// Reader options with the data keys of the snapshot's store.
+matcher::SnapshotFileReader::Options KeysOf(const std::string& path) {
+  matcher::SnapshotFileReader::Options options;
+  options.key =
+      [db = StoreOf(path)](uint64_t version) -> absl::StatusOr<std::string> {
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open({db});
+    if (!store.ok()) return store.status();
+    absl::StatusOr<DataKey> key =
+        (*store)->GetDataKey(static_cast<int64_t>(version));
+    if (!key.ok()) return key.status();
+    return key->key;
+  };
+  return options;
+}
+
+// Writer options with the current data key of the snapshot's store.
+absl::StatusOr<matcher::SnapshotFileWriter::Options> CurrentKeyOf(
+    const std::string& path) {
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open({StoreOf(path)});
+  if (!store.ok()) return store.status();
+  absl::StatusOr<DataKey> key = (*store)->CurrentDataKey();
+  if (!key.ok()) return key.status();
+  matcher::SnapshotFileWriter::Options options;
+  options.key = key->key;
+  options.key_version = static_cast<uint64_t>(key->version);
+  return options;
+}
+
 absl::StatusOr<SnapshotContents> ReadSnapshot(const std::string& path) {
   absl::StatusOr<std::unique_ptr<matcher::SnapshotFileReader>> reader =
-      matcher::SnapshotFileReader::Open(path);
+      matcher::SnapshotFileReader::Open(path, KeysOf(path));
   if (!reader.ok()) return reader.status();
   if (absl::Status s = (*reader)->Verify(); !s.ok()) return s;
   SnapshotContents out;
@@ -178,6 +213,11 @@ class RegistrySnapshotTest : public ::testing::Test {
     // The WAL holds the latest commits; the -shm index is rebuilt from it.
     const std::string wal = data_dir_ + "/hawiya.db-wal";
     if (fs::exists(wal)) fs::copy_file(wal, copy + "/hawiya.db-wal");
+    // Its data keys are wrapped by this data dir's key file.
+    fs::create_directories(copy + "/keys");
+    fs::copy_file(data_dir_ + "/keys/kek.key", copy + "/keys/kek.key");
+    fs::permissions(copy + "/keys/kek.key",
+                    fs::perms::owner_read | fs::perms::owner_write);
     std::unique_ptr<Registry> rebuilt = MustOpen(Options(copy));
     if (rebuilt == nullptr) return Contents();
     EXPECT_EQ(rebuilt->load_report().snapshot, "");
@@ -260,7 +300,9 @@ TEST_F(RegistrySnapshotTest, StreamedAndBufferedSnapshotsAreTheSame) {
   ASSERT_TRUE(buffered.ok()) << buffered.status();
   EXPECT_TRUE(buffered->buffered);
   EXPECT_EQ(buffered->bytes, streamed_bytes.size());
-  const std::string streamed_copy = root_ + "/streamed.hws";
+  // Beside the store, for ReadSnapshot to find its keys; not a snapshot
+  // name, so never loaded.
+  const std::string streamed_copy = SnapshotDir() + "/streamed.hws";
   Spit(streamed_copy, streamed_bytes);
   EXPECT_EQ(ReadSnapshot(streamed_copy)->galleries,
             ReadSnapshot(buffered->path)->galleries);
@@ -345,20 +387,25 @@ TEST_F(RegistrySnapshotTest, ReplayingChangesTheSnapshotHoldsIsHarmless) {
 
   // The old snapshot's header over the new galleries, under the old name.
   absl::StatusOr<std::unique_ptr<matcher::SnapshotFileReader>> old_file =
-      matcher::SnapshotFileReader::Open(old_report->path);
+      matcher::SnapshotFileReader::Open(old_report->path,
+                                        KeysOf(old_report->path));
   ASSERT_TRUE(old_file.ok());
   absl::StatusOr<SnapshotHeader> old_header =
       ReadSnapshotHeader(old_file->get());
   ASSERT_TRUE(old_header.ok());
   absl::StatusOr<std::unique_ptr<matcher::SnapshotFileReader>> new_file =
-      matcher::SnapshotFileReader::Open(new_report->path);
+      matcher::SnapshotFileReader::Open(new_report->path,
+                                        KeysOf(new_report->path));
   ASSERT_TRUE(new_file.ok());
   ASSERT_TRUE(ReadSnapshotHeader(new_file->get()).ok());
   std::string body((*new_file)->Remaining(), '\0');
   ASSERT_TRUE((*new_file)->Read(body.data(), body.size()).ok());
   fs::remove(new_report->path);
+  absl::StatusOr<matcher::SnapshotFileWriter::Options> key =
+      CurrentKeyOf(old_report->path);
+  ASSERT_TRUE(key.ok()) << key.status();
   absl::StatusOr<std::unique_ptr<matcher::SnapshotFileWriter>> hybrid =
-      matcher::SnapshotFileWriter::Create(old_report->path);
+      matcher::SnapshotFileWriter::Create(old_report->path, *std::move(key));
   ASSERT_TRUE(hybrid.ok());
   ASSERT_TRUE(WriteSnapshotHeader(*old_header, hybrid->get()).ok());
   ASSERT_TRUE((*hybrid)->Write(body.data(), body.size()).ok());
@@ -465,9 +512,14 @@ TEST_F(RegistrySnapshotTest, EveryDamagedSnapshotIsRebuiltFromTheStore) {
   const std::vector<Damage> damages = {
       {"magic", flip(0), "bad magic"},
       {"version", flip(8), "format version"},
-      {"header: store id", flip(20), "checksum mismatch"},
-      {"header: sequence", flip(12 + 8 + 32), "checksum mismatch"},
+      {"key version", flip(12), "encrypted under data key version"},
+      {"key check", flip(20), "another key"},
+      {"nonce", flip(30), "checksum mismatch"},
+      // The payload (encrypted) starts after the 40-byte head.
+      {"header: store id", flip(40 + 8 + 2), "checksum mismatch"},
+      {"header: sequence", flip(40 + 8 + 32), "checksum mismatch"},
       {"body: a vector", flip(good.size() / 2), "checksum mismatch"},
+      {"trailer: GCM tag", flip(good.size() - 30), "checksum mismatch"},
       {"trailer: length", flip(good.size() - 24), "truncated or extended"},
       {"trailer: end magic", flip(good.size() - 16), "bad end magic"},
       {"trailer: checksum", flip(good.size() - 1), "checksum mismatch"},
@@ -768,6 +820,96 @@ TEST_F(RegistrySnapshotTest, StoreReportsItsChanges) {
   EXPECT_EQ((*templates)[1].subject_id, a);
 }
 
+// Issue 4: after enrolments, a snapshot and more enrolments, no file under
+// the data dir (store, WAL, snapshots, key folder) holds any template's
+// vector or a 64-byte run of one.
+TEST_F(RegistrySnapshotTest, NoPlaintextTemplateInTheDataDir) {
+  Reopen();
+  for (uint64_t n = 0; n < 8; ++n) Enroll(*registry_, n);
+  ASSERT_TRUE(registry_->WriteSnapshot()->written);
+  Enroll(*registry_, 8);
+  registry_.reset();
+  std::vector<std::string> vectors;
+  {
+    // The vectors as stored (normalised by the registry).
+    absl::StatusOr<std::unique_ptr<Store>> store =
+        Store::Open({data_dir_ + "/hawiya.db"});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE(
+        (*store)
+            ->ForEachActiveTemplate([&](TemplateRecord&& record) {
+              vectors.emplace_back(
+                  reinterpret_cast<const char*>(record.tmpl.vector().data()),
+                  record.tmpl.vector_size() * sizeof(float));
+              return absl::OkStatus();
+            })
+            .ok());
+  }
+  ASSERT_EQ(vectors.size(), 9u);
+  std::string all;
+  for (const fs::directory_entry& entry :
+       fs::recursive_directory_iterator(data_dir_)) {
+    if (entry.is_regular_file()) all += Slurp(entry.path().string());
+  }
+  ASSERT_GT(all.size(), 9u * 2048u);
+  for (const std::string& vector : vectors) {
+    for (size_t offset = 0; offset + 64 <= vector.size(); offset += 64) {
+      ASSERT_EQ(all.find(vector.substr(offset, 64)), std::string::npos)
+          << "vector bytes " << offset << "..";
+    }
+  }
+  // And the encrypted snapshot still seeds the galleries.
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(8));
+  EXPECT_EQ(registry_->load_report().templates, 9u);
+}
+
+TEST_F(RegistrySnapshotTest, PlaintextSnapshotOfAnOlderVersionIsDeleted) {
+  Reopen();
+  for (uint64_t n = 0; n < 3; ++n) Enroll(*registry_, n);
+  registry_.reset();
+  // The head of a format 1 file (plaintext payload).
+  std::string old = "HAWIYASN";
+  old += std::string("\x01\x00\x00\x00", 4);
+  old += std::string(200, 'p');
+  const std::string path = SnapshotDir() + "/" + SnapshotFileName(3);
+  Spit(path, old);
+  Reopen();
+  const GalleryLoadReport& report = registry_->load_report();
+  EXPECT_EQ(report.snapshot, "");
+  ASSERT_EQ(report.refused.size(), 1u);
+  EXPECT_THAT(report.refused[0], HasSubstr("plaintext: deleted"));
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_EQ(report.templates, 3u);
+}
+
+TEST_F(RegistrySnapshotTest, RotateKeyWritesASnapshotUnderTheNewKey) {
+  Reopen();
+  for (uint64_t n = 0; n < 5; ++n) Enroll(*registry_, n);
+  ASSERT_TRUE(registry_->WriteSnapshot()->written);
+  absl::StatusOr<v1::RotateKeyResponse> rotated =
+      registry_->RotateKey(v1::RotateKeyRequest(), nullptr);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(rotated->key_version(), 2);
+  EXPECT_EQ(rotated->templates_reencrypted(), 5);
+  EXPECT_THAT(rotated->retired_key_versions(), ElementsAre(1));
+  const std::vector<SnapshotFileInfo> files = ListSnapshots(SnapshotDir());
+  ASSERT_EQ(files.size(), 1u);
+  {
+    absl::StatusOr<std::unique_ptr<matcher::SnapshotFileReader>> reader =
+        matcher::SnapshotFileReader::Open(files[0].path, KeysOf(files[0].path));
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    EXPECT_EQ((*reader)->key_version(), 2u);
+  }
+  Enroll(*registry_, 5);  // under the new key, replayed at the next start
+  registry_.reset();
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(5));
+  EXPECT_TRUE(registry_->load_report().refused.empty())
+      << registry_->load_report().ToString();
+  EXPECT_EQ(registry_->load_report().templates, 6u);
+}
+
 // A schema-1 store (made before snapshots) gains a store id on migration,
 // and keeps it.
 TEST_F(RegistrySnapshotTest, OlderSchemaGainsAStoreId) {
@@ -775,7 +917,11 @@ TEST_F(RegistrySnapshotTest, OlderSchemaGainsAStoreId) {
   ASSERT_TRUE(Store::Open({db}).ok());
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(raw, "DROP TABLE meta; PRAGMA user_version = 1",
+  // Schema 1: no meta (2), no data keys or key versions (3).
+  ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE meta; DROP TABLE data_keys; "
+                         "ALTER TABLE templates DROP COLUMN key_version; "
+                         "PRAGMA user_version = 1",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(raw);

@@ -1,13 +1,16 @@
-// Snapshot files (matcher/snapshot_file.h): framing, checksum, atomic
-// replacement, and that no damaged file ever passes as a good one.
+// Snapshot files (matcher/snapshot_file.h): framing, checksum, encryption,
+// atomic replacement, and that no damaged or altered file ever passes as a
+// good one.
 #include "matcher/snapshot_file.h"
 
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -27,6 +30,28 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+
+const std::string kKey(32, 'k');
+constexpr uint64_t kKeyVersion = 7;
+
+SnapshotFileWriter::Options KeyedWriter() {
+  SnapshotFileWriter::Options options;
+  options.key = kKey;
+  options.key_version = kKeyVersion;
+  return options;
+}
+
+// Knows kKeyVersion only.
+SnapshotFileReader::Options KeyedReader(const std::string& key = kKey) {
+  SnapshotFileReader::Options options;
+  options.key = [key](uint64_t version) -> absl::StatusOr<std::string> {
+    if (version != kKeyVersion) {
+      return absl::NotFoundError(absl::StrCat("no key ", version));
+    }
+    return key;
+  };
+  return options;
+}
 
 // Reference outputs of libxxhash 0.8.1's XXH64 for bytes b[i] = i * 7 + 3.
 TEST(Xxh64Test, MatchesTheReferenceImplementation) {
@@ -74,7 +99,7 @@ class SnapshotFileTest : public ::testing::Test {
   // A small snapshot: a string, numbers and an array.
   void WriteSmall(const std::string& path) {
     absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> writer =
-        SnapshotFileWriter::Create(path);
+        SnapshotFileWriter::Create(path, KeyedWriter());
     ASSERT_TRUE(writer.ok()) << writer.status();
     ASSERT_TRUE((*writer)->WriteString("store-1").ok());
     ASSERT_TRUE((*writer)->WriteI64(-42).ok());
@@ -85,7 +110,7 @@ class SnapshotFileTest : public ::testing::Test {
   // Opens, verifies and reads back what WriteSmall wrote.
   absl::Status ReadSmall(const std::string& path) {
     absl::StatusOr<std::unique_ptr<SnapshotFileReader>> reader =
-        SnapshotFileReader::Open(path);
+        SnapshotFileReader::Open(path, KeyedReader());
     if (!reader.ok()) return reader.status();
     if (absl::Status s = (*reader)->Verify(); !s.ok()) return s;
     absl::StatusOr<std::string> id = (*reader)->ReadString(100);
@@ -119,7 +144,7 @@ TEST_F(SnapshotFileTest, RoundTripsSmallAndLargeWrites) {
   for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<float>(i);
   std::vector<uint64_t> progress;
   {
-    SnapshotFileWriter::Options options;
+    SnapshotFileWriter::Options options = KeyedWriter();
     options.on_write = [&progress](uint64_t n) { progress.push_back(n); };
     absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> writer =
         SnapshotFileWriter::Create(path_, options);
@@ -137,18 +162,19 @@ TEST_F(SnapshotFileTest, RoundTripsSmallAndLargeWrites) {
   ASSERT_FALSE(progress.empty());
   EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
   EXPECT_EQ(progress.back(), fs::file_size(path_));
-  // Templates are plaintext until issue 4: owner-only, like the store.
+  // Owner-only, like the store, although the payload is encrypted.
   EXPECT_EQ(fs::status(path_).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
 
   absl::StatusOr<std::unique_ptr<SnapshotFileReader>> reader =
-      SnapshotFileReader::Open(path_);
+      SnapshotFileReader::Open(path_, KeyedReader());
   ASSERT_TRUE(reader.ok()) << reader.status();
   ASSERT_TRUE((*reader)->Verify().ok());
   EXPECT_EQ(*(*reader)->ReadU32(), 7u);
   std::vector<float> back;
   ASSERT_TRUE((*reader)->ReadFloats(large.size(), &back).ok());
   EXPECT_EQ(back, large);
+  EXPECT_EQ((*reader)->key_version(), kKeyVersion);
   EXPECT_EQ((*reader)->Remaining(), 8u + 4u);
   EXPECT_THAT((*reader)->CheckAtEnd().message(), HasSubstr("left unread"));
   EXPECT_EQ(*(*reader)->ReadString(10), "tail");
@@ -199,18 +225,20 @@ TEST_F(SnapshotFileTest, ReportsWhatIsWrong) {
   Spit(path_, bytes);
   EXPECT_THAT(ReadSmall(path_).message(), HasSubstr("bad magic"));
   bytes = good;
-  bytes[8] = 2;  // format version 2
+  bytes[8] = 1;  // format version 1: a plaintext payload, refused
   Spit(path_, bytes);
   absl::Status status = ReadSmall(path_);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(status.message(), HasSubstr("format version 2"));
+  EXPECT_THAT(status.message(), HasSubstr("format version 1"));
   bytes = good;
-  bytes[15] ^= 1;  // inside the payload
+  bytes[50] ^= 1;  // inside the payload (the head is 40 bytes)
   Spit(path_, bytes);
   EXPECT_THAT(ReadSmall(path_).message(), HasSubstr("checksum mismatch"));
   Spit(path_, good.substr(0, good.size() - 1));
   EXPECT_THAT(ReadSmall(path_).message(), HasSubstr("truncated"));
-  EXPECT_EQ(SnapshotFileReader::Open(path_ + ".missing").status().code(),
+  EXPECT_EQ(SnapshotFileReader::Open(path_ + ".missing", KeyedReader())
+                .status()
+                .code(),
             absl::StatusCode::kNotFound);
 }
 
@@ -219,7 +247,7 @@ TEST_F(SnapshotFileTest, AbandonedWriteLeavesThePreviousFile) {
   const std::string before = Slurp(path_);
   {
     absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> writer =
-        SnapshotFileWriter::Create(path_);
+        SnapshotFileWriter::Create(path_, KeyedWriter());
     ASSERT_TRUE(writer.ok());
     ASSERT_TRUE((*writer)->WriteString("something else").ok());
     // Destroyed without Commit, as on an error.
@@ -239,22 +267,131 @@ TEST_F(SnapshotFileTest, CrashedWriterLeavesThePreviousFileAndIsReplaced) {
   EXPECT_FALSE(ReadSmall(temp).ok());
   // The next writer truncates it and replaces the file whole.
   absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> writer =
-      SnapshotFileWriter::Create(path_);
+      SnapshotFileWriter::Create(path_, KeyedWriter());
   ASSERT_TRUE(writer.ok());
   ASSERT_TRUE((*writer)->WriteString("v2").ok());
   ASSERT_TRUE((*writer)->Commit().ok());
   EXPECT_FALSE(fs::exists(temp));
   absl::StatusOr<std::unique_ptr<SnapshotFileReader>> reader =
-      SnapshotFileReader::Open(path_);
+      SnapshotFileReader::Open(path_, KeyedReader());
   ASSERT_TRUE(reader.ok());
   ASSERT_TRUE((*reader)->Verify().ok());
   EXPECT_EQ(*(*reader)->ReadString(10), "v2");
 }
 
 TEST_F(SnapshotFileTest, CreateInAMissingFolderFails) {
-  EXPECT_FALSE(
-      SnapshotFileWriter::Create((fs::path(dir_) / "no" / "x.hws").string())
-          .ok());
+  EXPECT_FALSE(SnapshotFileWriter::Create(
+                   (fs::path(dir_) / "no" / "x.hws").string(), KeyedWriter())
+                   .ok());
+}
+
+TEST_F(SnapshotFileTest, RefusesToWriteWithoutAKey) {
+  absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> writer =
+      SnapshotFileWriter::Create(path_, SnapshotFileWriter::Options());
+  EXPECT_EQ(writer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(SnapshotFileWriter::TemporaryPath(path_)));
+}
+
+TEST_F(SnapshotFileTest, PayloadIsEncrypted) {
+  // Distinctive floats, written whole and in pieces: neither they nor any
+  // 64-byte run of them is in the file.
+  std::vector<float> secret(4096);
+  for (size_t i = 0; i < secret.size(); ++i) {
+    secret[i] = 0.123456f + static_cast<float>(i) * 1e-4f;
+  }
+  {
+    absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> writer =
+        SnapshotFileWriter::Create(path_, KeyedWriter());
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->WriteFloats(secret).ok());
+    ASSERT_TRUE((*writer)->WriteString("store-secret-id").ok());
+    ASSERT_TRUE((*writer)->Commit().ok());
+  }
+  const std::string file = Slurp(path_);
+  const std::string raw(reinterpret_cast<const char*>(secret.data()),
+                        secret.size() * sizeof(float));
+  for (size_t offset = 0; offset + 64 <= raw.size(); offset += 64) {
+    ASSERT_EQ(file.find(raw.substr(offset, 64)), std::string::npos)
+        << "plaintext at vector byte " << offset;
+  }
+  EXPECT_EQ(file.find("store-secret-id"), std::string::npos);
+  // And it reads back.
+  absl::StatusOr<std::unique_ptr<SnapshotFileReader>> reader =
+      SnapshotFileReader::Open(path_, KeyedReader());
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<float> back;
+  ASSERT_TRUE((*reader)->ReadFloats(secret.size(), &back).ok());
+  EXPECT_EQ(back, secret);
+  EXPECT_EQ(*(*reader)->ReadString(100), "store-secret-id");
+  EXPECT_TRUE((*reader)->CheckAtEnd().ok());
+}
+
+TEST_F(SnapshotFileTest, AnotherKeyOrVersionIsRefused) {
+  WriteSmall(path_);
+  // Another key under the same version: refused on the key check.
+  absl::StatusOr<std::unique_ptr<SnapshotFileReader>> reader =
+      SnapshotFileReader::Open(path_, KeyedReader(std::string(32, 'x')));
+  EXPECT_EQ(reader.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(reader.status().message(), HasSubstr("another key"));
+  // Past the key check (rewritten to match), the GCM tag still refuses it;
+  // the checksum, of the ciphertext, is recomputed too.
+  {
+    std::string bytes = Slurp(path_);
+    const std::string other(32, 'x');
+    const std::string input = "hawiya.snapshot.key-check.v1:" + other;
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    ASSERT_EQ(EVP_Digest(input.data(), input.size(), digest, &size,
+                         EVP_sha256(), nullptr),
+              1);
+    std::memcpy(bytes.data() + 20, digest, 8);
+    const uint64_t checksum = Xxh64Hash(bytes.data(), bytes.size() - 8, 0);
+    std::memcpy(bytes.data() + bytes.size() - 8, &checksum, 8);
+    Spit(path_, bytes);
+    reader = SnapshotFileReader::Open(path_, KeyedReader(other));
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    EXPECT_TRUE((*reader)->Verify().ok());
+    std::string rest((*reader)->Remaining(), '\0');
+    ASSERT_TRUE((*reader)->Read(rest.data(), rest.size()).ok());
+    absl::Status status = (*reader)->CheckAtEnd();
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(status.message(), HasSubstr("authentication failed"));
+  }
+  // A key version the reader has no key for.
+  SnapshotFileWriter::Options options = KeyedWriter();
+  options.key_version = 8;
+  absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> writer =
+      SnapshotFileWriter::Create(path_, options);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  absl::StatusOr<std::unique_ptr<SnapshotFileReader>> refused =
+      SnapshotFileReader::Open(path_, KeyedReader());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("data key version 8"));
+}
+
+TEST_F(SnapshotFileTest, ChangesWithARecomputedChecksumFailAuthentication) {
+  // Someone who can write the file can recompute XXH64; not the GCM tag.
+  WriteSmall(path_);
+  const std::string good = Slurp(path_);
+  // A payload byte, then the nonce in the head (the AAD).
+  for (size_t i : {size_t{50}, size_t{30}}) {
+    std::string bytes = good;
+    bytes[i] ^= 1;
+    const uint64_t checksum = Xxh64Hash(bytes.data(), bytes.size() - 8, 0);
+    std::memcpy(bytes.data() + bytes.size() - 8, &checksum, 8);
+    Spit(path_, bytes);
+    absl::StatusOr<std::unique_ptr<SnapshotFileReader>> reader =
+        SnapshotFileReader::Open(path_, KeyedReader());
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    EXPECT_TRUE((*reader)->Verify().ok()) << "byte " << i;
+    // Read decrypts into garbage; only CheckAtEnd says so.
+    std::string rest((*reader)->Remaining(), '\0');
+    ASSERT_TRUE((*reader)->Read(rest.data(), rest.size()).ok());
+    absl::Status status = (*reader)->CheckAtEnd();
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << "byte " << i;
+    EXPECT_THAT(status.message(), HasSubstr("authentication failed"));
+  }
 }
 
 TEST(ChunkedSnapshotWriterTest, MovesEveryByteInOrderAcrossChunks) {

@@ -137,6 +137,21 @@ class RawDb {
     return value;
   }
 
+  // The first column of every row, as bytes.
+  std::vector<std::string> Blobs(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
+              SQLITE_OK);
+    std::vector<std::string> values;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      const void* blob = sqlite3_column_blob(stmt, 0);
+      values.emplace_back(static_cast<const char*>(blob),
+                          sqlite3_column_bytes(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    return values;
+  }
+
   std::string Text(const std::string& sql) {
     sqlite3_stmt* stmt = nullptr;
     EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
@@ -205,11 +220,13 @@ class StoreTest : public ::testing::Test {
     return counts.ok() ? *counts : std::map<PersonState, int64_t>{};
   }
 
-  // Every byte of the database folder: main file, WAL and shared memory.
+  // Every byte of the database folder: main file, WAL, shared memory and
+  // the key folder.
   std::string AllFileBytes() {
     std::string all;
-    for (const fs::directory_entry& entry : fs::directory_iterator(dir_)) {
-      all += ReadFile(entry.path());
+    for (const fs::directory_entry& entry :
+         fs::recursive_directory_iterator(dir_)) {
+      if (entry.is_regular_file()) all += ReadFile(entry.path());
     }
     return all;
   }
@@ -648,8 +665,15 @@ TEST_F(StoreTest, EraseRemovesEveryTraceOfTheTemplates) {
                                      {secret, Finger(0.77f)})
                   .ok());
 
-  const std::string secret_bytes = VectorBytes(secret);
-  const std::string kept_bytes = VectorBytes(kept);
+  // What is on disk is the sealed vectors: those must go (and the plaintext
+  // is never there at all).
+  const std::vector<std::string> secret_sealed = RawDb(path_).Blobs(
+      "SELECT vector FROM templates WHERE subject_id = 's-1' ORDER BY "
+      "template_id");
+  ASSERT_EQ(secret_sealed.size(), 2u);
+  const std::string secret_bytes = secret_sealed[0];
+  const std::string kept_bytes = RawDb(path_).Blobs(
+      "SELECT vector FROM templates WHERE subject_id = 's-2'")[0];
   // Chunks rather than the whole vector: a page boundary could split it.
   const auto find_chunks = [](const std::string& haystack,
                               const std::string& needle) {
@@ -665,12 +689,13 @@ TEST_F(StoreTest, EraseRemovesEveryTraceOfTheTemplates) {
 
   // Guard against a vacuous pass: the bytes are there before the erase.
   EXPECT_EQ(find_chunks(AllFileBytes(), secret_bytes), chunks);
+  EXPECT_EQ(find_chunks(AllFileBytes(), VectorBytes(secret)), 0);
 
   ASSERT_TRUE(store_->ErasePerson("s-1").ok());
 
   const std::string after = AllFileBytes();
   EXPECT_EQ(find_chunks(after, secret_bytes), 0);
-  EXPECT_EQ(find_chunks(after, VectorBytes(Finger(0.77f))), 0);
+  EXPECT_EQ(find_chunks(after, secret_sealed[1]), 0);
   // The other person's template survives: the search itself works.
   EXPECT_EQ(find_chunks(after, kept_bytes), chunks);
 
@@ -806,12 +831,12 @@ TEST_F(StoreTest, ReopenKeepsEverythingWithoutRerunningSchema) {
   EXPECT_TRUE(replay->replayed);
 
   RawDb raw(path_);
-  EXPECT_EQ(raw.Int("PRAGMA user_version"), 2);
+  EXPECT_EQ(raw.Int("PRAGMA user_version"), 3);
   EXPECT_EQ(raw.Text("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' "
                     "AND name IN ('persons', 'templates', 'idempotency', "
-                    "'changes', 'meta')"),
-            5);
+                    "'changes', 'meta', 'data_keys')"),
+            6);
 }
 
 TEST_F(StoreTest, RefusesNewerSchema) {
