@@ -282,9 +282,9 @@ TEST(CliTest, PipelinedImportKilledMidwayResumesWithoutDuplicates) {
             0);
 
   // The shell prints the import's pid, then becomes it.
-  const std::string command =
-      absl::StrCat("exec 2>/dev/null; echo $$; exec ", HAWIYA_CLI_PATH,
-                   " import --batch=100 --in_flight=2 --file=", file, at);
+  const std::string command = absl::StrCat(
+      "exec 2>/dev/null; echo $$; exec ", HAWIYA_CLI_PATH,
+      " import --insecure --batch=100 --in_flight=2 --file=", file, at);
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   long long pid = 0;
