@@ -61,7 +61,7 @@ fi
 start=$(date +%s.%N)
 "${client[@]}" /usr/bin/time -f "%e %U %S" -o "$work/client.time" \
   "$build/services/hawiya" import --file="$file" \
-  --server="127.0.0.1:$port" "$@" >"$work/client.out" 2>"$work/client.err"
+  --insecure --server="127.0.0.1:$port" "$@" >"$work/client.out" 2>"$work/client.err"
 end=$(date +%s.%N)
 if [[ $counting == 1 ]]; then
   kill -INT "$server_perf"

@@ -43,9 +43,35 @@
 #include "matcher/synthetic.h"
 #include "services/enroll_json.h"
 #include "services/help.h"
+#include "services/pki.h"
+#include "services/roles.h"
 #include "services/synthetic_requests.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
+ABSL_FLAG(bool, insecure, false,
+          "Plaintext, to a server started with --insecure (loopback only).");
+ABSL_FLAG(std::string, pki_dir, "./hawiya-data/pki",
+          "Development PKI (the server's DATA_DIR/pki, or `hawiya dev-pki "
+          "--out=DIR`) that --cert, --key and --ca default to.");
+ABSL_FLAG(std::string, role, "",
+          "Which role's development certificate to present (PKI_DIR/ROLE.pem "
+          "and .key): registrar, border, partner, adjudicator, auditor or "
+          "admin. Default: the command's own role (enroll, get, list, "
+          "delete, import: registrar; verify, identify: border; stats, "
+          "health: admin).");
+ABSL_FLAG(std::string, cert, "",
+          "PEM client certificate (mutual TLS), with --key; default "
+          "PKI_DIR/ROLE.pem.");
+ABSL_FLAG(std::string, key, "", "PEM key of --cert; default PKI_DIR/ROLE.key.");
+ABSL_FLAG(std::string, ca, "",
+          "PEM CA certificate(s) the server's certificate must chain to; "
+          "default PKI_DIR/ca.pem.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name the server's certificate must carry, if not the --server "
+          "host.");
+ABSL_FLAG(std::string, out, "",
+          "dev-pki: the folder to write (must not exist); admin gen-key: the "
+          "key file to create (mode 0600; never overwritten).");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "Deadline per call.");
 ABSL_FLAG(std::string, person, "", "enroll: person file (proto3 JSON).");
 ABSL_FLAG(std::string, templates, "",
@@ -84,9 +110,6 @@ ABSL_FLAG(int, batch, 1000,
 ABSL_FLAG(int, in_flight, 2,
           "import: BatchEnroll calls streaming at once, 1-8; they still "
           "commit one after the other, in file order.");
-ABSL_FLAG(std::string, out, "",
-          "admin gen-key: the key file to create (mode 0600; never "
-          "overwritten).");
 ABSL_FLAG(std::string, state_file, "",
           "import: where the resume position is kept (default "
           "FILE.import-state).");
@@ -100,6 +123,11 @@ constexpr char kUsage[] =
     "command-line client of the Hawiya identity service.\n"
     "\n"
     "Usage: hawiya COMMAND [--server=127.0.0.1:50051] [flags]\n"
+    "\n"
+    "Calls use mutual TLS: the client certificate of the command's role from\n"
+    "the development PKI (--pki_dir=./hawiya-data/pki, which hawiya-server\n"
+    "writes on first start) unless --cert/--key/--ca say otherwise, or\n"
+    "--role picks another role's; --insecure for a plaintext server.\n"
     "\n"
     "Commands:\n"
     "  enroll    --person=P.json [--templates=T.json] [--request_id=ID]\n"
@@ -132,11 +160,16 @@ constexpr char kUsage[] =
     "            writes a synthetic template file (DESIGN.md model)\n"
     "  synth-persons --count=N [--start=0]\n"
     "            writes N synthetic EnrollRequests (JSON Lines) for import\n"
+    "  dev-pki   --out=DIR\n"
+    "            writes a development PKI (ca.pem, server.pem/.key, and\n"
+    "            ROLE.pem/.key per role, URI SAN hawiya://dev/ROLE) into DIR,\n"
+    "            which must not exist; never for production\n"
     "\n"
     "Responses are printed as proto3 JSON on stdout.\n"
     "Exit codes: 0 success (verify: match; identify: a candidate at or above\n"
     "the threshold); 1 verify no match / identify no hit; 2 usage error;\n"
-    "3 unreadable or invalid input file (import: names FILE:LINE); 10+N the\n"
+    "3 unreadable or invalid input file (import: names FILE:LINE; also a\n"
+    "certificate or key file); 10+N the\n"
     "server answered gRPC status code N (13 INVALID_ARGUMENT, 15 NOT_FOUND,\n"
     "16 ALREADY_EXISTS, 19 FAILED_PRECONDITION, 20 ABORTED, 24 UNAVAILABLE;\n"
     "import: names the FILE:LINE of the failed request or batch).";
@@ -188,9 +221,10 @@ int RpcFailed(const grpc::Status& status) {
 
 class Client {
  public:
-  explicit Client(const std::string& server)
-      : channel_(
-            grpc::CreateChannel(server, grpc::InsecureChannelCredentials())) {}
+  Client(const std::string& server,
+         std::shared_ptr<grpc::ChannelCredentials> credentials,
+         const grpc::ChannelArguments& args)
+      : channel_(grpc::CreateCustomChannel(server, credentials, args)) {}
 
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto context = std::make_unique<grpc::ClientContext>();
@@ -1016,6 +1050,83 @@ int Import(Client& client) {
   return 0;
 }
 
+// --- transport security --------------------------------------------------
+
+// The role each command acts in, choosing its default certificate.
+std::string CommandRole(const std::string& command) {
+  if (command == "verify" || command == "identify") return "border";
+  if (command == "stats" || command == "health" ||
+      command == "admin rotate-key") {
+    return "admin";
+  }
+  return "registrar";
+}
+
+// Channel credentials for `command` from the flags; nullptr after printing
+// why if there are none (exit code in *exit_code).
+std::shared_ptr<grpc::ChannelCredentials> Credentials(
+    const std::string& command, grpc::ChannelArguments* args, int* exit_code) {
+  const std::string cert = absl::GetFlag(FLAGS_cert);
+  const std::string key = absl::GetFlag(FLAGS_key);
+  const std::string ca = absl::GetFlag(FLAGS_ca);
+  if (absl::GetFlag(FLAGS_insecure)) {
+    if (!cert.empty() || !key.empty() || !ca.empty()) {
+      *exit_code = Usage("--insecure excludes --cert, --key and --ca");
+      return nullptr;
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  if (cert.empty() != key.empty()) {
+    *exit_code = Usage("--cert and --key go together");
+    return nullptr;
+  }
+  std::string role = absl::GetFlag(FLAGS_role);
+  if (role.empty()) role = CommandRole(command);
+  if (!hawiya::services::IsRole(role)) {
+    *exit_code = Usage("--role: unknown role '" + role + "'");
+    return nullptr;
+  }
+  const hawiya::services::DevPkiPaths dev =
+      hawiya::services::DevPkiRolePaths(absl::GetFlag(FLAGS_pki_dir), role);
+  grpc::SslCredentialsOptions options;
+  for (const auto& [path, pem] :
+       {std::pair(cert.empty() ? dev.cert : cert, &options.pem_cert_chain),
+        std::pair(key.empty() ? dev.key : key, &options.pem_private_key),
+        std::pair(ca.empty() ? dev.ca : ca, &options.pem_root_certs)}) {
+    absl::StatusOr<std::string> text = hawiya::services::ReadFile(path);
+    if (!text.ok()) {
+      std::fprintf(stderr,
+                   "hawiya: %s (start hawiya-server once without --insecure "
+                   "to write DATA_DIR/pki and point --pki_dir at it, or pass "
+                   "--cert, --key and --ca, or --insecure)\n",
+                   std::string(text.status().message()).c_str());
+      *exit_code = kExitInput;
+      return nullptr;
+    }
+    *pem = *std::move(text);
+  }
+  if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
+    args->SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
+  }
+  return grpc::SslCredentials(options);
+}
+
+int DevPki() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) return Usage("dev-pki: --out");
+  const absl::Status status = hawiya::services::WriteDevPki(out);
+  if (!status.ok()) {
+    std::fprintf(stderr, "hawiya: dev-pki: %s\n",
+                 std::string(status.message()).c_str());
+    return absl::IsAlreadyExists(status) ? kExitUsage : kExitInput;
+  }
+  std::fprintf(stderr,
+               "hawiya: wrote a development PKI to %s (never for "
+               "production)\n",
+               out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1033,16 +1144,20 @@ int main(int argc, char** argv) {
   if (command == "admin gen-key") return GenKey();
   if (command == "synth") return Synth();
   if (command == "synth-persons") return SynthPersons();
-  Client client(absl::GetFlag(FLAGS_server));
-  if (command == "enroll") return Enroll(client);
-  if (command == "get") return Get(client);
-  if (command == "verify") return Verify(client);
-  if (command == "identify") return Identify(client);
-  if (command == "list") return List(client);
-  if (command == "delete") return Delete(client);
-  if (command == "stats") return Stats(client);
-  if (command == "health") return Health(client);
-  if (command == "import") return Import(client);
-  if (command == "admin rotate-key") return RotateKey(client);
-  return Usage("unknown COMMAND '" + command + "'");
+  if (command == "dev-pki") return DevPki();
+  const std::map<std::string, int (*)(Client&)> calls = {
+      {"enroll", Enroll}, {"get", Get},
+      {"verify", Verify}, {"identify", Identify},
+      {"list", List},     {"delete", Delete},
+      {"stats", Stats},   {"health", Health},
+      {"import", Import}, {"admin rotate-key", RotateKey}};
+  auto call = calls.find(command);
+  if (call == calls.end()) return Usage("unknown COMMAND '" + command + "'");
+  grpc::ChannelArguments channel_args;
+  int exit_code = 0;
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      Credentials(command, &channel_args, &exit_code);
+  if (credentials == nullptr) return exit_code;
+  Client client(absl::GetFlag(FLAGS_server), credentials, channel_args);
+  return call->second(client);
 }

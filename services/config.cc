@@ -14,6 +14,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "matcher/gallery.h"
+#include "services/auth.h"
 
 namespace hawiya::services {
 namespace {
@@ -104,6 +105,11 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
       !specs.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ": ", specs.status().message()));
+  }
+  if (absl::StatusOr<AccessPolicy> access = AccessPolicy::FromConfig(config);
+      !access.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", access.status().message()));
   }
   return config;
 }

@@ -10,6 +10,7 @@
 #include "hawiya/v1/admin.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
+#include "services/auth.h"
 #include "services/work_queue.h"
 
 namespace hawiya::services {
@@ -20,6 +21,9 @@ struct ServiceContext {
   std::atomic<enroll::Registry*> registry{nullptr};
   WorkQueue* store_queue = nullptr;  // reads and writes of records
   WorkQueue* match_queue = nullptr;  // Verify, Identify
+  // Who is calling: access->CallerOf(*ctx). Calls reach the handlers only
+  // once it has let them through.
+  const AccessPolicy* access = nullptr;
 };
 
 class EnrollmentServiceImpl final

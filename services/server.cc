@@ -18,9 +18,12 @@
 #include "absl/time/clock.h"
 #include "enroll/registry.h"
 #include "matcher/scan_pool.h"
+#include "services/auth.h"
 #include "services/config.h"
 #include "services/grpc_services.h"
 #include "services/log.h"
+#include "services/pki.h"
+#include "services/roles.h"
 #include "services/work_queue.h"
 
 namespace hawiya::services {
@@ -38,8 +41,12 @@ std::string HostOf(const std::string& listen) {
 
 class ServerImpl final : public Server {
  public:
-  explicit ServerImpl(ServerOptions options)
+  ServerImpl(ServerOptions options,
+             std::shared_ptr<grpc::ServerCredentials> credentials,
+             std::shared_ptr<const AccessPolicy> access)
       : options_(std::move(options)),
+        credentials_(std::move(credentials)),
+        access_(std::move(access)),
         store_queue_(kStoreThreads),
         match_queue_(MatchThreads(options_.config)),
         enrollment_(&context_),
@@ -47,6 +54,7 @@ class ServerImpl final : public Server {
         admin_(&context_) {
     context_.store_queue = &store_queue_;
     context_.match_queue = &match_queue_;
+    context_.access = access_.get();
   }
 
   ~ServerImpl() override { Shutdown(absl::ZeroDuration()); }
@@ -55,8 +63,7 @@ class ServerImpl final : public Server {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
-                             &port_);
+    builder.AddListeningPort(options_.listen, credentials_, &port_);
     const uint32_t max_bytes = options_.config.max_receive_message_bytes();
     builder.SetMaxReceiveMessageSize(max_bytes > 0 ? static_cast<int>(max_bytes)
                                                    : kDefaultMaxMessageBytes);
@@ -217,6 +224,8 @@ class ServerImpl final : public Server {
   }
 
   const ServerOptions options_;
+  const std::shared_ptr<grpc::ServerCredentials> credentials_;
+  const std::shared_ptr<const AccessPolicy> access_;
   int port_ = 0;
   // Declared before the services and the gRPC server so that they are
   // destroyed after them.
@@ -255,6 +264,46 @@ absl::Status ConfigureScanPool(const config::ServerConfig& config) {
   return absl::OkStatus();
 }
 
+// Mutual TLS from the given files, or from the development PKI.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
+    const ServerOptions& options, std::shared_ptr<const AccessPolicy> access) {
+  std::string cert = options.tls_cert;
+  std::string key = options.tls_key;
+  std::string ca = options.client_ca;
+  const int given = !cert.empty() + !key.empty() + !ca.empty();
+  if (given != 0 && given != 3) {
+    return absl::InvalidArgumentError(
+        "tls: --tls_cert, --tls_key and --client_ca go together");
+  }
+  if (given == 0) {
+    const std::string dir = options.data_dir + "/pki";
+    absl::StatusOr<bool> wrote = EnsureDevPki(dir);
+    if (!wrote.ok()) return wrote.status();
+    Log("WARNING", *wrote ? "wrote" : "using", " the development PKI in ", dir,
+        ": for development only (its keys lie unencrypted beside the "
+        "data); in production pass --tls_cert, --tls_key and --client_ca");
+    const DevPkiPaths paths = DevPkiServerPaths(dir);
+    cert = paths.cert;
+    key = paths.key;
+    ca = paths.ca;
+  }
+  absl::StatusOr<std::string> cert_pem = ReadFile(cert);
+  absl::StatusOr<std::string> key_pem = ReadFile(key);
+  absl::StatusOr<std::string> ca_pem = ReadFile(ca);
+  for (const absl::StatusOr<std::string>* pem :
+       {&cert_pem, &key_pem, &ca_pem}) {
+    if (!pem->ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tls: ", pem->status().message()));
+    }
+  }
+  if (absl::Status s = CheckTlsFiles(*cert_pem, *key_pem, *ca_pem); !s.ok()) {
+    return s;
+  }
+  Log("INFO", "mutual TLS: certificate ", cert, ", client CA ", ca);
+  return MutualTlsCredentials(*cert_pem, *key_pem, *ca_pem, std::move(access));
+}
+
 }  // namespace
 
 bool IsLoopback(const std::string& listen) {
@@ -263,18 +312,36 @@ bool IsLoopback(const std::string& listen) {
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
-  if (!options.insecure) {
-    return absl::FailedPreconditionError(
-        "insecure: TLS is not available yet; start with --insecure");
-  }
-  if (!IsLoopback(options.listen)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "listen: plaintext (--insecure) is only served on loopback "
-        "addresses, not ",
-        options.listen));
+  absl::StatusOr<AccessPolicy> policy =
+      AccessPolicy::FromConfig(options.config, options.insecure);
+  if (!policy.ok()) return policy.status();
+  auto access = std::make_shared<const AccessPolicy>(*std::move(policy));
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (options.insecure) {
+    if (!options.tls_cert.empty() || !options.tls_key.empty() ||
+        !options.client_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "insecure: --insecure and --tls_cert/--tls_key/--client_ca "
+          "exclude each other");
+    }
+    if (!IsLoopback(options.listen)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "listen: plaintext (--insecure) is only served on loopback "
+          "addresses, not ",
+          options.listen));
+    }
+    Log("WARNING", "plaintext (--insecure): every caller is ",
+        kInsecurePrincipal, " holding every role");
+    credentials = grpc::InsecureServerCredentials();
+  } else {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
+        TlsCredentials(options, access);
+    if (!tls.ok()) return tls.status();
+    credentials = *std::move(tls);
   }
   if (absl::Status s = ConfigureScanPool(options.config); !s.ok()) return s;
-  auto server = std::make_unique<ServerImpl>(std::move(options));
+  auto server = std::make_unique<ServerImpl>(
+      std::move(options), std::move(credentials), std::move(access));
   if (absl::Status s = server->Bind(); !s.ok()) return s;
   return server;
 }

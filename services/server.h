@@ -25,8 +25,16 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./hawiya-data";
   config::ServerConfig config;
-  // Plaintext. REQUIRES: true, until TLS lands (issue 4).
+  // Plaintext, loopback addresses only; every caller then holds every role.
+  // True by default for in-process tests; hawiya-server defaults to false.
   bool insecure = true;
+  // Mutual TLS (insecure false): PEM files of the server's certificate
+  // chain and key, and of the CA(s) that client certificates must chain to.
+  // All three empty: the development PKI in DATA_DIR/pki (services/pki.h),
+  // written on first start.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string client_ca;
   // Test seam: runs on the loading thread before the galleries load.
   std::function<void()> before_load;
 

@@ -54,8 +54,18 @@ ABSL_FLAG(std::string, config, "",
           "Text-format hawiya.config.ServerConfig file (see "
           "deploy/hawiya.textproto); empty for the defaults.");
 ABSL_FLAG(bool, insecure, false,
-          "Serve plaintext gRPC. Required until TLS lands; refused on "
-          "non-loopback addresses.");
+          "Serve plaintext gRPC, every caller holding every role (as "
+          "principal hawiya://dev/insecure). Refused on non-loopback "
+          "addresses.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain the server presents (mutual TLS). With "
+          "--tls_key and --client_ca; without all three (and without "
+          "--insecure) the development PKI in DATA_DIR/pki is used, and "
+          "written on first start.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, client_ca, "",
+          "PEM CA certificate(s): a client must present a certificate that "
+          "chains to one of them.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 ABSL_FLAG(bool, snapshots, true,
@@ -75,8 +85,13 @@ int main(int argc, char** argv) {
   hawiya::services::HandleHelp(
       argc, argv,
       "the Hawiya civil identity and biometric matching server.\n"
-      "Usage: hawiya-server --insecure [--listen=127.0.0.1:50051] "
-      "[--data_dir=./hawiya-data] [--config=FILE]\n"
+      "Usage: hawiya-server [--tls_cert=F --tls_key=F --client_ca=F | "
+      "--insecure] [--listen=127.0.0.1:50051] [--data_dir=./hawiya-data] "
+      "[--config=FILE]\n"
+      "Serves mutual TLS: every caller presents a client certificate from "
+      "--client_ca, and its principal (URI SAN, else CN) must hold a role "
+      "the config allows for the method. With no TLS flags, uses (and on "
+      "first start writes) the development PKI in DATA_DIR/pki.\n"
       "Prints 'listening on HOST:PORT' once bound and 'serving' once the "
       "galleries are loaded (stderr says whether from a snapshot, and why "
       "not). SIGTERM or SIGINT drains in-flight calls, writes a snapshot "
@@ -105,6 +120,9 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.config = *config;
   options.insecure = absl::GetFlag(FLAGS_insecure);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.client_ca = absl::GetFlag(FLAGS_client_ca);
   options.snapshots = absl::GetFlag(FLAGS_snapshots);
   options.snapshot_min_changes = absl::GetFlag(FLAGS_snapshot_min_changes);
   options.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);

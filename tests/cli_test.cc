@@ -31,11 +31,12 @@ struct Result {
   std::string out;
 };
 
-// Runs `hawiya args` through the shell, capturing stdout.
+// Runs `hawiya --insecure args` through the shell, capturing stdout. The
+// servers here are plaintext (ServerProcess); tls_test.cc covers TLS.
 Result RunCli(const std::string& args) {
   Result result;
   const std::string command =
-      absl::StrCat(HAWIYA_CLI_PATH, " ", args, " 2>/dev/null");
+      absl::StrCat(HAWIYA_CLI_PATH, " --insecure ", args, " 2>/dev/null");
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
   char buffer[4096];
@@ -281,9 +282,9 @@ TEST(CliTest, PipelinedImportKilledMidwayResumesWithoutDuplicates) {
             0);
 
   // The shell prints the import's pid, then becomes it.
-  const std::string command =
-      absl::StrCat("exec 2>/dev/null; echo $$; exec ", HAWIYA_CLI_PATH,
-                   " import --batch=100 --in_flight=2 --file=", file, at);
+  const std::string command = absl::StrCat(
+      "exec 2>/dev/null; echo $$; exec ", HAWIYA_CLI_PATH,
+      " import --insecure --batch=100 --in_flight=2 --file=", file, at);
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   long long pid = 0;

@@ -85,8 +85,8 @@ TEST(KeyProcessTest, RotatesOnlineAndRefusesToStartWithoutItsKey) {
           stub->Enroll(Ctx().get(), MakeEnrollRequest(model, n), &response)
               .ok());
     }
-    const Result rotated = RunCli(
-        absl::StrCat("admin rotate-key --server=", (*server)->address()));
+    const Result rotated = RunCli(absl::StrCat(
+        "admin rotate-key --insecure --server=", (*server)->address()));
     EXPECT_EQ(rotated.exit_code, 0) << rotated.out;
     EXPECT_THAT(rotated.out, HasSubstr("\"keyVersion\": \"2\""));
     EXPECT_THAT(rotated.out,

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -23,6 +24,22 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   std::vector<std::string> args = {binary, "--insecure", "--listen=127.0.0.1:0",
                                    "--data_dir=" + data_dir};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return Launch(std::move(args), stderr_path);
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::StartTls(
+    const std::string& binary, const std::string& data_dir,
+    const std::vector<std::string>& extra_args,
+    const std::string& stderr_path) {
+  std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
+                                   "--data_dir=" + data_dir};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return Launch(std::move(args), stderr_path);
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
+    std::vector<std::string> args, const std::string& stderr_path) {
+  const std::string binary = args[0];
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) return absl::InternalError("pipe failed");
   const pid_t pid = fork();
@@ -77,6 +94,11 @@ std::string ServerProcess::address() const {
 
 std::shared_ptr<grpc::Channel> ServerProcess::NewChannel() const {
   return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+}
+
+std::shared_ptr<grpc::Channel> ServerProcess::NewChannel(
+    std::shared_ptr<grpc::ChannelCredentials> credentials) const {
+  return grpc::CreateChannel(address(), std::move(credentials));
 }
 
 void ServerProcess::Kill9() {

@@ -26,12 +26,21 @@ class ServerProcess {
       const std::vector<std::string>& extra_args = {},
       const std::string& stderr_path = "");
 
+  // As Start, but without --insecure: the server serves mutual TLS, from
+  // the --tls_* flags in extra_args or else from DATA_DIR/pki.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> StartTls(
+      const std::string& binary, const std::string& data_dir,
+      const std::vector<std::string>& extra_args = {},
+      const std::string& stderr_path = "");
+
   // SIGKILLs the server if it still runs.
   ~ServerProcess();
 
   int port() const { return port_; }
   std::string address() const;
   std::shared_ptr<grpc::Channel> NewChannel() const;
+  std::shared_ptr<grpc::Channel> NewChannel(
+      std::shared_ptr<grpc::ChannelCredentials> credentials) const;
 
   // kill -9, then reaps the process.
   void Kill9();
@@ -40,6 +49,9 @@ class ServerProcess {
 
  private:
   ServerProcess(pid_t pid, FILE* out) : pid_(pid), out_(out) {}
+
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Launch(
+      std::vector<std::string> args, const std::string& stderr_path);
 
   pid_t pid_;
   FILE* out_;
