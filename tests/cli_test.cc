@@ -26,34 +26,17 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-};
+using Result = ::hawiya::testing::CommandResult;
 
 // Runs `hawiya --insecure args` through the shell, capturing stdout. The
 // servers here are plaintext (ServerProcess); tls_test.cc covers TLS.
 Result RunCli(const std::string& args) {
-  Result result;
-  const std::string command =
-      absl::StrCat(HAWIYA_CLI_PATH, " --insecure ", args, " 2>/dev/null");
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
-    result.out.append(buffer, n);
-  }
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return ::hawiya::testing::RunCommand(
+      absl::StrCat(HAWIYA_CLI_PATH, " --insecure ", args, " 2>/dev/null"));
 }
 
 std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return ::hawiya::testing::ReadFileBytes(path);
 }
 
 std::vector<std::string> ReadLines(const std::string& path) {

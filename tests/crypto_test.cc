@@ -5,7 +5,6 @@
 #include "enroll/crypto.h"
 
 #include <signal.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +33,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/types.pb.h"
+#include "tests/testing/raw_db.h"
 
 namespace hawiya::enroll {
 namespace {
@@ -102,59 +102,7 @@ IdempotencyKey Key(const std::string& id) {
   return IdempotencyKey{id, "Enroll", "digest-" + id};
 }
 
-// sqlite on the side, for what the Store API does not show.
-class RawDb {
- public:
-  explicit RawDb(const fs::path& path) {
-    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
-    sqlite3_busy_timeout(db_, 5000);
-  }
-  ~RawDb() { sqlite3_close(db_); }
-  void Exec(const std::string& sql) {
-    char* error = nullptr;
-    EXPECT_EQ(sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error),
-              SQLITE_OK)
-        << (error ? error : "");
-    sqlite3_free(error);
-  }
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
-              SQLITE_OK)
-        << sqlite3_errmsg(db_);
-    int64_t value = -1;
-    if (sqlite3_step(stmt) == SQLITE_ROW) value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    return value;
-  }
-  std::string Blob(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
-              SQLITE_OK);
-    std::string value;
-    if (sqlite3_step(stmt) == SQLITE_ROW) {
-      const void* blob = sqlite3_column_blob(stmt, 0);
-      value.assign(static_cast<const char*>(blob),
-                   sqlite3_column_bytes(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-    return value;
-  }
-  // Binds one blob to ?1.
-  void ExecBlob(const std::string& sql, const std::string& blob) {
-    sqlite3_stmt* stmt = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
-              SQLITE_OK)
-        << sqlite3_errmsg(db_);
-    sqlite3_bind_blob(stmt, 1, blob.data(), static_cast<int>(blob.size()),
-                      SQLITE_TRANSIENT);
-    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db_);
-    sqlite3_finalize(stmt);
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
+using ::hawiya::testing::RawDb;
 
 // Chunks of `needle` (64 bytes every 64) found in `haystack`: a page
 // boundary could split the whole.

@@ -31,32 +31,15 @@ using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ServerProcess;
 using ::testing::HasSubstr;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-};
+using Result = ::hawiya::testing::CommandResult;
 
 Result RunCli(const std::string& args) {
-  Result result;
-  const std::string command =
-      absl::StrCat(HAWIYA_CLI_PATH, " ", args, " 2>/dev/null");
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
-    result.out.append(buffer, n);
-  }
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return ::hawiya::testing::RunCommand(
+      absl::StrCat(HAWIYA_CLI_PATH, " ", args, " 2>/dev/null"));
 }
 
 std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return ::hawiya::testing::ReadFileBytes(path);
 }
 
 std::unique_ptr<grpc::ClientContext> Ctx() {

@@ -1,6 +1,5 @@
 #include "enroll/store.h"
 
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/types.pb.h"
+#include "tests/testing/raw_db.h"
 
 namespace hawiya::enroll {
 namespace {
@@ -108,65 +108,7 @@ std::string ReadFile(const fs::path& path) {
                      std::istreambuf_iterator<char>());
 }
 
-// Statements on a second, raw connection: for what the Store API does not
-// show (row counts, PRAGMAs) and to inject faults.
-class RawDb {
- public:
-  explicit RawDb(const fs::path& path) {
-    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
-    sqlite3_busy_timeout(db_, 5000);
-  }
-  ~RawDb() { sqlite3_close(db_); }
-
-  void Exec(const std::string& sql) {
-    char* error = nullptr;
-    EXPECT_EQ(sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error),
-              SQLITE_OK)
-        << (error ? error : "");
-    sqlite3_free(error);
-  }
-
-  int64_t Int(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
-              SQLITE_OK)
-        << sqlite3_errmsg(db_);
-    int64_t value = -1;
-    if (sqlite3_step(stmt) == SQLITE_ROW) value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    return value;
-  }
-
-  // The first column of every row, as bytes.
-  std::vector<std::string> Blobs(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
-              SQLITE_OK);
-    std::vector<std::string> values;
-    while (sqlite3_step(stmt) == SQLITE_ROW) {
-      const void* blob = sqlite3_column_blob(stmt, 0);
-      values.emplace_back(static_cast<const char*>(blob),
-                          sqlite3_column_bytes(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-    return values;
-  }
-
-  std::string Text(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr),
-              SQLITE_OK);
-    std::string value;
-    if (sqlite3_step(stmt) == SQLITE_ROW) {
-      value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-    return value;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
+using ::hawiya::testing::RawDb;
 
 class StoreTest : public ::testing::Test {
  protected:

@@ -61,6 +61,17 @@ class ServerProcess {
 // A fresh, empty folder for one test (unique even across parallel tests).
 std::string NewTempDir(const std::string& prefix);
 
+// What a shell command printed on stdout, and its exit code (-1 if it did
+// not exit normally).
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+};
+CommandResult RunCommand(const std::string& command);
+
+// The whole file, as bytes; empty if it cannot be read.
+std::string ReadFileBytes(const std::string& path);
+
 }  // namespace hawiya::testing
 
 #endif  // HAWIYA_TESTS_TESTING_SERVER_PROCESS_H_
