@@ -1,7 +1,9 @@
 // The SQLite implementation of Store: one connection in WAL mode with full
 // sync, serialised by a mutex, every public method one transaction.
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -264,6 +266,11 @@ class Connection {
  public:
   static absl::StatusOr<std::unique_ptr<Connection>> Open(
       const std::string& path) {
+    // Identity records are plaintext: a new database is owner-only, and
+    // SQLite gives its -wal and -shm files the database file's mode.
+    const int fd =
+        open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0) close(fd);
     sqlite3* raw = nullptr;
     const int rc =
         sqlite3_open_v2(path.c_str(), &raw,

@@ -222,6 +222,18 @@ TEST_F(StoreTest, CreateThenGetAndFindFillOutputOnlyFields) {
   EXPECT_EQ(found->SerializeAsString(), p.SerializeAsString());
 }
 
+TEST_F(StoreTest, NewDatabaseFilesAreOwnerOnly) {
+  Create(MakePerson("subject-1", "N1"));
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const fs::path file = path_.string() + suffix;
+    ASSERT_TRUE(fs::exists(file)) << file;
+    EXPECT_EQ(fs::status(file).permissions() &
+                  (fs::perms::group_all | fs::perms::others_all),
+              fs::perms::none)
+        << file;
+  }
+}
+
 TEST_F(StoreTest, MissingPersonIsNotFoundNamingTheField) {
   const absl::StatusOr<Person> got = store_->GetPerson("nobody");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
