@@ -102,6 +102,21 @@ IdempotencyKey Key(const std::string& id) {
   return IdempotencyKey{id, "Enroll", "digest-" + id};
 }
 
+// Persons s-0 .. s-(count-1), each with one face seeded step * i; true if
+// every write succeeded.
+bool CreatePersons(Store& store, int count, float step) {
+  for (int i = 0; i < count; ++i) {
+    if (!store
+             .CreatePerson(Key(absl::StrCat("r", i)),
+                           MakePerson(absl::StrCat("s-", i), absl::StrCat(i)),
+                           {Face(step * static_cast<float>(i))})
+             .ok()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 using ::hawiya::testing::RawDb;
 
 // Chunks of `needle` (64 bytes every 64) found in `haystack`: a page
@@ -473,14 +488,7 @@ TEST_F(StoreCryptoTest, NoPlaintextVectorInAnyFile) {
 TEST_F(StoreCryptoTest, RotationUnderConcurrentEnrollment) {
   std::unique_ptr<Store> store = MustOpen();
   ASSERT_NE(store, nullptr);
-  for (int i = 0; i < 60; ++i) {
-    ASSERT_TRUE(
-        store
-            ->CreatePerson(Key(absl::StrCat("r", i)),
-                           MakePerson(absl::StrCat("s-", i), absl::StrCat(i)),
-                           {Face(0.001f * static_cast<float>(i))})
-            .ok());
-  }
+  ASSERT_TRUE(CreatePersons(*store, 60, 0.001f));
   std::atomic<bool> stop{false};
   std::atomic<int> enrolled{0};
   std::thread writer([&] {
@@ -536,14 +544,7 @@ TEST_F(StoreCryptoTest, KillNineMidRotationLosesNothing) {
   {
     std::unique_ptr<Store> store = MustOpen();
     ASSERT_NE(store, nullptr);
-    for (int i = 0; i < kBefore; ++i) {
-      ASSERT_TRUE(
-          store
-              ->CreatePerson(Key(absl::StrCat("r", i)),
-                             MakePerson(absl::StrCat("s-", i), absl::StrCat(i)),
-                             {Face(0.001f * static_cast<float>(i))})
-              .ok());
-    }
+    ASSERT_TRUE(CreatePersons(*store, kBefore, 0.001f));
   }
   int acks[2];
   ASSERT_EQ(::pipe(acks), 0);
@@ -626,14 +627,7 @@ TEST_F(StoreCryptoTest, KillNineMidRotationLosesNothing) {
 TEST_F(StoreCryptoTest, CancelledRotationStopsBetweenBatches) {
   std::unique_ptr<Store> store = MustOpen();
   ASSERT_NE(store, nullptr);
-  for (int i = 0; i < 10; ++i) {
-    ASSERT_TRUE(
-        store
-            ->CreatePerson(Key(absl::StrCat("r", i)),
-                           MakePerson(absl::StrCat("s-", i), absl::StrCat(i)),
-                           {Face(0.01f * static_cast<float>(i))})
-            .ok());
-  }
+  ASSERT_TRUE(CreatePersons(*store, 10, 0.01f));
   RotateKeyOptions options;
   options.batch_rows = 3;
   options.cancelled = [] { return true; };
