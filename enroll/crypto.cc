@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -160,6 +162,21 @@ absl::StatusOr<std::string> AeadKey::Open(absl::string_view aad,
         "changed bytes)");
   }
   return out;
+}
+
+std::string KeyCheckValue(const AeadKey& key) {
+  static constexpr absl::string_view kLabel = "hawiya.key-check.v1";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_bytes = 0;
+  if (HMAC(EVP_sha256(), key.bytes().data(),
+           static_cast<int>(key.bytes().size()), U(kLabel), kLabel.size(), mac,
+           &mac_bytes) == nullptr ||
+      mac_bytes < 8) {
+    // Only on an OpenSSL failure; compares unequal to any real value.
+    return "unknown";
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(mac), 8));
 }
 
 absl::StatusOr<AeadKey> LoadKeyFile(const std::string& path) {

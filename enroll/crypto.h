@@ -61,6 +61,12 @@ class AeadKey {
   std::string bytes_;
 };
 
+// A key check value: names a key without revealing anything usable about
+// it: the first 8 bytes of HMAC-SHA256(key, "hawiya.key-check.v1") as 16
+// lower-case hex digits. The store records its key-encryption key's, so
+// that a start with another key file can say which key is expected.
+std::string KeyCheckValue(const AeadKey& key);
+
 // The key-encryption key file: exactly 32 raw bytes (e.g. from
 // `hawiya admin gen-key --out FILE` or `openssl rand 32`), a regular file
 // with no permission for group or others (0600 or 0400).

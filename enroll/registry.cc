@@ -712,7 +712,8 @@ absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
 }
 
 absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
-    absl::Span<const v1::EnrollRequest> requests) {
+    absl::Span<const v1::EnrollRequest> requests,
+    const std::function<bool()>& cancelled) {
   if (requests.size() > kMaxBatchEnrollRequests) {
     return absl::InvalidArgumentError(absl::StrCat(
         "requests: at most ", kMaxBatchEnrollRequests, " per call"));
@@ -746,7 +747,19 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
     persons.push_back(*std::move(prepared));
   }
 
+  // Validation and the wait for the write lock can take a while; a caller
+  // that has given up by then gets nothing written.
+  const auto abandoned = [&cancelled] {
+    return cancelled && cancelled()
+               ? absl::CancelledError(
+                     "requests: the call was cancelled or its deadline "
+                     "passed before the batch was written; nothing was "
+                     "written")
+               : absl::OkStatus();
+  };
+  if (absl::Status s = abandoned(); !s.ok()) return s;
   absl::MutexLock lock(&write_mu_);
+  if (absl::Status s = abandoned(); !s.ok()) return s;
   absl::StatusOr<std::vector<WriteResult>> written =
       store_->CreatePersons(persons);
   if (!written.ok()) {
@@ -975,6 +988,36 @@ absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
 
 absl::StatusOr<v1::RotateKeyResponse> Registry::RotateKey(
     const v1::RotateKeyRequest& request, std::function<bool()> cancelled) {
+  if (!request.new_key_file().empty()) {
+    // The path is the server's: a relative one would resolve against
+    // whatever folder the server was started in.
+    if (!std::filesystem::path(request.new_key_file()).is_absolute()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "new_key_file: ", request.new_key_file(),
+          " is not an absolute path (it names a file on the server)"));
+    }
+    if (request.batch_size() > 0) {
+      return absl::InvalidArgumentError(
+          "batch_size: not used with new_key_file (a key-encryption key "
+          "rotation re-wraps the data keys only; rotate the data key in "
+          "another call)");
+    }
+    if (cancelled && cancelled()) {
+      return absl::CancelledError("new_key_file: not rotated (cancelled)");
+    }
+    RewrapKeysOptions rewrap;
+    rewrap.new_key_file = request.new_key_file();
+    absl::StatusOr<RewrapKeysResult> rewrapped = store_->RewrapDataKeys(rewrap);
+    if (!rewrapped.ok()) return rewrapped.status();
+    absl::StatusOr<DataKey> current = store_->CurrentDataKey();
+    if (!current.ok()) return current.status();
+    v1::RotateKeyResponse response;
+    response.set_key_version(current->version);
+    response.set_data_keys_rewrapped(rewrapped->data_keys);
+    response.set_key_check(rewrapped->key_check);
+    response.set_previous_key_check(rewrapped->previous_key_check);
+    return response;
+  }
   RotateKeyOptions rotate;
   if (request.batch_size() > 0) {
     rotate.batch_rows = static_cast<int>(std::min<uint32_t>(

@@ -118,8 +118,12 @@ class Registry {
   absl::StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request);
   // Enroll of every request in one transaction, all or nothing; responses[i]
   // answers requests[i]. Errors name the item: "requests[3].person...".
+  // `cancelled` (if given) is checked once the requests are validated and
+  // once the write lock is held: true returns CANCELLED and writes nothing.
+  // Once the transaction starts it is not interrupted.
   absl::StatusOr<v1::BatchEnrollResponse> BatchEnroll(
-      absl::Span<const v1::EnrollRequest> requests);
+      absl::Span<const v1::EnrollRequest> requests,
+      const std::function<bool()>& cancelled = nullptr);
   absl::StatusOr<v1::Person> GetPerson(const v1::GetPersonRequest& request);
   absl::StatusOr<v1::Person> UpdatePerson(
       const v1::UpdatePersonRequest& request);
@@ -137,7 +141,9 @@ class Registry {
 
   // Store::RotateDataKey, then a snapshot under the new key (the old
   // snapshots are under a key that may be gone). `cancelled` is checked
-  // between batches.
+  // between batches. With request.new_key_file (an absolute path on the
+  // server) instead Store::RewrapDataKeys: the key-encryption key rotation,
+  // one short transaction; no data key changes and no snapshot is written.
   absl::StatusOr<v1::RotateKeyResponse> RotateKey(
       const v1::RotateKeyRequest& request, std::function<bool()> cancelled);
 

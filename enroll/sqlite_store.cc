@@ -578,6 +578,7 @@ class SqliteStore final : public Store {
     }
     HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey kek, LoadKeyFile(key_file));
     kek_ = std::move(kek);
+    HAWIYA_STORE_RETURN_IF_ERROR(CheckKeyCheck(key_file));
 
     if (wrapped_keys == 0) {
       Transaction txn(connection_.get());
@@ -592,6 +593,7 @@ class SqliteStore final : public Store {
       }
     }
     HAWIYA_STORE_RETURN_IF_ERROR(ReadDataKeys(key_file));
+    HAWIYA_STORE_RETURN_IF_ERROR(RecordKeyCheck());
 
     // Templates an older version stored in plaintext: encrypted in one
     // transaction, then the WAL, which held their plaintext pages, is
@@ -1216,6 +1218,80 @@ class SqliteStore final : public Store {
     return DataKey{current_version_, key->bytes()};
   }
 
+  absl::StatusOr<RewrapKeysResult> RewrapDataKeys(
+      const RewrapKeysOptions& options) override {
+    absl::StatusOr<AeadKey> new_kek = LoadKeyFile(options.new_key_file);
+    if (!new_kek.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("new_", new_kek.status().message()));
+    }
+    RewrapKeysResult result;
+    result.key_check = KeyCheckValue(*new_kek);
+    absl::MutexLock lock(&mu_);
+    result.previous_key_check = KeyCheckValue(*kek_);
+    if (result.key_check == result.previous_key_check) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("new_key_file ", options.new_key_file,
+                       ": is the key-encryption key in use already (key check ",
+                       result.key_check, ")"));
+    }
+    {
+      Transaction txn(connection_.get());
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+      // Read back from the table, not from data_keys_: every row the store
+      // holds is re-wrapped, and one the old key does not open stops the
+      // rotation before anything changes.
+      std::vector<std::pair<int64_t, std::string>> rewrapped;
+      {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement select,
+            connection_->Prepare(
+                "SELECT version, wrapped FROM data_keys ORDER BY version"));
+        while (true) {
+          HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+          if (!row) break;
+          const int64_t version = select.Int(0);
+          absl::StatusOr<std::string> bytes =
+              kek_->Open(DataKeyAad(version), select.Blob(1));
+          if (!bytes.ok()) {
+            return absl::DataLossError(absl::StrCat(
+                "store: data key version ", version,
+                " does not unwrap under the current key-encryption key; "
+                "nothing was re-wrapped"));
+          }
+          absl::StatusOr<std::string> wrapped =
+              new_kek->Seal(DataKeyAad(version), *bytes);
+          OPENSSL_cleanse(bytes->data(), bytes->size());
+          if (!wrapped.ok()) return wrapped.status();
+          rewrapped.emplace_back(version, *std::move(wrapped));
+        }
+      }
+      for (const auto& [version, wrapped] : rewrapped) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement update,
+            connection_->Prepare(
+                "UPDATE data_keys SET wrapped = ?2 WHERE version = ?1"));
+        update.BindInt(1, version).BindBlob(2, wrapped);
+        HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+      }
+      HAWIYA_STORE_RETURN_IF_ERROR(SetMeta("kek_check", result.key_check));
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          SetMeta("kek_previous_check", result.previous_key_check));
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          SetMeta("kek_rotate_time_us", absl::StrCat(NowMicros())));
+      if (options.before_commit) options.before_commit();
+      HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+      result.data_keys = static_cast<int64_t>(rewrapped.size());
+    }
+    // Only once committed: a data key made from now on is wrapped by the
+    // key the table is wrapped by.
+    kek_ = *std::move(new_kek);
+    key_report_.key_file = options.new_key_file;
+    // The WAL still holds the data keys wrapped by the old key; best effort.
+    CheckpointWal();
+    return result;
+  }
+
   absl::StatusOr<DataKey> GetDataKey(int64_t version) override {
     absl::MutexLock lock(&mu_);
     auto it = data_keys_.find(version);
@@ -1251,6 +1327,76 @@ class SqliteStore final : public Store {
     insert.BindInt(1, version).BindBlob(2, wrapped).BindInt(3, NowMicros());
     HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
     return key;
+  }
+
+  // The value of a meta row, if there is one.
+  absl::StatusOr<std::optional<std::string>> MetaValue(absl::string_view key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare("SELECT value FROM meta WHERE key = ?1"));
+    select.BindText(1, key);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return std::optional<std::string>();
+    return std::optional<std::string>(select.Text(0));
+  }
+
+  absl::Status SetMeta(absl::string_view key, absl::string_view value)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement upsert,
+        connection_->Prepare(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)"));
+    upsert.BindText(1, key).BindText(2, value);
+    return upsert.Run();
+  }
+
+  // Refuses a key file whose key is not the key-encryption key the store
+  // recorded (meta kek_check), before trying it on the data keys, so that
+  // the message can say which key is expected, and plainly so when the file
+  // holds the key a rotation replaced (meta kek_previous_check). A store
+  // with no record yet (made before key check values) is judged by
+  // ReadDataKeys alone.
+  absl::Status CheckKeyCheck(const std::string& key_file)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<std::string> expected,
+                                  MetaValue("kek_check"));
+    if (!expected.has_value()) return absl::OkStatus();
+    const std::string actual = KeyCheckValue(*kek_);
+    if (actual == *expected) return absl::OkStatus();
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<std::string> previous,
+                                  MetaValue("kek_previous_check"));
+    if (previous.has_value() && *previous == actual) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "key_file ", key_file,
+          ": does not unwrap the store's data keys: it holds the "
+          "key-encryption key (key check ",
+          actual,
+          ") that a key-encryption key rotation replaced; the data keys are "
+          "now wrapped by another key-encryption key (key check ",
+          *expected,
+          "): set key_file to the new key file; the store stays closed"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "key_file ", key_file, " (key check ", actual,
+        "): does not unwrap the store's data keys: they are wrapped by "
+        "another key-encryption key (key check ",
+        *expected, "); wrong key file?; the store stays closed"));
+  }
+
+  // Records the key check value of the key-encryption key that has just
+  // unwrapped every data key, if none is recorded yet (a new store, or one
+  // made before key check values).
+  absl::Status RecordKeyCheck() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<std::string> recorded,
+                                  MetaValue("kek_check"));
+    if (recorded.has_value()) return absl::OkStatus();
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement insert,
+        connection_->Prepare("INSERT OR IGNORE INTO meta (key, value) VALUES "
+                             "('kek_check', ?1)"));
+    insert.BindText(1, KeyCheckValue(*kek_));
+    return insert.Run();
   }
 
   // Unwraps every data key; the highest version is the current one.
@@ -1474,8 +1620,10 @@ class SqliteStore final : public Store {
     WriteResult result;
     result.replayed = true;
     if (!result.person.ParseFromString(select.Blob(2))) {
+      // Not naming the request id: clients choose it, and this message is
+      // logged (it could carry what a client put in it).
       return absl::InternalError(
-          absl::StrCat("store: corrupt response for request ", key.request_id));
+          "store: corrupt stored response of an idempotency record");
     }
     return std::optional<WriteResult>(std::move(result));
   }

@@ -77,6 +77,24 @@ struct RotateKeyResult {
   std::vector<int64_t> retired_versions;
 };
 
+struct RewrapKeysOptions {
+  // The new key-encryption key file: checked like StoreOptions::key_file
+  // (32 raw bytes, no group/other permissions).
+  std::string new_key_file;
+  // Test seam: runs inside the transaction once every data key is
+  // re-wrapped, just before it commits.
+  std::function<void()> before_commit;
+};
+
+struct RewrapKeysResult {
+  // Data keys re-wrapped under the new key-encryption key.
+  int64_t data_keys = 0;
+  // Key check values (crypto.h KeyCheckValue) of the new and the replaced
+  // key-encryption keys.
+  std::string key_check;
+  std::string previous_key_check;
+};
+
 // An idempotency key: a write carrying a request_id already committed with
 // the same fingerprint returns the committed result and writes nothing; with
 // another fingerprint (or method) it is ALREADY_EXISTS naming "request_id".
@@ -137,7 +155,10 @@ class Store {
   // Opens (creating or migrating) the database. FAILED_PRECONDITION if its
   // schema is newer than this binary knows, or if the key file is missing,
   // unsafe (permissions, size) or not the one that wrapped the store's data
-  // keys: the store never opens with templates it cannot read. Templates an
+  // keys: the store never opens with templates it cannot read. The store
+  // records its key-encryption key's check value (crypto.h), so the message
+  // for another key file names both keys' check values, and says so if the
+  // file holds a key that RewrapDataKeys replaced. Templates an
   // older version stored in plaintext are encrypted, in one transaction.
   static absl::StatusOr<std::unique_ptr<Store>> Open(
       const StoreOptions& options);
@@ -251,6 +272,18 @@ class Store {
   // rotation is finished by the next one. One rotation at a time.
   virtual absl::StatusOr<RotateKeyResult> RotateDataKey(
       const RotateKeyOptions& options) = 0;
+
+  // Key-encryption key rotation: re-wraps every data key under the key in
+  // options.new_key_file and records that key's check value, in one
+  // transaction (a crash leaves the data keys all wrapped by the old key or
+  // all by the new one). The data keys themselves, and so every template
+  // and snapshot, are unchanged. From then on new data keys are wrapped by
+  // the new key, and Open accepts only the new key file: the old one is
+  // refused with a message saying it is the key a rotation replaced.
+  // FAILED_PRECONDITION naming new_key_file if it is unusable (missing,
+  // unsafe permissions, not 32 bytes) or is the current key.
+  virtual absl::StatusOr<RewrapKeysResult> RewrapDataKeys(
+      const RewrapKeysOptions& options) = 0;
 
   // The current data key; and the one of a version, NOT_FOUND naming
   // "key_version" if it does not exist (any more).

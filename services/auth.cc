@@ -42,10 +42,11 @@ std::string RoleList(const std::vector<std::string>& roles) {
 // metadata, pseudo-headers included, so ":path" is the full method name.
 class AccessProcessor final : public grpc::AuthMetadataProcessor {
  public:
-  explicit AccessProcessor(std::shared_ptr<const AccessPolicy> policy)
-      : policy_(std::move(policy)) {}
+  AccessProcessor(std::shared_ptr<const AccessPolicy> policy,
+                  std::shared_ptr<RateLimiter> limits)
+      : policy_(std::move(policy)), limits_(std::move(limits)) {}
 
-  // A few map lookups: runs inline on gRPC's thread.
+  // A few map lookups (and a token bucket): runs inline on gRPC's thread.
   bool IsBlocking() const override { return false; }
 
   grpc::Status Process(const InputMetadata& auth_metadata,
@@ -61,14 +62,22 @@ class AccessProcessor final : public grpc::AuthMetadataProcessor {
     absl::StatusOr<Caller> caller = policy_->Authenticate(*context);
     absl::Status status =
         caller.ok() ? policy_->Authorize(*caller, method) : caller.status();
+    // Rate limits count only calls the policy lets through: an unknown or
+    // unauthorised caller cannot use up a principal's budget.
+    bool log = true;
+    if (status.ok() && limits_ != nullptr) {
+      status = limits_->Admit(caller->principal, method, &log);
+    }
     if (status.ok()) return grpc::Status::OK;
-    Log("WARNING", "access denied: ", status.ToString());
+    // A principal over its limit is logged once per run of refusals.
+    if (log) Log("WARNING", "access denied: ", status.ToString());
     return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                         std::string(status.message()));
   }
 
  private:
   const std::shared_ptr<const AccessPolicy> policy_;
+  const std::shared_ptr<RateLimiter> limits_;  // may be null
 };
 
 }  // namespace
@@ -242,7 +251,8 @@ absl::StatusOr<Caller> AccessPolicy::CallerOf(
 std::shared_ptr<grpc::ServerCredentials> MutualTlsCredentials(
     const std::string& cert_pem, const std::string& key_pem,
     const std::string& client_ca_pem,
-    std::shared_ptr<const AccessPolicy> policy) {
+    std::shared_ptr<const AccessPolicy> policy,
+    std::shared_ptr<RateLimiter> limits) {
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.pem_root_certs = client_ca_pem;
@@ -250,7 +260,7 @@ std::shared_ptr<grpc::ServerCredentials> MutualTlsCredentials(
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::SslServerCredentials(options);
   credentials->SetAuthMetadataProcessor(
-      std::make_shared<AccessProcessor>(std::move(policy)));
+      std::make_shared<AccessProcessor>(std::move(policy), std::move(limits)));
   return credentials;
 }
 

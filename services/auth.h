@@ -7,7 +7,8 @@
 // the roles that may call it. The check runs once per call, before any
 // handler, in the AuthMetadataProcessor that MutualTlsCredentials installs:
 // an unknown principal gets UNAUTHENTICATED, a known one calling a method
-// none of its roles allows PERMISSION_DENIED. Handlers (and the audit log)
+// none of its roles allows PERMISSION_DENIED, and one over its rate limit
+// (services/rate_limit.h) RESOURCE_EXHAUSTED. Handlers (and the audit log)
 // read the caller with AccessPolicy::CallerOf.
 #ifndef HAWIYA_SERVICES_AUTH_H_
 #define HAWIYA_SERVICES_AUTH_H_
@@ -26,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "hawiya/config/config.pb.h"
+#include "services/rate_limit.h"
 
 namespace hawiya::services {
 
@@ -76,11 +78,13 @@ class AccessPolicy {
 // Server credentials for mutual TLS: serves `cert_pem` (chain) with
 // `key_pem`, requires a client certificate that verifies against
 // `client_ca_pem`, and checks every call against `policy` before it reaches
-// a handler.
+// a handler, then (if given) against the caller's rate limit in `limits`
+// (RESOURCE_EXHAUSTED).
 std::shared_ptr<grpc::ServerCredentials> MutualTlsCredentials(
     const std::string& cert_pem, const std::string& key_pem,
     const std::string& client_ca_pem,
-    std::shared_ptr<const AccessPolicy> policy);
+    std::shared_ptr<const AccessPolicy> policy,
+    std::shared_ptr<RateLimiter> limits = nullptr);
 
 }  // namespace hawiya::services
 

@@ -72,6 +72,9 @@ ABSL_FLAG(std::string, tls_server_name, "",
 ABSL_FLAG(std::string, out, "",
           "dev-pki: the folder to write (must not exist); admin gen-key: the "
           "key file to create (mode 0600; never overwritten).");
+ABSL_FLAG(std::string, new_key_file, "",
+          "admin rotate-key: rotate the key-encryption key to this key file "
+          "instead of the data key (an absolute path on the server host).");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "Deadline per call.");
 ABSL_FLAG(std::string, person, "", "enroll: person file (proto3 JSON).");
 ABSL_FLAG(std::string, templates, "",
@@ -142,9 +145,12 @@ constexpr char kUsage[] =
     "  admin gen-key --out=FILE\n"
     "            writes a new key-encryption key (32 random bytes, mode 0600)\n"
     "            for the server's key_file; local, no server involved\n"
-    "  admin rotate-key\n"
+    "  admin rotate-key [--new_key_file=/ABS/PATH]\n"
     "            makes a new data key and re-encrypts every template\n"
-    "            under it, online; prints the new key version\n"
+    "            under it, online; prints the new key version. With\n"
+    "            --new_key_file (a file on the server, from gen-key):\n"
+    "            re-wraps the data keys under that key-encryption key\n"
+    "            instead; then set key_file in the server's config to it\n"
     "  import    --file=P.jsonl [--batch=1000] [--in_flight=2] "
     "[--state_file=F]\n"
     "            enrolls one proto3 JSON EnrollRequest per line, --batch "
@@ -413,10 +419,20 @@ int RotateKey(Client& client) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::hours(24));
-  grpc::Status status = client.admin().RotateKey(
-      context.get(), v1::RotateKeyRequest(), &response);
+  v1::RotateKeyRequest request;
+  request.set_new_key_file(absl::GetFlag(FLAGS_new_key_file));
+  grpc::Status status =
+      client.admin().RotateKey(context.get(), request, &response);
   if (!status.ok()) return RpcFailed(status);
   Print(response);
+  if (!request.new_key_file().empty()) {
+    std::fprintf(stderr,
+                 "hawiya: the data keys are now wrapped by %s; set key_file "
+                 "in the server's config to it before the next start (the "
+                 "old key file no longer opens the store; keep it only as "
+                 "long as backups made before this rotation)\n",
+                 request.new_key_file().c_str());
+  }
   return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "google/protobuf/text_format.h"
 #include "matcher/gallery.h"
 #include "services/auth.h"
+#include "services/rate_limit.h"
 
 namespace hawiya::services {
 namespace {
@@ -110,6 +111,12 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
       !access.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ": ", access.status().message()));
+  }
+  if (absl::StatusOr<std::unique_ptr<RateLimiter>> limits =
+          RateLimiter::FromConfig(config);
+      !limits.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", limits.status().message()));
   }
   return config;
 }

@@ -13,7 +13,9 @@
 namespace hawiya::services {
 namespace {
 
-// absl and gRPC share the canonical code numbering.
+// absl and gRPC share the canonical code numbering. Server faults are
+// logged; their messages name server-made ids only (services/log.h), while
+// client errors, whose messages may quote the request, are not.
 grpc::Status ToGrpc(const absl::Status& status, const char* method) {
   if (status.ok()) return grpc::Status::OK;
   if (status.code() == absl::StatusCode::kInternal ||
@@ -43,6 +45,14 @@ grpc::Status Loading() {
                       "galleries are loading; retry shortly");
 }
 
+// Whether the call's client gave up or its deadline passed: work for it
+// should stop at the next point where stopping leaves nothing half-written.
+// The deadline is checked as well as IsCancelled, which may only notice it
+// once gRPC's deadline timer has fired.
+bool Expired(const grpc::CallbackServerContext& ctx) {
+  return ctx.IsCancelled() || ctx.deadline() < std::chrono::system_clock::now();
+}
+
 // Why a queued call should not run: its client gave up or its deadline
 // passed while it waited.
 std::optional<grpc::Status> Abandoned(const grpc::CallbackServerContext& ctx) {
@@ -69,6 +79,9 @@ grpc::ServerUnaryReactor* Dispatch(const char* method,
     return reactor;
   }
   queue->Schedule([=] {
+    if (context->before_run) {
+      context->before_run(method, [ctx] { return Expired(*ctx); });
+    }
     if (std::optional<grpc::Status> abandoned = Abandoned(*ctx)) {
       reactor->Finish(*abandoned);
       return;
@@ -90,6 +103,7 @@ class BatchEnrollReactor final
   BatchEnrollReactor(grpc::CallbackServerContext* ctx, ServiceContext* context,
                      v1::BatchEnrollResponse* response)
       : ctx_(ctx),
+        context_(context),
         queue_(context->store_queue),
         registry_(context->registry.load()),
         response_(response) {
@@ -133,18 +147,23 @@ class BatchEnrollReactor final
  private:
   void Commit() {
     queue_->Schedule([this] {
+      if (context_->before_run) {
+        context_->before_run("BatchEnroll", [this] { return Expired(*ctx_); });
+      }
       if (std::optional<grpc::Status> abandoned = Abandoned(*ctx_)) {
         Finish(*abandoned);
         return;
       }
+      // Checked again once the batch is validated and the write lock held.
       absl::StatusOr<v1::BatchEnrollResponse> result =
-          registry_->BatchEnroll(requests_);
+          registry_->BatchEnroll(requests_, [this] { return Expired(*ctx_); });
       if (result.ok()) *response_ = *std::move(result);
       Finish(ToGrpc(result.status(), "BatchEnroll"));
     });
   }
 
   grpc::CallbackServerContext* const ctx_;
+  ServiceContext* const context_;
   WorkQueue* const queue_;
   enroll::Registry* const registry_;
   v1::BatchEnrollResponse* const response_;
@@ -241,11 +260,22 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKey(
     grpc::CallbackServerContext* ctx, const v1::RotateKeyRequest* request,
     v1::RotateKeyResponse* response) {
   // Long (minutes for millions of templates): it stops between batches once
-  // the call is cancelled, which Shutdown does after its grace period.
+  // the call is cancelled (which Shutdown does after its grace period) or
+  // its deadline passes.
   return Dispatch(
       "RotateKey", ctx, context_, context_->store_queue, request, response,
       [ctx](enroll::Registry& r, const v1::RotateKeyRequest& req) {
-        return r.RotateKey(req, [ctx] { return ctx->IsCancelled(); });
+        absl::StatusOr<v1::RotateKeyResponse> rotated =
+            r.RotateKey(req, [ctx] { return Expired(*ctx); });
+        if (rotated.ok() && !req.new_key_file().empty()) {
+          // The config still names the old key file: say so where the
+          // operator will look when the next start fails.
+          Log("WARNING", "key-encryption key rotated: the data keys are now ",
+              "wrapped by ", req.new_key_file(), " (key check ",
+              rotated->key_check(),
+              "); set key_file in the config to it before the next start");
+        }
+        return rotated;
       });
 }
 

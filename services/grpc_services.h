@@ -1,10 +1,20 @@
 // The v1 gRPC services: thin translators between the wire and the Registry.
 // Handlers use gRPC's callback API and hand their work to a WorkQueue, so
 // gRPC's own threads never block on a commit or a search.
+//
+// Deadlines and cancellation: a queued call whose client cancelled it or
+// whose deadline passed while it waited is finished (CANCELLED,
+// DEADLINE_EXCEEDED) without running. Long work checks again as it goes:
+// BatchEnroll before its transaction starts (the transaction itself commits
+// whole or not at all), RotateKey between its batches (each batch is one
+// transaction). So a call that ends DEADLINE_EXCEEDED or CANCELLED never
+// leaves a half-written request; it may have committed whole if it was
+// already committing (retrying with the same request_id replays it).
 #ifndef HAWIYA_SERVICES_GRPC_SERVICES_H_
 #define HAWIYA_SERVICES_GRPC_SERVICES_H_
 
 #include <atomic>
+#include <functional>
 
 #include "enroll/registry.h"
 #include "hawiya/v1/admin.grpc.pb.h"
@@ -24,6 +34,10 @@ struct ServiceContext {
   // Who is calling: access->CallerOf(*ctx). Calls reach the handlers only
   // once it has let them through.
   const AccessPolicy* access = nullptr;
+  // Test seam: runs on the work queue before a queued call is checked (for
+  // cancellation and deadline) and run; gets the method name and whether
+  // the call has expired (cancelled, or past its deadline) by now.
+  std::function<void(const char*, const std::function<bool()>&)> before_run;
 };
 
 class EnrollmentServiceImpl final

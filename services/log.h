@@ -1,5 +1,15 @@
 // Minimal structured logging to stderr (Abseil 20220623 has no absl/log).
-// Never log PII or templates: callers pass ids and codes only.
+//
+// Log policy: no line carries PII (names, national ids, dates of birth,
+// document numbers, places, reasons, client-chosen request ids) or any part
+// of a template. Callers pass server-made ids (subject ids, template ids,
+// key versions), principals, method names, codes, counts and paths. Client
+// errors (INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND, ...) whose messages
+// quote the request go back to the client only and are never logged; the
+// messages of INTERNAL, UNKNOWN and DATA_LOSS errors, which are logged, are
+// built from server-made ids only. tests/limits_test.cc
+// (LogPolicyProcessTest) checks a server's whole log for a person's fields
+// and template.
 #ifndef HAWIYA_SERVICES_LOG_H_
 #define HAWIYA_SERVICES_LOG_H_
 

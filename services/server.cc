@@ -55,6 +55,7 @@ class ServerImpl final : public Server {
     context_.store_queue = &store_queue_;
     context_.match_queue = &match_queue_;
     context_.access = access_.get();
+    context_.before_run = options_.before_call;
   }
 
   ~ServerImpl() override { Shutdown(absl::ZeroDuration()); }
@@ -266,7 +267,8 @@ absl::Status ConfigureScanPool(const config::ServerConfig& config) {
 
 // Mutual TLS from the given files, or from the development PKI.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
-    const ServerOptions& options, std::shared_ptr<const AccessPolicy> access) {
+    const ServerOptions& options, std::shared_ptr<const AccessPolicy> access,
+    std::shared_ptr<RateLimiter> limits) {
   std::string cert = options.tls_cert;
   std::string key = options.tls_key;
   std::string ca = options.client_ca;
@@ -301,7 +303,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
     return s;
   }
   Log("INFO", "mutual TLS: certificate ", cert, ", client CA ", ca);
-  return MutualTlsCredentials(*cert_pem, *key_pem, *ca_pem, std::move(access));
+  return MutualTlsCredentials(*cert_pem, *key_pem, *ca_pem, std::move(access),
+                              std::move(limits));
 }
 
 }  // namespace
@@ -316,6 +319,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
       AccessPolicy::FromConfig(options.config, options.insecure);
   if (!policy.ok()) return policy.status();
   auto access = std::make_shared<const AccessPolicy>(*std::move(policy));
+  absl::StatusOr<std::unique_ptr<RateLimiter>> limits =
+      RateLimiter::FromConfig(options.config);
+  if (!limits.ok()) return limits.status();
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (options.insecure) {
     if (!options.tls_cert.empty() || !options.tls_key.empty() ||
@@ -332,10 +338,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     }
     Log("WARNING", "plaintext (--insecure): every caller is ",
         kInsecurePrincipal, " holding every role");
+    // The limits hang on the TLS credentials' access check, which plaintext
+    // has none of; and every plaintext caller is the same principal.
+    if ((*limits)->any_limit()) {
+      Log("WARNING",
+          "rate limits are not applied under --insecure (plaintext has no "
+          "principals)");
+    }
     credentials = grpc::InsecureServerCredentials();
   } else {
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
-        TlsCredentials(options, access);
+        TlsCredentials(options, access,
+                       std::shared_ptr<RateLimiter>(*std::move(limits)));
     if (!tls.ok()) return tls.status();
     credentials = *std::move(tls);
   }

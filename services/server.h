@@ -37,6 +37,12 @@ struct ServerOptions {
   std::string client_ca;
   // Test seam: runs on the loading thread before the galleries load.
   std::function<void()> before_load;
+  // Test seam: runs on a work queue's thread before each queued call is
+  // checked for cancellation/deadline and run, with the method name
+  // ("Enroll", "BatchEnroll", ...) and a function saying whether the call
+  // has expired (its client cancelled it, or its deadline passed) by now.
+  // Blocking in it keeps that thread busy.
+  std::function<void(const char*, const std::function<bool()>&)> before_call;
 
   // Gallery snapshots under DATA_DIR/snapshots (enroll/registry.h): loaded
   // at start, written in the background and on Shutdown. False rebuilds the

@@ -641,5 +641,164 @@ TEST_F(StoreCryptoTest, CancelledRotationStopsBetweenBatches) {
   EXPECT_EQ(Active(*store).size(), 10u);
 }
 
+// Key-encryption key rotation (Store::RewrapDataKeys).
+class KekRotationTest : public StoreCryptoTest {
+ protected:
+  // 20 persons, their templates split over data keys 1 and 2 (a data key
+  // rotation stopped part way), so that more than one data key is
+  // re-wrapped.
+  void Populate() {
+    std::unique_ptr<Store> store = MustOpen();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(CreatePersons(*store, kPersons, 0.01f));
+    RotateKeyOptions options;
+    options.batch_rows = 5;
+    options.cancelled = [] { return true; };
+    ASSERT_EQ(store->RotateDataKey(options).status().code(),
+              absl::StatusCode::kCancelled);
+  }
+
+  // Every template of s-0 .. s-(count-1) is readable and as enrolled.
+  void ExpectAllReadable(Store& store, int count) {
+    std::vector<TemplateRecord> all = Active(store);
+    ASSERT_EQ(all.size(), static_cast<size_t>(count));
+    for (const TemplateRecord& record : all) {
+      int i = -1;
+      ASSERT_TRUE(absl::SimpleAtoi(record.subject_id.substr(2), &i));
+      EXPECT_EQ(VectorBytes(record.tmpl),
+                VectorBytes(Face(0.01f * static_cast<float>(i))))
+          << record.subject_id;
+    }
+  }
+
+  std::string NewKeyFile(const std::string& name) {
+    const std::string path = (dir_ / name).string();
+    EXPECT_TRUE(CreateKeyFile(path).ok());
+    return path;
+  }
+
+  static constexpr int kPersons = 20;
+};
+
+TEST_F(KekRotationTest, RewrapsEveryDataKeyAndOnlyTheNewKeyOpens) {
+  Populate();
+  const std::string new_key = NewKeyFile("new.key");
+  RewrapKeysResult result;
+  {
+    std::unique_ptr<Store> store = MustOpen();
+    ASSERT_NE(store, nullptr);
+    absl::StatusOr<RewrapKeysResult> rewrapped =
+        store->RewrapDataKeys({new_key, nullptr});
+    ASSERT_TRUE(rewrapped.ok()) << rewrapped.status();
+    result = *rewrapped;
+    EXPECT_EQ(result.data_keys, 2);
+    EXPECT_EQ(result.key_check.size(), 16u);
+    EXPECT_NE(result.key_check, result.previous_key_check);
+    EXPECT_EQ(result.key_check, KeyCheckValue(*LoadKeyFile(new_key)));
+    EXPECT_EQ(result.previous_key_check,
+              KeyCheckValue(*LoadKeyFile(key_file_.string())));
+    EXPECT_EQ(store->key_report().key_file, new_key);
+    // The open store goes on: reads, writes, and a data key made now is
+    // wrapped by the new key (it opens below only with that one).
+    ExpectAllReadable(*store, kPersons);
+    ASSERT_TRUE(store
+                    ->CreatePerson(Key("r-late"), MakePerson("s-20", "20"),
+                                   {Face(0.01f * 20)})
+                    .ok());
+    absl::StatusOr<RotateKeyResult> rotated = store->RotateDataKey({});
+    ASSERT_TRUE(rotated.ok()) << rotated.status();
+    EXPECT_EQ(rotated->key_version, 3);
+  }
+  EXPECT_EQ(RawDb(path_).Text("SELECT value FROM meta WHERE key = 'kek_check'"),
+            result.key_check);
+
+  // The old key file: refused, saying what happened.
+  absl::StatusOr<std::unique_ptr<Store>> old_key = Open();
+  EXPECT_EQ(old_key.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(old_key.status().message(),
+              HasSubstr("key_file " + key_file_.string()));
+  EXPECT_THAT(old_key.status().message(),
+              HasSubstr("that a key-encryption key rotation replaced; the "
+                        "data keys are now wrapped by another key-encryption "
+                        "key (key check " +
+                        result.key_check + ")"));
+  // Another key altogether: refused too, naming both check values.
+  const std::string stranger = NewKeyFile("stranger.key");
+  absl::StatusOr<std::unique_ptr<Store>> wrong = Open(stranger);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(wrong.status().message(), HasSubstr("does not unwrap"));
+  EXPECT_THAT(wrong.status().message(),
+              HasSubstr("wrapped by another key-encryption key (key check " +
+                        result.key_check + ")"));
+  // The new one opens, every template intact.
+  absl::StatusOr<std::unique_ptr<Store>> store = Open(new_key);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ExpectAllReadable(**store, kPersons + 1);
+}
+
+TEST_F(KekRotationTest, RefusesUnusableNewKeyFilesAndChangesNothing) {
+  Populate();
+  std::unique_ptr<Store> store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  const std::string missing = (dir_ / "missing.key").string();
+  absl::StatusOr<RewrapKeysResult> result =
+      store->RewrapDataKeys({missing, nullptr});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(result.status().message(),
+              HasSubstr("new_key_file " + missing + ": no such file"));
+  const std::string loose = NewKeyFile("loose.key");
+  ::chmod(loose.c_str(), 0644);
+  result = store->RewrapDataKeys({loose, nullptr});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(result.status().message(), HasSubstr("wider than 0600"));
+  result = store->RewrapDataKeys({key_file_.string(), nullptr});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(result.status().message(),
+              HasSubstr("is the key-encryption key in use already"));
+  store.reset();
+  store = MustOpen();  // still the old key
+  ASSERT_NE(store, nullptr);
+  ExpectAllReadable(*store, kPersons);
+}
+
+// kill -9 just before the re-wrapping transaction commits, or just after:
+// the store opens with exactly one of the two key files (the old one, or
+// the new one), and every template is readable under it.
+TEST_F(KekRotationTest, KillNineLeavesExactlyOneKeyAndLosesNothing) {
+  for (const bool after_commit : {false, true}) {
+    SCOPED_TRACE(after_commit ? "killed after commit" : "killed before commit");
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    Populate();
+    const std::string new_key = NewKeyFile("new.key");
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      absl::StatusOr<std::unique_ptr<Store>> store =
+          Store::Open(StoreOptions{path_.string(), ""});
+      if (!store.ok()) ::_exit(3);
+      RewrapKeysOptions options;
+      options.new_key_file = new_key;
+      if (!after_commit) options.before_commit = [] { ::raise(SIGKILL); };
+      if (!(*store)->RewrapDataKeys(options).ok()) ::_exit(4);
+      ::raise(SIGKILL);  // before the store is closed
+      ::_exit(5);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "exit " << WEXITSTATUS(status);
+    ASSERT_EQ(WTERMSIG(status), SIGKILL);
+
+    absl::StatusOr<std::unique_ptr<Store>> with_old = Open();
+    absl::StatusOr<std::unique_ptr<Store>> with_new = Open(new_key);
+    EXPECT_NE(with_old.ok(), with_new.ok());
+    EXPECT_EQ(with_new.ok(), after_commit);
+    absl::StatusOr<std::unique_ptr<Store>>& opened =
+        after_commit ? with_new : with_old;
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    ExpectAllReadable(**opened, kPersons);
+  }
+}
+
 }  // namespace
 }  // namespace hawiya::enroll

@@ -1,0 +1,265 @@
+// Limits of the in-process server (issue 4, item 5): a call whose deadline
+// passes while it waits in a work queue is not run and writes nothing (the
+// queue is held busy through the before_call test seam, so nothing depends
+// on timing), and requests over max_receive_message_bytes are refused.
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/enrollment.grpc.pb.h"
+#include "matcher/synthetic.h"
+#include "services/server.h"
+#include "services/synthetic_requests.h"
+#include "tests/testing/fixtures.h"
+#include "tests/testing/server_process.h"
+
+namespace hawiya {
+namespace {
+
+using ::grpc::StatusCode;
+using ::hawiya::testing::MakeEnrollRequest;
+using ::hawiya::testing::NewTempDir;
+
+std::unique_ptr<grpc::ClientContext> CtxWithin(absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoNanoseconds(timeout));
+  return context;
+}
+
+// Holds the work queue's thread of one method's first call until released,
+// and then until the server has seen the call expire: the client's
+// DEADLINE_EXCEEDED can come a little before the server's deadline (the
+// request took time to arrive), and the test is about a call the server
+// knows has expired.
+class QueueGate {
+ public:
+  using Seam = std::function<void(const char*, const std::function<bool()>&)>;
+
+  explicit QueueGate(std::string method) : method_(std::move(method)) {}
+
+  Seam AsSeam() {
+    return [this](const char* method, const std::function<bool()>& expired) {
+      if (method_ != method || entered_.HasBeenNotified()) return;
+      entered_.Notify();
+      release_.WaitForNotification();
+      // Bounded: gRPC's deadline timer fires within a moment.
+      for (int i = 0; i < 60000 && !expired(); ++i) {
+        absl::SleepFor(absl::Milliseconds(1));
+      }
+    };
+  }
+  bool WaitEntered() {
+    return entered_.WaitForNotificationWithTimeout(absl::Seconds(60));
+  }
+  void Release() {
+    if (!release_.HasBeenNotified()) release_.Notify();
+  }
+
+ private:
+  const std::string method_;
+  absl::Notification entered_;
+  absl::Notification release_;
+};
+
+class LimitsServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ = NewTempDir("hawiya-limits-server");
+    ASSERT_FALSE(data_dir_.empty());
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
+    server_.reset();
+    std::filesystem::remove_all(data_dir_);
+  }
+
+  void Start(QueueGate::Seam before_call = nullptr,
+             config::ServerConfig config = {}) {
+    services::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.data_dir = data_dir_;
+    options.snapshots = false;
+    options.config = std::move(config);
+    options.before_call = std::move(before_call);
+    absl::StatusOr<std::unique_ptr<services::Server>> server =
+        services::Server::Start(std::move(options));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_TRUE(server_->WaitUntilReady().ok());
+    auto channel =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                            grpc::InsecureChannelCredentials());
+    enrollment_ = v1::EnrollmentService::NewStub(channel);
+    admin_ = v1::AdminService::NewStub(channel);
+  }
+
+  // Shuts the server down (which waits for every call, the held one
+  // included, to finish) and starts a fresh one on the same data dir.
+  void Restart() {
+    server_->Shutdown(absl::Seconds(5));
+    server_.reset();
+    Start();
+  }
+
+  grpc::Status GetByNationalId(const v1::Person& person) {
+    v1::GetPersonRequest request;
+    request.set_national_id(person.national_id());
+    request.set_issuing_country(person.issuing_country());
+    v1::Person found;
+    return enrollment_->GetPerson(CtxWithin(absl::Seconds(30)).get(), request,
+                                  &found);
+  }
+
+  int64_t PersonCount() {
+    v1::GetStatsResponse stats;
+    EXPECT_TRUE(admin_
+                    ->GetStats(CtxWithin(absl::Seconds(30)).get(),
+                               v1::GetStatsRequest(), &stats)
+                    .ok());
+    return stats.persons();
+  }
+
+  matcher::SyntheticModel model_{matcher::SyntheticOptions{}};
+  std::string data_dir_;
+  std::unique_ptr<services::Server> server_;
+  std::unique_ptr<v1::EnrollmentService::Stub> enrollment_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+};
+
+TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
+  QueueGate gate("Enroll");
+  Start(gate.AsSeam());
+  const v1::EnrollRequest request = MakeEnrollRequest(model_, 1);
+  v1::EnrollResponse response;
+  // The queue's thread is held until the client has given up: the call
+  // cannot finish before its deadline, whatever the timing.
+  const grpc::Status status = enrollment_->Enroll(
+      CtxWithin(absl::Milliseconds(300)).get(), request, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(gate.WaitEntered());
+  gate.Release();
+  Restart();
+  EXPECT_EQ(GetByNationalId(request.person()).error_code(),
+            StatusCode::NOT_FOUND);
+  EXPECT_EQ(PersonCount(), 0);
+  // The same request, in time, is written (nothing was half-done).
+  EXPECT_TRUE(
+      enrollment_
+          ->Enroll(CtxWithin(absl::Seconds(30)).get(), request, &response)
+          .ok());
+  EXPECT_TRUE(GetByNationalId(request.person()).ok());
+}
+
+TEST_F(LimitsServerTest, BatchEnrollWhoseDeadlinePassedWritesNothing) {
+  QueueGate gate("BatchEnroll");
+  Start(gate.AsSeam());
+  std::vector<v1::EnrollRequest> requests;
+  for (uint64_t n = 10; n < 15; ++n) {
+    requests.push_back(MakeEnrollRequest(model_, n));
+  }
+  {
+    auto context = CtxWithin(absl::Milliseconds(300));
+    v1::BatchEnrollResponse response;
+    auto writer = enrollment_->BatchEnroll(context.get(), &response);
+    for (const v1::EnrollRequest& request : requests) {
+      if (!writer->Write(request)) break;
+    }
+    writer->WritesDone();
+    EXPECT_EQ(writer->Finish().error_code(), StatusCode::DEADLINE_EXCEEDED);
+  }
+  ASSERT_TRUE(gate.WaitEntered());
+  gate.Release();
+  Restart();
+  EXPECT_EQ(PersonCount(), 0);
+  for (const v1::EnrollRequest& request : requests) {
+    EXPECT_EQ(GetByNationalId(request.person()).error_code(),
+              StatusCode::NOT_FOUND);
+  }
+}
+
+TEST_F(LimitsServerTest, RotateKeyWhoseDeadlinePassedDoesNotRotate) {
+  QueueGate gate("RotateKey");
+  Start(gate.AsSeam());
+  v1::EnrollResponse enrolled;
+  ASSERT_TRUE(enrollment_
+                  ->Enroll(CtxWithin(absl::Seconds(30)).get(),
+                           MakeEnrollRequest(model_, 1), &enrolled)
+                  .ok());
+  v1::RotateKeyResponse rotated;
+  EXPECT_EQ(admin_
+                ->RotateKey(CtxWithin(absl::Milliseconds(300)).get(),
+                            v1::RotateKeyRequest(), &rotated)
+                .error_code(),
+            StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(gate.WaitEntered());
+  gate.Release();
+  Restart();
+  // The abandoned rotation made no data key: the next one makes version 2.
+  ASSERT_TRUE(admin_
+                  ->RotateKey(CtxWithin(absl::Seconds(60)).get(),
+                              v1::RotateKeyRequest(), &rotated)
+                  .ok());
+  EXPECT_EQ(rotated.key_version(), 2);
+  EXPECT_EQ(rotated.templates_reencrypted(), 1);
+}
+
+// A request with this many face templates (about 2 KiB each).
+v1::EnrollRequest WithFaces(const matcher::SyntheticModel& model, int faces) {
+  v1::EnrollRequest request = MakeEnrollRequest(model, 1);
+  request.clear_templates();
+  for (int i = 0; i < faces; ++i) {
+    *request.add_templates() =
+        services::SyntheticFaceTemplate(model, 1, static_cast<uint64_t>(i));
+  }
+  return request;
+}
+
+TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
+  config::ServerConfig config;
+  config.set_max_receive_message_bytes(64 << 10);
+  Start(nullptr, config);
+  const v1::EnrollRequest large = WithFaces(model_, 40);
+  ASSERT_GT(large.ByteSizeLong(), size_t{64} << 10);
+  v1::EnrollResponse response;
+  const grpc::Status status =
+      enrollment_->Enroll(CtxWithin(absl::Seconds(30)).get(), large, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::RESOURCE_EXHAUSTED)
+      << status.error_message();
+  EXPECT_EQ(PersonCount(), 0);
+  // Under the limit it is served.
+  const v1::EnrollRequest small = WithFaces(model_, 2);
+  ASSERT_LT(small.ByteSizeLong(), size_t{64} << 10);
+  EXPECT_TRUE(
+      enrollment_->Enroll(CtxWithin(absl::Seconds(30)).get(), small, &response)
+          .ok());
+}
+
+TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
+  Start();
+  // 17 MiB of templates (the server refuses it before validating anything).
+  const v1::EnrollRequest large = WithFaces(model_, 1);
+  v1::EnrollRequest huge = large;
+  while (huge.ByteSizeLong() <= size_t{17} << 20) {
+    *huge.add_templates() = large.templates(0);
+  }
+  v1::EnrollResponse response;
+  EXPECT_EQ(
+      enrollment_->Enroll(CtxWithin(absl::Seconds(60)).get(), huge, &response)
+          .error_code(),
+      StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(PersonCount(), 0);
+}
+
+}  // namespace
+}  // namespace hawiya

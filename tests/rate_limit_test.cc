@@ -1,0 +1,237 @@
+// RateLimiter (services/rate_limit.h): token buckets per principal from the
+// config, on an injected clock (no sleeps, nothing timed).
+#include "services/rate_limit.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/text_format.h"
+#include "gtest/gtest.h"
+
+namespace hawiya::services {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kBorder[] = "hawiya://dev/border";
+constexpr char kRegistrar[] = "hawiya://dev/registrar";
+constexpr char kIdentify[] = "/hawiya.v1.MatchService/Identify";
+
+config::ServerConfig Config(const std::string& text) {
+  config::ServerConfig config;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &config))
+      << text;
+  return config;
+}
+
+// A clock the test moves by hand.
+struct FakeClock {
+  absl::Time now = absl::FromUnixSeconds(1700000000);
+  RateLimiter::Clock AsClock() {
+    return [this] { return now; };
+  }
+};
+
+std::unique_ptr<RateLimiter> MustMake(const std::string& text,
+                                      FakeClock& clock) {
+  absl::StatusOr<std::unique_ptr<RateLimiter>> limiter =
+      RateLimiter::FromConfig(Config(text), clock.AsClock());
+  EXPECT_TRUE(limiter.ok()) << limiter.status();
+  return limiter.ok() ? *std::move(limiter) : nullptr;
+}
+
+// Calls admitted of `n` made at the current time.
+int Admitted(RateLimiter& limiter, const std::string& principal, int n) {
+  int admitted = 0;
+  for (int i = 0; i < n; ++i) {
+    if (limiter.Admit(principal, kIdentify).ok()) ++admitted;
+  }
+  return admitted;
+}
+
+TEST(RateLimiterTest, BurstThenRefusedThenRefilledAtTheRate) {
+  FakeClock clock;
+  auto limiter = MustMake(
+      R"pb(rate_limits {
+             principal: "hawiya://dev/border"
+             requests_per_second: 2
+             burst: 3
+           })pb",
+      clock);
+  ASSERT_NE(limiter, nullptr);
+  EXPECT_EQ(Admitted(*limiter, kBorder, 3), 3);
+  const absl::Status refused = limiter->Admit(kBorder, kIdentify);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(refused.message(),
+            "principal hawiya://dev/border is over its rate limit of 2 "
+            "requests/s (burst 3); retry later");
+  // Half a second at 2/s: one token.
+  clock.now += absl::Milliseconds(500);
+  EXPECT_EQ(Admitted(*limiter, kBorder, 5), 1);
+  // A long pause refills to the burst, no more.
+  clock.now += absl::Hours(1);
+  EXPECT_EQ(Admitted(*limiter, kBorder, 10), 3);
+}
+
+TEST(RateLimiterTest, PrincipalsHaveTheirOwnBuckets) {
+  FakeClock clock;
+  auto limiter = MustMake(
+      R"pb(rate_limits {
+             principal: "hawiya://dev/border"
+             requests_per_second: 1
+             burst: 2
+           }
+           default_rate_limit { requests_per_second: 100 burst: 50 })pb",
+      clock);
+  ASSERT_NE(limiter, nullptr);
+  EXPECT_EQ(Admitted(*limiter, kBorder, 10), 2);
+  // The registrar is unlisted: the default, in a bucket of its own.
+  EXPECT_EQ(Admitted(*limiter, kRegistrar, 60), 50);
+  EXPECT_EQ(Admitted(*limiter, "hawiya://dev/admin", 60), 50);
+  EXPECT_DOUBLE_EQ(limiter->LimitOf(kRegistrar).requests_per_second, 100);
+  EXPECT_DOUBLE_EQ(limiter->LimitOf(kBorder).burst, 2);
+}
+
+TEST(RateLimiterTest, UnlimitedByDefaultAndHealthNeverCounts) {
+  FakeClock clock;
+  auto none = MustMake("", clock);
+  ASSERT_NE(none, nullptr);
+  EXPECT_FALSE(none->any_limit());
+  EXPECT_EQ(Admitted(*none, kBorder, 1000), 1000);
+
+  auto limiter = MustMake(
+      R"pb(rate_limits {
+             principal: "hawiya://dev/border"
+             requests_per_second: 0.5
+           })pb",
+      clock);
+  ASSERT_NE(limiter, nullptr);
+  EXPECT_TRUE(limiter->any_limit());
+  // burst 0: the rate rounded up, at least 1.
+  EXPECT_DOUBLE_EQ(limiter->LimitOf(kBorder).burst, 1);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_TRUE(limiter->Admit(kBorder, "/grpc.health.v1.Health/Check").ok());
+  }
+  EXPECT_TRUE(limiter->Admit(kBorder, kIdentify).ok());
+  EXPECT_FALSE(limiter->Admit(kBorder, kIdentify).ok());
+  // Two seconds at 0.5/s.
+  clock.now += absl::Seconds(2);
+  EXPECT_TRUE(limiter->Admit(kBorder, kIdentify).ok());
+}
+
+TEST(RateLimiterTest, FirstRefusalOfEachRunIsFlagged) {
+  FakeClock clock;
+  auto limiter = MustMake(
+      R"pb(rate_limits {
+             principal: "hawiya://dev/border"
+             requests_per_second: 1
+             burst: 1
+           })pb",
+      clock);
+  ASSERT_NE(limiter, nullptr);
+  bool first = true;
+  EXPECT_TRUE(limiter->Admit(kBorder, kIdentify, &first).ok());
+  EXPECT_FALSE(first);
+  EXPECT_FALSE(limiter->Admit(kBorder, kIdentify, &first).ok());
+  EXPECT_TRUE(first);
+  EXPECT_FALSE(limiter->Admit(kBorder, kIdentify, &first).ok());
+  EXPECT_FALSE(first);
+  clock.now += absl::Seconds(1);
+  EXPECT_TRUE(limiter->Admit(kBorder, kIdentify, &first).ok());
+  EXPECT_FALSE(limiter->Admit(kBorder, kIdentify, &first).ok());
+  EXPECT_TRUE(first);
+}
+
+TEST(RateLimiterTest, ClockSteppingBackAddsNothing) {
+  FakeClock clock;
+  auto limiter = MustMake(
+      R"pb(rate_limits {
+             principal: "hawiya://dev/border"
+             requests_per_second: 1
+             burst: 1
+           })pb",
+      clock);
+  ASSERT_NE(limiter, nullptr);
+  EXPECT_TRUE(limiter->Admit(kBorder, kIdentify).ok());
+  clock.now -= absl::Hours(1);
+  EXPECT_FALSE(limiter->Admit(kBorder, kIdentify).ok());
+  clock.now += absl::Hours(1);  // back where it was: still nothing
+  EXPECT_FALSE(limiter->Admit(kBorder, kIdentify).ok());
+  clock.now += absl::Seconds(1);
+  EXPECT_TRUE(limiter->Admit(kBorder, kIdentify).ok());
+}
+
+TEST(RateLimiterTest, ConcurrentCallsTakeExactlyTheBurst) {
+  FakeClock clock;  // never moves: no refill
+  auto limiter = MustMake(
+      R"pb(rate_limits {
+             principal: "hawiya://dev/border"
+             requests_per_second: 1
+             burst: 1000
+           })pb",
+      clock);
+  ASSERT_NE(limiter, nullptr);
+  std::atomic<int> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] { admitted += Admitted(*limiter, kBorder, 500); });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(admitted.load(), 1000);
+}
+
+TEST(RateLimiterTest, ConfigErrorsNameTheField) {
+  struct Case {
+    const char* config;
+    const char* error;
+  };
+  for (const Case& c : {
+           Case{R"pb(rate_limits { requests_per_second: 1 })pb",
+                "rate_limits[0].principal: empty"},
+           Case{R"pb(rate_limits {
+                       principal: "hawiya://dev/nobody"
+                       requests_per_second: 1
+                     })pb",
+                "rate_limits[0].principal: hawiya://dev/nobody is not one of "
+                "the principals"},
+           Case{R"pb(rate_limits {
+                       principal: "hawiya://dev/border"
+                       requests_per_second: 1
+                     }
+                     rate_limits {
+                       principal: "hawiya://dev/border"
+                       requests_per_second: 2
+                     })pb",
+                "rate_limits[1].principal: hawiya://dev/border is listed "
+                "twice"},
+           Case{R"pb(rate_limits {
+                       principal: "hawiya://dev/border"
+                       requests_per_second: -1
+                     })pb",
+                "rate_limits[0].requests_per_second: must be finite"},
+           Case{R"pb(default_rate_limit { requests_per_second: inf })pb",
+                "default_rate_limit.requests_per_second: must be finite"},
+           // A configured principal list replaces the development ones.
+           Case{R"pb(principals { principal: "gate-7" roles: "border" }
+                     rate_limits {
+                       principal: "hawiya://dev/border"
+                       requests_per_second: 1
+                     })pb",
+                "is not one of the principals"},
+       }) {
+    SCOPED_TRACE(c.config);
+    absl::StatusOr<std::unique_ptr<RateLimiter>> limiter =
+        RateLimiter::FromConfig(Config(c.config));
+    EXPECT_EQ(limiter.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(limiter.status().message(), HasSubstr(c.error));
+  }
+}
+
+}  // namespace
+}  // namespace hawiya::services
