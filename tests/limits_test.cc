@@ -68,7 +68,7 @@ class DevTlsServer {
   }
 
   absl::Status Start(const std::string& config_text = "") {
-    std::vector<std::string> args;
+    std::vector<std::string> args = {"--shutdown_grace=1s"};
     if (!config_text.empty()) {
       const std::string config = dir_ + "/config.textproto";
       std::ofstream(config) << config_text;
@@ -327,8 +327,8 @@ TEST(KekRotationProcessTest, RotateThenRestartWithOldAndNewKeyFile) {
   constexpr int kPersons = 5;
   {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(HAWIYA_SERVER_PATH, data, {config_for(old_key)},
-                             log);
+        ServerProcess::Start(HAWIYA_SERVER_PATH, data,
+                             {config_for(old_key), "--shutdown_grace=1s"}, log);
     ASSERT_TRUE(server.ok()) << server.status();
     auto stub = v1::EnrollmentService::NewStub((*server)->NewChannel());
     for (int n = 0; n < kPersons - 1; ++n) {
