@@ -25,7 +25,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./hawiya-data";
   config::ServerConfig config;
-  // Plaintext, loopback addresses only; every caller then holds every role.
+  // Plaintext, loopback addresses only; every caller then holds every role,
+  // and no rate limit applies (config rate limits hang on the TLS access
+  // check; a warning is logged if any is configured).
   // True by default for in-process tests; hawiya-server defaults to false.
   bool insecure = true;
   // Mutual TLS (insecure false): PEM files of the server's certificate
