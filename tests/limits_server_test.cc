@@ -13,6 +13,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "enroll/crypto.h"
+#include "enroll/registry.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/admin.grpc.pb.h"
@@ -259,6 +261,46 @@ TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
           .error_code(),
       StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(PersonCount(), 0);
+}
+
+// The registry's own checks, below the gRPC layer: a BatchEnroll whose
+// caller has gone by the time it is validated writes nothing, and a
+// cancelled key-encryption key rotation changes nothing.
+TEST(RegistryLimitsTest, CancelledBatchEnrollAndKekRotationWriteNothing) {
+  const std::string dir = NewTempDir("hawiya-limits-registry");
+  const matcher::SyntheticModel model{matcher::SyntheticOptions{}};
+  enroll::RegistryOptions options;
+  options.data_dir = dir;
+  options.snapshots = false;
+  absl::StatusOr<std::unique_ptr<enroll::Registry>> registry =
+      enroll::Registry::Open(options);
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  std::vector<v1::EnrollRequest> requests = {MakeEnrollRequest(model, 1),
+                                             MakeEnrollRequest(model, 2)};
+  absl::StatusOr<v1::BatchEnrollResponse> batch =
+      (*registry)->BatchEnroll(requests, [] { return true; });
+  EXPECT_EQ(batch.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ((*registry)->GetStats()->persons(), 0);
+  // Not cancelled: written.
+  batch = (*registry)->BatchEnroll(requests, [] { return false; });
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ((*registry)->GetStats()->persons(), 2);
+
+  const std::string new_key = dir + "/new.key";
+  ASSERT_TRUE(enroll::CreateKeyFile(new_key).ok());
+  v1::RotateKeyRequest rotate;
+  rotate.set_new_key_file(new_key);
+  EXPECT_EQ((*registry)->RotateKey(rotate, [] { return true; }).status().code(),
+            absl::StatusCode::kCancelled);
+  rotate.set_new_key_file("new.key");
+  EXPECT_EQ((*registry)->RotateKey(rotate, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  registry->reset();
+  // Still the old key: the cancelled rotation re-wrapped nothing.
+  registry = enroll::Registry::Open(options);
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  registry->reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -3,16 +3,21 @@
 #include "services/rate_limit.h"
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "services/config.h"
+#include "tests/testing/server_process.h"
 
 namespace hawiya::services {
 namespace {
@@ -231,6 +236,42 @@ TEST(RateLimiterTest, ConfigErrorsNameTheField) {
     EXPECT_EQ(limiter.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(limiter.status().message(), HasSubstr(c.error));
   }
+}
+
+// The example in deploy/hawiya.textproto, uncommented, is a valid config
+// with the limits it describes; and LoadConfig names a bad entry.
+TEST(RateLimitConfigTest, ExampleLinesParseAndLoadConfigNamesBadEntries) {
+  std::ifstream example(std::string(HAWIYA_SOURCE_DIR) +
+                        "/deploy/hawiya.textproto");
+  ASSERT_TRUE(example.good());
+  std::string text;
+  for (std::string line; std::getline(example, line);) {
+    if (absl::StartsWith(line, "#   rate_limits")) {
+      text += line.substr(4) + "\n";
+    }
+  }
+  ASSERT_FALSE(text.empty());
+  const std::string dir = ::hawiya::testing::NewTempDir("hawiya-rate-config");
+  const std::string path = dir + "/limits.textproto";
+  std::ofstream(path) << text;
+  absl::StatusOr<config::ServerConfig> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<std::unique_ptr<RateLimiter>> limiter =
+      RateLimiter::FromConfig(*config);
+  ASSERT_TRUE(limiter.ok()) << limiter.status();
+  EXPECT_DOUBLE_EQ((*limiter)->LimitOf(kBorder).requests_per_second, 50);
+  EXPECT_DOUBLE_EQ((*limiter)->LimitOf(kBorder).burst, 100);
+  EXPECT_TRUE((*limiter)->LimitOf(kRegistrar).unlimited());
+
+  std::ofstream(path, std::ios::trunc)
+      << "rate_limits { principal: \"gate-9\" requests_per_second: 1 }\n";
+  config = LoadConfig(path);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(),
+              HasSubstr("config " + path +
+                        ": rate_limits[0].principal: gate-9 is not one of "
+                        "the principals"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
