@@ -578,6 +578,7 @@ class SqliteStore final : public Store {
     }
     HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey kek, LoadKeyFile(key_file));
     kek_ = std::move(kek);
+    key_report_.key_check = KeyCheckValue(*kek_);
     HAWIYA_STORE_RETURN_IF_ERROR(CheckKeyCheck(key_file));
 
     if (wrapped_keys == 0) {
@@ -1287,6 +1288,7 @@ class SqliteStore final : public Store {
     // key the table is wrapped by.
     kek_ = *std::move(new_kek);
     key_report_.key_file = options.new_key_file;
+    key_report_.key_check = result.key_check;
     // The WAL still holds the data keys wrapped by the old key; best effort.
     CheckpointWal();
     return result;

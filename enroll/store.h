@@ -50,6 +50,9 @@ struct KeyReport {
   bool key_file_created = false;
   // Templates stored in plaintext by an older version that Open encrypted.
   int64_t templates_encrypted = 0;
+  // KeyCheckValue (crypto.h) of the key in key_file: what start-up errors
+  // and RotateKey quote, so an operator can tell key files apart.
+  std::string key_check;
 };
 
 // A data key, for sealing what the store's data derive (gallery snapshots).

@@ -156,6 +156,8 @@ class ServerImpl final : public Server {
               "protects; in production set key_file in the config to a key "
               "kept elsewhere (hawiya admin gen-key)");
         }
+        Log("INFO", "key-encryption key: ", keys.key_file, " (key check ",
+            keys.key_check, ")");
         if (keys.templates_encrypted > 0) {
           Log("INFO", "encrypted ", keys.templates_encrypted,
               " templates stored in plaintext by an older version");

@@ -698,6 +698,7 @@ TEST_F(KekRotationTest, RewrapsEveryDataKeyAndOnlyTheNewKeyOpens) {
     EXPECT_EQ(result.previous_key_check,
               KeyCheckValue(*LoadKeyFile(key_file_.string())));
     EXPECT_EQ(store->key_report().key_file, new_key);
+    EXPECT_EQ(store->key_report().key_check, result.key_check);
     // The open store goes on: reads, writes, and a data key made now is
     // wrapped by the new key (it opens below only with that one).
     ExpectAllReadable(*store, kPersons);

@@ -357,7 +357,11 @@ TEST(KekRotationProcessTest, RotateThenRestartWithOldAndNewKeyFile) {
     ASSERT_EQ(run("admin rotate-key" + at).exit_code, 0);
     EXPECT_EQ((*server)->Terminate(), 0);
   }
-  EXPECT_THAT(ReadFileBytes(log), HasSubstr("key-encryption key rotated"));
+  const std::string first_log = ReadFileBytes(log);
+  EXPECT_THAT(first_log, HasSubstr("key-encryption key rotated"));
+  // The start named the key it used, by its check value.
+  EXPECT_THAT(first_log,
+              HasSubstr("key-encryption key: " + old_key + " (key check "));
 
   fs::remove(log);
   absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
