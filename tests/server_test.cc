@@ -18,6 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
@@ -885,6 +886,21 @@ TEST(ServerLoadingTest, NotServingUntilGalleriesLoad) {
           .ok());
   EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   EXPECT_TRUE(admin->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
+
+  // The call refused while loading is in the audit log: held in memory
+  // until the store opened, then written first.
+  v1::ListAuditRecordsResponse audit;
+  ASSERT_TRUE(
+      v1::AuditService::NewStub(channel)
+          ->ListAuditRecords(Ctx().get(), v1::ListAuditRecordsRequest(), &audit)
+          .ok());
+  ASSERT_EQ(audit.records_size(), 2);
+  EXPECT_EQ(audit.records(0).method(), "/hawiya.v1.AdminService/GetStats");
+  EXPECT_EQ(audit.records(0).outcome(), "UNAVAILABLE");
+  EXPECT_EQ(audit.records(0).principal(), "hawiya://dev/insecure");
+  EXPECT_EQ(audit.records(0).role(), "admin");
+  EXPECT_EQ(audit.records(1).method(), "/hawiya.v1.AdminService/GetStats");
+  EXPECT_EQ(audit.records(1).outcome(), "OK");
   (*server)->Shutdown(absl::Seconds(1));
   std::filesystem::remove_all(data_dir);
 }
