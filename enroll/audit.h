@@ -80,8 +80,12 @@ inline constexpr size_t kAuditHashBytes = 32;
 // The hash before record 1: 32 zero bytes.
 std::string AuditGenesisHash();
 
-// The bytes record `sequence` hashes: a domain tag, then every field
-// length-prefixed (big-endian), so no two distinct records share an encoding.
+// The bytes record `sequence` hashes, so that no two distinct records share
+// an encoding (all integers big-endian; str = u32 length, then the bytes):
+//   str "hawiya.audit.v1", u64 sequence, str prev_hash, u64 time_us,
+//   str principal, str role, str method, str subject_id, str national_id,
+//   str request_id, u32 outcome, u32 number of subject_ids, str each.
+// Stable: an auditor may re-implement it to check a copy independently.
 std::string CanonicalAuditBytes(int64_t sequence, absl::string_view prev_hash,
                                 const AuditEvent& event);
 

@@ -270,6 +270,33 @@ TEST_F(AuditChainTest, RewrittenChainIsDetectedAgainstAnAnchor) {
   EXPECT_THAT(anchored.reason, HasSubstr("anchor"));
 }
 
+// The encoding documented in audit.h, pinned: the digest below was computed
+// by an independent implementation (Python's struct and hashlib) from that
+// comment alone. A change to the encoding must fail here, since every
+// stored chain depends on it.
+TEST(AuditHashTest, MatchesTheDocumentedEncoding) {
+  AuditEvent event;
+  event.time_us = 1700000000123456;
+  event.principal = "hawiya://dev/border";
+  event.role = "border";
+  event.method = "/hawiya.v1.MatchService/Identify";
+  event.subject_id = "s1";
+  event.national_id = "KWT/N1";
+  event.request_id = "r1";
+  event.outcome = 7;
+  event.subject_ids = {"a", "bc"};
+  std::string prev;
+  for (int i = 0; i < 32; ++i) prev.push_back(static_cast<char>(i));
+  EXPECT_EQ(CanonicalAuditBytes(3, prev, event).size(), 181u);
+  EXPECT_EQ(HashHex(AuditHash(3, prev, event)),
+            "21671483a9e15aa142829aa87ee8e402463ad8a51226a72df52b396d108a2b96");
+  // Every field counts: moving a byte between two fields changes the hash.
+  AuditEvent shifted = event;
+  shifted.subject_id = "s";
+  shifted.national_id = "1KWT/N1";
+  EXPECT_NE(AuditHash(3, prev, shifted), AuditHash(3, prev, event));
+}
+
 TEST(AuditDatabaseTest, MissingFileIsNotFound) {
   EXPECT_TRUE(
       absl::IsNotFound(VerifyAuditDatabase("/nonexistent/hawiya.db").status()));
