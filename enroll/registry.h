@@ -172,10 +172,6 @@ class Registry {
   absl::StatusOr<v1::VerifyAuditLogResponse> VerifyAuditLog(
       const v1::VerifyAuditLogRequest& request, const AuditActor& actor = {});
 
-  // The audit log records are appended through (RegistryOptions::audit_log
-  // or the registry's own).
-  AuditLog& audit_log() { return *audit_log_; }
-
   const GalleryLoadReport& load_report() const { return load_report_; }
   // What the store's Open did about keys (a created development key file,
   // plaintext templates encrypted).

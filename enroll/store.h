@@ -13,8 +13,8 @@
 // written to the database or its WAL.
 //
 // Audit: the store keeps the hash-chained audit log (audit.h). Each write
-// method takes the AuditEvent of the call it serves (null: none, for tools
-// and tests) and appends it, with outcome OK, in the write's own
+// method takes the AuditWrite of the call it serves (null: none, for tools
+// and tests) and appends its event, with outcome OK, in the write's own
 // transaction: the change and its record commit together or not at all, and
 // a write whose record cannot be appended fails having written nothing. A
 // replay (which changes nothing) still commits its record. The store sets
