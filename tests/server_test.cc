@@ -384,6 +384,28 @@ TEST_F(ServerTest, BatchEnrollIsAllOrNothingNamingTheItem) {
   EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "requests: at most 10000 per call");
   EXPECT_EQ(PersonCount(), 1);
+
+  // Each refused batch has its audit record, the one refused while
+  // streaming included.
+  v1::ListAuditRecordsResponse audit;
+  ASSERT_TRUE(
+      v1::AuditService::NewStub(server_->NewChannel())
+          ->ListAuditRecords(Ctx().get(), v1::ListAuditRecordsRequest(), &audit)
+          .ok());
+  std::vector<std::string> outcomes;
+  for (const v1::AuditRecord& record : audit.records()) {
+    if (record.method() != "/hawiya.v1.EnrollmentService/BatchEnroll") {
+      continue;
+    }
+    EXPECT_EQ(record.principal(), "hawiya://dev/insecure");
+    EXPECT_EQ(record.role(), "registrar");
+    EXPECT_THAT(record.subject_ids(), ::testing::IsEmpty());
+    outcomes.push_back(record.outcome());
+  }
+  EXPECT_THAT(outcomes,
+              ::testing::ElementsAre("INVALID_ARGUMENT", "ALREADY_EXISTS",
+                                     "ALREADY_EXISTS", "ALREADY_EXISTS",
+                                     "INVALID_ARGUMENT"));
 }
 
 TEST_F(ServerTest, EveryValidationRuleNamesItsField) {
