@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -369,7 +370,10 @@ Registry::Registry(std::unique_ptr<Store> store,
                    RegistryOptions options)
     : store_(std::move(store)),
       matcher_(std::move(matcher)),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      audit_log_(options_.audit_log) {}
+
+Registry::~Registry() { audit_log_->Detach(); }
 
 absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     const RegistryOptions& options) {
@@ -386,6 +390,16 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   store_options.key_file = options.key_file;
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return store.status();
+  // Auditing starts before the galleries load: calls refused meanwhile
+  // (UNAVAILABLE) and denied ones are recorded too.
+  RegistryOptions registry_options = options;
+  if (registry_options.audit_log == nullptr) {
+    registry_options.audit_log = std::make_shared<AuditLog>();
+  }
+  AuditLog* audit_log = registry_options.audit_log.get();
+  if (absl::Status s = audit_log->Attach(store->get()); !s.ok()) return s;
+  // Until the registry owns the store (its destructor detaches).
+  auto detach = absl::MakeCleanup([audit_log] { audit_log->Detach(); });
 
   // From the newest usable snapshot, else from the store. Nothing writes the
   // store while Open runs, so the sequence read here stays the latest.
@@ -457,8 +471,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     if (!empty.ok()) return empty.status();
     matcher = *std::move(empty);
   }
-  std::unique_ptr<Registry> registry(
-      new Registry(*std::move(store), std::move(matcher), options));
+  std::unique_ptr<Registry> registry(new Registry(
+      *std::move(store), std::move(matcher), std::move(registry_options)));
+  std::move(detach).Cancel();
   if (rebuild) {
     if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
     absl::StatusOr<int64_t> sequence = registry->store_->ChangeSequence();
@@ -689,14 +704,14 @@ absl::StatusOr<NewPerson> Registry::PrepareEnroll(
   return prepared;
 }
 
-absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
-    const v1::EnrollRequest& request) {
+absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
+    const v1::EnrollRequest& request, AuditWrite* audit) {
   absl::StatusOr<NewPerson> prepared = PrepareEnroll(request, absl::Now());
   if (!prepared.ok()) return prepared.status();
 
   absl::MutexLock lock(&write_mu_);
   absl::StatusOr<WriteResult> written = store_->CreatePerson(
-      prepared->key, prepared->person, prepared->templates);
+      prepared->key, prepared->person, prepared->templates, audit);
   if (!written.ok()) return written.status();
   if (!written->replayed) {
     if (absl::Status s =
@@ -711,9 +726,9 @@ absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
   return response;
 }
 
-absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
+absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
     absl::Span<const v1::EnrollRequest> requests,
-    const std::function<bool()>& cancelled) {
+    const std::function<bool()>& cancelled, AuditWrite* audit) {
   if (requests.size() > kMaxBatchEnrollRequests) {
     return absl::InvalidArgumentError(absl::StrCat(
         "requests: at most ", kMaxBatchEnrollRequests, " per call"));
@@ -761,7 +776,7 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
   absl::MutexLock lock(&write_mu_);
   if (absl::Status s = abandoned(); !s.ok()) return s;
   absl::StatusOr<std::vector<WriteResult>> written =
-      store_->CreatePersons(persons);
+      store_->CreatePersons(persons, audit);
   if (!written.ok()) {
     // The store names an item as "[i]."; other errors are about the call.
     if (absl::StartsWith(written.status().message(), "[")) {
@@ -785,14 +800,8 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
   return response;
 }
 
-absl::StatusOr<v1::Person> Registry::GetPerson(
-    const v1::GetPersonRequest& request) {
-  return Resolve(request.subject_id(), request.national_id(),
-                 request.issuing_country());
-}
-
-absl::StatusOr<v1::Person> Registry::UpdatePerson(
-    const v1::UpdatePersonRequest& request) {
+absl::StatusOr<v1::Person> Registry::DoUpdatePerson(
+    const v1::UpdatePersonRequest& request, AuditWrite* audit) {
   if (absl::Status s =
           RequireSubjectId("person.subject_id", request.person().subject_id());
       !s.ok()) {
@@ -823,11 +832,11 @@ absl::StatusOr<v1::Person> Registry::UpdatePerson(
       !s.ok()) {
     return s;
   }
-  return store_->UpdatePerson(updated, request.expected_version());
+  return store_->UpdatePerson(updated, request.expected_version(), audit);
 }
 
-absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
-    const v1::ReplaceTemplatesRequest& request) {
+absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
+    const v1::ReplaceTemplatesRequest& request, AuditWrite* audit) {
   if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
   if (absl::Status s = RequireSubjectId("subject_id", request.subject_id());
       !s.ok()) {
@@ -842,7 +851,7 @@ absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
   absl::MutexLock lock(&write_mu_);
   // The store checks the person's state after the replay lookup.
   absl::StatusOr<WriteResult> written =
-      store_->ReplaceTemplates(key, request.subject_id(), *templates);
+      store_->ReplaceTemplates(key, request.subject_id(), *templates, audit);
   if (!written.ok()) return written.status();
   if (!written->replayed && written->person.state() == v1::ACTIVE) {
     if (absl::Status s =
@@ -855,7 +864,8 @@ absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
   return std::move(written->person);
 }
 
-absl::Status Registry::DeletePerson(const v1::DeletePersonRequest& request) {
+absl::Status Registry::DoDeletePerson(const v1::DeletePersonRequest& request,
+                                      AuditWrite* audit) {
   if (absl::Status s = RequireSubjectId("subject_id", request.subject_id());
       !s.ok()) {
     return s;
@@ -869,9 +879,10 @@ absl::Status Registry::DeletePerson(const v1::DeletePersonRequest& request) {
         absl::StrCat("reason: at most ", kMaxReasonBytes, " bytes"));
   }
   absl::MutexLock lock(&write_mu_);
-  absl::Status s = request.erase() ? store_->ErasePerson(request.subject_id())
-                                   : store_->RevokePerson(request.subject_id(),
-                                                          request.reason());
+  absl::Status s =
+      request.erase()
+          ? store_->ErasePerson(request.subject_id(), audit)
+          : store_->RevokePerson(request.subject_id(), request.reason(), audit);
   // An erase can fail after its commit (the WAL checkpoint that scrubs old
   // pages): the person must leave the galleries whatever the error, since
   // matching an erased person is worse than missing one until restart.
@@ -888,7 +899,7 @@ absl::Status Registry::DeletePerson(const v1::DeletePersonRequest& request) {
   return s;
 }
 
-absl::StatusOr<v1::ListPersonsResponse> Registry::ListPersons(
+absl::StatusOr<v1::ListPersonsResponse> Registry::DoListPersons(
     const v1::ListPersonsRequest& request) {
   if (request.page_size() < 0 || request.page_size() > kMaxPageSize) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -917,7 +928,7 @@ absl::StatusOr<v1::ListPersonsResponse> Registry::ListPersons(
   return response;
 }
 
-absl::StatusOr<v1::VerifyResponse> Registry::Verify(
+absl::StatusOr<v1::VerifyResponse> Registry::DoVerify(
     const v1::VerifyRequest& request) {
   if (absl::Status s = CheckProbes(request.probes(), *matcher_); !s.ok()) {
     return s;
@@ -942,7 +953,7 @@ absl::StatusOr<v1::VerifyResponse> Registry::Verify(
   return response;
 }
 
-absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
+absl::StatusOr<v1::IdentifyResponse> Registry::DoIdentify(
     const v1::IdentifyRequest& request) {
   if (absl::Status s = CheckProbes(request.probes(), *matcher_); !s.ok()) {
     return s;
@@ -986,7 +997,7 @@ absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
   return response;
 }
 
-absl::StatusOr<v1::RotateKeyResponse> Registry::RotateKey(
+absl::StatusOr<v1::RotateKeyResponse> Registry::DoRotateKey(
     const v1::RotateKeyRequest& request, std::function<bool()> cancelled) {
   if (!request.new_key_file().empty()) {
     // The path is the server's: a relative one would resolve against
@@ -1038,7 +1049,7 @@ absl::StatusOr<v1::RotateKeyResponse> Registry::RotateKey(
   return response;
 }
 
-absl::StatusOr<v1::GetStatsResponse> Registry::GetStats() {
+absl::StatusOr<v1::GetStatsResponse> Registry::DoGetStats() {
   absl::StatusOr<std::map<v1::PersonState, int64_t>> counts =
       store_->CountPersons();
   if (!counts.ok()) return counts.status();
@@ -1059,6 +1070,266 @@ absl::StatusOr<v1::GetStatsResponse> Registry::GetStats() {
     gallery->set_index_kind(info.index_kind);
     gallery->set_threshold(info.spec.threshold);
   }
+  return response;
+}
+
+// Audit: each request method wraps its Do* with the call's record.
+
+namespace {
+
+// Resource strings come from the request: bounded, so that a rejected
+// request cannot make a large record.
+constexpr size_t kMaxResourceBytes = 256;
+
+std::string Clip(const std::string& value) {
+  return value.size() <= kMaxResourceBytes ? value
+                                           : value.substr(0, kMaxResourceBytes);
+}
+
+std::string NationalIdResource(const std::string& issuing_country,
+                               const std::string& national_id) {
+  if (issuing_country.empty() && national_id.empty()) return "";
+  return Clip(absl::StrCat(issuing_country, "/", national_id));
+}
+
+AuditWrite NewAudit(const AuditActor& actor) {
+  return AuditWrite{AuditEvent::For(actor)};
+}
+
+int64_t Micros(const google::protobuf::Timestamp& time) {
+  return time.seconds() * 1000000 + time.nanos() / 1000;
+}
+
+}  // namespace
+
+absl::Status Registry::Audit(const absl::Status& outcome, AuditWrite& audit) {
+  if (audit.sequence != 0) return outcome;  // committed with the write
+  audit.event.outcome = static_cast<int>(outcome.code());
+  absl::Status written = audit_log_->Append(std::move(audit.event));
+  // A failed call stays failed, with its own error.
+  if (written.ok() || !outcome.ok()) return outcome;
+  return absl::UnavailableError(
+      absl::StrCat("audit: the call's audit record could not be written, so "
+                   "the call is refused: ",
+                   written.message()));
+}
+
+absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
+    const v1::EnrollRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.request_id = Clip(request.request_id());
+  audit.event.national_id = NationalIdResource(
+      request.person().issuing_country(), request.person().national_id());
+  absl::StatusOr<v1::EnrollResponse> response = DoEnroll(request, &audit);
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
+    absl::Span<const v1::EnrollRequest> requests,
+    const std::function<bool()>& cancelled, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::BatchEnrollResponse> response =
+      DoBatchEnroll(requests, cancelled, &audit);
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Person> Registry::GetPerson(
+    const v1::GetPersonRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.subject_id = Clip(request.subject_id());
+  audit.event.national_id =
+      NationalIdResource(request.issuing_country(), request.national_id());
+  absl::StatusOr<v1::Person> person = Resolve(
+      request.subject_id(), request.national_id(), request.issuing_country());
+  if (person.ok()) audit.event.subject_id = person->subject_id();
+  if (absl::Status s = Audit(person.status(), audit); !s.ok()) return s;
+  return person;
+}
+
+absl::StatusOr<v1::Person> Registry::UpdatePerson(
+    const v1::UpdatePersonRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.subject_id = Clip(request.person().subject_id());
+  absl::StatusOr<v1::Person> person = DoUpdatePerson(request, &audit);
+  if (absl::Status s = Audit(person.status(), audit); !s.ok()) return s;
+  return person;
+}
+
+absl::StatusOr<v1::Person> Registry::ReplaceTemplates(
+    const v1::ReplaceTemplatesRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.subject_id = Clip(request.subject_id());
+  audit.event.request_id = Clip(request.request_id());
+  absl::StatusOr<v1::Person> person = DoReplaceTemplates(request, &audit);
+  if (absl::Status s = Audit(person.status(), audit); !s.ok()) return s;
+  return person;
+}
+
+absl::Status Registry::DeletePerson(const v1::DeletePersonRequest& request,
+                                    const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.subject_id = Clip(request.subject_id());
+  return Audit(DoDeletePerson(request, &audit), audit);
+}
+
+absl::StatusOr<v1::ListPersonsResponse> Registry::ListPersons(
+    const v1::ListPersonsRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::ListPersonsResponse> response = DoListPersons(request);
+  if (response.ok()) {
+    for (const v1::Person& person : response->persons()) {
+      audit.event.subject_ids.push_back(person.subject_id());
+    }
+  }
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::VerifyResponse> Registry::Verify(
+    const v1::VerifyRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.subject_id = Clip(request.subject_id());
+  audit.event.national_id =
+      NationalIdResource(request.issuing_country(), request.national_id());
+  absl::StatusOr<v1::VerifyResponse> response = DoVerify(request);
+  if (response.ok()) audit.event.subject_id = response->subject_id();
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
+    const v1::IdentifyRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::IdentifyResponse> response = DoIdentify(request);
+  if (response.ok()) {
+    for (const v1::Candidate& candidate : response->candidates()) {
+      audit.event.subject_ids.push_back(candidate.subject_id());
+    }
+  }
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::GetStatsResponse> Registry::GetStats(
+    const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::GetStatsResponse> response = DoGetStats();
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::RotateKeyResponse> Registry::RotateKey(
+    const v1::RotateKeyRequest& request, std::function<bool()> cancelled,
+    const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::RotateKeyResponse> response =
+      DoRotateKey(request, std::move(cancelled));
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::ListAuditRecordsResponse> Registry::ListAuditRecords(
+    const v1::ListAuditRecordsRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::ListAuditRecordsResponse> response =
+      DoListAuditRecords(request);
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::VerifyAuditLogResponse> Registry::VerifyAuditLog(
+    const v1::VerifyAuditLogRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::VerifyAuditLogResponse> response =
+      DoVerifyAuditLog(request);
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
+    const v1::ListAuditRecordsRequest& request) {
+  if (request.page_size() < 0 || request.page_size() > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: ", request.page_size(), " out of range 0-", kMaxPageSize));
+  }
+  AuditQuery query;
+  query.page_size =
+      request.page_size() == 0 ? kDefaultPageSize : request.page_size();
+  if (!request.page_token().empty() &&
+      (!absl::SimpleAtoi(request.page_token(), &query.after_sequence) ||
+       query.after_sequence <= 0)) {
+    return absl::InvalidArgumentError(
+        "page_token: not a token this server returned");
+  }
+  query.principal = request.principal();
+  if (request.has_start_time()) {
+    query.start_time_us = Micros(request.start_time());
+  }
+  if (request.has_end_time()) {
+    query.end_time_us = Micros(request.end_time());
+    if (query.end_time_us <= query.start_time_us) {
+      return absl::InvalidArgumentError("end_time: must be after start_time");
+    }
+  }
+  absl::StatusOr<AuditPage> page = store_->ListAudit(query);
+  if (!page.ok()) return page.status();
+  v1::ListAuditRecordsResponse response;
+  for (const AuditRecord& record : page->records) {
+    v1::AuditRecord* out = response.add_records();
+    out->set_sequence(record.sequence);
+    out->mutable_time()->set_seconds(record.event.time_us / 1000000);
+    out->mutable_time()->set_nanos(
+        static_cast<int32_t>(record.event.time_us % 1000000) * 1000);
+    out->set_principal(record.event.principal);
+    out->set_role(record.event.role);
+    out->set_method(record.event.method);
+    out->set_subject_id(record.event.subject_id);
+    out->set_national_id(record.event.national_id);
+    out->set_request_id(record.event.request_id);
+    out->set_outcome_code(record.event.outcome);
+    out->set_outcome(absl::StatusCodeToString(
+        static_cast<absl::StatusCode>(record.event.outcome)));
+    for (const std::string& id : record.event.subject_ids) {
+      out->add_subject_ids(id);
+    }
+    out->set_prev_hash(HashHex(record.prev_hash));
+    out->set_hash(HashHex(record.hash));
+  }
+  if (page->last_sequence > 0) {
+    response.set_next_page_token(absl::StrCat(page->last_sequence));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::VerifyAuditLogResponse> Registry::DoVerifyAuditLog(
+    const v1::VerifyAuditLogRequest& request) {
+  AuditAnchor anchor;
+  if (request.anchor_sequence() < 0) {
+    return absl::InvalidArgumentError("anchor_sequence: must not be negative");
+  }
+  if (request.anchor_sequence() > 0 || !request.anchor_hash().empty()) {
+    if (request.anchor_sequence() == 0) {
+      return absl::InvalidArgumentError(
+          "anchor_sequence: required with anchor_hash");
+    }
+    absl::StatusOr<std::string> hash =
+        HashFromHex("anchor_hash", request.anchor_hash());
+    if (!hash.ok()) return hash.status();
+    anchor.sequence = request.anchor_sequence();
+    anchor.hash = *std::move(hash);
+  }
+  absl::StatusOr<AuditVerification> verified =
+      VerifyAuditDatabase(store_->path(), anchor);
+  if (!verified.ok()) return verified.status();
+  v1::VerifyAuditLogResponse response;
+  response.set_intact(verified->intact);
+  response.set_records_checked(verified->records_checked);
+  response.set_head_sequence(verified->head_sequence);
+  response.set_head_hash(HashHex(verified->head_hash));
+  response.set_first_broken_sequence(verified->first_broken_sequence);
+  response.set_reason(verified->reason);
   return response;
 }
 

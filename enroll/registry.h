@@ -7,6 +7,13 @@
 // before the next write starts, so the galleries always equal what the store
 // says is ACTIVE. Reads and matches run concurrently with each other.
 //
+// Audit: every request method takes the AuditActor of the call (who, with
+// which role, which method) and appends one audit record (audit.h) before
+// it returns. A successful write's record is committed in the write's own
+// transaction; a read's, a match's and a failed request's through the
+// AuditLog (group commit). A request whose record cannot be written fails
+// (a successful write then writes nothing).
+//
 // Snapshots: the galleries are derived data, so instead of rebuilding them
 // from every template in the store at each start, Open loads the newest
 // usable snapshot under data_dir/snapshots (enroll/snapshots.h) and replays
@@ -28,8 +35,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "enroll/audit_log.h"
 #include "enroll/store.h"
 #include "hawiya/v1/admin.pb.h"
+#include "hawiya/v1/audit.pb.h"
 #include "hawiya/v1/enrollment.pb.h"
 #include "hawiya/v1/match.pb.h"
 #include "matcher/matcher.h"
@@ -53,6 +62,10 @@ struct RegistryOptions {
   int64_t snapshot_buffer_bytes = -1;
   // Test seam: SnapshotFileWriter::Options::on_write of every snapshot.
   std::function<void(uint64_t)> snapshot_on_write;
+  // The audit log to attach to the store as soon as it is open (before the
+  // galleries load), so that a server can audit calls from its start; the
+  // registry detaches it when it closes. Null: the registry makes its own.
+  std::shared_ptr<AuditLog> audit_log;
 };
 
 // How Open got its galleries, for the start-up log.
@@ -110,12 +123,17 @@ class Registry {
 
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
+  // Detaches the audit log from the store.
+  ~Registry();
 
   // The most requests one BatchEnroll takes: bounds a call's memory and the
   // time it holds the write lock.
   static constexpr size_t kMaxBatchEnrollRequests = 10000;
 
-  absl::StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request);
+  // Each appends the call's audit record, as `actor` (default: an
+  // in-process caller with no principal).
+  absl::StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request,
+                                            const AuditActor& actor = {});
   // Enroll of every request in one transaction, all or nothing; responses[i]
   // answers requests[i]. Errors name the item: "requests[3].person...".
   // `cancelled` (if given) is checked once the requests are validated and
@@ -123,29 +141,43 @@ class Registry {
   // Once the transaction starts it is not interrupted.
   absl::StatusOr<v1::BatchEnrollResponse> BatchEnroll(
       absl::Span<const v1::EnrollRequest> requests,
-      const std::function<bool()>& cancelled = nullptr);
-  absl::StatusOr<v1::Person> GetPerson(const v1::GetPersonRequest& request);
+      const std::function<bool()>& cancelled = nullptr,
+      const AuditActor& actor = {});
+  absl::StatusOr<v1::Person> GetPerson(const v1::GetPersonRequest& request,
+                                       const AuditActor& actor = {});
   absl::StatusOr<v1::Person> UpdatePerson(
-      const v1::UpdatePersonRequest& request);
+      const v1::UpdatePersonRequest& request, const AuditActor& actor = {});
   absl::StatusOr<v1::Person> ReplaceTemplates(
-      const v1::ReplaceTemplatesRequest& request);
-  absl::Status DeletePerson(const v1::DeletePersonRequest& request);
+      const v1::ReplaceTemplatesRequest& request, const AuditActor& actor = {});
+  absl::Status DeletePerson(const v1::DeletePersonRequest& request,
+                            const AuditActor& actor = {});
   absl::StatusOr<v1::ListPersonsResponse> ListPersons(
-      const v1::ListPersonsRequest& request);
+      const v1::ListPersonsRequest& request, const AuditActor& actor = {});
 
-  absl::StatusOr<v1::VerifyResponse> Verify(const v1::VerifyRequest& request);
+  absl::StatusOr<v1::VerifyResponse> Verify(const v1::VerifyRequest& request,
+                                            const AuditActor& actor = {});
   absl::StatusOr<v1::IdentifyResponse> Identify(
-      const v1::IdentifyRequest& request);
+      const v1::IdentifyRequest& request, const AuditActor& actor = {});
 
-  absl::StatusOr<v1::GetStatsResponse> GetStats();
+  absl::StatusOr<v1::GetStatsResponse> GetStats(const AuditActor& actor = {});
 
   // Store::RotateDataKey, then a snapshot under the new key (the old
   // snapshots are under a key that may be gone). `cancelled` is checked
   // between batches. With request.new_key_file (an absolute path on the
   // server) instead Store::RewrapDataKeys: the key-encryption key rotation,
   // one short transaction; no data key changes and no snapshot is written.
+  // Its audit record is appended once the rotation ends (a data key
+  // rotation spans many transactions).
   absl::StatusOr<v1::RotateKeyResponse> RotateKey(
-      const v1::RotateKeyRequest& request, std::function<bool()> cancelled);
+      const v1::RotateKeyRequest& request, std::function<bool()> cancelled,
+      const AuditActor& actor = {});
+
+  // AuditService: a page of audit records; and a walk of the whole chain
+  // (on a read connection of its own: writes go on meanwhile).
+  absl::StatusOr<v1::ListAuditRecordsResponse> ListAuditRecords(
+      const v1::ListAuditRecordsRequest& request, const AuditActor& actor = {});
+  absl::StatusOr<v1::VerifyAuditLogResponse> VerifyAuditLog(
+      const v1::VerifyAuditLogRequest& request, const AuditActor& actor = {});
 
   const GalleryLoadReport& load_report() const { return load_report_; }
   // What the store's Open did about keys (a created development key file,
@@ -173,6 +205,38 @@ class Registry {
   Registry(std::unique_ptr<Store> store,
            std::unique_ptr<matcher::Matcher> matcher, RegistryOptions options);
 
+  // The request methods, without their audit: `audit` is the call's
+  // record, which they fill in (resource, subjects) and, for a write, pass
+  // to the store.
+  absl::StatusOr<v1::EnrollResponse> DoEnroll(const v1::EnrollRequest& request,
+                                              AuditWrite* audit);
+  absl::StatusOr<v1::BatchEnrollResponse> DoBatchEnroll(
+      absl::Span<const v1::EnrollRequest> requests,
+      const std::function<bool()>& cancelled, AuditWrite* audit);
+  absl::StatusOr<v1::Person> DoUpdatePerson(
+      const v1::UpdatePersonRequest& request, AuditWrite* audit);
+  absl::StatusOr<v1::Person> DoReplaceTemplates(
+      const v1::ReplaceTemplatesRequest& request, AuditWrite* audit);
+  absl::Status DoDeletePerson(const v1::DeletePersonRequest& request,
+                              AuditWrite* audit);
+  absl::StatusOr<v1::ListPersonsResponse> DoListPersons(
+      const v1::ListPersonsRequest& request);
+  absl::StatusOr<v1::VerifyResponse> DoVerify(const v1::VerifyRequest& request);
+  absl::StatusOr<v1::IdentifyResponse> DoIdentify(
+      const v1::IdentifyRequest& request);
+  absl::StatusOr<v1::GetStatsResponse> DoGetStats();
+  absl::StatusOr<v1::RotateKeyResponse> DoRotateKey(
+      const v1::RotateKeyRequest& request, std::function<bool()> cancelled);
+  absl::StatusOr<v1::ListAuditRecordsResponse> DoListAuditRecords(
+      const v1::ListAuditRecordsRequest& request);
+  absl::StatusOr<v1::VerifyAuditLogResponse> DoVerifyAuditLog(
+      const v1::VerifyAuditLogRequest& request);
+
+  // Finishes a call's audit: unless the store already committed its record
+  // with the write, appends it with the call's outcome through the audit
+  // log. A request whose record cannot be written fails.
+  absl::Status Audit(const absl::Status& outcome, AuditWrite& audit);
+
   absl::Status LoadGalleries();
   // force: even if nothing changed since the last snapshot (a new key).
   absl::StatusOr<SnapshotReport> WriteSnapshot(bool force);
@@ -193,6 +257,8 @@ class Registry {
   const std::unique_ptr<Store> store_;
   const std::unique_ptr<matcher::Matcher> matcher_;
   const RegistryOptions options_;
+  // Attached to store_ from Open to the destructor.
+  const std::shared_ptr<AuditLog> audit_log_;
   // Held across a write's store transaction and its gallery change.
   absl::Mutex write_mu_;
 

@@ -5,10 +5,12 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -138,6 +140,27 @@ CREATE TABLE data_keys (
   create_time_us INTEGER NOT NULL
 );
 ALTER TABLE templates ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
+)sql",
+    // 4: the audit log (audit.h): one row per call, numbered 1, 2, 3...
+    // without gaps, each holding the SHA-256 of its predecessor (prev_hash)
+    // and of its own canonical encoding (hash).
+    R"sql(
+CREATE TABLE audit (
+  seq INTEGER PRIMARY KEY,
+  time_us INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  role TEXT NOT NULL,
+  method TEXT NOT NULL,
+  subject_id TEXT NOT NULL,
+  national_id TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  outcome INTEGER NOT NULL,
+  -- Comma-separated subject ids (Identify's candidates, ...).
+  subject_ids TEXT NOT NULL,
+  prev_hash BLOB NOT NULL,
+  hash BLOB NOT NULL
+);
+CREATE INDEX audit_by_principal ON audit (principal, seq);
 )sql",
 };
 constexpr int64_t kSchemaVersion =
@@ -535,8 +558,10 @@ constexpr char kPersonColumns[] =
 
 class SqliteStore final : public Store {
  public:
-  explicit SqliteStore(std::unique_ptr<Connection> connection)
-      : connection_(std::move(connection)) {}
+  SqliteStore(std::unique_ptr<Connection> connection, std::string path)
+      : connection_(std::move(connection)), path_(std::move(path)) {}
+
+  const std::string& path() const override { return path_; }
 
   // Loads the key-encryption key (creating the default one for a store
   // without data keys), makes the first data key if there is none, unwraps
@@ -625,29 +650,34 @@ class SqliteStore final : public Store {
     return key_report_;
   }
 
-  absl::StatusOr<WriteResult> CreatePerson(
-      const IdempotencyKey& key, const Person& person,
-      absl::Span<const Template> templates) override {
+  absl::StatusOr<WriteResult> CreatePerson(const IdempotencyKey& key,
+                                           const Person& person,
+                                           absl::Span<const Template> templates,
+                                           AuditWrite* audit) override {
     HAWIYA_STORE_RETURN_IF_ERROR(CheckNewPerson(key, person));
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
-    HAWIYA_STORE_ASSIGN_OR_RETURN(
-        WriteResult result, InsertPerson(key, person, templates, NowMicros()));
-    // A replay wrote nothing: rolling back (no commit) costs no fsync.
-    if (result.replayed) return result;
-    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    const int64_t now = NowMicros();
+    HAWIYA_STORE_ASSIGN_OR_RETURN(WriteResult result,
+                                  InsertPerson(key, person, templates, now));
+    // A replay wrote nothing: without a record to commit, rolling back (no
+    // commit) costs no fsync.
+    if (result.replayed && audit == nullptr) return result;
+    // A replay answers with the subject first enrolled.
+    if (audit != nullptr) audit->event.subject_id = result.person.subject_id();
+    HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
     return result;
   }
 
   absl::StatusOr<std::vector<WriteResult>> CreatePersons(
-      absl::Span<const NewPerson> persons) override {
+      absl::Span<const NewPerson> persons, AuditWrite* audit) override {
     for (size_t i = 0; i < persons.size(); ++i) {
       HAWIYA_STORE_RETURN_IF_ERROR(
           ItemError(i, CheckNewPerson(persons[i].key, persons[i].person)));
     }
     std::vector<WriteResult> results;
-    if (persons.empty()) return results;
+    if (persons.empty() && audit == nullptr) return results;
     results.reserve(persons.size());
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
@@ -661,7 +691,12 @@ class SqliteStore final : public Store {
       if (!result.ok()) return ItemError(i, result.status());
       results.push_back(*std::move(result));
     }
-    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    if (audit != nullptr) {
+      for (const WriteResult& result : results) {
+        audit->event.subject_ids.push_back(result.person.subject_id());
+      }
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
     return results;
   }
 
@@ -706,7 +741,8 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<Person> UpdatePerson(const Person& person,
-                                      int64_t expected_version) override {
+                                      int64_t expected_version,
+                                      AuditWrite* audit) override {
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
@@ -756,13 +792,13 @@ class SqliteStore final : public Store {
     if (!stored.has_value()) {
       return absl::InternalError("store: updated person vanished");
     }
-    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
     return *std::move(stored);
   }
 
   absl::StatusOr<WriteResult> ReplaceTemplates(
       const IdempotencyKey& key, absl::string_view subject_id,
-      absl::Span<const Template> templates) override {
+      absl::Span<const Template> templates, AuditWrite* audit) override {
     if (key.request_id.empty()) {
       return absl::InvalidArgumentError("request_id: must not be empty");
     }
@@ -772,8 +808,14 @@ class SqliteStore final : public Store {
 
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<WriteResult> replay,
                                   Replay(key));
-    // The transaction rolls back: a replay writes nothing.
-    if (replay.has_value()) return *std::move(replay);
+    // A replay writes nothing but its audit record (if none, the
+    // transaction rolls back).
+    if (replay.has_value()) {
+      if (audit != nullptr) {
+        HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, NowMicros()));
+      }
+      return *std::move(replay);
+    }
 
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> version,
                                   ReadVersion(subject_id));
@@ -817,12 +859,13 @@ class SqliteStore final : public Store {
     result.person = *std::move(stored);
     HAWIYA_STORE_RETURN_IF_ERROR(
         RecordRequest(key, subject_id, result.person, now));
-    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
     return result;
   }
 
   absl::Status RevokePerson(absl::string_view subject_id,
-                            absl::string_view reason) override {
+                            absl::string_view reason,
+                            AuditWrite* audit) override {
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
@@ -843,10 +886,11 @@ class SqliteStore final : public Store {
     }
     if (sqlite3_changes64(connection_->db()) == 0) return NoPerson(subject_id);
     HAWIYA_STORE_RETURN_IF_ERROR(AppendChange(subject_id, "revoke", now));
-    return txn.Commit();
+    return CommitWithAudit(txn, audit, now);
   }
 
-  absl::Status ErasePerson(absl::string_view subject_id) override {
+  absl::Status ErasePerson(absl::string_view subject_id,
+                           AuditWrite* audit) override {
     absl::MutexLock lock(&mu_);
     {
       Transaction txn(connection_.get());
@@ -870,9 +914,9 @@ class SqliteStore final : public Store {
       if (sqlite3_changes64(connection_->db()) == 0) {
         return NoPerson(subject_id);
       }
-      HAWIYA_STORE_RETURN_IF_ERROR(
-          AppendChange(subject_id, "erase", NowMicros()));
-      HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+      const int64_t now = NowMicros();
+      HAWIYA_STORE_RETURN_IF_ERROR(AppendChange(subject_id, "erase", now));
+      HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
     }
     // secure_delete zeroed the freed cells in the new page images, but the
     // WAL still holds older frames with the vectors. Copying the WAL back and
@@ -1304,6 +1348,72 @@ class SqliteStore final : public Store {
     return DataKey{version, it->second.bytes()};
   }
 
+  absl::Status AppendAudit(absl::Span<AuditEvent> events) override {
+    if (events.empty()) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    const int64_t now = NowMicros();
+    for (AuditEvent& event : events) {
+      HAWIYA_STORE_RETURN_IF_ERROR(InsertAudit(&event, now).status());
+    }
+    return txn.Commit();
+  }
+
+  absl::StatusOr<AuditPage> ListAudit(const AuditQuery& query) override {
+    if (query.page_size <= 0) {
+      return absl::InvalidArgumentError("page_size: must be positive");
+    }
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    AuditPage page;
+    bool more = false;
+    {
+      // Two statements, so that the principal filter can use its index.
+      const std::string sql = absl::StrCat(
+          "SELECT seq, time_us, principal, role, method, subject_id, "
+          "national_id, request_id, outcome, subject_ids, prev_hash, hash "
+          "FROM audit WHERE seq > ?1 AND time_us >= ?3 AND time_us < ?4",
+          query.principal.empty() ? "" : " AND principal = ?2",
+          " ORDER BY seq LIMIT ?5");
+      HAWIYA_STORE_ASSIGN_OR_RETURN(Statement select,
+                                    connection_->Prepare(sql));
+      select.BindInt(1, query.after_sequence)
+          .BindInt(3, query.start_time_us)
+          .BindInt(4, query.end_time_us > 0
+                          ? query.end_time_us
+                          : std::numeric_limits<int64_t>::max())
+          .BindInt(5, static_cast<int64_t>(query.page_size) + 1);
+      if (!query.principal.empty()) select.BindText(2, query.principal);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        if (static_cast<int>(page.records.size()) == query.page_size) {
+          more = true;
+          break;
+        }
+        AuditRecord record;
+        record.sequence = select.Int(0);
+        record.event.time_us = select.Int(1);
+        record.event.principal = select.Text(2);
+        record.event.role = select.Text(3);
+        record.event.method = select.Text(4);
+        record.event.subject_id = select.Text(5);
+        record.event.national_id = select.Text(6);
+        record.event.request_id = select.Text(7);
+        record.event.outcome = static_cast<int>(select.Int(8));
+        record.event.subject_ids = SplitSubjectIds(select.Text(9));
+        record.prev_hash = select.Blob(10);
+        record.hash = select.Blob(11);
+        page.records.push_back(std::move(record));
+      }
+    }
+    if (more) page.last_sequence = page.records.back().sequence;
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return page;
+  }
+
  private:
   absl::StatusOr<const AeadKey*> DataKeyOf(int64_t version) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -1653,6 +1763,66 @@ class SqliteStore final : public Store {
     return insert.Run();
   }
 
+  // Appends one audit record after the current head, in the open write
+  // transaction; returns its sequence.
+  absl::StatusOr<int64_t> InsertAudit(AuditEvent* event, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (event->time_us == 0) event->time_us = now;
+    // Empty ids would not survive the comma-joined column.
+    event->subject_ids.erase(
+        std::remove(event->subject_ids.begin(), event->subject_ids.end(), ""),
+        event->subject_ids.end());
+    int64_t sequence = 1;
+    std::string prev_hash = AuditGenesisHash();
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement head,
+          connection_->Prepare(
+              "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"));
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, head.Step());
+      if (row) {
+        sequence = head.Int(0) + 1;
+        prev_hash = head.Blob(1);
+      }
+    }
+    const std::string hash = AuditHash(sequence, prev_hash, *event);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement insert,
+        connection_->Prepare(
+            "INSERT INTO audit (seq, time_us, principal, role, method, "
+            "subject_id, national_id, request_id, outcome, subject_ids, "
+            "prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+            "?10, ?11, ?12)"));
+    insert.BindInt(1, sequence)
+        .BindInt(2, event->time_us)
+        .BindText(3, event->principal)
+        .BindText(4, event->role)
+        .BindText(5, event->method)
+        .BindText(6, event->subject_id)
+        .BindText(7, event->national_id)
+        .BindText(8, event->request_id)
+        .BindInt(9, event->outcome)
+        .BindText(10, JoinSubjectIds(event->subject_ids))
+        .BindBlob(11, prev_hash)
+        .BindBlob(12, hash);
+    HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    return sequence;
+  }
+
+  // Appends the write's audit record (outcome OK) and commits; the record
+  // failing to append fails the write, which then rolls back.
+  absl::Status CommitWithAudit(Transaction& txn, AuditWrite* audit, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    int64_t sequence = 0;
+    if (audit != nullptr) {
+      audit->event.outcome = 0;
+      HAWIYA_STORE_ASSIGN_OR_RETURN(sequence, InsertAudit(&audit->event, now));
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    if (audit != nullptr) audit->sequence = sequence;
+    return absl::OkStatus();
+  }
+
   absl::Status AppendChange(absl::string_view subject_id,
                             absl::string_view kind, int64_t now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -1812,6 +1982,7 @@ class SqliteStore final : public Store {
   // current_version_, the highest.
   std::map<int64_t, AeadKey> data_keys_ ABSL_GUARDED_BY(mu_);
   int64_t current_version_ ABSL_GUARDED_BY(mu_) = 0;
+  const std::string path_;
   // One rotation at a time; taken before mu_.
   absl::Mutex rotate_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 };
@@ -1906,7 +2077,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
   }
 
   HAWIYA_STORE_RETURN_IF_ERROR(Migrate(*connection));
-  auto store = std::make_unique<SqliteStore>(std::move(connection));
+  auto store =
+      std::make_unique<SqliteStore>(std::move(connection), options.path);
   HAWIYA_STORE_RETURN_IF_ERROR(store->LoadKeys(options));
   return std::unique_ptr<Store>(std::move(store));
 }

@@ -12,6 +12,16 @@
 // key-encryption key in StoreOptions::key_file. No plaintext vector is
 // written to the database or its WAL.
 //
+// Audit: the store keeps the hash-chained audit log (audit.h). Each write
+// method takes the AuditWrite of the call it serves (null: none, for tools
+// and tests) and appends its event, with outcome OK, in the write's own
+// transaction: the change and its record commit together or not at all, and
+// a write whose record cannot be appended fails having written nothing. A
+// replay (which changes nothing) still commits its record. The store sets
+// the event's time_us (CreatePerson also its subject_id, CreatePersons its
+// subject_ids: the subjects written or replayed); once the record is
+// committed it sets the AuditWrite's `sequence`.
+//
 // Thread safety: all methods may be called concurrently.
 #ifndef HAWIYA_ENROLL_STORE_H_
 #define HAWIYA_ENROLL_STORE_H_
@@ -27,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "enroll/audit.h"
 #include "hawiya/v1/types.pb.h"
 
 namespace hawiya::enroll {
@@ -153,6 +164,29 @@ struct PersonPage {
   std::string last_subject_id;
 };
 
+// Which audit records ListAudit returns: sequence > after_sequence, and if
+// set, principal equal and time_us in [start_time_us, end_time_us).
+struct AuditQuery {
+  int64_t after_sequence = 0;
+  std::string principal;
+  int64_t start_time_us = 0;  // 0: no lower bound
+  int64_t end_time_us = 0;    // 0: no upper bound
+  int page_size = 100;        // REQUIRES: positive
+};
+
+struct AuditPage {
+  std::vector<AuditRecord> records;  // by sequence
+  // The last record's sequence when more may follow, else 0.
+  int64_t last_sequence = 0;
+};
+
+// A write's audit record: the event to append in the write's transaction,
+// and the sequence it got once committed (0 if it was not).
+struct AuditWrite {
+  AuditEvent event;
+  int64_t sequence = 0;
+};
+
 class Store {
  public:
   // Opens (creating or migrating) the database. FAILED_PRECONDITION if its
@@ -177,7 +211,8 @@ class Store {
   // in that issuing country.
   virtual absl::StatusOr<WriteResult> CreatePerson(
       const IdempotencyKey& key, const hawiya::v1::Person& person,
-      absl::Span<const hawiya::v1::Template> templates) = 0;
+      absl::Span<const hawiya::v1::Template> templates,
+      AuditWrite* audit = nullptr) = 0;
 
   // CreatePerson for each item in order, all in one transaction: either
   // every item is written (or replayed) or nothing is. Replays, conflicts
@@ -186,7 +221,7 @@ class Store {
   // one item start with its index, "[i].", so a caller can prefix the name
   // of its list ("requests" + "[3].person.national_id: ...").
   virtual absl::StatusOr<std::vector<WriteResult>> CreatePersons(
-      absl::Span<const NewPerson> persons) = 0;
+      absl::Span<const NewPerson> persons, AuditWrite* audit = nullptr) = 0;
 
   // Person reads fill the output-only fields, template_counts included.
   // NOT_FOUND naming "subject_id".
@@ -201,25 +236,29 @@ class Store {
   // NOT_FOUND, ABORTED ("expected_version: ..."), ALREADY_EXISTS
   // ("person.national_id: ...").
   virtual absl::StatusOr<hawiya::v1::Person> UpdatePerson(
-      const hawiya::v1::Person& person, int64_t expected_version) = 0;
+      const hawiya::v1::Person& person, int64_t expected_version,
+      AuditWrite* audit = nullptr) = 0;
 
   // Replaces every template of the subject; bumps version. NOT_FOUND;
   // FAILED_PRECONDITION ("subject_id: person is REVOKED") unless the person
   // is ACTIVE or PENDING_ADJUDICATION (a replay still gets its first result).
   virtual absl::StatusOr<WriteResult> ReplaceTemplates(
       const IdempotencyKey& key, absl::string_view subject_id,
-      absl::Span<const hawiya::v1::Template> templates) = 0;
+      absl::Span<const hawiya::v1::Template> templates,
+      AuditWrite* audit = nullptr) = 0;
 
   // Marks the person REVOKED with the reason; templates stay on disk.
   // NOT_FOUND.
   virtual absl::Status RevokePerson(absl::string_view subject_id,
-                                    absl::string_view reason) = 0;
+                                    absl::string_view reason,
+                                    AuditWrite* audit = nullptr) = 0;
 
   // Deletes the person and its templates with secure delete, then
   // checkpoints the WAL so no template bytes remain in any file. Its
   // idempotency records stay as tombstones without their responses: replaying
   // one is FAILED_PRECONDITION naming "request_id". NOT_FOUND.
-  virtual absl::Status ErasePerson(absl::string_view subject_id) = 0;
+  virtual absl::Status ErasePerson(absl::string_view subject_id,
+                                   AuditWrite* audit = nullptr) = 0;
 
   // Persons with subject_id > after_subject_id in subject_id order, at most
   // page_size of them; state UNSPECIFIED means every state.
@@ -292,6 +331,19 @@ class Store {
   // "key_version" if it does not exist (any more).
   virtual absl::StatusOr<DataKey> CurrentDataKey() = 0;
   virtual absl::StatusOr<DataKey> GetDataKey(int64_t version) = 0;
+
+  // The audit log.
+
+  // Appends the records in order, in one transaction (one fsync); sets the
+  // time_us of those without one.
+  virtual absl::Status AppendAudit(absl::Span<AuditEvent> events) = 0;
+
+  // A page of records matching the query, in sequence order.
+  virtual absl::StatusOr<AuditPage> ListAudit(const AuditQuery& query) = 0;
+
+  // The database file (for VerifyAuditDatabase, which reads it on a
+  // connection of its own).
+  virtual const std::string& path() const = 0;
 };
 
 }  // namespace hawiya::enroll

@@ -43,11 +43,16 @@ std::string RoleList(const std::vector<std::string>& roles) {
 class AccessProcessor final : public grpc::AuthMetadataProcessor {
  public:
   AccessProcessor(std::shared_ptr<const AccessPolicy> policy,
-                  std::shared_ptr<RateLimiter> limits)
-      : policy_(std::move(policy)), limits_(std::move(limits)) {}
+                  std::shared_ptr<RateLimiter> limits,
+                  std::shared_ptr<enroll::AuditLog> audit_log)
+      : policy_(std::move(policy)),
+        limits_(std::move(limits)),
+        audit_log_(std::move(audit_log)) {}
 
-  // A few map lookups (and a token bucket): runs inline on gRPC's thread.
-  bool IsBlocking() const override { return false; }
+  // Without an audit log, a few map lookups and a token bucket: inline on
+  // gRPC's thread. An audit record waits for its commit (an fsync), so then
+  // gRPC runs Process on a thread of its own pool instead.
+  bool IsBlocking() const override { return audit_log_ != nullptr; }
 
   grpc::Status Process(const InputMetadata& auth_metadata,
                        grpc::AuthContext* context,
@@ -68,16 +73,43 @@ class AccessProcessor final : public grpc::AuthMetadataProcessor {
     if (status.ok() && limits_ != nullptr) {
       status = limits_->Admit(caller->principal, method, &log);
     }
+    // Every check that may refuse the call comes before this point: the
+    // audit records the status the call ends with. A principal over its
+    // limit is logged once per run of refusals (each refusal is audited).
+    if (!status.ok() && log) {
+      Log("WARNING", "access denied: ", status.ToString());
+    }
+    if (audit_log_ != nullptr && (!status.ok() || !AuditsItself(method))) {
+      enroll::AuditEvent event;
+      event.principal =
+          caller.ok() ? caller->principal : AccessPolicy::PrincipalOf(*context);
+      if (status.ok()) event.role = policy_->RoleFor(*caller, method);
+      event.method = method;
+      event.outcome = static_cast<int>(status.code());
+      absl::Status written = audit_log_->Append(std::move(event));
+      if (!written.ok() && status.ok()) {
+        Log("ERROR", "audit: ", written.ToString());
+        status = absl::UnavailableError(absl::StrCat(
+            "audit: the call's audit record could not be written, so the "
+            "call is refused: ",
+            written.message()));
+      }
+    }
     if (status.ok()) return grpc::Status::OK;
-    // A principal over its limit is logged once per run of refusals.
-    if (log) Log("WARNING", "access denied: ", status.ToString());
     return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                         std::string(status.message()));
   }
 
  private:
+  // The hawiya.v1 services audit the calls they serve (with the resource
+  // and outcome only they know); health and reflection do not.
+  static bool AuditsItself(absl::string_view method) {
+    return absl::StartsWith(method, "/hawiya.v1.");
+  }
+
   const std::shared_ptr<const AccessPolicy> policy_;
-  const std::shared_ptr<RateLimiter> limits_;  // may be null
+  const std::shared_ptr<RateLimiter> limits_;          // may be null
+  const std::shared_ptr<enroll::AuditLog> audit_log_;  // may be null
 };
 
 }  // namespace
@@ -111,6 +143,8 @@ std::vector<config::MethodRoles> AccessPolicy::DefaultMethods() {
       Method(match + "Identify", {"border"}),
       Method("/hawiya.v1.AdminService/GetStats", {"admin"}),
       Method("/hawiya.v1.AdminService/RotateKey", {"admin"}),
+      Method("/hawiya.v1.AuditService/ListAuditRecords", {"auditor"}),
+      Method("/hawiya.v1.AuditService/VerifyAuditLog", {"auditor"}),
       Method("/grpc.health.v1.Health/Check", {any}),
       Method("/grpc.health.v1.Health/Watch", {any}),
       Method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
@@ -214,8 +248,8 @@ absl::StatusOr<Caller> AccessPolicy::Authenticate(
   return Caller{std::move(principal), it->second};
 }
 
-absl::Status AccessPolicy::Authorize(const Caller& caller,
-                                     absl::string_view method) const {
+const std::set<std::string>* AccessPolicy::RolesOf(
+    absl::string_view method) const {
   auto it = methods_.find(std::string(method));
   if (it == methods_.end()) {
     const size_t slash = method.rfind('/');
@@ -223,13 +257,24 @@ absl::Status AccessPolicy::Authorize(const Caller& caller,
       it = methods_.find(absl::StrCat(method.substr(0, slash + 1), "*"));
     }
   }
-  if (it != methods_.end()) {
-    const std::set<std::string>& allowed = it->second;
-    if (allowed.count(std::string(kAnyRole)) > 0) return absl::OkStatus();
-    for (const std::string& role : caller.roles) {
-      if (allowed.count(role) > 0) return absl::OkStatus();
-    }
+  return it == methods_.end() ? nullptr : &it->second;
+}
+
+std::string AccessPolicy::RoleFor(const Caller& caller,
+                                  absl::string_view method) const {
+  const std::set<std::string>* allowed = RolesOf(method);
+  if (allowed == nullptr) return "";
+  // caller.roles is sorted: the first match is the first by name.
+  for (const std::string& role : caller.roles) {
+    if (allowed->count(role) > 0) return role;
   }
+  if (allowed->count(std::string(kAnyRole)) > 0) return std::string(kAnyRole);
+  return "";
+}
+
+absl::Status AccessPolicy::Authorize(const Caller& caller,
+                                     absl::string_view method) const {
+  if (!RoleFor(caller, method).empty()) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(
       "principal ", caller.principal, " (roles: ", RoleList(caller.roles),
       ") may not call ", method));
@@ -252,15 +297,16 @@ std::shared_ptr<grpc::ServerCredentials> MutualTlsCredentials(
     const std::string& cert_pem, const std::string& key_pem,
     const std::string& client_ca_pem,
     std::shared_ptr<const AccessPolicy> policy,
-    std::shared_ptr<RateLimiter> limits) {
+    std::shared_ptr<RateLimiter> limits,
+    std::shared_ptr<enroll::AuditLog> audit_log) {
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.pem_root_certs = client_ca_pem;
   options.pem_key_cert_pairs.push_back({key_pem, cert_pem});
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::SslServerCredentials(options);
-  credentials->SetAuthMetadataProcessor(
-      std::make_shared<AccessProcessor>(std::move(policy), std::move(limits)));
+  credentials->SetAuthMetadataProcessor(std::make_shared<AccessProcessor>(
+      std::move(policy), std::move(limits), std::move(audit_log)));
   return credentials;
 }
 

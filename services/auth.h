@@ -10,6 +10,12 @@
 // none of its roles allows PERMISSION_DENIED, and one over its rate limit
 // (services/rate_limit.h) RESOURCE_EXHAUSTED. Handlers (and the audit log)
 // read the caller with AccessPolicy::CallerOf.
+//
+// Audit: the processor appends the audit record (enroll/audit_log.h) of
+// every call it refuses, with the status it refuses it with, and of every
+// call it lets through to a service that does not audit itself (health,
+// reflection); a call whose record cannot be written is refused. The
+// hawiya.v1 services audit the calls they serve.
 #ifndef HAWIYA_SERVICES_AUTH_H_
 #define HAWIYA_SERVICES_AUTH_H_
 
@@ -26,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "enroll/audit_log.h"
 #include "hawiya/config/config.pb.h"
 #include "services/rate_limit.h"
 
@@ -61,6 +68,11 @@ class AccessPolicy {
   // PERMISSION_DENIED naming the principal, its roles and the method if not.
   absl::Status Authorize(const Caller& caller, absl::string_view method) const;
 
+  // The caller's role that allows `method`, for the audit log: the first
+  // (in name order) of its roles the method lists, "*" if the method is
+  // open to any caller, "" if none allows it.
+  std::string RoleFor(const Caller& caller, absl::string_view method) const;
+
   // The caller of a call the processor let through.
   absl::StatusOr<Caller> CallerOf(const grpc::ServerContextBase& ctx) const;
 
@@ -68,6 +80,10 @@ class AccessPolicy {
 
  private:
   AccessPolicy() = default;
+
+  // The roles that may call `method` (its own entry, else its service's
+  // "/package.Service/*"); null if none is listed.
+  const std::set<std::string>* RolesOf(absl::string_view method) const;
 
   bool insecure_ = false;
   std::map<std::string, std::vector<std::string>> principals_;
@@ -79,12 +95,14 @@ class AccessPolicy {
 // `key_pem`, requires a client certificate that verifies against
 // `client_ca_pem`, and checks every call against `policy` before it reaches
 // a handler, then (if given) against the caller's rate limit in `limits`
-// (RESOURCE_EXHAUSTED).
+// (RESOURCE_EXHAUSTED), appending to `audit_log` (if not null) as described
+// above.
 std::shared_ptr<grpc::ServerCredentials> MutualTlsCredentials(
     const std::string& cert_pem, const std::string& key_pem,
     const std::string& client_ca_pem,
     std::shared_ptr<const AccessPolicy> policy,
-    std::shared_ptr<RateLimiter> limits = nullptr);
+    std::shared_ptr<RateLimiter> limits = nullptr,
+    std::shared_ptr<enroll::AuditLog> audit_log = nullptr);
 
 }  // namespace hawiya::services
 

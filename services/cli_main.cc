@@ -33,11 +33,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "enroll/audit.h"
 #include "enroll/crypto.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "hawiya/config/config.pb.h"
 #include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
@@ -116,6 +118,18 @@ ABSL_FLAG(int, in_flight, 2,
 ABSL_FLAG(std::string, state_file, "",
           "import: where the resume position is kept (default "
           "FILE.import-state).");
+ABSL_FLAG(std::string, data_dir, "",
+          "audit verify: verify DIR/hawiya.db offline (no server, no key).");
+ABSL_FLAG(std::string, principal, "", "audit list: only this principal.");
+ABSL_FLAG(absl::Time, start_time, absl::InfinitePast(),
+          "audit list: only records at or after this time (RFC 3339).");
+ABSL_FLAG(absl::Time, end_time, absl::InfiniteFuture(),
+          "audit list: only records before this time (RFC 3339).");
+ABSL_FLAG(int64_t, anchor_sequence, 0,
+          "audit verify: a head sequence written down earlier...");
+ABSL_FLAG(std::string, anchor_hash, "",
+          "audit verify: ...and its head hash (hex): the log must still "
+          "hold that record with that hash.");
 
 namespace {
 
@@ -166,6 +180,15 @@ constexpr char kUsage[] =
     "            writes a synthetic template file (DESIGN.md model)\n"
     "  synth-persons --count=N [--start=0]\n"
     "            writes N synthetic EnrollRequests (JSON Lines) for import\n"
+    "  audit list [--principal=P] [--start_time=T] [--end_time=T]\n"
+    "            the audit log, oldest first (role auditor; times RFC 3339)\n"
+    "  audit verify [--data_dir=DIR] [--anchor_sequence=N "
+    "--anchor_hash=H]\n"
+    "            walks the audit log's hash chain; with --data_dir offline,\n"
+    "            reading DIR/hawiya.db (no server, no key), else through the\n"
+    "            server (role auditor). Prints one line: intact with the\n"
+    "            head sequence and hash to write down as a later anchor\n"
+    "            (exit 0), or the first broken record and why (exit 1)\n"
     "  dev-pki   --out=DIR\n"
     "            writes a development PKI (ca.pem, server.pem/.key, and\n"
     "            ROLE.pem/.key per role, URI SAN hawiya://dev/ROLE) into DIR,\n"
@@ -173,7 +196,8 @@ constexpr char kUsage[] =
     "\n"
     "Responses are printed as proto3 JSON on stdout.\n"
     "Exit codes: 0 success (verify: match; identify: a candidate at or above\n"
-    "the threshold); 1 verify no match / identify no hit; 2 usage error;\n"
+    "the threshold); 1 verify no match / identify no hit / audit verify\n"
+    "broken chain; 2 usage error;\n"
     "3 unreadable or invalid input file (import: names FILE:LINE; also a\n"
     "certificate or key file); 10+N the\n"
     "server answered gRPC status code N (13 INVALID_ARGUMENT, 15 NOT_FOUND,\n"
@@ -242,6 +266,7 @@ class Client {
   v1::EnrollmentService::Stub& enrollment() { return *enrollment_; }
   v1::MatchService::Stub& match() { return *match_; }
   v1::AdminService::Stub& admin() { return *admin_; }
+  v1::AuditService::Stub& audit() { return *audit_; }
   grpc::health::v1::Health::Stub& health() { return *health_; }
 
  private:
@@ -252,6 +277,8 @@ class Client {
       v1::MatchService::NewStub(channel_);
   std::unique_ptr<v1::AdminService::Stub> admin_ =
       v1::AdminService::NewStub(channel_);
+  std::unique_ptr<v1::AuditService::Stub> audit_ =
+      v1::AuditService::NewStub(channel_);
   std::unique_ptr<grpc::health::v1::Health::Stub> health_ =
       grpc::health::v1::Health::NewStub(channel_);
 };
@@ -446,6 +473,98 @@ int Health(Client& client) {
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING
              ? 0
              : kExitNegative;
+}
+
+void SetTime(absl::Time time, google::protobuf::Timestamp* out) {
+  const int64_t micros = absl::ToUnixMicros(time);
+  out->set_seconds(micros / 1000000);
+  out->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+}
+
+int AuditList(Client& client) {
+  v1::ListAuditRecordsRequest request;
+  request.set_principal(absl::GetFlag(FLAGS_principal));
+  if (absl::GetFlag(FLAGS_start_time) != absl::InfinitePast()) {
+    SetTime(absl::GetFlag(FLAGS_start_time), request.mutable_start_time());
+  }
+  if (absl::GetFlag(FLAGS_end_time) != absl::InfiniteFuture()) {
+    SetTime(absl::GetFlag(FLAGS_end_time), request.mutable_end_time());
+  }
+  request.set_page_size(1000);
+  do {
+    v1::ListAuditRecordsResponse response;
+    grpc::Status status = client.audit().ListAuditRecords(
+        client.Context().get(), request, &response);
+    if (!status.ok()) return RpcFailed(status);
+    Print(response);
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return 0;
+}
+
+// One line on stdout; exit 0 if intact, else 1.
+int AuditVerdict(bool intact, int64_t records, int64_t head_sequence,
+                 const std::string& head_hash, int64_t broken,
+                 const std::string& reason) {
+  if (intact) {
+    std::printf(
+        "audit log intact: %lld records, head sequence %lld, head hash %s\n",
+        static_cast<long long>(records), static_cast<long long>(head_sequence),
+        head_hash.c_str());
+    return 0;
+  }
+  std::printf(
+      "audit log BROKEN at record %lld: %s (records 1..%lld check out)\n",
+      static_cast<long long>(broken), reason.c_str(),
+      static_cast<long long>(head_sequence));
+  return kExitNegative;
+}
+
+// Offline: reads DATA_DIR/hawiya.db read-only; needs neither server nor key.
+int AuditVerifyOffline() {
+  hawiya::enroll::AuditAnchor anchor;
+  if (absl::GetFlag(FLAGS_anchor_sequence) != 0 ||
+      !absl::GetFlag(FLAGS_anchor_hash).empty()) {
+    absl::StatusOr<std::string> hash = hawiya::enroll::HashFromHex(
+        "--anchor_hash", absl::GetFlag(FLAGS_anchor_hash));
+    if (!hash.ok() || absl::GetFlag(FLAGS_anchor_sequence) <= 0) {
+      return Usage(
+          "audit verify: --anchor_sequence (positive) and --anchor_hash (64 "
+          "hex digits) go together");
+    }
+    anchor = {absl::GetFlag(FLAGS_anchor_sequence), *std::move(hash)};
+  }
+  const std::string db =
+      (std::filesystem::path(absl::GetFlag(FLAGS_data_dir)) / "hawiya.db")
+          .string();
+  absl::StatusOr<hawiya::enroll::AuditVerification> result =
+      hawiya::enroll::VerifyAuditDatabase(db, anchor);
+  if (!result.ok()) {
+    std::fprintf(stderr, "hawiya: audit verify: %s\n",
+                 std::string(result.status().message()).c_str());
+    return kExitInput;
+  }
+  return AuditVerdict(result->intact, result->records_checked,
+                      result->head_sequence,
+                      hawiya::enroll::HashHex(result->head_hash),
+                      result->first_broken_sequence, result->reason);
+}
+
+int AuditVerify(Client& client) {
+  v1::VerifyAuditLogRequest request;
+  request.set_anchor_sequence(absl::GetFlag(FLAGS_anchor_sequence));
+  request.set_anchor_hash(absl::GetFlag(FLAGS_anchor_hash));
+  v1::VerifyAuditLogResponse response;
+  // A walk of the whole log: longer than single requests.
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::hours(1));
+  grpc::Status status =
+      client.audit().VerifyAuditLog(context.get(), request, &response);
+  if (!status.ok()) return RpcFailed(status);
+  return AuditVerdict(response.intact(), response.records_checked(),
+                      response.head_sequence(), response.head_hash(),
+                      response.first_broken_sequence(), response.reason());
 }
 
 int Synth() {
@@ -1075,6 +1194,7 @@ std::string CommandRole(const std::string& command) {
       command == "admin rotate-key") {
     return "admin";
   }
+  if (absl::StartsWith(command, "audit ")) return "auditor";
   return "registrar";
 }
 
@@ -1148,25 +1268,40 @@ int DevPki() {
 int main(int argc, char** argv) {
   hawiya::services::HandleHelp(argc, argv, kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  // "admin" takes a subcommand; every other command stands alone.
-  const bool admin = args.size() >= 2 && std::string(args[1]) == "admin";
-  if (args.size() != (admin ? 3u : 2u)) {
+  // "admin" and "audit" take a subcommand; every other command stands
+  // alone.
+  const bool group = args.size() >= 2 && (std::string(args[1]) == "admin" ||
+                                          std::string(args[1]) == "audit");
+  if (args.size() != (group ? 3u : 2u)) {
     return Usage(args.size() < 2 ? "missing COMMAND"
-                 : admin         ? "admin: one of gen-key, rotate-key"
+                 : group         ? absl::StrCat(args[1], ": one subcommand ",
+                                        std::string(args[1]) == "admin"
+                                                    ? "(gen-key, rotate-key)"
+                                                    : "(list, verify)")
                                  : "one COMMAND only");
   }
   const std::string command =
-      admin ? absl::StrCat("admin ", args[2]) : std::string(args[1]);
+      group ? absl::StrCat(args[1], " ", args[2]) : std::string(args[1]);
   if (command == "admin gen-key") return GenKey();
+  if (command == "audit verify" && !absl::GetFlag(FLAGS_data_dir).empty()) {
+    return AuditVerifyOffline();
+  }
   if (command == "synth") return Synth();
   if (command == "synth-persons") return SynthPersons();
   if (command == "dev-pki") return DevPki();
   const std::map<std::string, int (*)(Client&)> calls = {
-      {"enroll", Enroll}, {"get", Get},
-      {"verify", Verify}, {"identify", Identify},
-      {"list", List},     {"delete", Delete},
-      {"stats", Stats},   {"health", Health},
-      {"import", Import}, {"admin rotate-key", RotateKey}};
+      {"enroll", Enroll},
+      {"get", Get},
+      {"verify", Verify},
+      {"identify", Identify},
+      {"list", List},
+      {"delete", Delete},
+      {"stats", Stats},
+      {"health", Health},
+      {"import", Import},
+      {"admin rotate-key", RotateKey},
+      {"audit list", AuditList},
+      {"audit verify", AuditVerify}};
   auto call = calls.find(command);
   if (call == calls.end()) return Usage("unknown COMMAND '" + command + "'");
   grpc::ChannelArguments channel_args;

@@ -64,8 +64,39 @@ std::optional<grpc::Status> Abandoned(const grpc::CallbackServerContext& ctx) {
   return std::nullopt;
 }
 
-// Runs call(registry, request) on `queue` and finishes the RPC with its
-// result. The request and response live until Finish: gRPC owns them.
+// Who makes the call, for its audit record. Calls reach the handlers only
+// once the access check let them through, so CallerOf fails only if the
+// configuration is inconsistent; the record then names no principal.
+enroll::AuditActor ActorOf(const ServiceContext& context,
+                           const grpc::CallbackServerContext& ctx,
+                           const char* method) {
+  enroll::AuditActor actor;
+  actor.method = method;
+  absl::StatusOr<Caller> caller = context.access->CallerOf(ctx);
+  if (caller.ok()) {
+    actor.principal = caller->principal;
+    actor.role = context.access->RoleFor(*caller, method);
+  }
+  return actor;
+}
+
+// Records a call refused before it reached the registry, and returns its
+// status. Blocks for the commit: run it on a work queue.
+grpc::Status Refused(const ServiceContext& context,
+                     const enroll::AuditActor& actor, grpc::Status status) {
+  if (context.audit_log != nullptr) {
+    enroll::AuditEvent event = enroll::AuditEvent::For(actor);
+    event.outcome = static_cast<int>(status.error_code());
+    // The call fails anyway; a record that cannot be written is logged.
+    if (absl::Status s = context.audit_log->Append(std::move(event)); !s.ok()) {
+      Log("ERROR", actor.method, ": ", s.ToString());
+    }
+  }
+  return status;
+}
+
+// Runs call(registry, request, actor) on `queue` and finishes the RPC with
+// its result. The request and response live until Finish: gRPC owns them.
 template <typename Request, typename Response, typename Call>
 grpc::ServerUnaryReactor* Dispatch(const char* method,
                                    grpc::CallbackServerContext* ctx,
@@ -74,8 +105,10 @@ grpc::ServerUnaryReactor* Dispatch(const char* method,
                                    Call call) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   enroll::Registry* registry = context->registry.load();
+  enroll::AuditActor actor = ActorOf(*context, *ctx, method);
   if (registry == nullptr) {
-    reactor->Finish(Loading());
+    queue->Schedule(
+        [=] { reactor->Finish(Refused(*context, actor, Loading())); });
     return reactor;
   }
   queue->Schedule([=] {
@@ -83,10 +116,10 @@ grpc::ServerUnaryReactor* Dispatch(const char* method,
       context->before_run(method, [ctx] { return Expired(*ctx); });
     }
     if (std::optional<grpc::Status> abandoned = Abandoned(*ctx)) {
-      reactor->Finish(*abandoned);
+      reactor->Finish(Refused(*context, actor, *abandoned));
       return;
     }
-    auto result = call(*registry, *request);
+    auto result = call(*registry, *request, actor);
     const absl::Status status = ToAbsl(result);
     Assign(std::move(result), response);
     reactor->Finish(ToGrpc(status, method));
@@ -106,9 +139,11 @@ class BatchEnrollReactor final
         context_(context),
         queue_(context->store_queue),
         registry_(context->registry.load()),
-        response_(response) {
+        response_(response),
+        actor_(ActorOf(*context, *ctx, kMethod)) {
     if (registry_ == nullptr) {
-      Finish(Loading());
+      queue_->Schedule(
+          [this] { Finish(Refused(*context_, actor_, Loading())); });
       return;
     }
     StartRead(&next_);
@@ -122,7 +157,7 @@ class BatchEnrollReactor final
       return;
     }
     if (requests_.size() == enroll::Registry::kMaxBatchEnrollRequests) {
-      Finish(
+      RefuseOnQueue(
           grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                        absl::StrCat("requests: at most ",
                                     enroll::Registry::kMaxBatchEnrollRequests,
@@ -131,7 +166,7 @@ class BatchEnrollReactor final
     }
     bytes_ += next_.ByteSizeLong();
     if (bytes_ > kMaxBatchBytes) {
-      Finish(grpc::Status(
+      RefuseOnQueue(grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrCat("requests: more than ", kMaxBatchBytes >> 20,
                        " MiB in one call; send fewer requests per call")));
@@ -145,20 +180,29 @@ class BatchEnrollReactor final
   void OnDone() override { delete this; }
 
  private:
+  static constexpr const char* kMethod =
+      "/hawiya.v1.EnrollmentService/BatchEnroll";
+
+  // Finishes with `status` once its audit record is written.
+  void RefuseOnQueue(grpc::Status status) {
+    queue_->Schedule(
+        [this, status] { Finish(Refused(*context_, actor_, status)); });
+  }
+
   void Commit() {
     queue_->Schedule([this] {
       if (context_->before_run) {
-        context_->before_run("BatchEnroll", [this] { return Expired(*ctx_); });
+        context_->before_run(kMethod, [this] { return Expired(*ctx_); });
       }
       if (std::optional<grpc::Status> abandoned = Abandoned(*ctx_)) {
-        Finish(*abandoned);
+        Finish(Refused(*context_, actor_, *abandoned));
         return;
       }
       // Checked again once the batch is validated and the write lock held.
-      absl::StatusOr<v1::BatchEnrollResponse> result =
-          registry_->BatchEnroll(requests_, [this] { return Expired(*ctx_); });
+      absl::StatusOr<v1::BatchEnrollResponse> result = registry_->BatchEnroll(
+          requests_, [this] { return Expired(*ctx_); }, actor_);
       if (result.ok()) *response_ = *std::move(result);
-      Finish(ToGrpc(result.status(), "BatchEnroll"));
+      Finish(ToGrpc(result.status(), kMethod));
     });
   }
 
@@ -167,6 +211,7 @@ class BatchEnrollReactor final
   WorkQueue* const queue_;
   enroll::Registry* const registry_;
   v1::BatchEnrollResponse* const response_;
+  const enroll::AuditActor actor_;
   // What one call may make the server hold before it commits: about 10000
   // requests of a few templates each.
   static constexpr size_t kMaxBatchBytes = size_t{256} << 20;
@@ -181,9 +226,11 @@ class BatchEnrollReactor final
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::Enroll(
     grpc::CallbackServerContext* ctx, const v1::EnrollRequest* request,
     v1::EnrollResponse* response) {
-  return Dispatch(
-      "Enroll", ctx, context_, context_->store_queue, request, response,
-      [](enroll::Registry& r, const auto& req) { return r.Enroll(req); });
+  return Dispatch("/hawiya.v1.EnrollmentService/Enroll", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.Enroll(req, a);
+                  });
 }
 
 grpc::ServerReadReactor<v1::EnrollRequest>* EnrollmentServiceImpl::BatchEnroll(
@@ -194,66 +241,81 @@ grpc::ServerReadReactor<v1::EnrollRequest>* EnrollmentServiceImpl::BatchEnroll(
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::GetPerson(
     grpc::CallbackServerContext* ctx, const v1::GetPersonRequest* request,
     v1::Person* response) {
-  return Dispatch(
-      "GetPerson", ctx, context_, context_->store_queue, request, response,
-      [](enroll::Registry& r, const auto& req) { return r.GetPerson(req); });
+  return Dispatch("/hawiya.v1.EnrollmentService/GetPerson", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.GetPerson(req, a);
+                  });
 }
 
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::UpdatePerson(
     grpc::CallbackServerContext* ctx, const v1::UpdatePersonRequest* request,
     v1::Person* response) {
-  return Dispatch(
-      "UpdatePerson", ctx, context_, context_->store_queue, request, response,
-      [](enroll::Registry& r, const auto& req) { return r.UpdatePerson(req); });
+  return Dispatch("/hawiya.v1.EnrollmentService/UpdatePerson", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.UpdatePerson(req, a);
+                  });
 }
 
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::ReplaceTemplates(
     grpc::CallbackServerContext* ctx,
     const v1::ReplaceTemplatesRequest* request, v1::Person* response) {
-  return Dispatch("ReplaceTemplates", ctx, context_, context_->store_queue,
-                  request, response, [](enroll::Registry& r, const auto& req) {
-                    return r.ReplaceTemplates(req);
+  return Dispatch("/hawiya.v1.EnrollmentService/ReplaceTemplates", ctx,
+                  context_, context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.ReplaceTemplates(req, a);
                   });
 }
 
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::DeletePerson(
     grpc::CallbackServerContext* ctx, const v1::DeletePersonRequest* request,
     google::protobuf::Empty* response) {
-  return Dispatch(
-      "DeletePerson", ctx, context_, context_->store_queue, request, response,
-      [](enroll::Registry& r, const auto& req) { return r.DeletePerson(req); });
+  return Dispatch("/hawiya.v1.EnrollmentService/DeletePerson", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.DeletePerson(req, a);
+                  });
 }
 
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::ListPersons(
     grpc::CallbackServerContext* ctx, const v1::ListPersonsRequest* request,
     v1::ListPersonsResponse* response) {
-  return Dispatch(
-      "ListPersons", ctx, context_, context_->store_queue, request, response,
-      [](enroll::Registry& r, const auto& req) { return r.ListPersons(req); });
+  return Dispatch("/hawiya.v1.EnrollmentService/ListPersons", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.ListPersons(req, a);
+                  });
 }
 
 grpc::ServerUnaryReactor* MatchServiceImpl::Verify(
     grpc::CallbackServerContext* ctx, const v1::VerifyRequest* request,
     v1::VerifyResponse* response) {
-  return Dispatch(
-      "Verify", ctx, context_, context_->match_queue, request, response,
-      [](enroll::Registry& r, const auto& req) { return r.Verify(req); });
+  return Dispatch("/hawiya.v1.MatchService/Verify", ctx, context_,
+                  context_->match_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.Verify(req, a);
+                  });
 }
 
 grpc::ServerUnaryReactor* MatchServiceImpl::Identify(
     grpc::CallbackServerContext* ctx, const v1::IdentifyRequest* request,
     v1::IdentifyResponse* response) {
-  return Dispatch(
-      "Identify", ctx, context_, context_->match_queue, request, response,
-      [](enroll::Registry& r, const auto& req) { return r.Identify(req); });
+  return Dispatch("/hawiya.v1.MatchService/Identify", ctx, context_,
+                  context_->match_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.Identify(req, a);
+                  });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetStats(
     grpc::CallbackServerContext* ctx, const v1::GetStatsRequest* request,
     v1::GetStatsResponse* response) {
-  return Dispatch(
-      "GetStats", ctx, context_, context_->store_queue, request, response,
-      [](enroll::Registry& r, const auto&) { return r.GetStats(); });
+  return Dispatch("/hawiya.v1.AdminService/GetStats", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto&, const auto& a) {
+                    return r.GetStats(a);
+                  });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RotateKey(
@@ -263,10 +325,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKey(
   // the call is cancelled (which Shutdown does after its grace period) or
   // its deadline passes.
   return Dispatch(
-      "RotateKey", ctx, context_, context_->store_queue, request, response,
-      [ctx](enroll::Registry& r, const v1::RotateKeyRequest& req) {
-        absl::StatusOr<v1::RotateKeyResponse> rotated =
-            r.RotateKey(req, [ctx] { return Expired(*ctx); });
+      "/hawiya.v1.AdminService/RotateKey", ctx, context_, context_->store_queue,
+      request, response,
+      [ctx](enroll::Registry& r, const v1::RotateKeyRequest& req,
+            const enroll::AuditActor& a) {
+        absl::StatusOr<v1::RotateKeyResponse> rotated = r.RotateKey(
+            req, [ctx] { return Expired(*ctx); }, a);
         if (rotated.ok() && !req.new_key_file().empty()) {
           // The config still names the old key file: say so where the
           // operator will look when the next start fails.
@@ -277,6 +341,27 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKey(
         }
         return rotated;
       });
+}
+
+grpc::ServerUnaryReactor* AuditServiceImpl::ListAuditRecords(
+    grpc::CallbackServerContext* ctx,
+    const v1::ListAuditRecordsRequest* request,
+    v1::ListAuditRecordsResponse* response) {
+  return Dispatch("/hawiya.v1.AuditService/ListAuditRecords", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.ListAuditRecords(req, a);
+                  });
+}
+
+grpc::ServerUnaryReactor* AuditServiceImpl::VerifyAuditLog(
+    grpc::CallbackServerContext* ctx, const v1::VerifyAuditLogRequest* request,
+    v1::VerifyAuditLogResponse* response) {
+  return Dispatch("/hawiya.v1.AuditService/VerifyAuditLog", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.VerifyAuditLog(req, a);
+                  });
 }
 
 }  // namespace hawiya::services

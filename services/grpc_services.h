@@ -10,14 +10,21 @@
 // transaction). So a call that ends DEADLINE_EXCEEDED or CANCELLED never
 // leaves a half-written request; it may have committed whole if it was
 // already committing (retrying with the same request_id replays it).
+//
+// Audit: handlers pass the caller (principal, the role that allowed the
+// call, the method) to the Registry, which records the call. Calls that
+// never reach it (galleries loading, or abandoned in the queue) are
+// recorded here, through ServiceContext::audit_log.
 #ifndef HAWIYA_SERVICES_GRPC_SERVICES_H_
 #define HAWIYA_SERVICES_GRPC_SERVICES_H_
 
 #include <atomic>
 #include <functional>
 
+#include "enroll/audit_log.h"
 #include "enroll/registry.h"
 #include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "services/auth.h"
@@ -38,6 +45,9 @@ struct ServiceContext {
   // cancellation and deadline) and run; gets the method name and whether
   // the call has expired (cancelled, or past its deadline) by now.
   std::function<void(const char*, const std::function<bool()>&)> before_run;
+  // Where calls refused before reaching the registry are recorded; exists
+  // (and the store behind it is attached) before the registry is ready.
+  enroll::AuditLog* audit_log = nullptr;
 };
 
 class EnrollmentServiceImpl final
@@ -97,6 +107,23 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* RotateKey(grpc::CallbackServerContext* ctx,
                                       const v1::RotateKeyRequest* request,
                                       v1::RotateKeyResponse* response) override;
+
+ private:
+  ServiceContext* const context_;
+};
+
+class AuditServiceImpl final : public v1::AuditService::CallbackService {
+ public:
+  explicit AuditServiceImpl(ServiceContext* context) : context_(context) {}
+
+  grpc::ServerUnaryReactor* ListAuditRecords(
+      grpc::CallbackServerContext* ctx,
+      const v1::ListAuditRecordsRequest* request,
+      v1::ListAuditRecordsResponse* response) override;
+  grpc::ServerUnaryReactor* VerifyAuditLog(
+      grpc::CallbackServerContext* ctx,
+      const v1::VerifyAuditLogRequest* request,
+      v1::VerifyAuditLogResponse* response) override;
 
  private:
   ServiceContext* const context_;

@@ -43,19 +43,23 @@ class ServerImpl final : public Server {
  public:
   ServerImpl(ServerOptions options,
              std::shared_ptr<grpc::ServerCredentials> credentials,
-             std::shared_ptr<const AccessPolicy> access)
+             std::shared_ptr<const AccessPolicy> access,
+             std::shared_ptr<enroll::AuditLog> audit_log)
       : options_(std::move(options)),
         credentials_(std::move(credentials)),
         access_(std::move(access)),
+        audit_log_(std::move(audit_log)),
         store_queue_(kStoreThreads),
         match_queue_(MatchThreads(options_.config)),
         enrollment_(&context_),
         match_(&context_),
-        admin_(&context_) {
+        admin_(&context_),
+        audit_(&context_) {
     context_.store_queue = &store_queue_;
     context_.match_queue = &match_queue_;
     context_.access = access_.get();
     context_.before_run = options_.before_call;
+    context_.audit_log = audit_log_.get();
   }
 
   ~ServerImpl() override { Shutdown(absl::ZeroDuration()); }
@@ -71,6 +75,7 @@ class ServerImpl final : public Server {
     builder.RegisterService(&enrollment_);
     builder.RegisterService(&match_);
     builder.RegisterService(&admin_);
+    builder.RegisterService(&audit_);
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
       return absl::UnavailableError(
@@ -79,7 +84,8 @@ class ServerImpl final : public Server {
     // Each service is checkable by name as well as the whole server ("").
     for (const char* name : {"", v1::EnrollmentService::service_full_name(),
                              v1::MatchService::service_full_name(),
-                             v1::AdminService::service_full_name()}) {
+                             v1::AdminService::service_full_name(),
+                             v1::AuditService::service_full_name()}) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);
     }
     loader_ = std::thread([this] { Load(); });
@@ -145,6 +151,7 @@ class ServerImpl final : public Server {
       registry_options.modalities = *specs;
       registry_options.snapshots = options_.snapshots;
       registry_options.key_file = options_.config.key_file();
+      registry_options.audit_log = audit_log_;
       absl::StatusOr<std::unique_ptr<enroll::Registry>> registry =
           enroll::Registry::Open(registry_options);
       if (registry.ok()) {
@@ -229,6 +236,9 @@ class ServerImpl final : public Server {
   const ServerOptions options_;
   const std::shared_ptr<grpc::ServerCredentials> credentials_;
   const std::shared_ptr<const AccessPolicy> access_;
+  // Shared with the access check (TLS) and the registry, which attaches it
+  // to the store as soon as the store is open.
+  const std::shared_ptr<enroll::AuditLog> audit_log_;
   int port_ = 0;
   // Declared before the services and the gRPC server so that they are
   // destroyed after them.
@@ -239,6 +249,7 @@ class ServerImpl final : public Server {
   EnrollmentServiceImpl enrollment_;
   MatchServiceImpl match_;
   AdminServiceImpl admin_;
+  AuditServiceImpl audit_;
   std::unique_ptr<grpc::Server> server_;
   std::thread loader_;
   absl::Notification loaded_;
@@ -270,7 +281,8 @@ absl::Status ConfigureScanPool(const config::ServerConfig& config) {
 // Mutual TLS from the given files, or from the development PKI.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
     const ServerOptions& options, std::shared_ptr<const AccessPolicy> access,
-    std::shared_ptr<RateLimiter> limits) {
+    std::shared_ptr<RateLimiter> limits,
+    std::shared_ptr<enroll::AuditLog> audit_log) {
   std::string cert = options.tls_cert;
   std::string key = options.tls_key;
   std::string ca = options.client_ca;
@@ -306,7 +318,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
   }
   Log("INFO", "mutual TLS: certificate ", cert, ", client CA ", ca);
   return MutualTlsCredentials(*cert_pem, *key_pem, *ca_pem, std::move(access),
-                              std::move(limits));
+                              std::move(limits), std::move(audit_log));
 }
 
 }  // namespace
@@ -324,6 +336,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   absl::StatusOr<std::unique_ptr<RateLimiter>> limits =
       RateLimiter::FromConfig(options.config);
   if (!limits.ok()) return limits.status();
+  auto audit_log = std::make_shared<enroll::AuditLog>();
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (options.insecure) {
     if (!options.tls_cert.empty() || !options.tls_key.empty() ||
@@ -351,13 +364,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   } else {
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
         TlsCredentials(options, access,
-                       std::shared_ptr<RateLimiter>(*std::move(limits)));
+                       std::shared_ptr<RateLimiter>(*std::move(limits)),
+                       audit_log);
     if (!tls.ok()) return tls.status();
     credentials = *std::move(tls);
   }
   if (absl::Status s = ConfigureScanPool(options.config); !s.ok()) return s;
-  auto server = std::make_unique<ServerImpl>(
-      std::move(options), std::move(credentials), std::move(access));
+  auto server =
+      std::make_unique<ServerImpl>(std::move(options), std::move(credentials),
+                                   std::move(access), std::move(audit_log));
   if (absl::Status s = server->Bind(); !s.ok()) return s;
   return server;
 }

@@ -1,5 +1,7 @@
 // Server: the Hawiya gRPC server. Serves EnrollmentService, MatchService,
-// AdminService, grpc.health.v1.Health and server reflection.
+// AdminService, AuditService, grpc.health.v1.Health and server reflection.
+// Every call is audited (enroll/audit.h) from the moment the store opens;
+// calls refused before it opens are held in memory and written then.
 //
 // Start binds at once and reports NOT_SERVING (Hawiya RPCs UNAVAILABLE) while
 // the galleries load (from a snapshot plus the store's later changes, or from

@@ -122,9 +122,28 @@ TEST(CliTest, WalkthroughWithScriptableExitCodes) {
   EXPECT_EQ(RunCli("stats" + at).exit_code, 0);
   EXPECT_EQ(RunCli("health" + at).exit_code, 0);
 
+  // The audit log of every call above (the insecure principal), and its
+  // chain checked through the server.
+  Result audit = RunCli("audit list" + at);
+  EXPECT_EQ(audit.exit_code, 0);
+  EXPECT_THAT(audit.out, HasSubstr("/hawiya.v1.MatchService/Identify"));
+  EXPECT_THAT(audit.out, HasSubstr("\"outcome\": \"ALREADY_EXISTS\""));
+  EXPECT_THAT(audit.out, HasSubstr("\"nationalId\": \"KWT/NOPE\""));
+  Result verified = RunCli("audit verify" + at);
+  EXPECT_EQ(verified.exit_code, 0);
+  EXPECT_THAT(verified.out, StartsWith("audit log intact: "));
+  EXPECT_EQ(RunCli("audit" + at).exit_code, 2);
+  EXPECT_EQ(RunCli("audit frobnicate" + at).exit_code, 2);
+  EXPECT_EQ(RunCli("audit verify --anchor_sequence=3" + at).exit_code,
+            10 + 3);  // INVALID_ARGUMENT: no anchor_hash
+
   server->reset();
   EXPECT_EQ(RunCli("stats --timeout=2s" + at).exit_code,
             10 + 14);  // UNAVAILABLE
+  // Offline, once the server is gone.
+  Result offline = RunCli("audit verify --data_dir=" + dir + "/data");
+  EXPECT_EQ(offline.exit_code, 0);
+  EXPECT_THAT(offline.out, StartsWith("audit log intact: "));
   std::filesystem::remove_all(dir);
 }
 

@@ -140,7 +140,7 @@ class LimitsServerTest : public ::testing::Test {
 };
 
 TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
-  QueueGate gate("Enroll");
+  QueueGate gate("/hawiya.v1.EnrollmentService/Enroll");
   Start(gate.AsSeam());
   const v1::EnrollRequest request = MakeEnrollRequest(model_, 1);
   v1::EnrollResponse response;
@@ -164,7 +164,7 @@ TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
 }
 
 TEST_F(LimitsServerTest, BatchEnrollWhoseDeadlinePassedWritesNothing) {
-  QueueGate gate("BatchEnroll");
+  QueueGate gate("/hawiya.v1.EnrollmentService/BatchEnroll");
   Start(gate.AsSeam());
   std::vector<v1::EnrollRequest> requests;
   for (uint64_t n = 10; n < 15; ++n) {
@@ -191,7 +191,7 @@ TEST_F(LimitsServerTest, BatchEnrollWhoseDeadlinePassedWritesNothing) {
 }
 
 TEST_F(LimitsServerTest, RotateKeyWhoseDeadlinePassedDoesNotRotate) {
-  QueueGate gate("RotateKey");
+  QueueGate gate("/hawiya.v1.AdminService/RotateKey");
   Start(gate.AsSeam());
   v1::EnrollResponse enrolled;
   ASSERT_TRUE(enrollment_

@@ -328,6 +328,27 @@ TEST(AccessPolicyTest, DefaultsAuthenticateDevPrincipalsAndAuthorize) {
             absl::StatusCode::kUnauthenticated);
 }
 
+// The role an audit record names: the caller's role the method lists, "*"
+// for a method open to any caller, none when refused.
+TEST(AccessPolicyTest, RoleForNamesTheRoleThatAllowsTheCall) {
+  config::ServerConfig config;
+  config::PrincipalRoles* both = config.add_principals();
+  both->set_principal("hawiya://ops/both");
+  both->add_roles("auditor");
+  both->add_roles("admin");
+  absl::StatusOr<services::AccessPolicy> policy =
+      services::AccessPolicy::FromConfig(config);
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const services::Caller caller{"hawiya://ops/both", {"admin", "auditor"}};
+  EXPECT_EQ(policy->RoleFor(caller, "/hawiya.v1.AdminService/GetStats"),
+            "admin");
+  EXPECT_EQ(policy->RoleFor(caller, "/hawiya.v1.AuditService/ListAuditRecords"),
+            "auditor");
+  EXPECT_EQ(policy->RoleFor(caller, "/grpc.health.v1.Health/Check"), "*");
+  EXPECT_EQ(policy->RoleFor(caller, "/hawiya.v1.MatchService/Identify"), "");
+  EXPECT_EQ(policy->RoleFor(caller, "/hawiya.v1.MatchService/Frobnicate"), "");
+}
+
 TEST(AccessPolicyTest, ConfigReplacesDefaultsAndIsChecked) {
   config::ServerConfig config;
   config::PrincipalRoles* moi = config.add_principals();

@@ -38,9 +38,10 @@ TEST(ReflectionTest, ListsServicesAndServesTheirDescriptors) {
   for (const auto& service : response.list_services_response().service()) {
     services.insert(service.name());
   }
-  EXPECT_THAT(services, IsSupersetOf({"hawiya.v1.EnrollmentService",
-                                      "hawiya.v1.MatchService",
-                                      "hawiya.v1.AdminService"}));
+  EXPECT_THAT(
+      services,
+      IsSupersetOf({"hawiya.v1.EnrollmentService", "hawiya.v1.MatchService",
+                    "hawiya.v1.AdminService", "hawiya.v1.AuditService"}));
 
   request.set_file_containing_symbol("hawiya.v1.MatchService");
   ASSERT_TRUE(stream->Write(request));

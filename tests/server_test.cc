@@ -18,6 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
@@ -383,6 +384,28 @@ TEST_F(ServerTest, BatchEnrollIsAllOrNothingNamingTheItem) {
   EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "requests: at most 10000 per call");
   EXPECT_EQ(PersonCount(), 1);
+
+  // Each refused batch has its audit record, the one refused while
+  // streaming included.
+  v1::ListAuditRecordsResponse audit;
+  ASSERT_TRUE(
+      v1::AuditService::NewStub(server_->NewChannel())
+          ->ListAuditRecords(Ctx().get(), v1::ListAuditRecordsRequest(), &audit)
+          .ok());
+  std::vector<std::string> outcomes;
+  for (const v1::AuditRecord& record : audit.records()) {
+    if (record.method() != "/hawiya.v1.EnrollmentService/BatchEnroll") {
+      continue;
+    }
+    EXPECT_EQ(record.principal(), "hawiya://dev/insecure");
+    EXPECT_EQ(record.role(), "registrar");
+    EXPECT_THAT(record.subject_ids(), ::testing::IsEmpty());
+    outcomes.push_back(record.outcome());
+  }
+  EXPECT_THAT(outcomes,
+              ::testing::ElementsAre("INVALID_ARGUMENT", "ALREADY_EXISTS",
+                                     "ALREADY_EXISTS", "ALREADY_EXISTS",
+                                     "INVALID_ARGUMENT"));
 }
 
 TEST_F(ServerTest, EveryValidationRuleNamesItsField) {
@@ -885,6 +908,21 @@ TEST(ServerLoadingTest, NotServingUntilGalleriesLoad) {
           .ok());
   EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   EXPECT_TRUE(admin->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
+
+  // The call refused while loading is in the audit log: held in memory
+  // until the store opened, then written first.
+  v1::ListAuditRecordsResponse audit;
+  ASSERT_TRUE(
+      v1::AuditService::NewStub(channel)
+          ->ListAuditRecords(Ctx().get(), v1::ListAuditRecordsRequest(), &audit)
+          .ok());
+  ASSERT_EQ(audit.records_size(), 2);
+  EXPECT_EQ(audit.records(0).method(), "/hawiya.v1.AdminService/GetStats");
+  EXPECT_EQ(audit.records(0).outcome(), "UNAVAILABLE");
+  EXPECT_EQ(audit.records(0).principal(), "hawiya://dev/insecure");
+  EXPECT_EQ(audit.records(0).role(), "admin");
+  EXPECT_EQ(audit.records(1).method(), "/hawiya.v1.AdminService/GetStats");
+  EXPECT_EQ(audit.records(1).outcome(), "OK");
   (*server)->Shutdown(absl::Seconds(1));
   std::filesystem::remove_all(data_dir);
 }

@@ -19,6 +19,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "reflection_client.grpc.pb.h"
@@ -139,6 +140,18 @@ std::map<std::string, std::function<grpc::Status(const Channel&)>> AllRpcs() {
          return v1::AdminService::NewStub(c)->RotateKey(
              Ctx().get(), v1::RotateKeyRequest(), &r);
        }},
+      {"/hawiya.v1.AuditService/ListAuditRecords",
+       [](const Channel& c) {
+         v1::ListAuditRecordsResponse r;
+         return v1::AuditService::NewStub(c)->ListAuditRecords(
+             Ctx().get(), v1::ListAuditRecordsRequest(), &r);
+       }},
+      {"/hawiya.v1.AuditService/VerifyAuditLog",
+       [](const Channel& c) {
+         v1::VerifyAuditLogResponse r;
+         return v1::AuditService::NewStub(c)->VerifyAuditLog(
+             Ctx().get(), v1::VerifyAuditLogRequest(), &r);
+       }},
   };
 }
 
@@ -155,6 +168,9 @@ bool Allowed(const std::string& role, const std::string& method) {
   }
   if (absl::StartsWith(method, "/hawiya.v1.AdminService/")) {
     return role == "admin";
+  }
+  if (absl::StartsWith(method, "/hawiya.v1.AuditService/")) {
+    return role == "auditor";
   }
   return false;
 }
