@@ -19,6 +19,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
@@ -142,8 +143,23 @@ TEST(RateLimitProcessTest, PrincipalOverItsLimitIsRefusedOthersAreNot) {
   for (int i = 0; i < 20; ++i) {
     EXPECT_EQ(GetNobody(registrar).error_code(), StatusCode::NOT_FOUND) << i;
   }
-  // A run of refusals is logged once.
+  // A run of refusals is logged once, but each refusal is audited.
   EXPECT_EQ(Count(server.log(), "is over its rate limit"), 1);
+  v1::ListAuditRecordsRequest request;
+  request.set_principal("hawiya://dev/border");
+  request.set_page_size(1000);
+  v1::ListAuditRecordsResponse page;
+  ASSERT_TRUE(v1::AuditService::NewStub(server.ChannelAs("auditor"))
+                  ->ListAuditRecords(Ctx().get(), request, &page)
+                  .ok());
+  std::map<std::string, int> outcomes;
+  for (const v1::AuditRecord& record : page.records()) {
+    if (record.method() == "/hawiya.v1.EnrollmentService/GetPerson") {
+      ++outcomes[record.outcome()];
+    }
+  }
+  EXPECT_EQ(outcomes, (std::map<std::string, int>{{"NOT_FOUND", 2},
+                                                  {"RESOURCE_EXHAUSTED", 3}}));
 }
 
 TEST(RateLimitProcessTest, NotAppliedUnderInsecureAndSaysSo) {
