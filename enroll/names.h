@@ -1,0 +1,57 @@
+// Name matching for civil-status verification: how people actually write
+// Arabic and Latin names. Normalisation folds the spellings that mean the
+// same name (Arabic: tashkeel, tatweel, alef and hamza forms, ta marbuta,
+// Arabic-Indic digits, "عبد ال..." compounds; Latin: case, diacritics,
+// Al-/El- prefixes, hyphens and apostrophes, common transliteration
+// variants), and similarity compares names token by token (best assignment
+// of tokens), across scripts through a documented Arabic→Latin
+// transliteration.
+//
+// Plain functions on UTF-8 strings; no state, thread-safe.
+#ifndef HAWIYA_ENROLL_NAMES_H_
+#define HAWIYA_ENROLL_NAMES_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "hawiya/v1/types.pb.h"
+
+namespace hawiya::enroll::names {
+
+enum class Script { kEmpty, kArabic, kLatin, kMixed };
+
+// The script of a name's letters (digits, spaces and punctuation ignored).
+Script ScriptOf(absl::string_view name);
+
+// Normalised tokens of a name in Arabic script (see the file comment).
+std::vector<std::string> NormalizeArabic(absl::string_view name);
+// Normalised tokens of a name in Latin script: lower-case ASCII.
+std::vector<std::string> NormalizeLatin(absl::string_view name);
+// Latin tokens (as NormalizeLatin makes them) for a name in Arabic script.
+std::vector<std::string> TransliterateArabic(absl::string_view name);
+
+struct NameComparison {
+  // In [0, 1]; 1 for names equal after normalisation.
+  double similarity = 0;
+  // similarity >= kNameMatchThreshold.
+  bool match = false;
+};
+
+// The threshold CompareNames uses, calibrated on the name-pair table of
+// tests/names_test.cc.
+extern const double kNameMatchThreshold;
+
+// Compares two full names written in any script (one string each: given
+// name first, as a person writes it).
+NameComparison CompareNames(absl::string_view a, absl::string_view b);
+
+// Compares a claimed name with a recorded one: every non-empty part of
+// `claimed` (given, father, grandfather, family) joined in that order
+// against the same parts of `recorded`. Either may be Arabic or Latin.
+NameComparison CompareNames(const v1::PersonName& claimed,
+                            const v1::PersonName& recorded);
+
+}  // namespace hawiya::enroll::names
+
+#endif  // HAWIYA_ENROLL_NAMES_H_
