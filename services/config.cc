@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "enroll/partner.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "matcher/gallery.h"
@@ -117,6 +118,12 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
       !limits.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ": ", limits.status().message()));
+  }
+  if (absl::StatusOr<enroll::PartnerPolicies> policies =
+          enroll::PartnerPolicies::FromConfig(config);
+      !policies.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", policies.status().message()));
   }
   return config;
 }
