@@ -1298,6 +1298,11 @@ absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
     }
     out->set_prev_hash(HashHex(record.prev_hash));
     out->set_hash(HashHex(record.hash));
+    out->set_purpose(record.event.purpose);
+    out->set_decision(record.event.decision);
+    for (const std::string& name : record.event.disclosed) {
+      out->add_disclosed_attributes(name);
+    }
   }
   if (page->last_sequence > 0) {
     response.set_next_page_token(absl::StrCat(page->last_sequence));
