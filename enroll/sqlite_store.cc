@@ -176,7 +176,8 @@ CREATE TABLE signing_keys (
   public_key BLOB NOT NULL,
   sealed_private_key BLOB NOT NULL,
   valid_from_us INTEGER NOT NULL,
-  -- 0 for the current key.
+  -- 0 for the current key. A retired key's sealed_private_key is emptied:
+  -- only its public key is kept, to check old receipts.
   valid_until_us INTEGER NOT NULL
 );
 CREATE TABLE partner_quota (
@@ -1355,7 +1356,8 @@ class SqliteStore final : public Store {
         HAWIYA_STORE_ASSIGN_OR_RETURN(
             Statement select,
             connection_->Prepare(
-                "SELECT key_id, sealed_private_key FROM signing_keys"));
+                "SELECT key_id, sealed_private_key FROM signing_keys WHERE "
+                "length(sealed_private_key) > 0"));
         while (true) {
           HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
           if (!row) break;
@@ -1459,8 +1461,9 @@ class SqliteStore final : public Store {
     {
       HAWIYA_STORE_ASSIGN_OR_RETURN(
           Statement retire,
-          connection_->Prepare("UPDATE signing_keys SET valid_until_us = ?1 "
-                               "WHERE valid_until_us = 0"));
+          connection_->Prepare(
+              "UPDATE signing_keys SET valid_until_us = ?1, "
+              "sealed_private_key = x'' WHERE valid_until_us = 0"));
       retire.BindInt(1, key.valid_from_us);
       HAWIYA_STORE_RETURN_IF_ERROR(retire.Run());
     }

@@ -351,7 +351,8 @@ class Store {
   virtual absl::StatusOr<std::vector<SigningKeyRecord>> SigningKeys() = 0;
   // Makes `key` (valid_from_us set, valid_until_us ignored) the current
   // signing key and retires the previous one (valid_until_us = the new
-  // key's valid_from_us), in one transaction. ALREADY_EXISTS naming
+  // key's valid_from_us; its private key is deleted, only the public one
+  // stays), in one transaction. ALREADY_EXISTS naming
   // "key_id" if that id is taken.
   virtual absl::Status AddSigningKey(const SigningKeyRecord& key) = 0;
 

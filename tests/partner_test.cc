@@ -741,6 +741,12 @@ TEST_F(PartnerRegistryTest, OldReceiptsVerifyAfterKeyRotationAndRestart) {
   EXPECT_TRUE(VerifyReceipt(before.receipt(), keys).ok());
   EXPECT_TRUE(VerifyReceipt(after.receipt(), keys).ok());
   EXPECT_EQ(Verify(Claim(1)).receipt().key_id(), rotated->key().key_id());
+  // The retired key's private half is gone from the store.
+  EXPECT_EQ(testing::RawDb(dir_ + "/hawiya.db")
+                .Blob(absl::StrCat("SELECT sealed_private_key FROM "
+                                   "signing_keys WHERE key_id = '",
+                                   first_key, "'")),
+            "");
   // Without the old key published, the old receipt cannot be checked.
   v1::GetSigningKeysResponse current_only;
   *current_only.add_keys() = keys.keys(1);
@@ -761,6 +767,11 @@ TEST_F(PartnerRegistryTest, SigningKeySealedAndFollowsKekRotation) {
         "'"));
     EXPECT_EQ(sealed.size(), kEd25519KeyBytes + kAeadOverheadBytes);
   }
+  // A retired key (private half deleted) beside the current one.
+  now_ += absl::Minutes(1);
+  absl::StatusOr<v1::RotateSigningKeyResponse> rotated =
+      registry_->RotateSigningKey();
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
   const std::string new_key = dir_ + "/kek-2.key";
   ASSERT_TRUE(CreateKeyFile(new_key).ok());
   v1::RotateKeyRequest rotate;
@@ -771,13 +782,21 @@ TEST_F(PartnerRegistryTest, SigningKeySealedAndFollowsKekRotation) {
   options.data_dir = dir_;
   options.key_file = new_key;
   options.snapshots = false;
+  options.partner_policies = *PartnerPolicies::FromConfig(Policies());
   absl::StatusOr<std::unique_ptr<Registry>> reopened = Registry::Open(options);
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   absl::StatusOr<v1::GetSigningKeysResponse> keys =
       (*reopened)->GetSigningKeys();
   ASSERT_TRUE(keys.ok());
-  EXPECT_EQ(keys->current_key_id(), key_id);
+  EXPECT_EQ(keys->current_key_id(), rotated->key().key_id());
   EXPECT_TRUE(VerifyReceipt(response.receipt(), *keys).ok());
+  // The current private key opens under the new KEK: it still signs.
+  v1::VerifyCivilStatusRequest request = Claim(1);
+  absl::StatusOr<Response> signed_after =
+      (*reopened)->VerifyCivilStatus(request, Actor(kFull));
+  ASSERT_TRUE(signed_after.ok()) << signed_after.status();
+  EXPECT_EQ(signed_after->receipt().key_id(), rotated->key().key_id());
+  EXPECT_TRUE(VerifyReceipt(signed_after->receipt(), *keys).ok());
 }
 
 // Records without the partner fields hash as before; with them, the
