@@ -349,10 +349,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   absl::StatusOr<std::unique_ptr<RateLimiter>> limits =
       RateLimiter::FromConfig(options.config);
   if (!limits.ok()) return limits.status();
-  if (absl::StatusOr<enroll::PartnerPolicies> policies =
-          enroll::PartnerPolicies::FromConfig(options.config);
-      !policies.ok()) {
-    return policies.status();
+  if (absl::Status s = CheckPartnerPolicies(options.config); !s.ok()) {
+    return s;
   }
   auto audit_log = std::make_shared<enroll::AuditLog>();
   std::shared_ptr<grpc::ServerCredentials> credentials;

@@ -327,6 +327,15 @@ TEST(PartnerPolicyConfigTest, ExampleParsesAndItsRateLimitIsThePrincipals) {
               HasSubstr("config " + path +
                         ": partner_policies[0].disclosable_attributes: "
                         "unknown attribute 'passport'"));
+
+  // A policy for a principal that is not a partner.
+  std::ofstream(path, std::ios::trunc)
+      << "partner_policies { principal: \"hawiya://dev/border\" "
+         "allowed_purposes: \"BORDER_CROSSING\" }\n";
+  config = LoadConfig(path);
+  EXPECT_THAT(config.status().message(),
+              HasSubstr("partner_policies[0].principal: hawiya://dev/border "
+                        "is not one of the principals with role partner"));
   std::filesystem::remove_all(dir);
 }
 
