@@ -52,6 +52,25 @@ NameComparison CompareNames(absl::string_view a, absl::string_view b);
 NameComparison CompareNames(const v1::PersonName& claimed,
                             const v1::PersonName& recorded);
 
+// Additions (not used by the interim interface; rules in docs/NAMES.md).
+
+// The canonical Latin tokens CompareNames compares for a name in any script:
+// NormalizeLatin for Latin letters, TransliterateArabic for Arabic ones (a
+// mixed name is split at whitespace and each chunk takes its own script).
+std::vector<std::string> CanonicalTokens(absl::string_view name);
+
+// Jaro-Winkler similarity of two byte strings (prefix scale 0.1, prefix of
+// at most 4), in [0, 1]; 1 for equal strings, 0 if either is empty.
+double JaroWinkler(absl::string_view a, absl::string_view b);
+
+// Similarity in [0, 1] of two canonical tokens (as CanonicalTokens makes
+// them): Jaro-Winkler after setting aside an "al" article and the "abdal" /
+// "abu" compound heads. `approximate` says that either token came from the
+// letter-by-letter Arabic transliteration (no short vowels), in which case
+// their consonant skeletons are compared as well, at a small discount.
+double TokenSimilarity(absl::string_view a, absl::string_view b,
+                       bool approximate = false);
+
 }  // namespace hawiya::enroll::names
 
 #endif  // HAWIYA_ENROLL_NAMES_H_
