@@ -887,10 +887,19 @@ std::vector<Token> AnyTokens(absl::string_view name) {
 
 // An "al" article set aside before comparing: Harbi = Alharbi, and
 // Alharbi vs Alharthi is decided on harbi vs harthi (the shared article
-// would otherwise earn a prefix bonus).
-absl::string_view StripArticle(absl::string_view t) {
-  if (t.size() >= 6 && StartsWith(t, "al")) return t.substr(2);
-  return t;
+// would otherwise earn a prefix bonus). Set aside from both tokens when both
+// have it (Almri / Almari: short ones too), else from a token of 6+ letters
+// only (Ali, Alia, Elias are names, not articles).
+void StripArticles(absl::string_view* a, absl::string_view* b) {
+  if (StartsWith(*a, "al") && StartsWith(*b, "al") && a->size() >= 5 &&
+      b->size() >= 5) {
+    a->remove_prefix(2);
+    b->remove_prefix(2);
+    return;
+  }
+  for (absl::string_view* t : {a, b}) {
+    if (t->size() >= 6 && StartsWith(*t, "al")) t->remove_prefix(2);
+  }
 }
 
 // Consonant skeleton: vowels and the half-vowels w and y dropped (the letter
@@ -1086,8 +1095,7 @@ double TokenSimilarity(absl::string_view a, absl::string_view b,
                        bool approximate) {
   if (a.empty() || b.empty()) return 0;
   if (a == b) return 1;
-  a = StripArticle(a);
-  b = StripArticle(b);
+  StripArticles(&a, &b);
   if (a == b) return 1;
   // Compound heads: Abdullah vs Abdulrahman is decided on the stems.
   for (absl::string_view head : {"abdal", "abu"}) {

@@ -508,6 +508,48 @@ const std::vector<NamePair>& Table() {
   return *table;
 }
 
+// Written after the rules and the threshold were fixed on Table(), to see
+// how they carry over to names they were not tuned on. (It showed one bug,
+// fixed since: the article was set aside from Almari but not from the
+// letter-table Almri. Nothing else was changed for it.)
+const std::vector<NamePair>& HeldOutTable() {
+  static const auto* table = new std::vector<NamePair>{
+      {"Saleh Abdulaziz Al-Rashid", "Salih Abdel Aziz Alrashid", true},
+      {"عبدالرحمن العمري", "Abdulrahman Al-Omari", true},
+      {"Mariam Youssef", "Maryam Yusuf", true},
+      {"فيصل تركي العتيبي", "Faisal Turki Al-Otaibi", true},
+      {"بدر ناصر", "Bader Nasser", true},
+      {"Reem Al-Dossary", "Reem Aldosari", true},
+      {"ريم الدوسري", "Reem Al-Dossary", true},
+      {"Abdulla Hamad Al-Marri", "Abdullah Hamad Almarri", true},
+      {"عبدالله حمد المري", "Abdulla Hamad Al-Marri", true},
+      {"Ibrahim Moussa", "Ebrahim Mousa", true},
+      {"إبراهيم موسى", "Ibrahim Moussa", true},
+      {"Nawaf Al-Enezi", "Nawaf Alanazi", true},
+      {"نواف العنزي", "Nawaf Al-Enezi", true},
+      {"Lulwah Al-Sabah", "Lulwa Alsabah", true},
+      {"سلطان الشمري", "Sultan Al-Shammari", true},
+      {"Hessa Al-Mansouri", "Hissa Almansoori", true},
+      {"Mishal Al-Qahtani", "Meshal Alqahtani", true},
+      {"مشعل القحطاني", "Mishal Al-Qahtani", true},
+      {"Youssef El Amrani", "Yousef Al-Amrani", true},
+      {"يوسف العمراني", "Youssef El Amrani", true},
+      {"Sultan Al-Shammari", "Salman Al-Shammari", false},
+      {"Nawaf Al-Enezi", "Nayef Al-Enezi", false},
+      {"Reem Al-Dossary", "Reema Al-Dossary", false},
+      {"Bader Nasser", "Bandar Nasser", false},
+      {"Faisal Turki", "Fahad Turki", false},
+      {"مشعل القحطاني", "Meshari Al-Qahtani", false},
+      {"Hessa Ali", "Hind Ali", false},
+      {"Ibrahim Moussa", "Ismail Moussa", false},
+      {"Sara Al-Omari", "Sara Al-Ameri", false},
+      {"عبدالله المري", "Abdulrahman Al-Marri", false},
+      {"Majed Faisal", "Faisal Majed", false},
+      {"Talal Al-Harbi", "Tariq Al-Harbi", false},
+  };
+  return *table;
+}
+
 bool IsCrossScript(const NamePair& p) {
   return (ScriptOf(p.a) == Script::kArabic) !=
          (ScriptOf(p.b) == Script::kArabic);
@@ -520,9 +562,10 @@ struct Metrics {
 };
 
 template <typename Matcher>
-Metrics Measure(Matcher matches, bool cross_script_only, bool log) {
+Metrics Measure(const std::vector<NamePair>& table, Matcher matches,
+                bool cross_script_only, bool log) {
   Metrics m;
-  for (const NamePair& p : Table()) {
+  for (const NamePair& p : table) {
     if (cross_script_only && !IsCrossScript(p)) continue;
     const bool said = matches(p);
     if (said && p.same) ++m.tp;
@@ -581,6 +624,25 @@ TEST(NamesTableTest, PrecisionAndRecallAtTheThreshold) {
   EXPECT_GE(cross.recall(), 0.90);
 }
 
+TEST(NamesTableTest, PrecisionAndRecallOnTheHeldOutTable) {
+  std::printf("held-out table at threshold %.2f:\n", kNameMatchThreshold);
+  const Metrics m = Measure(
+      HeldOutTable(),
+      [](const NamePair& p) { return CompareNames(p.a, p.b).match; },
+      /*cross_script_only=*/false, /*log=*/true);
+  std::printf(
+      "held-out %d pairs: precision %.3f recall %.3f (tp %d fp %d "
+      "fn %d tn %d)\n",
+      m.tp + m.fp + m.fn + m.tn, m.precision(), m.recall(), m.tp, m.fp, m.fn,
+      m.tn);
+  RecordProperty("held_out_precision", absl::StrFormat("%.3f", m.precision()));
+  RecordProperty("held_out_recall", absl::StrFormat("%.3f", m.recall()));
+  EXPECT_GE(m.tp + m.fn, 20);
+  EXPECT_GE(m.fp + m.tn, 10);
+  EXPECT_GE(m.precision(), 0.95);
+  EXPECT_GE(m.recall(), 0.90);
+}
+
 // The table is worth asserting on only if simple matchers fail it: exact
 // equality after case folding (the interim implementation) misses most
 // spellings, and plain Jaro-Winkler over the lower-cased strings at any
@@ -596,12 +658,14 @@ TEST(NamesTableTest, NaiveMatchersFailTheTable) {
     return tokens;
   };
   const Metrics exact = Measure(
+      Table(),
       [&](const NamePair& p) { return lower_tokens(p.a) == lower_tokens(p.b); },
       false, false);
   EXPECT_LT(exact.recall(), 0.3);
   bool any_threshold_passes = false;
   for (double t = 0.50; t <= 1.0; t += 0.01) {
     const Metrics jw = Measure(
+        Table(),
         [&](const NamePair& p) {
           return JaroWinkler(absl::StrJoin(lower_tokens(p.a), " "),
                              absl::StrJoin(lower_tokens(p.b), " ")) >= t;
