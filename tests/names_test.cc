@@ -599,12 +599,12 @@ TEST(NamesTableTest, TableHasTheRequiredShape) {
 // calibration set, not field performance (docs/NAMES.md).
 TEST(NamesTableTest, PrecisionAndRecallAtTheThreshold) {
   std::printf("name table at threshold %.2f:\n", kNameMatchThreshold);
-  const Metrics all =
-      Measure([](const NamePair& p) { return CompareNames(p.a, p.b).match; },
-              /*cross_script_only=*/false, /*log=*/true);
-  const Metrics cross =
-      Measure([](const NamePair& p) { return CompareNames(p.a, p.b).match; },
-              /*cross_script_only=*/true, /*log=*/false);
+  const Metrics all = Measure(
+      Table(), [](const NamePair& p) { return CompareNames(p.a, p.b).match; },
+      /*cross_script_only=*/false, /*log=*/true);
+  const Metrics cross = Measure(
+      Table(), [](const NamePair& p) { return CompareNames(p.a, p.b).match; },
+      /*cross_script_only=*/true, /*log=*/false);
   const std::string summary = absl::StrFormat(
       "all %d pairs: precision %.3f recall %.3f (tp %d fp %d fn %d tn %d); "
       "cross-script %d pairs: precision %.3f recall %.3f",
