@@ -614,9 +614,8 @@ std::vector<std::string> LatinRawTokens(absl::string_view name) {
       t = "al" + t.substr(2);
     }
   }
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (i == 0 && IsLatinConnector(tokens[i])) tokens[i] = "bin";
-  }
+  // A leading connector is kept (Ibn Khaldun), in one spelling.
+  if (!tokens.empty() && IsLatinConnector(tokens[0])) tokens[0] = "bin";
   return tokens;
 }
 
@@ -695,6 +694,14 @@ const std::vector<std::pair<std::u32string, std::string>>& ArabicDictionary() {
   return *dict;
 }
 
+// Letters with one fixed spelling (docs/NAMES.md, "letter table").
+constexpr std::pair<char32_t, absl::string_view> kLetters[] = {
+    {U'ا', "a"}, {U'ب', "b"},  {U'ت', "t"},  {U'ث', "th"}, {U'ج', "j"},
+    {U'ح', "h"}, {U'خ', "kh"}, {U'د', "d"},  {U'ذ', "dh"}, {U'ر', "r"},
+    {U'ز', "z"}, {U'س', "s"},  {U'ش', "sh"}, {U'ص', "s"},  {U'ض', "d"},
+    {U'ط', "t"}, {U'ظ', "z"},  {U'غ', "gh"}, {U'ف', "f"},  {U'ق', "q"},
+    {U'ك', "k"}, {U'ل', "l"},  {U'م', "m"},  {U'ن', "n"}};
+
 // Letter table for words not in the dictionary. Short vowels are not
 // written in Arabic, so this gives consonants and long vowels only; the
 // result is marked approximate and compared on consonant skeletons too.
@@ -703,97 +710,27 @@ std::string LetterTransliteration(const std::u32string& w) {
   for (size_t i = 0; i < w.size(); ++i) {
     const char32_t c = w[i];
     const bool first = i == 0, last = i + 1 == w.size();
-    const bool prev_vowel = !first && (w[i - 1] == kAlef);
-    switch (c) {
-      case 0x0627:
-        out += 'a';
-        break;  // ا
-      case 0x0628:
-        out += 'b';
-        break;  // ب
-      case 0x062A:
-        out += 't';
-        break;  // ت
-      case 0x062B:
-        out += "th";
-        break;  // ث
-      case 0x062C:
-        out += 'j';
-        break;  // ج
-      case 0x062D:
-        out += 'h';
-        break;  // ح
-      case 0x062E:
-        out += "kh";
-        break;  // خ
-      case 0x062F:
-        out += 'd';
-        break;  // د
-      case 0x0630:
-        out += "dh";
-        break;  // ذ
-      case 0x0631:
-        out += 'r';
-        break;  // ر
-      case 0x0632:
-        out += 'z';
-        break;  // ز
-      case 0x0633:
-        out += 's';
-        break;  // س
-      case 0x0634:
-        out += "sh";
-        break;  // ش
-      case 0x0635:
-        out += 's';
-        break;  // ص
-      case 0x0636:
-        out += 'd';
-        break;  // ض
-      case 0x0637:
-        out += 't';
-        break;  // ط
-      case 0x0638:
-        out += 'z';
-        break;  // ظ
-      case 0x0639:
-        if (!last) out += 'a';
-        break;  // ع
-      case 0x063A:
-        out += "gh";
-        break;  // غ
-      case 0x0641:
-        out += 'f';
-        break;  // ف
-      case 0x0642:
-        out += 'q';
-        break;  // ق
-      case 0x0643:
-        out += 'k';
-        break;  // ك
-      case 0x0644:
-        out += 'l';
-        break;  // ل
-      case 0x0645:
-        out += 'm';
-        break;  // م
-      case 0x0646:
-        out += 'n';
-        break;  // ن
-      case 0x0647:
-        out += last && i > 0 ? "a" : "h";
-        break;      // ه / ة
-      case 0x0648:  // و
-        out +=
-            (first || prev_vowel || (!last && w[i + 1] == kAlef)) ? "w" : "u";
-        break;
-      case 0x064A:  // ي
-        out +=
-            (first || prev_vowel || (!last && w[i + 1] == kAlef)) ? "y" : "i";
-        break;
-      default:
-        if (c >= U'0' && c <= U'9') out += static_cast<char>(c);
-        break;
+    // و and ي are consonants (w, y) at the start of a word, after ا or
+    // before ا, and long vowels (u, i) elsewhere.
+    const bool consonantal =
+        first || w[i - 1] == kAlef || (!last && w[i + 1] == kAlef);
+    if (c == kWaw) {
+      out += consonantal ? 'w' : 'u';
+    } else if (c == kYeh) {
+      out += consonantal ? 'y' : 'i';
+    } else if (c == kHeh) {
+      out += last && !first ? 'a' : 'h';  // ة was folded to ه: -a
+    } else if (c == U'ع') {
+      if (!last) out += 'a';  // Abd, Saad, Jaafar; silent at the end
+    } else if (c >= U'0' && c <= U'9') {
+      out += static_cast<char>(c);
+    } else {
+      for (const auto& [letter, latin] : kLetters) {
+        if (c == letter) {
+          out.append(latin.data(), latin.size());
+          break;
+        }
+      }
     }
   }
   return out;
