@@ -24,9 +24,15 @@ enum class Script { kEmpty, kArabic, kLatin, kMixed };
 // The script of a name's letters (digits, spaces and punctuation ignored).
 Script ScriptOf(absl::string_view name);
 
-// Normalised tokens of a name in Arabic script (see the file comment).
+// Normalised tokens of a name in Arabic script (see the file comment):
+// "عبد X", "ابو X" and a detached "ال X" are joined into one token, and the
+// connectors بن / ابن / بنت are dropped unless they come first. Non-Arabic
+// letters separate tokens. Invalid UTF-8 bytes are skipped.
 std::vector<std::string> NormalizeArabic(absl::string_view name);
-// Normalised tokens of a name in Latin script: lower-case ASCII.
+// Normalised tokens of a name in Latin script: lower-case ASCII, in the
+// canonical spelling of docs/NAMES.md (articles, "Abd al-" compounds,
+// connectors, spelling folding, variant table), so that NormalizeLatin of
+// its own output joined by spaces gives it back.
 std::vector<std::string> NormalizeLatin(absl::string_view name);
 // Latin tokens (as NormalizeLatin makes them) for a name in Arabic script.
 std::vector<std::string> TransliterateArabic(absl::string_view name);
@@ -43,7 +49,14 @@ struct NameComparison {
 extern const double kNameMatchThreshold;
 
 // Compares two full names written in any script (one string each: given
-// name first, as a person writes it).
+// name first, as a person writes it). Given name is compared with given
+// name, family (last token) with family, and the middle names of the shorter
+// name are assigned one-to-one to those of the longer; the longer name's
+// unpaired middle names count as missing (0.02 each off the mean). The
+// similarity is the smaller of that penalised mean and the least similar
+// compared pair, so one differing name (a sibling's given name, a cousin's
+// father's name) prevents a match. An empty name never matches.
+// docs/NAMES.md has the rules and the calibration.
 NameComparison CompareNames(absl::string_view a, absl::string_view b);
 
 // Compares a claimed name with a recorded one: every non-empty part of
