@@ -364,6 +364,21 @@ TEST(NamesSimilarityTest, PersonNameOverloadJoinsNonEmptyParts) {
   EXPECT_FALSE(CompareNames(v1::PersonName(), recorded).match);
 }
 
+// Declared with the table below.
+struct NamePair;
+const std::vector<NamePair>& Table();
+const std::vector<NamePair>& HeldOutTable();
+std::vector<std::string> AllTableNames();
+
+TEST(NamesLatinTest, CanonicalTokensAreAFixedPoint) {
+  // The header's contract: normalising the output again changes nothing,
+  // for every name of the tables (Arabic ones through the transliteration).
+  for (const std::string& name : AllTableNames()) {
+    const std::vector<std::string> tokens = CanonicalTokens(name);
+    EXPECT_EQ(NormalizeLatin(absl::StrJoin(tokens, " ")), tokens) << name;
+  }
+}
+
 // ----------------------------------------------------------- The table --
 
 struct NamePair {
@@ -548,6 +563,17 @@ const std::vector<NamePair>& HeldOutTable() {
       {"Talal Al-Harbi", "Tariq Al-Harbi", false},
   };
   return *table;
+}
+
+std::vector<std::string> AllTableNames() {
+  std::vector<std::string> names;
+  for (const auto* table : {&Table(), &HeldOutTable()}) {
+    for (const NamePair& p : *table) {
+      names.push_back(p.a);
+      names.push_back(p.b);
+    }
+  }
+  return names;
 }
 
 bool IsCrossScript(const NamePair& p) {
