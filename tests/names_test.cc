@@ -165,6 +165,18 @@ TEST(NamesLatinTest, AbdCompoundsAreOneToken) {
   EXPECT_THAT(NormalizeLatin("Abdou"), ElementsAre("abdu"));
 }
 
+TEST(NamesLatinTest, AdDinCompoundsSplitLikeTheArabic) {
+  const std::vector<std::string> expected = NormalizeLatin("Nasr al-Din");
+  EXPECT_EQ(expected.size(), 2u);
+  EXPECT_EQ(NormalizeLatin("Nasreddine"), expected);
+  EXPECT_EQ(NormalizeLatin("Nasr Eddine"), expected);
+  EXPECT_EQ(NormalizeLatin("Nasruddin"), expected);
+  // Same token count as the Arabic, so the names pair up token by token.
+  EXPECT_THAT(TransliterateArabic("نصر الدين"), ElementsAre("nsr", "aldin"));
+  EXPECT_TRUE(CompareNames("نصر الدين خليل", "Nasreddine Khalil").match);
+  EXPECT_EQ(NormalizeLatin("Salaheddine"), NormalizeLatin("Salah Eddine"));
+}
+
 TEST(NamesLatinTest, ConnectorsAndAbu) {
   const std::vector<std::string> expected = {"umar", "khalid"};
   EXPECT_EQ(NormalizeLatin("Omar bin Khalid"), expected);
@@ -292,6 +304,15 @@ TEST(NamesSimilarityTest, TokenSimilarityRules) {
   EXPECT_LT(TokenSimilarity("alhrbi", "alharbi", false),
             TokenSimilarity("alhrbi", "alharbi", true));
   EXPECT_GE(TokenSimilarity("alhrbi", "alharbi", true), kNameMatchThreshold);
+}
+
+TEST(NamesSimilarityTest, ArabicAgainstArabicComparesTheWrittenLetters) {
+  // Across scripts a missing short vowel is expected (بدر / Bader); between
+  // two Arabic spellings a different letter is another name.
+  EXPECT_TRUE(CompareNames("بدر", "Bader").match);
+  EXPECT_FALSE(CompareNames("بدر", "بادر").match);
+  EXPECT_FALSE(CompareNames("حمد الكعبي", "حميد الكعبي").match);
+  EXPECT_TRUE(CompareNames("بدر الكعبي", "بدر الكعبى").match);
 }
 
 TEST(NamesSimilarityTest, EqualNamesAndEmptyNames) {
