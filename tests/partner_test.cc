@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "absl/time/time.h"
 #include "enroll/audit.h"
 #include "enroll/crypto.h"
+#include "enroll/names.h"
 #include "enroll/receipts.h"
 #include "enroll/registry.h"
 #include "enroll/store.h"
@@ -429,6 +431,103 @@ TEST_F(PartnerRegistryTest, AnyMismatchIsNoMatchAndNothingClaimedInconclusive) {
   EXPECT_EQ(response.decision(), Response::INCONCLUSIVE);
   // The state is still disclosed: the person exists and may be answered.
   EXPECT_EQ(response.disclosed().state(), v1::ACTIVE);
+}
+
+// Names as partners write them (enroll/names.h): other spellings of the
+// same name, and a claim in one script against a record in the other.
+TEST_F(PartnerRegistryTest, NamesMatchAcrossSpellingsAndScripts) {
+  // Person 1 is recorded as محمد عبدالله الصباح / Mohammed Al-Sabah.
+  auto name_result = [&](const std::string& principal,
+                         const v1::VerifyCivilStatusRequest& request,
+                         int index) {
+    const Response response = Verify(request, principal);
+    return std::make_pair(response.checks(index).result(),
+                          response.checks(index).similarity());
+  };
+  auto latin = [](uint64_t n, const std::string& given,
+                  const std::string& family) {
+    v1::VerifyCivilStatusRequest request = Claim(n);
+    request.clear_date_of_birth();
+    request.set_sex(v1::SEX_UNSPECIFIED);
+    request.mutable_name_latin()->Clear();
+    request.mutable_name_latin()->set_given(given);
+    request.mutable_name_latin()->set_family(family);
+    return request;
+  };
+  auto arabic = [](uint64_t n, const std::string& given,
+                   const std::string& family) {
+    v1::VerifyCivilStatusRequest request = Claim(n);
+    request.clear_date_of_birth();
+    request.set_sex(v1::SEX_UNSPECIFIED);
+    request.clear_name_latin();
+    request.mutable_name_ar()->set_given(given);
+    request.mutable_name_ar()->set_family(family);
+    return request;
+  };
+  for (const auto& [given, family] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"Muhammad", "Al-Sabah"},
+           {"Mohamed", "Al Sabah"},
+           {"MOHAMMAD", "al-sabah"}}) {
+    SCOPED_TRACE(given + " " + family);
+    const v1::VerifyCivilStatusRequest request = latin(1, given, family);
+    const Response response = Verify(request);
+    EXPECT_EQ(response.checks(1).result(), Check::MATCH);
+    EXPECT_GE(response.checks(1).similarity(), names::kNameMatchThreshold);
+    EXPECT_EQ(response.decision(), Response::MATCH);
+  }
+  // Arabic claim against the Arabic record, with tashkeel and another
+  // alef: the same name.
+  EXPECT_EQ(name_result(kFull, arabic(1, "مُحَمَّد", "الصباح"), 0).first,
+            Check::MATCH);
+  // Another person's name: MISMATCH, and the decision says so.
+  const Response other = Verify(latin(1, "Ahmed", "Al-Sabah"));
+  EXPECT_EQ(other.checks(1).result(), Check::MISMATCH);
+  EXPECT_LT(other.checks(1).similarity(), names::kNameMatchThreshold);
+  EXPECT_EQ(other.decision(), Response::NO_MATCH);
+
+  // A record in Arabic script only, claimed in Latin script (a passport's
+  // transliteration), and one in Latin only, claimed in Arabic.
+  v1::EnrollRequest arabic_only = services::SyntheticEnrollRequest(model_, 4);
+  arabic_only.set_request_id("enroll-4");
+  arabic_only.mutable_person()->clear_name_latin();
+  arabic_only.mutable_person()->mutable_name_ar()->set_family("الحربي");
+  ASSERT_TRUE(registry_->Enroll(arabic_only).ok());
+  v1::EnrollRequest latin_only = services::SyntheticEnrollRequest(model_, 6);
+  latin_only.set_request_id("enroll-6");
+  latin_only.mutable_person()->clear_name_ar();
+  latin_only.mutable_person()->mutable_name_latin()->set_father("Abdullah");
+  latin_only.mutable_person()->mutable_name_latin()->set_family("Al-Harbi");
+  ASSERT_TRUE(registry_->Enroll(latin_only).ok());
+
+  auto [result, similarity] =
+      name_result(kFull, latin(4, "Muhammad", "Al-Harbi"), 1);
+  EXPECT_EQ(result, Check::MATCH) << similarity;
+  std::tie(result, similarity) =
+      name_result(kFull, latin(4, "Mohammed", "Alharbi"), 1);
+  EXPECT_EQ(result, Check::MATCH) << similarity;
+  std::tie(result, similarity) =
+      name_result(kFull, latin(4, "Fahad", "Al-Harbi"), 1);
+  EXPECT_EQ(result, Check::MISMATCH) << similarity;
+  std::tie(result, similarity) =
+      name_result(kFull, arabic(6, "محمد", "الحربي"), 0);
+  EXPECT_EQ(result, Check::MATCH) << similarity;
+  std::tie(result, similarity) =
+      name_result(kFull, arabic(6, "خالد", "الحربي"), 0);
+  EXPECT_EQ(result, Check::MISMATCH) << similarity;
+  // Both scripts claimed, one of them wrong: NO_MATCH.
+  v1::VerifyCivilStatusRequest both = arabic(6, "محمد", "الحربي");
+  both.mutable_name_latin()->set_given("Khalid");
+  both.mutable_name_latin()->set_family("Al-Harbi");
+  const Response mixed = Verify(both);
+  EXPECT_THAT(Results(mixed),
+              ElementsAre("name_ar=MATCH", "name_latin=MISMATCH",
+                          "date_of_birth=NOT_PROVIDED", "sex=NOT_PROVIDED",
+                          "civil_status=NOT_PROVIDED"));
+  EXPECT_EQ(mixed.decision(), Response::NO_MATCH);
+  // LIMITED (names only) compares names the same way.
+  EXPECT_EQ(name_result(kLimited, latin(4, "Muhammad", "Al-Harbi"), 1).first,
+            Check::MATCH);
 }
 
 TEST_F(PartnerRegistryTest, UnknownNationalIdIsNotFoundWithNothingDisclosed) {
