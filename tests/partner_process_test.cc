@@ -168,6 +168,13 @@ TEST_F(PartnerProcessTest, CliCallAndOfflineReceiptCheckAcrossKeyRotation) {
   EXPECT_EQ(
       Cli("receipt verify --receipt=" + receipt2 + " --keys=" + keys).exit_code,
       0);
+  // The name in Arabic script (recorded محمد عبدالله الصباح): MATCH.
+  testing::CommandResult arabic =
+      Cli("partner verify --national_id=N5 --country=KWT "
+          "--purpose=BORDER_CROSSING --purpose_text=gate-7 "
+          "--name_ar=محمد,الصباح");
+  EXPECT_EQ(arabic.exit_code, 0) << arabic.out;
+  EXPECT_THAT(arabic.out, HasSubstr("\"result\": \"MATCH\""));
   // Usage errors.
   EXPECT_EQ(Cli("receipt verify --receipt=" + receipt).exit_code, 2);
   EXPECT_EQ(Cli("partner verify --national_id=N5").exit_code, 2);
@@ -284,7 +291,8 @@ TEST_F(PartnerProcessTest, PythonGrpcioClientFromTheProtoFiles) {
       " --proto_dir=", HAWIYA_SOURCE_DIR, "/proto --ca=", pki(),
       "/ca.pem --cert=", paths.cert, " --key=", paths.key, " --national_id=",
       person.national_id(), " --country=", person.issuing_country(),
-      " --given_latin=", person.name_latin().given(),
+      // Recorded as Mohammed; the partner's passport reads Muhammad.
+      " --given_latin=Muhammad",
       " --family_latin=", person.name_latin().family(), " --date_of_birth=",
       person.date_of_birth().year(), "-", person.date_of_birth().month(), "-",
       person.date_of_birth().day(), " --request_id=py-7 2>&1"));
