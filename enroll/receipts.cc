@@ -67,7 +67,7 @@ std::string SigningKeyId(absl::string_view public_key) {
 
 std::string RequestDigest(const v1::VerifyCivilStatusRequest& request) {
   v1::VerifyCivilStatusRequest copy = request;
-  copy.GetReflection()->MutableUnknownFields(&copy)->Clear();
+  copy.DiscardUnknownFields();  // recursively
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream stream(&bytes);

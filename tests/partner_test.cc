@@ -240,6 +240,19 @@ TEST(RequestDigestTest, CoversEveryFieldAndIgnoresNothingElse) {
   EXPECT_EQ(RequestDigest(a).size(), 32u);
   b.mutable_name_latin()->set_given("X");
   EXPECT_NE(RequestDigest(a), RequestDigest(b));
+  // Fields this version does not know (a newer client's) are not hashed,
+  // at any depth: the receipt binds what the server understood.
+  v1::VerifyCivilStatusRequest unknown;
+  ASSERT_TRUE(unknown.ParseFromString(a.SerializeAsString() +
+                                      std::string("\xb8\x06\x01", 3)));
+  EXPECT_NE(unknown.SerializeAsString(), a.SerializeAsString());
+  EXPECT_EQ(RequestDigest(unknown), RequestDigest(a));
+  v1::Date date;
+  ASSERT_TRUE(date.ParseFromString(std::string("\xb8\x06\x01", 3)));
+  *a.mutable_date_of_birth() = date;
+  v1::VerifyCivilStatusRequest plain = a;
+  plain.mutable_date_of_birth()->DiscardUnknownFields();
+  EXPECT_EQ(RequestDigest(a), RequestDigest(plain));
 }
 
 // --- the registry ----------------------------------------------------------
