@@ -37,6 +37,7 @@
 #include "enroll/audit.h"
 #include "enroll/crypto.h"
 #include "enroll/receipts.h"
+#include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -1271,12 +1272,15 @@ bool ReadMessage(const std::string& path, Message* message) {
                  std::string(bytes.status().message()).c_str());
     return false;
   }
+  // Binary files are not text: the text parser's complaints about them
+  // are not the user's concern.
+  class Silent : public google::protobuf::io::ErrorCollector {
+   public:
+    void AddError(int, int, const std::string&) override {}
+  } silent;
   google::protobuf::TextFormat::Parser parser;
-  parser.AllowPartialMessage(false);
-  if (google::protobuf::TextFormat::ParseFromString(*bytes, message) &&
-      !bytes->empty()) {
-    return true;
-  }
+  parser.RecordErrorsTo(&silent);
+  if (parser.ParseFromString(*bytes, message) && !bytes->empty()) return true;
   message->Clear();
   if (message->ParseFromString(*bytes) && !bytes->empty()) return true;
   std::fprintf(stderr, "hawiya: %s: not a %s (text format or binary)\n",
