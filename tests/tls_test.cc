@@ -31,15 +31,10 @@
 namespace hawiya {
 namespace {
 
+using ::hawiya::testing::Ctx;
+
 using ::grpc::StatusCode;
 using ::testing::HasSubstr;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(20));
-  return context;
-}
 
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::trunc) << text;
