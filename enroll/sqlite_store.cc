@@ -1317,30 +1317,19 @@ class SqliteStore final : public Store {
       // holds is re-wrapped, and one the old key does not open stops the
       // rotation before anything changes.
       std::vector<std::pair<int64_t, std::string>> rewrapped;
-      {
-        HAWIYA_STORE_ASSIGN_OR_RETURN(
-            Statement select,
-            connection_->Prepare(
-                "SELECT version, wrapped FROM data_keys ORDER BY version"));
-        while (true) {
-          HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-          if (!row) break;
-          const int64_t version = select.Int(0);
-          absl::StatusOr<std::string> bytes =
-              kek_->Open(DataKeyAad(version), select.Blob(1));
-          if (!bytes.ok()) {
+      HAWIYA_STORE_RETURN_IF_ERROR(ForEachDataKey(
+          [&](int64_t version, const std::string& bytes) -> absl::Status {
+            HAWIYA_STORE_ASSIGN_OR_RETURN(
+                std::string wrapped, new_kek->Seal(DataKeyAad(version), bytes));
+            rewrapped.emplace_back(version, std::move(wrapped));
+            return absl::OkStatus();
+          },
+          [](int64_t version) {
             return absl::DataLossError(absl::StrCat(
                 "store: data key version ", version,
                 " does not unwrap under the current key-encryption key; "
                 "nothing was re-wrapped"));
-          }
-          absl::StatusOr<std::string> wrapped =
-              new_kek->Seal(DataKeyAad(version), *bytes);
-          OPENSSL_cleanse(bytes->data(), bytes->size());
-          if (!wrapped.ok()) return wrapped.status();
-          rewrapped.emplace_back(version, *std::move(wrapped));
-        }
-      }
+          }));
       for (const auto& [version, wrapped] : rewrapped) {
         HAWIYA_STORE_ASSIGN_OR_RETURN(
             Statement update,
@@ -1692,8 +1681,12 @@ class SqliteStore final : public Store {
     return insert.Run();
   }
 
-  // Unwraps every data key; the highest version is the current one.
-  absl::Status ReadDataKeys(const std::string& key_file)
+  // Calls fn(version, key) for every data key row in version order, the key
+  // unwrapped by the current key-encryption key (and wiped once fn returns);
+  // a row that key does not unwrap stops the walk with refused(version).
+  absl::Status ForEachDataKey(
+      const std::function<absl::Status(int64_t, const std::string&)>& fn,
+      const std::function<absl::Status(int64_t)>& refused)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     HAWIYA_STORE_ASSIGN_OR_RETURN(
         Statement select,
@@ -1701,22 +1694,34 @@ class SqliteStore final : public Store {
             "SELECT version, wrapped FROM data_keys ORDER BY version"));
     while (true) {
       HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+      if (!row) return absl::OkStatus();
       const int64_t version = select.Int(0);
       absl::StatusOr<std::string> bytes =
           kek_->Open(DataKeyAad(version), select.Blob(1));
-      if (!bytes.ok()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "key_file ", key_file, ": does not unwrap the store's data key ",
-            "version ", version,
-            ": it is not the key this store's data keys were wrapped with "
-            "(wrong key file?); the store stays closed"));
-      }
-      HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey key, AeadKey::FromBytes(*bytes));
+      if (!bytes.ok()) return refused(version);
+      const absl::Status status = fn(version, *bytes);
       OPENSSL_cleanse(bytes->data(), bytes->size());
-      data_keys_.insert_or_assign(version, std::move(key));
-      current_version_ = version;
+      if (!status.ok()) return status;
     }
+  }
+
+  // Unwraps every data key; the highest version is the current one.
+  absl::Status ReadDataKeys(const std::string& key_file)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_RETURN_IF_ERROR(ForEachDataKey(
+        [this](int64_t version, const std::string& bytes) -> absl::Status {
+          HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey key, AeadKey::FromBytes(bytes));
+          data_keys_.insert_or_assign(version, std::move(key));
+          current_version_ = version;
+          return absl::OkStatus();
+        },
+        [&key_file](int64_t version) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "key_file ", key_file, ": does not unwrap the store's data key ",
+              "version ", version,
+              ": it is not the key this store's data keys were wrapped with "
+              "(wrong key file?); the store stays closed"));
+        }));
     if (data_keys_.empty()) {
       return absl::InternalError("store: no data key after making one");
     }

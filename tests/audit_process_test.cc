@@ -31,20 +31,16 @@
 #include "tests/testing/fixtures.h"
 #include "tests/testing/raw_db.h"
 #include "tests/testing/server_process.h"
+#include "tests/testing/test_pki.h"
 
 namespace hawiya {
 namespace {
 
+using ::hawiya::testing::Ctx;
+
 namespace fs = std::filesystem;
 using ::grpc::StatusCode;
 using ::testing::HasSubstr;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(20));
-  return context;
-}
 
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::trunc) << text;
@@ -55,22 +51,9 @@ class AuditProcessTest : public ::testing::Test {
   void SetUp() override {
     dir_ = testing::NewTempDir("hawiya-audit-process");
     ASSERT_FALSE(dir_.empty());
-    services::CertSpec ca_spec;
-    ca_spec.common_name = "test CA";
-    absl::StatusOr<services::CertificateAuthority> ca =
-        services::CertificateAuthority::Create(ca_spec);
-    ASSERT_TRUE(ca.ok()) << ca.status();
-    ca_ = std::make_unique<services::CertificateAuthority>(*std::move(ca));
-    services::CertSpec server_spec;
-    server_spec.common_name = "hawiya-server";
-    server_spec.dns_names = {"localhost"};
-    server_spec.ip_addresses = {"127.0.0.1"};
-    server_spec.server = true;
-    absl::StatusOr<services::KeyAndCert> server = ca_->Issue(server_spec);
-    ASSERT_TRUE(server.ok()) << server.status();
-    WriteFile(dir_ + "/ca.pem", ca_->cert_pem());
-    WriteFile(dir_ + "/server.pem", server->cert_pem);
-    WriteFile(dir_ + "/server.key", server->key_pem);
+    absl::StatusOr<testing::TestPki> pki = testing::TestPki::Create(dir_);
+    ASSERT_TRUE(pki.ok()) << pki.status();
+    pki_ = std::make_unique<testing::TestPki>(*std::move(pki));
     for (const char* role : {"registrar", "border", "auditor", "admin"}) {
       clients_[role] = Issue(services::DevPrincipal(role));
     }
@@ -81,9 +64,7 @@ class AuditProcessTest : public ::testing::Test {
                     fs::perms::owner_read | fs::perms::owner_write);
     absl::StatusOr<std::unique_ptr<testing::ServerProcess>> started =
         testing::ServerProcess::StartTls(HAWIYA_SERVER_PATH, Data(),
-                                         {"--tls_cert=" + dir_ + "/server.pem",
-                                          "--tls_key=" + dir_ + "/server.key",
-                                          "--client_ca=" + dir_ + "/ca.pem"});
+                                         pki_->ServerArgs());
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = *std::move(started);
   }
@@ -95,21 +76,13 @@ class AuditProcessTest : public ::testing::Test {
   std::string Data() const { return dir_ + "/data"; }
 
   services::KeyAndCert Issue(const std::string& uri) {
-    services::CertSpec spec;
-    spec.common_name = "client";
-    spec.uris = {uri};
-    spec.client = true;
-    absl::StatusOr<services::KeyAndCert> issued = ca_->Issue(spec);
+    absl::StatusOr<services::KeyAndCert> issued = pki_->Issue(uri);
     EXPECT_TRUE(issued.ok()) << issued.status();
     return issued.ok() ? *issued : services::KeyAndCert();
   }
 
   std::shared_ptr<grpc::Channel> As(const services::KeyAndCert& client) {
-    grpc::SslCredentialsOptions options;
-    options.pem_root_certs = ca_->cert_pem();
-    options.pem_private_key = client.key_pem;
-    options.pem_cert_chain = client.cert_pem;
-    return server_->NewChannel(grpc::SslCredentials(options));
+    return server_->NewChannel(pki_->Credentials(&client));
   }
   std::shared_ptr<grpc::Channel> As(const std::string& role) {
     return As(clients_[role]);
@@ -139,7 +112,7 @@ class AuditProcessTest : public ::testing::Test {
   }
 
   std::string dir_;
-  std::unique_ptr<services::CertificateAuthority> ca_;
+  std::unique_ptr<testing::TestPki> pki_;
   std::map<std::string, services::KeyAndCert> clients_;
   std::unique_ptr<testing::ServerProcess> server_;
   matcher::SyntheticModel model_{matcher::SyntheticOptions{}};

@@ -23,16 +23,10 @@ namespace hawiya {
 namespace {
 
 using ::hawiya::services::SyntheticFaceTemplate;
+using ::hawiya::testing::Ctx;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ServerProcess;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(30));
-  return context;
-}
 
 struct Acked {
   std::string subject_id;

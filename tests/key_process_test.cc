@@ -26,6 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::hawiya::services::SyntheticFaceTemplate;
+using ::hawiya::testing::Ctx;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ServerProcess;
@@ -40,13 +41,6 @@ Result RunCli(const std::string& args) {
 
 std::string ReadAll(const std::string& path) {
   return ::hawiya::testing::ReadFileBytes(path);
-}
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(30));
-  return context;
 }
 
 TEST(KeyProcessTest, RotatesOnlineAndRefusesToStartWithoutItsKey) {

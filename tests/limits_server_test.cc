@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/admin.grpc.pb.h"
+#include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "matcher/synthetic.h"
 #include "services/server.h"
@@ -29,15 +30,11 @@ namespace hawiya {
 namespace {
 
 using ::grpc::StatusCode;
+using ::hawiya::testing::Ctx;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
-
-std::unique_ptr<grpc::ClientContext> CtxWithin(absl::Duration timeout) {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        absl::ToChronoNanoseconds(timeout));
-  return context;
-}
+using ::testing::AnyOf;
+using ::testing::ElementsAre;
 
 // Holds the work queue's thread of one method's first call until released,
 // and then until the server has seen the call expire: the client's
@@ -104,6 +101,22 @@ class LimitsServerTest : public ::testing::Test {
                             grpc::InsecureChannelCredentials());
     enrollment_ = v1::EnrollmentService::NewStub(channel);
     admin_ = v1::AdminService::NewStub(channel);
+    audit_ = v1::AuditService::NewStub(channel);
+  }
+
+  // The outcomes of the audit records of `method`, oldest first.
+  std::vector<std::string> AuditOutcomes(const std::string& method) {
+    v1::ListAuditRecordsRequest request;
+    request.set_page_size(1000);
+    v1::ListAuditRecordsResponse page;
+    EXPECT_TRUE(
+        audit_->ListAuditRecords(Ctx(absl::Seconds(30)).get(), request, &page)
+            .ok());
+    std::vector<std::string> outcomes;
+    for (const v1::AuditRecord& record : page.records()) {
+      if (record.method() == method) outcomes.push_back(record.outcome());
+    }
+    return outcomes;
   }
 
   // Shuts the server down (which waits for every call, the held one
@@ -119,14 +132,14 @@ class LimitsServerTest : public ::testing::Test {
     request.set_national_id(person.national_id());
     request.set_issuing_country(person.issuing_country());
     v1::Person found;
-    return enrollment_->GetPerson(CtxWithin(absl::Seconds(30)).get(), request,
+    return enrollment_->GetPerson(Ctx(absl::Seconds(30)).get(), request,
                                   &found);
   }
 
   int64_t PersonCount() {
     v1::GetStatsResponse stats;
     EXPECT_TRUE(admin_
-                    ->GetStats(CtxWithin(absl::Seconds(30)).get(),
+                    ->GetStats(Ctx(absl::Seconds(30)).get(),
                                v1::GetStatsRequest(), &stats)
                     .ok());
     return stats.persons();
@@ -137,6 +150,7 @@ class LimitsServerTest : public ::testing::Test {
   std::unique_ptr<services::Server> server_;
   std::unique_ptr<v1::EnrollmentService::Stub> enrollment_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<v1::AuditService::Stub> audit_;
 };
 
 TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
@@ -147,7 +161,7 @@ TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
   // The queue's thread is held until the client has given up: the call
   // cannot finish before its deadline, whatever the timing.
   const grpc::Status status = enrollment_->Enroll(
-      CtxWithin(absl::Milliseconds(300)).get(), request, &response);
+      Ctx(absl::Milliseconds(300)).get(), request, &response);
   EXPECT_EQ(status.error_code(), StatusCode::DEADLINE_EXCEEDED);
   ASSERT_TRUE(gate.WaitEntered());
   gate.Release();
@@ -155,10 +169,12 @@ TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
   EXPECT_EQ(GetByNationalId(request.person()).error_code(),
             StatusCode::NOT_FOUND);
   EXPECT_EQ(PersonCount(), 0);
+  // The abandoned call is audited all the same.
+  EXPECT_THAT(AuditOutcomes("/hawiya.v1.EnrollmentService/Enroll"),
+              ElementsAre(AnyOf("DEADLINE_EXCEEDED", "CANCELLED")));
   // The same request, in time, is written (nothing was half-done).
   EXPECT_TRUE(
-      enrollment_
-          ->Enroll(CtxWithin(absl::Seconds(30)).get(), request, &response)
+      enrollment_->Enroll(Ctx(absl::Seconds(30)).get(), request, &response)
           .ok());
   EXPECT_TRUE(GetByNationalId(request.person()).ok());
 }
@@ -171,7 +187,7 @@ TEST_F(LimitsServerTest, BatchEnrollWhoseDeadlinePassedWritesNothing) {
     requests.push_back(MakeEnrollRequest(model_, n));
   }
   {
-    auto context = CtxWithin(absl::Milliseconds(300));
+    auto context = Ctx(absl::Milliseconds(300));
     v1::BatchEnrollResponse response;
     auto writer = enrollment_->BatchEnroll(context.get(), &response);
     for (const v1::EnrollRequest& request : requests) {
@@ -188,6 +204,8 @@ TEST_F(LimitsServerTest, BatchEnrollWhoseDeadlinePassedWritesNothing) {
     EXPECT_EQ(GetByNationalId(request.person()).error_code(),
               StatusCode::NOT_FOUND);
   }
+  EXPECT_THAT(AuditOutcomes("/hawiya.v1.EnrollmentService/BatchEnroll"),
+              ElementsAre(AnyOf("DEADLINE_EXCEEDED", "CANCELLED")));
 }
 
 TEST_F(LimitsServerTest, RotateKeyWhoseDeadlinePassedDoesNotRotate) {
@@ -195,21 +213,23 @@ TEST_F(LimitsServerTest, RotateKeyWhoseDeadlinePassedDoesNotRotate) {
   Start(gate.AsSeam());
   v1::EnrollResponse enrolled;
   ASSERT_TRUE(enrollment_
-                  ->Enroll(CtxWithin(absl::Seconds(30)).get(),
+                  ->Enroll(Ctx(absl::Seconds(30)).get(),
                            MakeEnrollRequest(model_, 1), &enrolled)
                   .ok());
   v1::RotateKeyResponse rotated;
   EXPECT_EQ(admin_
-                ->RotateKey(CtxWithin(absl::Milliseconds(300)).get(),
+                ->RotateKey(Ctx(absl::Milliseconds(300)).get(),
                             v1::RotateKeyRequest(), &rotated)
                 .error_code(),
             StatusCode::DEADLINE_EXCEEDED);
   ASSERT_TRUE(gate.WaitEntered());
   gate.Release();
   Restart();
+  EXPECT_THAT(AuditOutcomes("/hawiya.v1.AdminService/RotateKey"),
+              ElementsAre(AnyOf("DEADLINE_EXCEEDED", "CANCELLED")));
   // The abandoned rotation made no data key: the next one makes version 2.
   ASSERT_TRUE(admin_
-                  ->RotateKey(CtxWithin(absl::Seconds(60)).get(),
+                  ->RotateKey(Ctx(absl::Seconds(60)).get(),
                               v1::RotateKeyRequest(), &rotated)
                   .ok());
   EXPECT_EQ(rotated.key_version(), 2);
@@ -235,7 +255,7 @@ TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
   ASSERT_GT(large.ByteSizeLong(), size_t{64} << 10);
   v1::EnrollResponse response;
   const grpc::Status status =
-      enrollment_->Enroll(CtxWithin(absl::Seconds(30)).get(), large, &response);
+      enrollment_->Enroll(Ctx(absl::Seconds(30)).get(), large, &response);
   EXPECT_EQ(status.error_code(), StatusCode::RESOURCE_EXHAUSTED)
       << status.error_message();
   EXPECT_EQ(PersonCount(), 0);
@@ -243,8 +263,7 @@ TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
   const v1::EnrollRequest small = WithFaces(model_, 2);
   ASSERT_LT(small.ByteSizeLong(), size_t{64} << 10);
   EXPECT_TRUE(
-      enrollment_->Enroll(CtxWithin(absl::Seconds(30)).get(), small, &response)
-          .ok());
+      enrollment_->Enroll(Ctx(absl::Seconds(30)).get(), small, &response).ok());
 }
 
 TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
@@ -256,10 +275,9 @@ TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
     *huge.add_templates() = large.templates(0);
   }
   v1::EnrollResponse response;
-  EXPECT_EQ(
-      enrollment_->Enroll(CtxWithin(absl::Seconds(60)).get(), huge, &response)
-          .error_code(),
-      StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), huge, &response)
+                .error_code(),
+            StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(PersonCount(), 0);
 }
 

@@ -35,19 +35,13 @@ namespace {
 namespace fs = std::filesystem;
 using ::grpc::StatusCode;
 using ::hawiya::services::SyntheticFaceTemplate;
+using ::hawiya::testing::Ctx;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ReadFileBytes;
 using ::hawiya::testing::ServerProcess;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(30));
-  return context;
-}
 
 // How many times `needle` occurs in `text`.
 int Count(const std::string& text, const std::string& needle) {

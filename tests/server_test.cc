@@ -34,18 +34,12 @@ using ::google::protobuf::util::MessageDifferencer;
 using ::grpc::StatusCode;
 using ::hawiya::services::SyntheticFaceTemplate;
 using ::hawiya::services::SyntheticPerson;
+using ::hawiya::testing::Ctx;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ServerProcess;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(60));
-  return context;
-}
 
 class ServerTest : public ::testing::Test {
  protected:

@@ -29,18 +29,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::hawiya::services::SyntheticFaceTemplate;
+using ::hawiya::testing::Ctx;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::hawiya::testing::ServerProcess;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(60));
-  return context;
-}
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

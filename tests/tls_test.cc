@@ -27,19 +27,15 @@
 #include "services/pki.h"
 #include "services/roles.h"
 #include "tests/testing/server_process.h"
+#include "tests/testing/test_pki.h"
 
 namespace hawiya {
 namespace {
 
+using ::hawiya::testing::Ctx;
+
 using ::grpc::StatusCode;
 using ::testing::HasSubstr;
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(20));
-  return context;
-}
 
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::trunc) << text;
@@ -214,22 +210,9 @@ class TlsTest : public ::testing::Test {
   void SetUp() override {
     dir_ = testing::NewTempDir("hawiya-tls-test");
     ASSERT_FALSE(dir_.empty());
-    services::CertSpec ca_spec;
-    ca_spec.common_name = "test CA";
-    absl::StatusOr<services::CertificateAuthority> ca =
-        services::CertificateAuthority::Create(ca_spec);
-    ASSERT_TRUE(ca.ok()) << ca.status();
-    ca_ = std::make_unique<services::CertificateAuthority>(*std::move(ca));
-    services::CertSpec server_spec;
-    server_spec.common_name = "hawiya-server";
-    server_spec.dns_names = {"localhost"};
-    server_spec.ip_addresses = {"127.0.0.1"};
-    server_spec.server = true;
-    absl::StatusOr<services::KeyAndCert> server = ca_->Issue(server_spec);
-    ASSERT_TRUE(server.ok()) << server.status();
-    WriteFile(dir_ + "/ca.pem", ca_->cert_pem());
-    WriteFile(dir_ + "/server.pem", server->cert_pem);
-    WriteFile(dir_ + "/server.key", server->key_pem);
+    absl::StatusOr<testing::TestPki> pki = testing::TestPki::Create(dir_);
+    ASSERT_TRUE(pki.ok()) << pki.status();
+    pki_ = std::make_unique<testing::TestPki>(*std::move(pki));
     for (absl::string_view role : services::kRoles) {
       clients_[std::string(role)] = MustIssue(services::DevPrincipal(role));
     }
@@ -241,9 +224,7 @@ class TlsTest : public ::testing::Test {
   }
 
   void StartServer(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"--tls_cert=" + dir_ + "/server.pem",
-                                     "--tls_key=" + dir_ + "/server.key",
-                                     "--client_ca=" + dir_ + "/ca.pem"};
+    std::vector<std::string> args = pki_->ServerArgs();
     args.insert(args.end(), extra.begin(), extra.end());
     absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
         testing::ServerProcess::StartTls(HAWIYA_SERVER_PATH, dir_ + "/data",
@@ -254,21 +235,17 @@ class TlsTest : public ::testing::Test {
 
   services::KeyAndCert MustIssue(const std::string& uri,
                                  const std::string& cn = "client") {
-    services::CertSpec spec;
-    spec.common_name = cn;
-    if (!uri.empty()) spec.uris = {uri};
-    spec.client = true;
-    absl::StatusOr<services::KeyAndCert> issued = ca_->Issue(spec);
+    absl::StatusOr<services::KeyAndCert> issued = pki_->Issue(uri, cn);
     EXPECT_TRUE(issued.ok()) << issued.status();
     return issued.ok() ? *issued : services::KeyAndCert();
   }
 
   std::shared_ptr<grpc::Channel> ChannelAs(const services::KeyAndCert* client) {
-    return server_->NewChannel(ClientCredentials(ca_->cert_pem(), client));
+    return server_->NewChannel(pki_->Credentials(client));
   }
 
   std::string dir_;
-  std::unique_ptr<services::CertificateAuthority> ca_;
+  std::unique_ptr<testing::TestPki> pki_;
   std::map<std::string, services::KeyAndCert> clients_;
   std::unique_ptr<testing::ServerProcess> server_;
 };
@@ -384,7 +361,7 @@ TEST_F(TlsTest, HandshakeRefusesMissingSelfSignedAndExpiredCertificates) {
   ASSERT_TRUE(self_signed.ok());
   spec.not_before = absl::Now() - absl::Hours(48);
   spec.not_after = absl::Now() - absl::Hours(24);
-  absl::StatusOr<services::KeyAndCert> expired = ca_->Issue(spec);
+  absl::StatusOr<services::KeyAndCert> expired = pki_->ca().Issue(spec);
   ASSERT_TRUE(expired.ok());
 
   struct Case {

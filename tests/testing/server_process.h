@@ -7,14 +7,26 @@
 #include <grpcpp/grpcpp.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace hawiya::testing {
+
+// A client context whose deadline is `timeout` from now: long enough for a
+// loaded CI machine, short enough that a hung call fails the test.
+inline std::unique_ptr<grpc::ClientContext> Ctx(
+    absl::Duration timeout = absl::Seconds(60)) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoNanoseconds(timeout));
+  return context;
+}
 
 class ServerProcess {
  public:
