@@ -175,6 +175,35 @@ TEST_F(PartnerProcessTest, CliCallAndOfflineReceiptCheckAcrossKeyRotation) {
           "--name_ar=محمد,الصباح");
   EXPECT_EQ(arabic.exit_code, 0) << arabic.out;
   EXPECT_THAT(arabic.out, HasSubstr("\"result\": \"MATCH\""));
+  // A batch over the wire: a match, an unknown id and an invalid item.
+  v1::VerifyCivilStatusBatchRequest batch;
+  v1::VerifyCivilStatusRequest* item = batch.add_requests();
+  item->set_request_id("b-1");
+  item->set_purpose(v1::BORDER_CROSSING);
+  item->set_purpose_text("gate-7");
+  item->set_national_id("N5");
+  item->set_issuing_country("KWT");
+  item->mutable_name_latin()->set_given("Muhammad");
+  item->mutable_name_latin()->set_family("Al-Sabah");
+  *batch.add_requests() = *item;
+  batch.mutable_requests(1)->set_request_id("b-2");
+  batch.mutable_requests(1)->set_national_id("N404");
+  *batch.add_requests() = *item;
+  batch.mutable_requests(2)->set_request_id("b-3");
+  batch.mutable_requests(2)->set_issuing_country("kwt");
+  v1::VerifyCivilStatusBatchResponse answers;
+  const grpc::Status status =
+      v1::PartnerService::NewStub(ChannelAs("partner"))
+          ->VerifyCivilStatusBatch(Ctx().get(), batch, &answers);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(answers.results_size(), 3);
+  EXPECT_EQ(answers.results(0).response().decision(),
+            v1::VerifyCivilStatusResponse::MATCH);
+  EXPECT_EQ(answers.results(1).response().decision(),
+            v1::VerifyCivilStatusResponse::NOT_FOUND);
+  EXPECT_EQ(answers.results(2).error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(answers.results(2).error_message(),
+              HasSubstr("requests[2].issuing_country"));
   // Usage errors.
   EXPECT_EQ(Cli("receipt verify --receipt=" + receipt).exit_code, 2);
   EXPECT_EQ(Cli("partner verify --national_id=N5").exit_code, 2);
