@@ -64,6 +64,12 @@ std::string CanonicalAuditBytes(int64_t sequence, absl::string_view prev_hash,
   AppendBe(static_cast<uint32_t>(event.outcome), 4, &out);
   AppendBe(event.subject_ids.size(), 4, &out);
   for (const std::string& id : event.subject_ids) AppendField(id, &out);
+  if (event.has_partner_fields()) {
+    AppendField(event.purpose, &out);
+    AppendField(event.decision, &out);
+    AppendBe(event.disclosed.size(), 4, &out);
+    for (const std::string& name : event.disclosed) AppendField(name, &out);
+  }
   return out;
 }
 
@@ -186,7 +192,19 @@ absl::StatusOr<AuditVerification> VerifyAuditDatabase(
   }
   sqlite3_busy_timeout(db.get(), 5000);
   sqlite3_stmt* raw_stmt = nullptr;
+  // Schema 5 added the partner columns; a schema-4 file has none.
+  bool partner_columns = true;
   if (sqlite3_prepare_v2(
+          db.get(),
+          "SELECT seq, time_us, principal, role, method, subject_id, "
+          "national_id, request_id, outcome, subject_ids, prev_hash, hash, "
+          "purpose, decision, disclosed FROM audit ORDER BY seq",
+          -1, &raw_stmt, nullptr) != SQLITE_OK) {
+    partner_columns = false;
+    raw_stmt = nullptr;
+  }
+  if (!partner_columns &&
+      sqlite3_prepare_v2(
           db.get(),
           "SELECT seq, time_us, principal, role, method, subject_id, "
           "national_id, request_id, outcome, subject_ids, prev_hash, hash "
@@ -219,6 +237,11 @@ absl::StatusOr<AuditVerification> VerifyAuditDatabase(
     record.event.subject_ids = SplitSubjectIds(Column(stmt.get(), 9));
     record.prev_hash = Column(stmt.get(), 10);
     record.hash = Column(stmt.get(), 11);
+    if (partner_columns) {
+      record.event.purpose = Column(stmt.get(), 12);
+      record.event.decision = Column(stmt.get(), 13);
+      record.event.disclosed = SplitSubjectIds(Column(stmt.get(), 14));
+    }
     if (!verifier.Add(record)) break;
   }
   return verifier.Finish();

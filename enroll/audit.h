@@ -57,6 +57,18 @@ struct AuditEvent {
   // Subject ids the call returned or wrote beyond subject_id: Identify's
   // candidates best first, Verify's subject, BatchEnroll's enrolled persons.
   std::vector<std::string> subject_ids;
+  // PartnerService answers only (empty for every other call): the stated
+  // purpose ("BORDER_CROSSING: case 42"), the decision ("MATCH", ...) and
+  // the attribute names disclosed to the partner.
+  std::string purpose;
+  std::string decision;
+  std::vector<std::string> disclosed;
+
+  // Whether any of purpose, decision, disclosed is set (the canonical
+  // encoding then carries them).
+  bool has_partner_fields() const {
+    return !purpose.empty() || !decision.empty() || !disclosed.empty();
+  }
 
   static AuditEvent For(const AuditActor& actor) {
     AuditEvent event;
@@ -84,7 +96,14 @@ std::string AuditGenesisHash();
 // an encoding (all integers big-endian; str = u32 length, then the bytes):
 //   str "hawiya.audit.v1", u64 sequence, str prev_hash, u64 time_us,
 //   str principal, str role, str method, str subject_id, str national_id,
-//   str request_id, u32 outcome, u32 number of subject_ids, str each.
+//   str request_id, u32 outcome, u32 number of subject_ids, str each;
+// then, only if purpose, decision or disclosed is set (PartnerService
+// answers):
+//   str purpose, str decision, u32 number of disclosed, str each.
+// A record without them ends after the subject ids, so records written
+// before those fields existed hash exactly as they did; and since every
+// field is length-prefixed, no record with them shares an encoding with
+// one without.
 // Stable: an auditor may re-implement it to check a copy independently.
 std::string CanonicalAuditBytes(int64_t sequence, absl::string_view prev_hash,
                                 const AuditEvent& event);

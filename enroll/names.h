@@ -24,9 +24,15 @@ enum class Script { kEmpty, kArabic, kLatin, kMixed };
 // The script of a name's letters (digits, spaces and punctuation ignored).
 Script ScriptOf(absl::string_view name);
 
-// Normalised tokens of a name in Arabic script (see the file comment).
+// Normalised tokens of a name in Arabic script (see the file comment):
+// "عبد X", "ابو X" and a detached "ال X" are joined into one token, and the
+// connectors بن / ابن / بنت are dropped unless they come first. Non-Arabic
+// letters separate tokens. Invalid UTF-8 bytes are skipped.
 std::vector<std::string> NormalizeArabic(absl::string_view name);
-// Normalised tokens of a name in Latin script: lower-case ASCII.
+// Normalised tokens of a name in Latin script: lower-case ASCII, in the
+// canonical spelling of docs/NAMES.md (articles, "Abd al-" compounds,
+// connectors, spelling folding, variant table), so that NormalizeLatin of
+// its own output joined by spaces gives it back.
 std::vector<std::string> NormalizeLatin(absl::string_view name);
 // Latin tokens (as NormalizeLatin makes them) for a name in Arabic script.
 std::vector<std::string> TransliterateArabic(absl::string_view name);
@@ -43,7 +49,14 @@ struct NameComparison {
 extern const double kNameMatchThreshold;
 
 // Compares two full names written in any script (one string each: given
-// name first, as a person writes it).
+// name first, as a person writes it). Given name is compared with given
+// name, family (last token) with family, and the middle names of the shorter
+// name are assigned one-to-one to those of the longer; the longer name's
+// unpaired middle names count as missing (0.02 each off the mean). The
+// similarity is the smaller of that penalised mean and the least similar
+// compared pair, so one differing name (a sibling's given name, a cousin's
+// father's name) prevents a match. An empty name never matches.
+// docs/NAMES.md has the rules and the calibration.
 NameComparison CompareNames(absl::string_view a, absl::string_view b);
 
 // Compares a claimed name with a recorded one: every non-empty part of
@@ -51,6 +64,25 @@ NameComparison CompareNames(absl::string_view a, absl::string_view b);
 // against the same parts of `recorded`. Either may be Arabic or Latin.
 NameComparison CompareNames(const v1::PersonName& claimed,
                             const v1::PersonName& recorded);
+
+// Additions (not used by the interim interface; rules in docs/NAMES.md).
+
+// The canonical Latin tokens CompareNames compares for a name in any script:
+// NormalizeLatin for Latin letters, TransliterateArabic for Arabic ones (a
+// mixed name is split at whitespace and each chunk takes its own script).
+std::vector<std::string> CanonicalTokens(absl::string_view name);
+
+// Jaro-Winkler similarity of two byte strings (prefix scale 0.1, prefix of
+// at most 4), in [0, 1]; 1 for equal strings, 0 if either is empty.
+double JaroWinkler(absl::string_view a, absl::string_view b);
+
+// Similarity in [0, 1] of two canonical tokens (as CanonicalTokens makes
+// them): Jaro-Winkler after setting aside an "al" article and the "abdal" /
+// "abu" compound heads. `approximate` says that either token came from the
+// letter-by-letter Arabic transliteration (no short vowels), in which case
+// their consonant skeletons are compared as well, at a small discount.
+double TokenSimilarity(absl::string_view a, absl::string_view b,
+                       bool approximate = false);
 
 }  // namespace hawiya::enroll::names
 

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "enroll/receipts.h"
 #include "enroll/snapshots.h"
 #include "enroll/validation.h"
 #include "google/protobuf/field_mask.pb.h"
@@ -484,6 +485,7 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   report.elapsed = absl::Now() - start;
   registry->load_report_ = std::move(report);
   registry->key_report_ = registry->store_->key_report();
+  if (absl::Status s = registry->LoadSigningKey(); !s.ok()) return s;
   registry->store_id_ = std::move(store_id);
   registry->snapshot_dir_ = snapshot_dir;
   // The snapshot on disk, not the replayed sequence: a restart would replay
@@ -1296,6 +1298,11 @@ absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
     }
     out->set_prev_hash(HashHex(record.prev_hash));
     out->set_hash(HashHex(record.hash));
+    out->set_purpose(record.event.purpose);
+    out->set_decision(record.event.decision);
+    for (const std::string& name : record.event.disclosed) {
+      out->add_disclosed_attributes(name);
+    }
   }
   if (page->last_sequence > 0) {
     response.set_next_page_token(absl::StrCat(page->last_sequence));
@@ -1330,6 +1337,276 @@ absl::StatusOr<v1::VerifyAuditLogResponse> Registry::DoVerifyAuditLog(
   response.set_head_hash(HashHex(verified->head_hash));
   response.set_first_broken_sequence(verified->first_broken_sequence);
   response.set_reason(verified->reason);
+  return response;
+}
+
+// PartnerService and receipt signing keys.
+
+namespace {
+
+// The UTC day a daily quota counts in.
+std::string UtcDay(absl::Time time) {
+  return absl::FormatTime("%Y-%m-%d", time, absl::UTCTimeZone());
+}
+
+void SetTimestamp(int64_t micros, google::protobuf::Timestamp* out) {
+  out->set_seconds(micros / 1000000);
+  out->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+}
+
+v1::SigningKey PublicKeyOf(const SigningKeyRecord& key) {
+  v1::SigningKey out;
+  out.set_key_id(key.key_id);
+  out.set_algorithm("Ed25519");
+  out.set_public_key(key.public_key);
+  SetTimestamp(key.valid_from_us, out.mutable_valid_from());
+  if (key.valid_until_us != 0) {
+    SetTimestamp(key.valid_until_us, out.mutable_valid_until());
+  }
+  return out;
+}
+
+absl::StatusOr<SigningKeyRecord> NewSigningKey(absl::Time now) {
+  absl::StatusOr<Ed25519KeyPair> pair = GenerateEd25519Key();
+  if (!pair.ok()) return pair.status();
+  SigningKeyRecord key;
+  key.key_id = SigningKeyId(pair->public_key);
+  key.public_key = pair->public_key;
+  key.private_key = pair->private_key;
+  key.valid_from_us = absl::ToUnixMicros(now);
+  return key;
+}
+
+std::string DecisionName(v1::VerifyCivilStatusResponse::Decision decision) {
+  return v1::VerifyCivilStatusResponse::Decision_Name(decision);
+}
+
+}  // namespace
+
+absl::Status Registry::LoadSigningKey() {
+  absl::StatusOr<std::string> id = store_->StoreId();
+  if (!id.ok()) return id.status();
+  issuer_ = *std::move(id);
+  absl::MutexLock lock(&signing_mu_);
+  absl::StatusOr<std::vector<SigningKeyRecord>> keys = store_->SigningKeys();
+  if (!keys.ok()) return keys.status();
+  for (SigningKeyRecord& key : *keys) {
+    if (key.valid_until_us == 0) {
+      signing_key_ = std::move(key);
+      return absl::OkStatus();
+    }
+  }
+  // First start (or a store from before receipts): make the first key.
+  absl::StatusOr<SigningKeyRecord> key = NewSigningKey(options_.clock());
+  if (!key.ok()) return key.status();
+  if (absl::Status s = store_->AddSigningKey(*key); !s.ok()) return s;
+  signing_key_ = *std::move(key);
+  return absl::OkStatus();
+}
+
+absl::Status Registry::CheckPartner(const v1::VerifyCivilStatusRequest& request,
+                                    const PartnerPolicy& policy) const {
+  if (absl::Status s = CheckPartnerRequest(request, policy, options_.clock());
+      !s.ok()) {
+    return s;
+  }
+  if (request.probes_size() > 0)
+    return CheckProbes(request.probes(), *matcher_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::VerifyCivilStatusResponse> Registry::AnswerPartner(
+    const v1::VerifyCivilStatusRequest& request, const PartnerPolicy& policy,
+    const std::string& principal, AuditEvent* event) {
+  absl::StatusOr<v1::Person> found =
+      store_->FindPerson(request.national_id(), request.issuing_country());
+  if (!found.ok() && !absl::IsNotFound(found.status())) return found.status();
+  const v1::Person* person = found.ok() ? &*found : nullptr;
+  std::optional<v1::BiometricResult> biometric;
+  if (person != nullptr && request.probes_size() > 0 &&
+      AnswerableState(person->state())) {
+    v1::BiometricResult result;
+    result.set_decision(v1::BiometricResult::INCONCLUSIVE);
+    // Templates of persons who are not ACTIVE are not in the galleries.
+    if (person->state() == v1::ACTIVE) {
+      absl::StatusOr<matcher::Match> match =
+          matcher_->Verify(person->subject_id(), ToProbes(request.probes()));
+      if (match.ok()) {
+        result.set_score(match->score);
+        result.set_threshold(match->threshold);
+        result.set_decision(match->score >= match->threshold
+                                ? v1::BiometricResult::MATCH
+                                : v1::BiometricResult::NO_MATCH);
+      } else if (!absl::IsFailedPrecondition(match.status()) &&
+                 !absl::IsNotFound(match.status())) {
+        return match.status();
+      }
+    }
+    biometric = result;
+  }
+  v1::VerifyCivilStatusResponse response =
+      EvaluateClaim(request, policy, person, biometric);
+  if (person != nullptr) event->subject_id = person->subject_id();
+  event->decision = DecisionName(response.decision());
+  event->disclosed.assign(response.disclosed().attributes().begin(),
+                          response.disclosed().attributes().end());
+
+  v1::ReceiptPayload payload;
+  payload.set_request_digest(RequestDigest(request));
+  payload.set_request_id(request.request_id());
+  payload.set_principal(principal);
+  payload.set_purpose(request.purpose());
+  payload.set_purpose_text(request.purpose_text());
+  payload.set_national_id(request.national_id());
+  payload.set_issuing_country(request.issuing_country());
+  payload.set_decision(response.decision());
+  *payload.mutable_checks() = response.checks();
+  if (response.has_biometric()) {
+    *payload.mutable_biometric() = response.biometric();
+  }
+  if (response.has_disclosed()) {
+    *payload.mutable_disclosed() = response.disclosed();
+  }
+  payload.set_issuer(issuer_);
+  absl::ReaderMutexLock lock(&signing_mu_);
+  // Never dated before the key's validity, and remembered, so that a
+  // rotation starts the next key after every receipt of this one.
+  const int64_t now_us = std::max(absl::ToUnixMicros(options_.clock()),
+                                  signing_key_.valid_from_us);
+  int64_t last = last_receipt_us_.load();
+  while (last < now_us &&
+         !last_receipt_us_.compare_exchange_weak(last, now_us)) {
+  }
+  SetTimestamp(now_us, payload.mutable_time());
+  absl::StatusOr<v1::Receipt> receipt = SignReceipt(
+      std::move(payload), signing_key_.key_id, signing_key_.private_key);
+  if (!receipt.ok()) return receipt.status();
+  *response.mutable_receipt() = *std::move(receipt);
+  return response;
+}
+
+absl::StatusOr<v1::VerifyCivilStatusResponse> Registry::VerifyCivilStatus(
+    const v1::VerifyCivilStatusRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.request_id = Clip(request.request_id());
+  audit.event.national_id =
+      NationalIdResource(request.issuing_country(), request.national_id());
+  audit.event.purpose = AuditPurpose(request);
+  absl::StatusOr<v1::VerifyCivilStatusResponse> response =
+      [&]() -> absl::StatusOr<v1::VerifyCivilStatusResponse> {
+    absl::StatusOr<const PartnerPolicy*> policy =
+        options_.partner_policies.Find(actor.principal);
+    if (!policy.ok()) return policy.status();
+    if (absl::Status s = CheckPartner(request, **policy); !s.ok()) return s;
+    absl::StatusOr<int64_t> used = store_->ChargeQuota(
+        actor.principal, UtcDay(options_.clock()), 1, (*policy)->daily_quota);
+    if (!used.ok()) return used.status();
+    return AnswerPartner(request, **policy, actor.principal, &audit.event);
+  }();
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::VerifyCivilStatusBatchResponse>
+Registry::VerifyCivilStatusBatch(
+    const v1::VerifyCivilStatusBatchRequest& request, const AuditActor& actor) {
+  // Refusals of the whole call: one record.
+  auto refuse = [&](const absl::Status& status) -> absl::Status {
+    AuditWrite audit = NewAudit(actor);
+    return Audit(status, audit);
+  };
+  absl::StatusOr<const PartnerPolicy*> policy =
+      options_.partner_policies.Find(actor.principal);
+  if (!policy.ok()) return refuse(policy.status());
+  if (request.requests().empty()) {
+    return refuse(absl::InvalidArgumentError(
+        "requests: at least one request is required"));
+  }
+  if (static_cast<size_t>(request.requests_size()) > kMaxPartnerBatch) {
+    return refuse(absl::InvalidArgumentError(
+        absl::StrCat("requests: at most ", kMaxPartnerBatch, " per call, not ",
+                     request.requests_size())));
+  }
+  std::vector<absl::Status> checked;
+  int64_t answerable = 0;
+  for (const v1::VerifyCivilStatusRequest& item : request.requests()) {
+    checked.push_back(CheckPartner(item, **policy));
+    if (checked.back().ok()) ++answerable;
+  }
+  if (answerable > 0) {
+    absl::StatusOr<int64_t> used =
+        store_->ChargeQuota(actor.principal, UtcDay(options_.clock()),
+                            answerable, (*policy)->daily_quota);
+    if (!used.ok()) return refuse(used.status());
+  }
+  v1::VerifyCivilStatusBatchResponse response;
+  for (int i = 0; i < request.requests_size(); ++i) {
+    const v1::VerifyCivilStatusRequest& item = request.requests(i);
+    AuditWrite audit = NewAudit(actor);
+    audit.event.request_id = Clip(item.request_id());
+    audit.event.national_id =
+        NationalIdResource(item.issuing_country(), item.national_id());
+    audit.event.purpose = AuditPurpose(item);
+    absl::StatusOr<v1::VerifyCivilStatusResponse> answer =
+        checked[i].ok()
+            ? AnswerPartner(item, **policy, actor.principal, &audit.event)
+            : absl::StatusOr<v1::VerifyCivilStatusResponse>(checked[i]);
+    const absl::Status audited = Audit(answer.status(), audit);
+    // A record that cannot be written fails the whole call: no answer
+    // goes out unrecorded.
+    if (!audited.ok() && answer.ok()) return audited;
+    v1::VerifyCivilStatusBatchItem* out = response.add_results();
+    if (answer.ok()) {
+      *out->mutable_response() = *std::move(answer);
+    } else {
+      out->set_error_code(static_cast<int32_t>(answer.status().code()));
+      out->set_error_message(
+          absl::StrCat("requests[", i, "].", answer.status().message()));
+    }
+  }
+  return response;
+}
+
+absl::StatusOr<v1::GetSigningKeysResponse> Registry::GetSigningKeys(
+    const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::GetSigningKeysResponse> response =
+      [&]() -> absl::StatusOr<v1::GetSigningKeysResponse> {
+    absl::StatusOr<std::vector<SigningKeyRecord>> keys = store_->SigningKeys();
+    if (!keys.ok()) return keys.status();
+    v1::GetSigningKeysResponse out;
+    for (const SigningKeyRecord& key : *keys) {
+      *out.add_keys() = PublicKeyOf(key);
+      if (key.valid_until_us == 0) out.set_current_key_id(key.key_id);
+    }
+    return out;
+  }();
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::RotateSigningKeyResponse> Registry::RotateSigningKey(
+    const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::RotateSigningKeyResponse> response =
+      [&]() -> absl::StatusOr<v1::RotateSigningKeyResponse> {
+    absl::MutexLock lock(&signing_mu_);
+    absl::StatusOr<SigningKeyRecord> key = NewSigningKey(options_.clock());
+    if (!key.ok()) return key.status();
+    // No receipt is being signed (they hold the lock shared): the old
+    // key's validity ends after every receipt it signed, and after it
+    // began.
+    key->valid_from_us =
+        std::max({key->valid_from_us, last_receipt_us_.load() + 1,
+                  signing_key_.valid_from_us + 1});
+    if (absl::Status s = store_->AddSigningKey(*key); !s.ok()) return s;
+    v1::RotateSigningKeyResponse out;
+    out.set_previous_key_id(signing_key_.key_id);
+    signing_key_ = *std::move(key);
+    *out.mutable_key() = PublicKeyOf(signing_key_);
+    return out;
+  }();
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
   return response;
 }
 

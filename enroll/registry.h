@@ -36,11 +36,13 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "enroll/audit_log.h"
+#include "enroll/partner.h"
 #include "enroll/store.h"
 #include "hawiya/v1/admin.pb.h"
 #include "hawiya/v1/audit.pb.h"
 #include "hawiya/v1/enrollment.pb.h"
 #include "hawiya/v1/match.pb.h"
+#include "hawiya/v1/partner.pb.h"
 #include "matcher/matcher.h"
 
 namespace hawiya::enroll {
@@ -66,6 +68,12 @@ struct RegistryOptions {
   // galleries load), so that a server can audit calls from its start; the
   // registry detaches it when it closes. Null: the registry makes its own.
   std::shared_ptr<AuditLog> audit_log;
+  // The partners' data-sharing policies (PartnerService); none by default,
+  // so every partner call is PERMISSION_DENIED until they are configured.
+  PartnerPolicies partner_policies;
+  // Test seam: the clock of partner answers (receipt times, the UTC day of
+  // daily quotas) and of signing key validity.
+  std::function<absl::Time()> clock = absl::Now;
 };
 
 // How Open got its galleries, for the start-up log.
@@ -172,6 +180,27 @@ class Registry {
       const v1::RotateKeyRequest& request, std::function<bool()> cancelled,
       const AuditActor& actor = {});
 
+  // PartnerService (enroll/partner.h, proto/hawiya/v1/partner.proto). The
+  // caller's policy is actor.principal's. One audit record per answer (a
+  // batch: one per item, or one for the whole call if it is refused as a
+  // whole), with the purpose, decision and disclosed attributes. Each
+  // answered item takes one from the daily quota, before it is answered;
+  // RESOURCE_EXHAUSTED naming "daily_quota" once it is spent.
+  absl::StatusOr<v1::VerifyCivilStatusResponse> VerifyCivilStatus(
+      const v1::VerifyCivilStatusRequest& request,
+      const AuditActor& actor = {});
+  absl::StatusOr<v1::VerifyCivilStatusBatchResponse> VerifyCivilStatusBatch(
+      const v1::VerifyCivilStatusBatchRequest& request,
+      const AuditActor& actor = {});
+
+  // Receipt signing keys: every public key, current and retired
+  // (AdminService.GetSigningKeys); and a rotation (the previous key is
+  // retired now and stays published).
+  absl::StatusOr<v1::GetSigningKeysResponse> GetSigningKeys(
+      const AuditActor& actor = {});
+  absl::StatusOr<v1::RotateSigningKeyResponse> RotateSigningKey(
+      const AuditActor& actor = {});
+
   // AuditService: a page of audit records; and a walk of the whole chain
   // (on a read connection of its own: writes go on meanwhile).
   absl::StatusOr<v1::ListAuditRecordsResponse> ListAuditRecords(
@@ -238,6 +267,18 @@ class Registry {
   absl::Status Audit(const absl::Status& outcome, AuditWrite& audit);
 
   absl::Status LoadGalleries();
+  // Loads the current receipt signing key, creating the first one if the
+  // store has none.
+  absl::Status LoadSigningKey();
+  // The answer to one checked, quota-charged partner request, with its
+  // receipt; fills the audit event's subject, decision and disclosed
+  // attributes.
+  absl::StatusOr<v1::VerifyCivilStatusResponse> AnswerPartner(
+      const v1::VerifyCivilStatusRequest& request, const PartnerPolicy& policy,
+      const std::string& principal, AuditEvent* event);
+  // CheckPartnerRequest plus the probes' validity.
+  absl::Status CheckPartner(const v1::VerifyCivilStatusRequest& request,
+                            const PartnerPolicy& policy) const;
   // force: even if nothing changed since the last snapshot (a new key).
   absl::StatusOr<SnapshotReport> WriteSnapshot(bool force);
   // Remembers that a write's store commit succeeded but its gallery change
@@ -275,6 +316,15 @@ class Registry {
   // every change is then "since the snapshot").
   std::atomic<int64_t> snapshot_sequence_{0};
   std::atomic<bool> galleries_diverged_{false};
+  // The current receipt signing key (with its private half). Receipts are
+  // signed under a reader lock, a rotation holds it exclusively, so no
+  // receipt is dated after its key was retired.
+  absl::Mutex signing_mu_;
+  SigningKeyRecord signing_key_ ABSL_GUARDED_BY(signing_mu_);
+  // The latest receipt time (Unix microseconds) signed so far.
+  std::atomic<int64_t> last_receipt_us_{0};
+  // The store id, named in receipts as their issuer.
+  std::string issuer_;
 };
 
 }  // namespace hawiya::enroll

@@ -162,6 +162,32 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_principal ON audit (principal, seq);
 )sql",
+    // 5: partner verification (PartnerService). The audit record's
+    // purpose, decision and disclosed attributes (comma-separated); the
+    // Ed25519 receipt signing keys, their private half sealed by the
+    // key-encryption key (AAD SigningKeyAad(key_id)); and the partners'
+    // daily quota counters.
+    R"sql(
+ALTER TABLE audit ADD COLUMN purpose TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN decision TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN disclosed TEXT NOT NULL DEFAULT '';
+CREATE TABLE signing_keys (
+  key_id TEXT PRIMARY KEY,
+  public_key BLOB NOT NULL,
+  sealed_private_key BLOB NOT NULL,
+  valid_from_us INTEGER NOT NULL,
+  -- 0 for the current key. A retired key's sealed_private_key is emptied:
+  -- only its public key is kept, to check old receipts.
+  valid_until_us INTEGER NOT NULL
+);
+CREATE TABLE partner_quota (
+  principal TEXT NOT NULL,
+  -- UTC day, YYYY-MM-DD.
+  day TEXT NOT NULL,
+  used INTEGER NOT NULL,
+  PRIMARY KEY (principal, day)
+);
+)sql",
 };
 constexpr int64_t kSchemaVersion =
     static_cast<int64_t>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -485,6 +511,10 @@ std::string TemplateAad(int64_t template_id, absl::string_view subject_id,
   AppendLe(static_cast<uint64_t>(position), 4, &aad);
   absl::StrAppend(&aad, subject_id);
   return aad;
+}
+
+std::string SigningKeyAad(absl::string_view key_id) {
+  return absl::StrCat("hawiya.signing-key.v1/", key_id);
 }
 
 std::string DataKeyAad(int64_t version) {
@@ -1308,6 +1338,42 @@ class SqliteStore final : public Store {
         update.BindInt(1, version).BindBlob(2, wrapped);
         HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
       }
+      // The receipt signing keys are sealed by the same key-encryption
+      // key: re-sealed in the same transaction.
+      std::vector<std::pair<std::string, std::string>> resealed;
+      {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement select,
+            connection_->Prepare(
+                "SELECT key_id, sealed_private_key FROM signing_keys WHERE "
+                "length(sealed_private_key) > 0"));
+        while (true) {
+          HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+          if (!row) break;
+          const std::string key_id = select.Text(0);
+          absl::StatusOr<std::string> bytes =
+              kek_->Open(SigningKeyAad(key_id), select.Blob(1));
+          if (!bytes.ok()) {
+            return absl::DataLossError(absl::StrCat(
+                "store: signing key ", key_id,
+                " does not open under the current key-encryption key; "
+                "nothing was re-wrapped"));
+          }
+          absl::StatusOr<std::string> sealed =
+              new_kek->Seal(SigningKeyAad(key_id), *bytes);
+          OPENSSL_cleanse(bytes->data(), bytes->size());
+          if (!sealed.ok()) return sealed.status();
+          resealed.emplace_back(key_id, *std::move(sealed));
+        }
+      }
+      for (const auto& [key_id, sealed] : resealed) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement update,
+            connection_->Prepare("UPDATE signing_keys SET sealed_private_key "
+                                 "= ?2 WHERE key_id = ?1"));
+        update.BindText(1, key_id).BindBlob(2, sealed);
+        HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+      }
       HAWIYA_STORE_RETURN_IF_ERROR(SetMeta("kek_check", result.key_check));
       HAWIYA_STORE_RETURN_IF_ERROR(
           SetMeta("kek_previous_check", result.previous_key_check));
@@ -1337,6 +1403,117 @@ class SqliteStore final : public Store {
     return DataKey{version, it->second.bytes()};
   }
 
+  absl::StatusOr<std::vector<SigningKeyRecord>> SigningKeys() override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    std::vector<SigningKeyRecord> keys;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(
+              "SELECT key_id, public_key, sealed_private_key, valid_from_us, "
+              "valid_until_us FROM signing_keys ORDER BY valid_from_us, "
+              "key_id"));
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        SigningKeyRecord key;
+        key.key_id = select.Text(0);
+        key.public_key = select.Blob(1);
+        key.valid_from_us = select.Int(3);
+        key.valid_until_us = select.Int(4);
+        if (key.valid_until_us == 0) {
+          absl::StatusOr<std::string> private_key =
+              kek_->Open(SigningKeyAad(key.key_id), select.Blob(2));
+          if (!private_key.ok()) {
+            return absl::DataLossError(
+                absl::StrCat("store: signing key ", key.key_id,
+                             " does not open under the key-encryption key"));
+          }
+          key.private_key = *std::move(private_key);
+        }
+        keys.push_back(std::move(key));
+      }
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return keys;
+  }
+
+  absl::Status AddSigningKey(const SigningKeyRecord& key) override {
+    absl::MutexLock lock(&mu_);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        std::string sealed,
+        kek_->Seal(SigningKeyAad(key.key_id), key.private_key));
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement retire,
+          connection_->Prepare(
+              "UPDATE signing_keys SET valid_until_us = ?1, "
+              "sealed_private_key = x'' WHERE valid_until_us = 0"));
+      retire.BindInt(1, key.valid_from_us);
+      HAWIYA_STORE_RETURN_IF_ERROR(retire.Run());
+    }
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement insert,
+          connection_->Prepare(
+              "INSERT INTO signing_keys (key_id, public_key, "
+              "sealed_private_key, valid_from_us, valid_until_us) VALUES "
+              "(?1, ?2, ?3, ?4, 0)"));
+      insert.BindText(1, key.key_id)
+          .BindBlob(2, key.public_key)
+          .BindBlob(3, sealed)
+          .BindInt(4, key.valid_from_us);
+      absl::Status s = insert.Run();
+      if (!s.ok()) {
+        if (insert.error_code() == SQLITE_CONSTRAINT_PRIMARYKEY) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("key_id: ", key.key_id, " exists"));
+        }
+        return s;
+      }
+    }
+    return txn.Commit();
+  }
+
+  absl::StatusOr<int64_t> ChargeQuota(absl::string_view principal,
+                                      absl::string_view day, int64_t count,
+                                      int64_t limit) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    int64_t used = 0;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare("SELECT used FROM partner_quota WHERE "
+                               "principal = ?1 AND day = ?2"));
+      select.BindText(1, principal).BindText(2, day);
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (row) used = select.Int(0);
+    }
+    if (limit > 0 && used + count > limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "daily_quota: principal ", principal, " has used ", used, " of its ",
+          limit, " verifications for ", day, " (UTC); ", count, " more asked"));
+    }
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement upsert,
+          connection_->Prepare(
+              "INSERT INTO partner_quota (principal, day, used) VALUES (?1, "
+              "?2, ?3) ON CONFLICT (principal, day) DO UPDATE SET used = "
+              "?3"));
+      upsert.BindText(1, principal).BindText(2, day).BindInt(3, used + count);
+      HAWIYA_STORE_RETURN_IF_ERROR(upsert.Run());
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return used + count;
+  }
+
   absl::Status AppendAudit(absl::Span<AuditEvent> events) override {
     if (events.empty()) return absl::OkStatus();
     absl::MutexLock lock(&mu_);
@@ -1362,7 +1539,8 @@ class SqliteStore final : public Store {
       // Two statements, so that the principal filter can use its index.
       const std::string sql = absl::StrCat(
           "SELECT seq, time_us, principal, role, method, subject_id, "
-          "national_id, request_id, outcome, subject_ids, prev_hash, hash "
+          "national_id, request_id, outcome, subject_ids, prev_hash, hash, "
+          "purpose, decision, disclosed "
           "FROM audit WHERE seq > ?1 AND time_us >= ?3 AND time_us < ?4",
           query.principal.empty() ? "" : " AND principal = ?2",
           " ORDER BY seq LIMIT ?5");
@@ -1395,6 +1573,9 @@ class SqliteStore final : public Store {
         record.event.subject_ids = SplitSubjectIds(select.Text(9));
         record.prev_hash = select.Blob(10);
         record.hash = select.Blob(11);
+        record.event.purpose = select.Text(12);
+        record.event.decision = select.Text(13);
+        record.event.disclosed = SplitSubjectIds(select.Text(14));
         page.records.push_back(std::move(record));
       }
     }
@@ -1796,8 +1977,8 @@ class SqliteStore final : public Store {
         connection_->Prepare(
             "INSERT INTO audit (seq, time_us, principal, role, method, "
             "subject_id, national_id, request_id, outcome, subject_ids, "
-            "prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-            "?10, ?11, ?12)"));
+            "prev_hash, hash, purpose, decision, disclosed) VALUES (?1, ?2, "
+            "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"));
     insert.BindInt(1, sequence)
         .BindInt(2, event->time_us)
         .BindText(3, event->principal)
@@ -1809,7 +1990,10 @@ class SqliteStore final : public Store {
         .BindInt(9, event->outcome)
         .BindText(10, JoinSubjectIds(event->subject_ids))
         .BindBlob(11, prev_hash)
-        .BindBlob(12, hash);
+        .BindBlob(12, hash)
+        .BindText(13, event->purpose)
+        .BindText(14, event->decision)
+        .BindText(15, JoinSubjectIds(event->disclosed));
     HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
     return sequence;
   }

@@ -187,6 +187,19 @@ struct AuditWrite {
   int64_t sequence = 0;
 };
 
+// A receipt signing key (enroll/receipts.h): Ed25519, raw 32-byte halves.
+// The private half is stored sealed (AES-256-GCM) by the key-encryption
+// key, and re-sealed by RewrapDataKeys with the data keys.
+struct SigningKeyRecord {
+  // "ed25519:" + hex of the first 8 bytes of SHA-256(public_key).
+  std::string key_id;
+  std::string public_key;
+  // Only for the current key (valid_until_us 0), as read; never log it.
+  std::string private_key;
+  int64_t valid_from_us = 0;
+  int64_t valid_until_us = 0;  // 0: current
+};
+
 class Store {
  public:
   // Opens (creating or migrating) the database. FAILED_PRECONDITION if its
@@ -331,6 +344,25 @@ class Store {
   // "key_version" if it does not exist (any more).
   virtual absl::StatusOr<DataKey> CurrentDataKey() = 0;
   virtual absl::StatusOr<DataKey> GetDataKey(int64_t version) = 0;
+
+  // Receipt signing keys, oldest first; the current one (valid_until_us
+  // 0) with its private key. DATA_LOSS if that does not open under the
+  // key-encryption key.
+  virtual absl::StatusOr<std::vector<SigningKeyRecord>> SigningKeys() = 0;
+  // Makes `key` (valid_from_us set, valid_until_us ignored) the current
+  // signing key and retires the previous one (valid_until_us = the new
+  // key's valid_from_us; its private key is deleted, only the public one
+  // stays), in one transaction. ALREADY_EXISTS naming
+  // "key_id" if that id is taken.
+  virtual absl::Status AddSigningKey(const SigningKeyRecord& key) = 0;
+
+  // Partner daily quotas: adds `count` to the principal's counter for
+  // `day` (UTC, YYYY-MM-DD) and returns the new total, in one transaction;
+  // RESOURCE_EXHAUSTED naming "daily_quota" (and changing nothing) if the
+  // total would exceed `limit` (> 0; 0 = no limit, only counted).
+  virtual absl::StatusOr<int64_t> ChargeQuota(absl::string_view principal,
+                                              absl::string_view day,
+                                              int64_t count, int64_t limit) = 0;
 
   // The audit log.
 

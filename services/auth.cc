@@ -143,6 +143,11 @@ std::vector<config::MethodRoles> AccessPolicy::DefaultMethods() {
       Method(match + "Identify", {"border"}),
       Method("/hawiya.v1.AdminService/GetStats", {"admin"}),
       Method("/hawiya.v1.AdminService/RotateKey", {"admin"}),
+      // Public keys: any caller may fetch them to check receipts.
+      Method("/hawiya.v1.AdminService/GetSigningKeys", {any}),
+      Method("/hawiya.v1.AdminService/RotateSigningKey", {"admin"}),
+      Method("/hawiya.v1.PartnerService/VerifyCivilStatus", {"partner"}),
+      Method("/hawiya.v1.PartnerService/VerifyCivilStatusBatch", {"partner"}),
       Method("/hawiya.v1.AuditService/ListAuditRecords", {"auditor"}),
       Method("/hawiya.v1.AuditService/VerifyAuditLog", {"auditor"}),
       Method("/grpc.health.v1.Health/Check", {any}),

@@ -29,12 +29,16 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "enroll/audit.h"
 #include "enroll/crypto.h"
+#include "enroll/receipts.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "hawiya/config/config.pb.h"
@@ -42,6 +46,7 @@
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
+#include "hawiya/v1/partner.grpc.pb.h"
 #include "matcher/synthetic.h"
 #include "services/enroll_json.h"
 #include "services/help.h"
@@ -130,6 +135,33 @@ ABSL_FLAG(int64_t, anchor_sequence, 0,
 ABSL_FLAG(std::string, anchor_hash, "",
           "audit verify: ...and its head hash (hex): the log must still "
           "hold that record with that hash.");
+ABSL_FLAG(std::string, purpose, "",
+          "partner verify: BORDER_CROSSING, RESIDENCE_APPLICATION, "
+          "MARRIAGE_REGISTRATION, VISA_APPLICATION or SOCIAL_BENEFITS.");
+ABSL_FLAG(std::string, purpose_text, "",
+          "partner verify: the case or file reference (required).");
+ABSL_FLAG(std::string, name_ar, "",
+          "partner verify: claimed Arabic name, parts separated by commas: "
+          "GIVEN,FAMILY or GIVEN,FATHER,FAMILY or "
+          "GIVEN,FATHER,GRANDFATHER,FAMILY.");
+ABSL_FLAG(std::string, name_latin, "",
+          "partner verify: claimed Latin name, parts as --name_ar.");
+ABSL_FLAG(std::string, date_of_birth, "",
+          "partner verify: claimed date of birth, YYYY-MM-DD.");
+ABSL_FLAG(std::string, sex, "", "partner verify: claimed sex, FEMALE or MALE.");
+ABSL_FLAG(std::string, civil_status, "",
+          "partner verify: claimed civil status (SINGLE, MARRIED, DIVORCED, "
+          "WIDOWED).");
+ABSL_FLAG(std::string, receipt_out, "",
+          "partner verify: also write the signed receipt (binary "
+          "hawiya.v1.Receipt) to this file.");
+ABSL_FLAG(std::string, receipt, "",
+          "receipt verify: the receipt file (binary or text-format "
+          "hawiya.v1.Receipt).");
+ABSL_FLAG(std::string, keys, "",
+          "receipt verify: the signing keys (a GetSigningKeysResponse in "
+          "text format, as `admin signing-keys --out` writes it, or "
+          "binary).");
 
 namespace {
 
@@ -189,6 +221,21 @@ constexpr char kUsage[] =
     "            server (role auditor). Prints one line: intact with the\n"
     "            head sequence and hash to write down as a later anchor\n"
     "            (exit 0), or the first broken record and why (exit 1)\n"
+    "  admin signing-keys [--out=FILE]\n"
+    "            the receipt signing public keys (any role); --out also\n"
+    "            saves them (text format) for `receipt verify`\n"
+    "  admin rotate-signing-key\n"
+    "            makes a new receipt signing key current; the old one stays\n"
+    "            published, so its receipts keep verifying\n"
+    "  partner verify --national_id=N --country=C --purpose=P\n"
+    "            --purpose_text=TEXT [--request_id=ID] [--name_ar=G,F]\n"
+    "            [--name_latin=G,F] [--date_of_birth=YYYY-MM-DD] [--sex=S]\n"
+    "            [--civil_status=S] [--probes=T.json] [--receipt_out=FILE]\n"
+    "            cross-border civil-status check (role partner); prints the\n"
+    "            answer and its receipt; exit 0 MATCH, 1 any other decision\n"
+    "  receipt verify --receipt=FILE --keys=FILE\n"
+    "            checks a receipt's signature offline against saved signing\n"
+    "            keys and prints its payload; exit 0 valid, 1 not\n"
     "  dev-pki   --out=DIR\n"
     "            writes a development PKI (ca.pem, server.pem/.key, and\n"
     "            ROLE.pem/.key per role, URI SAN hawiya://dev/ROLE) into DIR,\n"
@@ -267,6 +314,7 @@ class Client {
   v1::MatchService::Stub& match() { return *match_; }
   v1::AdminService::Stub& admin() { return *admin_; }
   v1::AuditService::Stub& audit() { return *audit_; }
+  v1::PartnerService::Stub& partner() { return *partner_; }
   grpc::health::v1::Health::Stub& health() { return *health_; }
 
  private:
@@ -279,6 +327,8 @@ class Client {
       v1::AdminService::NewStub(channel_);
   std::unique_ptr<v1::AuditService::Stub> audit_ =
       v1::AuditService::NewStub(channel_);
+  std::unique_ptr<v1::PartnerService::Stub> partner_ =
+      v1::PartnerService::NewStub(channel_);
   std::unique_ptr<grpc::health::v1::Health::Stub> health_ =
       grpc::health::v1::Health::NewStub(channel_);
 };
@@ -1185,13 +1235,205 @@ int Import(Client& client) {
   return 0;
 }
 
+// --- partners and receipts ------------------------------------------------
+
+// "G,F" / "G,F,FAM" / "G,F,GF,FAM" into parts; false if malformed.
+bool ParseName(const std::string& text, v1::PersonName* name) {
+  std::vector<std::string> parts = absl::StrSplit(text, ',');
+  for (std::string& part : parts) {
+    part = std::string(absl::StripAsciiWhitespace(part));
+  }
+  switch (parts.size()) {
+    case 2:
+      name->set_given(parts[0]);
+      name->set_family(parts[1]);
+      return true;
+    case 3:
+      name->set_given(parts[0]);
+      name->set_father(parts[1]);
+      name->set_family(parts[2]);
+      return true;
+    case 4:
+      name->set_given(parts[0]);
+      name->set_father(parts[1]);
+      name->set_grandfather(parts[2]);
+      name->set_family(parts[3]);
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Reads a message from a file in text format, else binary.
+bool ReadMessage(const std::string& path, Message* message) {
+  absl::StatusOr<std::string> bytes = hawiya::services::ReadFile(path);
+  if (!bytes.ok()) {
+    std::fprintf(stderr, "hawiya: %s\n",
+                 std::string(bytes.status().message()).c_str());
+    return false;
+  }
+  // Binary files are not text: the text parser's complaints about them
+  // are not the user's concern.
+  class Silent : public google::protobuf::io::ErrorCollector {
+   public:
+    void AddError(int, int, const std::string&) override {}
+  } silent;
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&silent);
+  if (parser.ParseFromString(*bytes, message) && !bytes->empty()) return true;
+  message->Clear();
+  if (message->ParseFromString(*bytes) && !bytes->empty()) return true;
+  std::fprintf(stderr, "hawiya: %s: not a %s (text format or binary)\n",
+               path.c_str(), message->GetTypeName().c_str());
+  return false;
+}
+
+bool WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+  out.close();
+  if (!out) {
+    std::fprintf(stderr, "hawiya: cannot write %s\n", path.c_str());
+    return false;
+  }
+  return true;
+}
+
+int PartnerVerify(Client& client) {
+  v1::VerifyCivilStatusRequest request;
+  if (absl::GetFlag(FLAGS_national_id).empty() ||
+      absl::GetFlag(FLAGS_country).empty()) {
+    return Usage("partner verify: --national_id and --country");
+  }
+  request.set_national_id(absl::GetFlag(FLAGS_national_id));
+  request.set_issuing_country(absl::GetFlag(FLAGS_country));
+  v1::Purpose purpose;
+  if (!v1::Purpose_Parse(absl::GetFlag(FLAGS_purpose), &purpose) ||
+      purpose == v1::PURPOSE_UNSPECIFIED) {
+    return Usage(
+        "partner verify: --purpose=BORDER_CROSSING (or another "
+        "hawiya.v1.Purpose)");
+  }
+  request.set_purpose(purpose);
+  request.set_purpose_text(absl::GetFlag(FLAGS_purpose_text));
+  request.set_request_id(absl::GetFlag(FLAGS_request_id).empty()
+                             ? RandomRequestId()
+                             : absl::GetFlag(FLAGS_request_id));
+  if (!absl::GetFlag(FLAGS_name_ar).empty() &&
+      !ParseName(absl::GetFlag(FLAGS_name_ar), request.mutable_name_ar())) {
+    return Usage("partner verify: --name_ar: 2 to 4 comma-separated parts");
+  }
+  if (!absl::GetFlag(FLAGS_name_latin).empty() &&
+      !ParseName(absl::GetFlag(FLAGS_name_latin),
+                 request.mutable_name_latin())) {
+    return Usage("partner verify: --name_latin: 2 to 4 comma-separated parts");
+  }
+  if (const std::string dob = absl::GetFlag(FLAGS_date_of_birth);
+      !dob.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(dob, '-');
+    int year = 0, month = 0, day = 0;
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &year) ||
+        !absl::SimpleAtoi(parts[1], &month) ||
+        !absl::SimpleAtoi(parts[2], &day)) {
+      return Usage("partner verify: --date_of_birth=YYYY-MM-DD");
+    }
+    request.mutable_date_of_birth()->set_year(year);
+    request.mutable_date_of_birth()->set_month(month);
+    request.mutable_date_of_birth()->set_day(day);
+  }
+  if (const std::string sex = absl::GetFlag(FLAGS_sex); !sex.empty()) {
+    v1::Sex value;
+    if (!v1::Sex_Parse(sex, &value)) {
+      return Usage("partner verify: --sex=FEMALE or MALE");
+    }
+    request.set_sex(value);
+  }
+  if (const std::string status = absl::GetFlag(FLAGS_civil_status);
+      !status.empty()) {
+    v1::CivilStatus value;
+    if (!v1::CivilStatus_Parse(status, &value)) {
+      return Usage(
+          "partner verify: --civil_status=SINGLE, MARRIED, DIVORCED or "
+          "WIDOWED");
+    }
+    request.set_civil_status(value);
+  }
+  if (!absl::GetFlag(FLAGS_probes).empty() &&
+      !ReadTemplates(absl::GetFlag(FLAGS_probes), request.mutable_probes())) {
+    return kExitInput;
+  }
+  v1::VerifyCivilStatusResponse response;
+  grpc::Status status = client.partner().VerifyCivilStatus(
+      client.Context().get(), request, &response);
+  if (!status.ok()) return RpcFailed(status);
+  Print(response);
+  if (!absl::GetFlag(FLAGS_receipt_out).empty() &&
+      !WriteBytes(absl::GetFlag(FLAGS_receipt_out),
+                  response.receipt().SerializeAsString())) {
+    return kExitInput;
+  }
+  return response.decision() == v1::VerifyCivilStatusResponse::MATCH
+             ? 0
+             : kExitNegative;
+}
+
+int SigningKeys(Client& client) {
+  v1::GetSigningKeysResponse response;
+  grpc::Status status = client.admin().GetSigningKeys(
+      client.Context().get(), v1::GetSigningKeysRequest(), &response);
+  if (!status.ok()) return RpcFailed(status);
+  Print(response);
+  if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
+    std::string text;
+    google::protobuf::TextFormat::PrintToString(response, &text);
+    if (!WriteBytes(out, text)) return kExitInput;
+  }
+  return 0;
+}
+
+int RotateSigningKey(Client& client) {
+  v1::RotateSigningKeyResponse response;
+  grpc::Status status = client.admin().RotateSigningKey(
+      client.Context().get(), v1::RotateSigningKeyRequest(), &response);
+  if (!status.ok()) return RpcFailed(status);
+  Print(response);
+  return 0;
+}
+
+// Offline: no server, no key but the public ones in --keys.
+int ReceiptVerify() {
+  if (absl::GetFlag(FLAGS_receipt).empty() ||
+      absl::GetFlag(FLAGS_keys).empty()) {
+    return Usage("receipt verify: --receipt=FILE and --keys=FILE");
+  }
+  v1::Receipt receipt;
+  v1::GetSigningKeysResponse keys;
+  if (!ReadMessage(absl::GetFlag(FLAGS_receipt), &receipt) ||
+      !ReadMessage(absl::GetFlag(FLAGS_keys), &keys)) {
+    return kExitInput;
+  }
+  absl::StatusOr<v1::ReceiptPayload> payload =
+      hawiya::enroll::VerifyReceipt(receipt, keys);
+  if (!payload.ok()) {
+    std::fprintf(stderr, "hawiya: receipt INVALID: %s\n",
+                 std::string(payload.status().message()).c_str());
+    return kExitNegative;
+  }
+  Print(*payload);
+  std::fprintf(stderr, "hawiya: receipt valid: signed by %s\n",
+               receipt.key_id().c_str());
+  return 0;
+}
+
 // --- transport security --------------------------------------------------
 
 // The role each command acts in, choosing its default certificate.
 std::string CommandRole(const std::string& command) {
   if (command == "verify" || command == "identify") return "border";
+  if (absl::StartsWith(command, "partner ")) return "partner";
   if (command == "stats" || command == "health" ||
-      command == "admin rotate-key") {
+      command == "admin rotate-key" || command == "admin signing-keys" ||
+      command == "admin rotate-signing-key") {
     return "admin";
   }
   if (absl::StartsWith(command, "audit ")) return "auditor";
@@ -1270,15 +1512,17 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   // "admin" and "audit" take a subcommand; every other command stands
   // alone.
-  const bool group = args.size() >= 2 && (std::string(args[1]) == "admin" ||
-                                          std::string(args[1]) == "audit");
+  const std::map<std::string, std::string> groups = {
+      {"admin", "(gen-key, rotate-key, signing-keys, rotate-signing-key)"},
+      {"audit", "(list, verify)"},
+      {"partner", "(verify)"},
+      {"receipt", "(verify)"}};
+  const bool group = args.size() >= 2 && groups.count(args[1]) > 0;
   if (args.size() != (group ? 3u : 2u)) {
-    return Usage(args.size() < 2 ? "missing COMMAND"
-                 : group         ? absl::StrCat(args[1], ": one subcommand ",
-                                        std::string(args[1]) == "admin"
-                                                    ? "(gen-key, rotate-key)"
-                                                    : "(list, verify)")
-                                 : "one COMMAND only");
+    return Usage(
+        args.size() < 2 ? "missing COMMAND"
+        : group ? absl::StrCat(args[1], ": one subcommand ", groups.at(args[1]))
+                : "one COMMAND only");
   }
   const std::string command =
       group ? absl::StrCat(args[1], " ", args[2]) : std::string(args[1]);
@@ -1286,6 +1530,7 @@ int main(int argc, char** argv) {
   if (command == "audit verify" && !absl::GetFlag(FLAGS_data_dir).empty()) {
     return AuditVerifyOffline();
   }
+  if (command == "receipt verify") return ReceiptVerify();
   if (command == "synth") return Synth();
   if (command == "synth-persons") return SynthPersons();
   if (command == "dev-pki") return DevPki();
@@ -1300,6 +1545,9 @@ int main(int argc, char** argv) {
       {"health", Health},
       {"import", Import},
       {"admin rotate-key", RotateKey},
+      {"admin signing-keys", SigningKeys},
+      {"admin rotate-signing-key", RotateSigningKey},
+      {"partner verify", PartnerVerify},
       {"audit list", AuditList},
       {"audit verify", AuditVerify}};
   auto call = calls.find(command);

@@ -11,11 +11,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "enroll/partner.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "matcher/gallery.h"
 #include "services/auth.h"
 #include "services/rate_limit.h"
+#include "services/roles.h"
 
 namespace hawiya::services {
 namespace {
@@ -118,7 +120,37 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ": ", limits.status().message()));
   }
+  if (absl::Status s = CheckPartnerPolicies(config); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", s.message()));
+  }
   return config;
+}
+
+absl::Status CheckPartnerPolicies(const config::ServerConfig& config) {
+  absl::StatusOr<enroll::PartnerPolicies> policies =
+      enroll::PartnerPolicies::FromConfig(config);
+  if (!policies.ok()) return policies.status();
+  std::vector<config::PrincipalRoles> principals(config.principals().begin(),
+                                                 config.principals().end());
+  if (principals.empty()) principals = AccessPolicy::DefaultPrincipals();
+  for (int i = 0; i < config.partner_policies_size(); ++i) {
+    const std::string& principal = config.partner_policies(i).principal();
+    // The --insecure caller holds every role (plaintext, development).
+    bool partner = principal == kInsecurePrincipal;
+    for (const config::PrincipalRoles& entry : principals) {
+      if (entry.principal() != principal) continue;
+      for (const std::string& role : entry.roles()) {
+        partner = partner || role == "partner";
+      }
+    }
+    if (!partner) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("partner_policies[", i, "].principal: ", principal,
+                       " is not one of the principals with role partner"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckScanPool(const config::ServerConfig& config) {

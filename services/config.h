@@ -17,6 +17,12 @@ namespace hawiya::services {
 // INVALID_ARGUMENT naming the file, line and field on a bad file.
 absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path);
 
+// Checks partner_policies (enroll/partner.h), and that each names one of
+// the principals (or of the default ones) holding role partner, or the
+// --insecure caller hawiya://dev/insecure; INVALID_ARGUMENT naming the
+// field.
+absl::Status CheckPartnerPolicies(const config::ServerConfig& config);
+
 // Checks the scan_* fields; INVALID_ARGUMENT naming the field.
 absl::Status CheckScanPool(const config::ServerConfig& config);
 

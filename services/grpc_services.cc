@@ -364,4 +364,48 @@ grpc::ServerUnaryReactor* AuditServiceImpl::VerifyAuditLog(
                   });
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::GetSigningKeys(
+    grpc::CallbackServerContext* ctx, const v1::GetSigningKeysRequest* request,
+    v1::GetSigningKeysResponse* response) {
+  return Dispatch("/hawiya.v1.AdminService/GetSigningKeys", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto&, const auto& a) {
+                    return r.GetSigningKeys(a);
+                  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateSigningKey(
+    grpc::CallbackServerContext* ctx,
+    const v1::RotateSigningKeyRequest* request,
+    v1::RotateSigningKeyResponse* response) {
+  return Dispatch("/hawiya.v1.AdminService/RotateSigningKey", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto&, const auto& a) {
+                    return r.RotateSigningKey(a);
+                  });
+}
+
+// A biometric comparison makes these matches: on the match queue.
+grpc::ServerUnaryReactor* PartnerServiceImpl::VerifyCivilStatus(
+    grpc::CallbackServerContext* ctx,
+    const v1::VerifyCivilStatusRequest* request,
+    v1::VerifyCivilStatusResponse* response) {
+  return Dispatch("/hawiya.v1.PartnerService/VerifyCivilStatus", ctx, context_,
+                  context_->match_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.VerifyCivilStatus(req, a);
+                  });
+}
+
+grpc::ServerUnaryReactor* PartnerServiceImpl::VerifyCivilStatusBatch(
+    grpc::CallbackServerContext* ctx,
+    const v1::VerifyCivilStatusBatchRequest* request,
+    v1::VerifyCivilStatusBatchResponse* response) {
+  return Dispatch("/hawiya.v1.PartnerService/VerifyCivilStatusBatch", ctx,
+                  context_, context_->match_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.VerifyCivilStatusBatch(req, a);
+                  });
+}
+
 }  // namespace hawiya::services

@@ -27,6 +27,7 @@
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
+#include "hawiya/v1/partner.grpc.pb.h"
 #include "services/auth.h"
 #include "services/work_queue.h"
 
@@ -107,6 +108,32 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* RotateKey(grpc::CallbackServerContext* ctx,
                                       const v1::RotateKeyRequest* request,
                                       v1::RotateKeyResponse* response) override;
+  grpc::ServerUnaryReactor* GetSigningKeys(
+      grpc::CallbackServerContext* ctx,
+      const v1::GetSigningKeysRequest* request,
+      v1::GetSigningKeysResponse* response) override;
+  grpc::ServerUnaryReactor* RotateSigningKey(
+      grpc::CallbackServerContext* ctx,
+      const v1::RotateSigningKeyRequest* request,
+      v1::RotateSigningKeyResponse* response) override;
+
+ private:
+  ServiceContext* const context_;
+};
+
+// PartnerService: the registry applies the caller's data-sharing policy.
+class PartnerServiceImpl final : public v1::PartnerService::CallbackService {
+ public:
+  explicit PartnerServiceImpl(ServiceContext* context) : context_(context) {}
+
+  grpc::ServerUnaryReactor* VerifyCivilStatus(
+      grpc::CallbackServerContext* ctx,
+      const v1::VerifyCivilStatusRequest* request,
+      v1::VerifyCivilStatusResponse* response) override;
+  grpc::ServerUnaryReactor* VerifyCivilStatusBatch(
+      grpc::CallbackServerContext* ctx,
+      const v1::VerifyCivilStatusBatchRequest* request,
+      v1::VerifyCivilStatusBatchResponse* response) override;
 
  private:
   ServiceContext* const context_;

@@ -69,6 +69,29 @@ absl::StatusOr<std::unique_ptr<RateLimiter>> RateLimiter::FromConfig(
           field, ".principal: ", entry.principal(), " is listed twice"));
     }
   }
+  // A partner's data-sharing policy may carry its rate limit: the same
+  // bucket, as if it were a rate_limits entry.
+  for (int i = 0; i < config.partner_policies_size(); ++i) {
+    const config::PartnerPolicy& policy = config.partner_policies(i);
+    if (policy.requests_per_second() == 0 && policy.burst() == 0) continue;
+    const std::string field = absl::StrCat("partner_policies[", i, "]");
+    config::RateLimit entry;
+    entry.set_principal(policy.principal());
+    entry.set_requests_per_second(policy.requests_per_second());
+    entry.set_burst(policy.burst());
+    if (known.count(entry.principal()) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".principal: ", entry.principal(),
+                       " is not one of the principals"));
+    }
+    absl::StatusOr<RateLimitSpec> spec = SpecOf(entry, field);
+    if (!spec.ok()) return spec.status();
+    if (!limits.emplace(entry.principal(), *spec).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".requests_per_second: ", entry.principal(),
+          " has a rate_limits entry already; give its limit in one place"));
+    }
+  }
   absl::StatusOr<RateLimitSpec> default_limit =
       SpecOf(config.default_rate_limit(), "default_rate_limit");
   if (!default_limit.ok()) return default_limit.status();

@@ -1,5 +1,7 @@
 // Per-principal rate limits: one token bucket per principal, sized from the
-// config (ServerConfig.rate_limits, .default_rate_limit). The access check
+// config (ServerConfig.rate_limits, .default_rate_limit, and the
+// requests_per_second / burst of a partner's data-sharing policy, which act
+// as that principal's rate_limits entry). The access check
 // (services/auth.cc) asks it once per call, after authentication and
 // authorisation, and refuses a call over the limit with RESOURCE_EXHAUSTED.
 //
@@ -40,7 +42,8 @@ class RateLimiter {
   using Clock = std::function<absl::Time()>;
 
   // The config's limits. INVALID_ARGUMENT naming the field if a rate is
-  // negative or not finite, a principal is empty, listed twice, or not one
+  // negative or not finite, a principal is empty, listed twice (in
+  // rate_limits, or there and in a partner policy with a rate), or not one
   // of the config's principals (or of the default ones if it lists none).
   static absl::StatusOr<std::unique_ptr<RateLimiter>> FromConfig(
       const config::ServerConfig& config, Clock clock = absl::Now);

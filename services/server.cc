@@ -54,7 +54,8 @@ class ServerImpl final : public Server {
         enrollment_(&context_),
         match_(&context_),
         admin_(&context_),
-        audit_(&context_) {
+        audit_(&context_),
+        partner_(&context_) {
     context_.store_queue = &store_queue_;
     context_.match_queue = &match_queue_;
     context_.access = access_.get();
@@ -76,6 +77,7 @@ class ServerImpl final : public Server {
     builder.RegisterService(&match_);
     builder.RegisterService(&admin_);
     builder.RegisterService(&audit_);
+    builder.RegisterService(&partner_);
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
       return absl::UnavailableError(
@@ -85,7 +87,8 @@ class ServerImpl final : public Server {
     for (const char* name : {"", v1::EnrollmentService::service_full_name(),
                              v1::MatchService::service_full_name(),
                              v1::AdminService::service_full_name(),
-                             v1::AuditService::service_full_name()}) {
+                             v1::AuditService::service_full_name(),
+                             v1::PartnerService::service_full_name()}) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);
     }
     loader_ = std::thread([this] { Load(); });
@@ -152,8 +155,17 @@ class ServerImpl final : public Server {
       registry_options.snapshots = options_.snapshots;
       registry_options.key_file = options_.config.key_file();
       registry_options.audit_log = audit_log_;
+      absl::StatusOr<enroll::PartnerPolicies> policies =
+          enroll::PartnerPolicies::FromConfig(options_.config);
+      if (policies.ok()) {
+        registry_options.partner_policies = *std::move(policies);
+      } else {
+        status = policies.status();
+      }
       absl::StatusOr<std::unique_ptr<enroll::Registry>> registry =
-          enroll::Registry::Open(registry_options);
+          status.ok()
+              ? enroll::Registry::Open(registry_options)
+              : absl::StatusOr<std::unique_ptr<enroll::Registry>>(status);
       if (registry.ok()) {
         registry_ = *std::move(registry);
         const enroll::KeyReport& keys = registry_->key_report();
@@ -250,6 +262,7 @@ class ServerImpl final : public Server {
   MatchServiceImpl match_;
   AdminServiceImpl admin_;
   AuditServiceImpl audit_;
+  PartnerServiceImpl partner_;
   std::unique_ptr<grpc::Server> server_;
   std::thread loader_;
   absl::Notification loaded_;
@@ -336,6 +349,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   absl::StatusOr<std::unique_ptr<RateLimiter>> limits =
       RateLimiter::FromConfig(options.config);
   if (!limits.ok()) return limits.status();
+  if (absl::Status s = CheckPartnerPolicies(options.config); !s.ok()) {
+    return s;
+  }
   auto audit_log = std::make_shared<enroll::AuditLog>();
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (options.insecure) {

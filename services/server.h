@@ -1,5 +1,6 @@
 // Server: the Hawiya gRPC server. Serves EnrollmentService, MatchService,
-// AdminService, AuditService, grpc.health.v1.Health and server reflection.
+// AdminService, AuditService, PartnerService, grpc.health.v1.Health and
+// server reflection.
 // Every call is audited (enroll/audit.h) from the moment the store opens;
 // calls refused before it opens are held in memory and written then.
 //

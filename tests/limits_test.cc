@@ -22,6 +22,7 @@
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
+#include "hawiya/v1/partner.grpc.pb.h"
 #include "matcher/synthetic.h"
 #include "services/pki.h"
 #include "services/synthetic_requests.h"
@@ -195,7 +196,14 @@ std::string RawBytes(const v1::Template& t) {
 // nor the template (as text or as bytes) may be in it.
 TEST(LogPolicyProcessTest, NoPiiOrTemplateInTheServerLog) {
   DevTlsServer server;
-  ASSERT_TRUE(server.Start().ok());
+  // The partner may verify (PartnerService), faces included.
+  ASSERT_TRUE(server
+                  .Start("partner_policies { principal: "
+                         "\"hawiya://dev/partner\" allowed_purposes: "
+                         "\"BORDER_CROSSING\" disclosable_attributes: "
+                         "[\"name\", \"date_of_birth\", \"state\"] "
+                         "biometric_allowed: true }\n")
+                  .ok());
   const matcher::SyntheticModel model{matcher::SyntheticOptions{}};
   auto registrar =
       v1::EnrollmentService::NewStub(server.ChannelAs("registrar"));
@@ -205,9 +213,10 @@ TEST(LogPolicyProcessTest, NoPiiOrTemplateInTheServerLog) {
   auto partner = v1::MatchService::NewStub(server.ChannelAs("partner"));
 
   const std::vector<std::string> pii = {
-      "QXPII7731904", "Zubaydaqx",   "Fitzgeraldqx",  "Wazzanqx",   "Renamedqx",
-      "زبيدةقص",      "Lowestoftqx", "PXPII5521",     "1961-07-23", "19610723",
-      "23/07/1961",   "year: 1961",  "reason-qx-pii", "dup-req-qx"};
+      "QXPII7731904",  "Zubaydaqx",  "Fitzgeraldqx",   "Wazzanqx",
+      "Renamedqx",     "زبيدةقص",    "Lowestoftqx",    "PXPII5521",
+      "1961-07-23",    "19610723",   "23/07/1961",     "year: 1961",
+      "reason-qx-pii", "dup-req-qx", "purpose-qx-pii", "partner-req-qx"};
   v1::EnrollRequest enroll = MakeEnrollRequest(model, 7);
   v1::Person& person = *enroll.mutable_person();
   person.set_national_id("QXPII7731904");
@@ -277,6 +286,35 @@ TEST(LogPolicyProcessTest, NoPiiOrTemplateInTheServerLog) {
   // Denied: a partner may not identify.
   EXPECT_EQ(partner->Identify(Ctx().get(), identify, &candidates).error_code(),
             StatusCode::PERMISSION_DENIED);
+  // A partner's verification (names, date, face), one outside its policy
+  // (purpose) and one malformed (a bad date): answered or refused, never
+  // logged with what they carried.
+  auto partner_service =
+      v1::PartnerService::NewStub(server.ChannelAs("partner"));
+  v1::VerifyCivilStatusRequest claim;
+  claim.set_request_id("partner-req-qx");
+  claim.set_purpose(v1::BORDER_CROSSING);
+  claim.set_purpose_text("purpose-qx-pii");
+  claim.set_national_id("QXPII7731904");
+  claim.set_issuing_country(person.issuing_country());
+  *claim.mutable_name_latin() = updated.name_latin();  // as renamed
+  *claim.mutable_date_of_birth() = person.date_of_birth();
+  *claim.add_probes() = face;
+  v1::VerifyCivilStatusResponse answer;
+  ASSERT_TRUE(
+      partner_service->VerifyCivilStatus(Ctx().get(), claim, &answer).ok());
+  EXPECT_EQ(answer.decision(), v1::VerifyCivilStatusResponse::MATCH);
+  v1::VerifyCivilStatusRequest other_purpose = claim;
+  other_purpose.set_purpose(v1::SOCIAL_BENEFITS);
+  EXPECT_EQ(
+      partner_service->VerifyCivilStatus(Ctx().get(), other_purpose, &answer)
+          .error_code(),
+      StatusCode::PERMISSION_DENIED);
+  v1::VerifyCivilStatusRequest bad_date = claim;
+  bad_date.mutable_date_of_birth()->set_month(13);
+  EXPECT_EQ(partner_service->VerifyCivilStatus(Ctx().get(), bad_date, &answer)
+                .error_code(),
+            StatusCode::INVALID_ARGUMENT);
   // A probe of the wrong dimension: INVALID_ARGUMENT.
   v1::IdentifyRequest wrong = identify;
   wrong.mutable_probes(0)->mutable_vector()->Truncate(100);

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
+#include "enroll/partner.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
@@ -271,6 +272,70 @@ TEST(RateLimitConfigTest, ExampleLinesParseAndLoadConfigNamesBadEntries) {
               HasSubstr("config " + path +
                         ": rate_limits[0].principal: gate-9 is not one of "
                         "the principals"));
+  std::filesystem::remove_all(dir);
+}
+
+// The partner policy example in deploy/hawiya.textproto, uncommented, is a
+// valid config; its rate limit is the principal's bucket (one place: a
+// rate_limits entry for the same principal is refused), and LoadConfig
+// names a bad policy.
+TEST(PartnerPolicyConfigTest, ExampleParsesAndItsRateLimitIsThePrincipals) {
+  std::ifstream example(std::string(HAWIYA_SOURCE_DIR) +
+                        "/deploy/hawiya.textproto");
+  ASSERT_TRUE(example.good());
+  std::string text;
+  for (std::string line; std::getline(example, line);) {
+    if (absl::StartsWith(line, "#   partner_policies")) {
+      text += line.substr(4) + "\n";
+    }
+  }
+  ASSERT_FALSE(text.empty());
+  const std::string dir = ::hawiya::testing::NewTempDir("hawiya-partner-cfg");
+  const std::string path = dir + "/partner.textproto";
+  std::ofstream(path) << text;
+  absl::StatusOr<config::ServerConfig> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<enroll::PartnerPolicies> policies =
+      enroll::PartnerPolicies::FromConfig(*config);
+  ASSERT_TRUE(policies.ok()) << policies.status();
+  absl::StatusOr<const enroll::PartnerPolicy*> policy =
+      policies->Find("hawiya://dev/partner");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_TRUE((*policy)->biometric_allowed);
+  EXPECT_EQ((*policy)->daily_quota, 10000);
+  EXPECT_TRUE((*policy)->may("state"));
+  EXPECT_FALSE((*policy)->may("civil_status"));
+  absl::StatusOr<std::unique_ptr<RateLimiter>> limiter =
+      RateLimiter::FromConfig(*config);
+  ASSERT_TRUE(limiter.ok()) << limiter.status();
+  EXPECT_DOUBLE_EQ(
+      (*limiter)->LimitOf("hawiya://dev/partner").requests_per_second, 20);
+  EXPECT_DOUBLE_EQ((*limiter)->LimitOf("hawiya://dev/partner").burst, 40);
+
+  config->add_rate_limits()->set_principal("hawiya://dev/partner");
+  EXPECT_THAT(RateLimiter::FromConfig(*config).status().message(),
+              HasSubstr("partner_policies[0].requests_per_second: "
+                        "hawiya://dev/partner has a rate_limits entry "
+                        "already"));
+
+  std::ofstream(path, std::ios::trunc)
+      << "partner_policies { principal: \"p\" allowed_purposes: "
+         "\"BORDER_CROSSING\" disclosable_attributes: \"passport\" }\n";
+  config = LoadConfig(path);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(),
+              HasSubstr("config " + path +
+                        ": partner_policies[0].disclosable_attributes: "
+                        "unknown attribute 'passport'"));
+
+  // A policy for a principal that is not a partner.
+  std::ofstream(path, std::ios::trunc)
+      << "partner_policies { principal: \"hawiya://dev/border\" "
+         "allowed_purposes: \"BORDER_CROSSING\" }\n";
+  config = LoadConfig(path);
+  EXPECT_THAT(config.status().message(),
+              HasSubstr("partner_policies[0].principal: hawiya://dev/border "
+                        "is not one of the principals with role partner"));
   std::filesystem::remove_all(dir);
 }
 

@@ -917,8 +917,10 @@ TEST_F(RegistrySnapshotTest, OlderSchemaGainsAStoreId) {
   ASSERT_TRUE(Store::Open({db}).ok());
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
-  // Schema 1: no meta (2), no data keys or key versions (3), no audit (4).
+  // Schema 1: no meta (2), no data keys or key versions (3), no audit (4),
+  // no signing keys or partner quotas (5).
   ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE signing_keys; DROP TABLE partner_quota; "
                          "DROP TABLE audit; "
                          "DROP TABLE meta; DROP TABLE data_keys; "
                          "ALTER TABLE templates DROP COLUMN key_version; "
