@@ -845,11 +845,10 @@ absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
   if (!written.ok()) return written.status();
   if (!written->replayed) {
     const bool active = written->person.state() == v1::ACTIVE;
-    absl::Status s =
-        active ? AddToGalleries(prepared->person.subject_id(),
-                                written->templates)
-               : pending_->Add(prepared->person.subject_id(),
-                               ToAdds(written->templates));
+    absl::Status s = active ? AddToGalleries(prepared->person.subject_id(),
+                                             written->templates)
+                            : pending_->Add(prepared->person.subject_id(),
+                                            ToAdds(written->templates));
     if (!s.ok()) {
       GalleriesDiverged();
       return s;
@@ -859,7 +858,8 @@ absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
   *response.mutable_person() = std::move(written->person);
   if (!written->replayed) {
     response.set_case_id(response.person().case_id());
-    for (v1::Candidate& c : duplicates) *response.add_duplicates() = std::move(c);
+    for (v1::Candidate& c : duplicates)
+      *response.add_duplicates() = std::move(c);
   } else if (absl::Status s = FillCaseOf(*store_, &response); !s.ok()) {
     return s;
   }
@@ -942,9 +942,9 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
       }
       std::vector<matcher::TemplateToAdd> adds;
       for (const v1::Template& t : item.templates) {
-        adds.push_back({static_cast<matcher::Modality>(t.modality()), ++label,
-                        std::vector<float>(t.vector().begin(),
-                                           t.vector().end())});
+        adds.push_back(
+            {static_cast<matcher::Modality>(t.modality()), ++label,
+             std::vector<float>(t.vector().begin(), t.vector().end())});
       }
       if (!adds.empty()) {
         if (absl::Status s = batch.matcher->Add(item.person.subject_id(), adds);
@@ -1046,10 +1046,11 @@ absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
   // held by its case.
   v1::Case dedup_case;
   if (options_.dedup.enabled) {
-    absl::StatusOr<v1::Person> current = store_->GetPerson(request.subject_id());
+    absl::StatusOr<v1::Person> current =
+        store_->GetPerson(request.subject_id());
     if (current.ok() && current->state() == v1::ACTIVE) {
-      absl::StatusOr<std::vector<v1::Candidate>> found = FindDuplicates(
-          *current, *templates, /*demographic=*/false, nullptr);
+      absl::StatusOr<std::vector<v1::Candidate>> found =
+          FindDuplicates(*current, *templates, /*demographic=*/false, nullptr);
       if (!found.ok()) return found.status();
       if (!found->empty()) {
         absl::StatusOr<v1::Case> opened = NewCase("ReplaceTemplates", *found);
@@ -1557,7 +1558,6 @@ absl::StatusOr<v1::VerifyAuditLogResponse> Registry::DoVerifyAuditLog(
 }
 
 // Deduplication and adjudication.
-
 
 absl::StatusOr<std::vector<v1::Candidate>> Registry::FindDuplicates(
     const v1::Person& person, absl::Span<const v1::Template> templates,

@@ -721,12 +721,10 @@ class SqliteStore final : public Store {
     return key_report_;
   }
 
-  absl::StatusOr<WriteResult> CreatePerson(const IdempotencyKey& key,
-                                           const Person& person,
-                                           absl::Span<const Template> templates,
-                                           AuditWrite* audit,
-                                           const hawiya::v1::Case* dedup_case)
-      override {
+  absl::StatusOr<WriteResult> CreatePerson(
+      const IdempotencyKey& key, const Person& person,
+      absl::Span<const Template> templates, AuditWrite* audit,
+      const hawiya::v1::Case* dedup_case) override {
     HAWIYA_STORE_RETURN_IF_ERROR(CheckNewPerson(key, person));
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
@@ -1259,9 +1257,8 @@ class SqliteStore final : public Store {
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
     std::vector<Person> persons;
     // Two indexed lookups rather than one OR, which would scan.
-    for (const char* where :
-         {"national_id = ?1 AND issuing_country != ?2",
-          "birth_date = ?3 AND birth_date != 0"}) {
+    for (const char* where : {"national_id = ?1 AND issuing_country != ?2",
+                              "birth_date = ?3 AND birth_date != 0"}) {
       HAWIYA_STORE_ASSIGN_OR_RETURN(
           Statement select,
           connection_->Prepare(absl::StrCat(
@@ -1438,16 +1435,16 @@ class SqliteStore final : public Store {
           return absl::FailedPreconditionError(absl::StrCat(
               "duplicate_of: no person ", duplicate_of, " (erased)"));
         }
-        HAWIYA_STORE_RETURN_IF_ERROR(SetState(
-            subject_id, hawiya::v1::REVOKED,
-            absl::StrCat("duplicate of ", duplicate_of, " (case ",
-                         decision.case_id, ")")));
+        HAWIYA_STORE_RETURN_IF_ERROR(
+            SetState(subject_id, hawiya::v1::REVOKED,
+                     absl::StrCat("duplicate of ", duplicate_of, " (case ",
+                                  decision.case_id, ")")));
         if (decision.merge_templates) {
           if (existing->state() != hawiya::v1::ACTIVE &&
               existing->state() != hawiya::v1::PENDING_ADJUDICATION) {
-            return absl::FailedPreconditionError(absl::StrCat(
-                "merge_templates: ", duplicate_of, " is ",
-                hawiya::v1::PersonState_Name(existing->state())));
+            return absl::FailedPreconditionError(
+                absl::StrCat("merge_templates: ", duplicate_of, " is ",
+                             hawiya::v1::PersonState_Name(existing->state())));
           }
           std::vector<TemplateRecord> records;
           HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject_id, &records));
@@ -2561,7 +2558,8 @@ class SqliteStore final : public Store {
       TemplateRecord record;
       record.template_id = select.Int(0);
       record.subject_id = subject_id;
-      record.tmpl.set_modality(static_cast<hawiya::v1::Modality>(select.Int(1)));
+      record.tmpl.set_modality(
+          static_cast<hawiya::v1::Modality>(select.Int(1)));
       record.tmpl.set_position(static_cast<uint32_t>(select.Int(2)));
       record.tmpl.set_quality(static_cast<uint32_t>(select.Int(3)));
       record.tmpl.set_algorithm(select.Text(4));

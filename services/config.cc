@@ -135,9 +135,9 @@ absl::Status CheckDedup(const config::ServerConfig& config) {
   const config::DedupConfig& dedup = config.dedup();
   if (!std::isfinite(dedup.threshold()) || dedup.threshold() < 0.0f ||
       dedup.threshold() > 1.0f) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dedup.threshold: ", dedup.threshold(),
-        " out of range [0, 1] (0: the fused decision threshold)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dedup.threshold: ", dedup.threshold(),
+                     " out of range [0, 1] (0: the fused decision threshold)"));
   }
   if (dedup.max_candidates() > 100) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -151,7 +151,8 @@ enroll::DedupOptions DedupOptionsOf(const config::ServerConfig& config) {
   enroll::DedupOptions options;
   if (dedup.has_enabled()) options.enabled = dedup.enabled();
   options.threshold = dedup.threshold();
-  if (dedup.max_candidates() > 0) options.max_candidates = dedup.max_candidates();
+  if (dedup.max_candidates() > 0)
+    options.max_candidates = dedup.max_candidates();
   if (dedup.has_demographic_check()) {
     options.demographic_check = dedup.demographic_check();
   }

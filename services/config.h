@@ -7,8 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "hawiya/config/config.pb.h"
 #include "enroll/registry.h"
+#include "hawiya/config/config.pb.h"
 #include "matcher/matcher.h"
 #include "matcher/scan_pool.h"
 
