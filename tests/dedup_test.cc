@@ -5,6 +5,7 @@
 // restart); eight concurrent enrollments of one face leave exactly one
 // ACTIVE; each decision and its effect on Verify, Identify and GetPerson;
 // decisions are final; their audit records name the adjudicator.
+#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -318,6 +319,37 @@ TEST_F(DedupTest, SameNameAcrossSpellingsAndDateOfBirthRaisesACase) {
   later.mutable_person()->mutable_date_of_birth()->set_year(
       recorded.date_of_birth().year() + 1);
   EXPECT_EQ(registry_->Enroll(later)->person().state(), v1::ACTIVE);
+}
+
+// A store written before schema 6 gets its persons' dates of birth indexed
+// by the migration, so the demographic check finds them.
+TEST_F(DedupTest, MigrationToSchema6IndexesExistingDatesOfBirth) {
+  v1::EnrollRequest first;
+  first.set_request_id("first");
+  *first.mutable_person() = DistinctPerson(1);
+  ASSERT_TRUE(registry_->Enroll(first).ok());
+  registry_.reset();
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/hawiya.db").c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE cases; DROP INDEX persons_by_birth_date; "
+                         "DROP INDEX persons_by_national_id; "
+                         "ALTER TABLE persons DROP COLUMN flags; "
+                         "ALTER TABLE persons DROP COLUMN birth_date; "
+                         "PRAGMA user_version = 5",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  Open();
+  v1::EnrollRequest second = first;
+  second.set_request_id("second");
+  second.mutable_person()->set_national_id("OTHER1");
+  absl::StatusOr<v1::EnrollResponse> caught = registry_->Enroll(second);
+  ASSERT_TRUE(caught.ok()) << caught.status();
+  EXPECT_EQ(caught->person().state(), v1::PENDING_ADJUDICATION);
+  ASSERT_EQ(caught->duplicates_size(), 1);
+  EXPECT_THAT(caught->duplicates(0).reasons(),
+              ElementsAre(v1::NAME_AND_DATE_OF_BIRTH));
 }
 
 TEST_F(DedupTest, PendingPersonsAreSearchedByLaterEnrollmentsAlsoAfterRestart) {
