@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "enroll/names.h"
 #include "enroll/receipts.h"
 #include "enroll/snapshots.h"
 #include "enroll/validation.h"
@@ -336,6 +337,88 @@ size_t TemplateCount(const matcher::Matcher& matcher) {
   return templates;
 }
 
+// Deduplication.
+
+constexpr size_t kMaxCommentBytes = 1024;
+
+std::vector<matcher::Probe> ToProbes(absl::Span<const v1::Template> templates) {
+  std::vector<matcher::Probe> probes;
+  probes.reserve(templates.size());
+  for (const v1::Template& t : templates) {
+    probes.push_back(
+        {static_cast<matcher::Modality>(t.modality()),
+         std::vector<float>(t.vector().begin(), t.vector().end())});
+  }
+  return probes;
+}
+
+bool HasName(const v1::PersonName& name) {
+  return !name.given().empty() || !name.family().empty();
+}
+
+// Whether any recorded name of `a` matches any of `b` (either script).
+bool NamesMatch(const v1::Person& a, const v1::Person& b) {
+  for (const v1::PersonName* x : {&a.name_ar(), &a.name_latin()}) {
+    if (!HasName(*x)) continue;
+    for (const v1::PersonName* y : {&b.name_ar(), &b.name_latin()}) {
+      if (HasName(*y) && names::CompareNames(*x, *y).match) return true;
+    }
+  }
+  return false;
+}
+
+bool SameDate(const v1::Person& a, const v1::Person& b) {
+  return a.has_date_of_birth() && b.has_date_of_birth() &&
+         a.date_of_birth().year() == b.date_of_birth().year() &&
+         a.date_of_birth().month() == b.date_of_birth().month() &&
+         a.date_of_birth().day() == b.date_of_birth().day();
+}
+
+absl::StatusOr<std::string> NewCaseId() {
+  absl::StatusOr<std::string> id = NewSubjectId();
+  if (!id.ok()) return id.status();
+  return absl::StrCat("case-", *id);
+}
+
+// A case to open for `candidates`.
+absl::StatusOr<v1::Case> NewCase(absl::string_view raised_by,
+                                 const std::vector<v1::Candidate>& candidates) {
+  absl::StatusOr<std::string> id = NewCaseId();
+  if (!id.ok()) return id.status();
+  v1::Case c;
+  c.set_case_id(*std::move(id));
+  c.set_raised_by(std::string(raised_by));
+  for (const v1::Candidate& candidate : candidates) {
+    *c.add_candidates()->mutable_candidate() = candidate;
+  }
+  return c;
+}
+
+void AuditCandidates(const std::vector<v1::Candidate>& candidates,
+                     AuditWrite* audit) {
+  for (const v1::Candidate& candidate : candidates) {
+    audit->event.subject_ids.push_back(candidate.subject_id());
+  }
+}
+
+// Fills an EnrollResponse's case from the store (a replay answers with the
+// case its first response opened).
+absl::Status FillCaseOf(Store& store, v1::EnrollResponse* response) {
+  const std::string& case_id = response->person().case_id();
+  if (case_id.empty()) return absl::OkStatus();
+  response->set_case_id(case_id);
+  absl::StatusOr<v1::Case> c = store.GetCase(case_id);
+  if (!c.ok()) return c.status();
+  for (const v1::CaseCandidate& candidate : c->candidates()) {
+    *response->add_duplicates() = candidate.candidate();
+  }
+  return absl::OkStatus();
+}
+
+std::string CasePageToken(bool include_decided, int64_t sequence) {
+  return absl::StrCat(include_decided ? "all:" : "open:", sequence);
+}
+
 }  // namespace
 
 std::string GalleryLoadReport::ToString() const {
@@ -475,6 +558,33 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   std::unique_ptr<Registry> registry(new Registry(
       *std::move(store), std::move(matcher), std::move(registry_options)));
   std::move(detach).Cancel();
+  {
+    std::vector<matcher::ModalitySpec> specs = options.modalities;
+    for (matcher::ModalitySpec& spec : specs) spec.index = {};
+    absl::StatusOr<std::unique_ptr<matcher::Matcher>> pending =
+        matcher::Matcher::Open({specs});
+    if (!pending.ok()) return pending.status();
+    absl::StatusOr<std::vector<TemplateRecord>> templates =
+        registry->store_->PendingTemplates();
+    if (!templates.ok()) return templates.status();
+    absl::MutexLock lock(&registry->write_mu_);
+    registry->pending_ = *std::move(pending);
+    for (size_t i = 0; i < templates->size();) {
+      size_t j = i;
+      while (j < templates->size() &&
+             (*templates)[j].subject_id == (*templates)[i].subject_id) {
+        ++j;
+      }
+      const std::vector<TemplateRecord> own(templates->begin() + i,
+                                            templates->begin() + j);
+      if (absl::Status s =
+              registry->pending_->Add((*templates)[i].subject_id, ToAdds(own));
+          !s.ok()) {
+        return s;
+      }
+      i = j;
+    }
+  }
   if (rebuild) {
     if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
     absl::StatusOr<int64_t> sequence = registry->store_->ChangeSequence();
@@ -712,19 +822,47 @@ absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
   if (!prepared.ok()) return prepared.status();
 
   absl::MutexLock lock(&write_mu_);
-  absl::StatusOr<WriteResult> written = store_->CreatePerson(
-      prepared->key, prepared->person, prepared->templates, audit);
+  // Searched under the write lock: no other write can commit between the
+  // search and this one, so two enrollments of one person cannot both
+  // become ACTIVE.
+  std::vector<v1::Candidate> duplicates;
+  if (options_.dedup.enabled) {
+    absl::StatusOr<std::vector<v1::Candidate>> found = FindDuplicates(
+        prepared->person, prepared->templates, /*demographic=*/true, nullptr);
+    if (!found.ok()) return found.status();
+    duplicates = *std::move(found);
+  }
+  if (!duplicates.empty()) {
+    absl::StatusOr<v1::Case> opened = NewCase("Enroll", duplicates);
+    if (!opened.ok()) return opened.status();
+    prepared->dedup_case = *std::move(opened);
+    prepared->person.set_state(v1::PENDING_ADJUDICATION);
+    AuditCandidates(duplicates, audit);
+  }
+  absl::StatusOr<WriteResult> written =
+      store_->CreatePerson(prepared->key, prepared->person, prepared->templates,
+                           audit, &prepared->dedup_case);
   if (!written.ok()) return written.status();
   if (!written->replayed) {
-    if (absl::Status s =
-            AddToGalleries(prepared->person.subject_id(), written->templates);
-        !s.ok()) {
+    const bool active = written->person.state() == v1::ACTIVE;
+    absl::Status s = active ? AddToGalleries(prepared->person.subject_id(),
+                                             written->templates)
+                            : pending_->Add(prepared->person.subject_id(),
+                                            ToAdds(written->templates));
+    if (!s.ok()) {
       GalleriesDiverged();
       return s;
     }
   }
   v1::EnrollResponse response;
   *response.mutable_person() = std::move(written->person);
+  if (!written->replayed) {
+    response.set_case_id(response.person().case_id());
+    for (v1::Candidate& c : duplicates)
+      *response.add_duplicates() = std::move(c);
+  } else if (absl::Status s = FillCaseOf(*store_, &response); !s.ok()) {
+    return s;
+  }
   return response;
 }
 
@@ -777,6 +915,46 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
   if (absl::Status s = abandoned(); !s.ok()) return s;
   absl::MutexLock lock(&write_mu_);
   if (absl::Status s = abandoned(); !s.ok()) return s;
+  // Each item against the galleries and the earlier items of the batch.
+  std::vector<std::vector<v1::Candidate>> duplicates(persons.size());
+  if (options_.dedup.enabled) {
+    std::vector<matcher::ModalitySpec> specs = options_.modalities;
+    for (matcher::ModalitySpec& spec : specs) spec.index = {};
+    absl::StatusOr<std::unique_ptr<matcher::Matcher>> so_far =
+        matcher::Matcher::Open({specs});
+    if (!so_far.ok()) return so_far.status();
+    BatchSoFar batch;
+    batch.matcher = so_far->get();
+    int64_t label = 0;
+    for (size_t i = 0; i < persons.size(); ++i) {
+      NewPerson& item = persons[i];
+      absl::StatusOr<std::vector<v1::Candidate>> found = FindDuplicates(
+          item.person, item.templates, /*demographic=*/true, &batch);
+      if (!found.ok()) {
+        return Prefixed(absl::StrCat("requests[", i, "]."), found.status());
+      }
+      duplicates[i] = *std::move(found);
+      if (!duplicates[i].empty()) {
+        absl::StatusOr<v1::Case> opened = NewCase("BatchEnroll", duplicates[i]);
+        if (!opened.ok()) return opened.status();
+        item.dedup_case = *std::move(opened);
+        item.person.set_state(v1::PENDING_ADJUDICATION);
+      }
+      std::vector<matcher::TemplateToAdd> adds;
+      for (const v1::Template& t : item.templates) {
+        adds.push_back(
+            {static_cast<matcher::Modality>(t.modality()), ++label,
+             std::vector<float>(t.vector().begin(), t.vector().end())});
+      }
+      if (!adds.empty()) {
+        if (absl::Status s = batch.matcher->Add(item.person.subject_id(), adds);
+            !s.ok()) {
+          return s;
+        }
+      }
+      batch.persons.push_back(&item.person);
+    }
+  }
   absl::StatusOr<std::vector<WriteResult>> written =
       store_->CreatePersons(persons, audit);
   if (!written.ok()) {
@@ -790,14 +968,26 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
   for (size_t i = 0; i < written->size(); ++i) {
     WriteResult& result = (*written)[i];
     if (!result.replayed) {
-      if (absl::Status s =
-              AddToGalleries(result.person.subject_id(), result.templates);
-          !s.ok()) {
+      const bool active = result.person.state() == v1::ACTIVE;
+      absl::Status s =
+          active ? AddToGalleries(result.person.subject_id(), result.templates)
+                 : pending_->Add(result.person.subject_id(),
+                                 ToAdds(result.templates));
+      if (!s.ok()) {
         GalleriesDiverged();
         return s;
       }
     }
-    *response.add_responses()->mutable_person() = std::move(result.person);
+    v1::EnrollResponse* item = response.add_responses();
+    *item->mutable_person() = std::move(result.person);
+    if (!result.replayed) {
+      item->set_case_id(item->person().case_id());
+      for (v1::Candidate& c : duplicates[i]) {
+        *item->add_duplicates() = std::move(c);
+      }
+    } else if (absl::Status s = FillCaseOf(*store_, item); !s.ok()) {
+      return s;
+    }
   }
   return response;
 }
@@ -851,14 +1041,38 @@ absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
                            Fingerprint(request)};
 
   absl::MutexLock lock(&write_mu_);
+  // New templates of an ACTIVE person are deduplicated (biometrically: the
+  // record's demographics did not change); a pending person is already
+  // held by its case.
+  v1::Case dedup_case;
+  if (options_.dedup.enabled) {
+    absl::StatusOr<v1::Person> current =
+        store_->GetPerson(request.subject_id());
+    if (current.ok() && current->state() == v1::ACTIVE) {
+      absl::StatusOr<std::vector<v1::Candidate>> found =
+          FindDuplicates(*current, *templates, /*demographic=*/false, nullptr);
+      if (!found.ok()) return found.status();
+      if (!found->empty()) {
+        absl::StatusOr<v1::Case> opened = NewCase("ReplaceTemplates", *found);
+        if (!opened.ok()) return opened.status();
+        dedup_case = *std::move(opened);
+        AuditCandidates(*found, audit);
+      }
+    }
+  }
   // The store checks the person's state after the replay lookup.
-  absl::StatusOr<WriteResult> written =
-      store_->ReplaceTemplates(key, request.subject_id(), *templates, audit);
+  absl::StatusOr<WriteResult> written = store_->ReplaceTemplates(
+      key, request.subject_id(), *templates, audit, &dedup_case);
   if (!written.ok()) return written.status();
-  if (!written->replayed && written->person.state() == v1::ACTIVE) {
-    if (absl::Status s =
-            matcher_->Replace(request.subject_id(), ToAdds(written->templates));
-        !s.ok()) {
+  if (!written->replayed) {
+    absl::Status s;
+    if (written->person.state() == v1::ACTIVE) {
+      s = matcher_->Replace(request.subject_id(), ToAdds(written->templates));
+    } else if (written->person.state() == v1::PENDING_ADJUDICATION) {
+      matcher_->RemoveSubject(request.subject_id());
+      s = pending_->Replace(request.subject_id(), ToAdds(written->templates));
+    }
+    if (!s.ok()) {
       GalleriesDiverged();
       return s;
     }
@@ -888,7 +1102,10 @@ absl::Status Registry::DoDeletePerson(const v1::DeletePersonRequest& request,
   // An erase can fail after its commit (the WAL checkpoint that scrubs old
   // pages): the person must leave the galleries whatever the error, since
   // matching an erased person is worse than missing one until restart.
-  if (s.ok() || request.erase()) matcher_->RemoveSubject(request.subject_id());
+  if (s.ok() || request.erase()) {
+    matcher_->RemoveSubject(request.subject_id());
+    pending_->RemoveSubject(request.subject_id());
+  }
   if (!s.ok() && request.erase()) {
     // If the erase did not commit, an ACTIVE person is now missing from the
     // galleries, and no change in the store says so.
@@ -1337,6 +1554,228 @@ absl::StatusOr<v1::VerifyAuditLogResponse> Registry::DoVerifyAuditLog(
   response.set_head_hash(HashHex(verified->head_hash));
   response.set_first_broken_sequence(verified->first_broken_sequence);
   response.set_reason(verified->reason);
+  return response;
+}
+
+// Deduplication and adjudication.
+
+absl::StatusOr<std::vector<v1::Candidate>> Registry::FindDuplicates(
+    const v1::Person& person, absl::Span<const v1::Template> templates,
+    bool demographic, const BatchSoFar* batch) {
+  std::vector<v1::Candidate> found;
+  absl::flat_hash_map<std::string, size_t> index;
+  const auto candidate = [&](const std::string& subject_id) -> v1::Candidate& {
+    const auto [it, inserted] = index.emplace(subject_id, found.size());
+    if (inserted) found.emplace_back().set_subject_id(subject_id);
+    return found[it->second];
+  };
+  const DedupOptions& dedup = options_.dedup;
+  if (!templates.empty()) {
+    const std::vector<matcher::Probe> probes = ToProbes(templates);
+    matcher::IdentifyOptions search;
+    // One more: the person itself may be found (ReplaceTemplates).
+    search.max_candidates = dedup.max_candidates + 1;
+    if (dedup.threshold > 0) search.min_score = dedup.threshold;
+    for (const matcher::Matcher* gallery :
+         {matcher_.get(), pending_.get(),
+          batch != nullptr ? batch->matcher : nullptr}) {
+      if (gallery == nullptr) continue;
+      absl::StatusOr<std::vector<matcher::Match>> matches =
+          gallery->Identify(probes, search);
+      if (!matches.ok()) return matches.status();
+      for (const matcher::Match& match : *matches) {
+        if (match.subject_id == person.subject_id()) continue;
+        const float threshold =
+            dedup.threshold > 0 ? dedup.threshold : match.threshold;
+        if (match.score < threshold) continue;
+        v1::Candidate& c = candidate(match.subject_id);
+        c.set_score(match.score);
+        c.clear_modality_scores();
+        FillModalityScores(match.modality_scores, c.mutable_modality_scores());
+        c.add_reasons(v1::BIOMETRIC);
+      }
+    }
+  }
+  if (demographic && dedup.demographic_check) {
+    absl::StatusOr<std::vector<v1::Person>> stored =
+        store_->DemographicCandidates(person);
+    if (!stored.ok()) return stored.status();
+    std::vector<const v1::Person*> others;
+    for (const v1::Person& p : *stored) others.push_back(&p);
+    if (batch != nullptr) {
+      others.insert(others.end(), batch->persons.begin(), batch->persons.end());
+    }
+    for (const v1::Person* other : others) {
+      if (other->subject_id() == person.subject_id()) continue;
+      if (other->national_id() == person.national_id() &&
+          other->issuing_country() != person.issuing_country()) {
+        candidate(other->subject_id())
+            .add_reasons(v1::NATIONAL_ID_OTHER_COUNTRY);
+      }
+      if (SameDate(*other, person) && NamesMatch(person, *other)) {
+        candidate(other->subject_id()).add_reasons(v1::NAME_AND_DATE_OF_BIRTH);
+      }
+    }
+  }
+  // Biometric candidates by score; demographic-only ones (score 0) after.
+  std::stable_sort(found.begin(), found.end(),
+                   [](const v1::Candidate& a, const v1::Candidate& b) {
+                     const bool a_bio = a.modality_scores_size() > 0;
+                     const bool b_bio = b.modality_scores_size() > 0;
+                     if (a_bio != b_bio) return a_bio;
+                     return a.score() > b.score();
+                   });
+  if (found.size() > dedup.max_candidates) found.resize(dedup.max_candidates);
+  uint32_t rank = 0;
+  for (v1::Candidate& c : found) c.set_rank(++rank);
+  return found;
+}
+
+absl::Status Registry::SyncGalleries(const std::string& subject_id) {
+  pending_->RemoveSubject(subject_id);
+  absl::StatusOr<v1::Person> person = store_->GetPerson(subject_id);
+  if (absl::IsNotFound(person.status())) {
+    matcher_->RemoveSubject(subject_id);
+    return absl::OkStatus();
+  }
+  if (!person.ok()) return person.status();
+  if (person->state() == v1::ACTIVE) {
+    const std::vector<std::string> ids = {subject_id};
+    absl::StatusOr<std::vector<TemplateRecord>> templates =
+        store_->ActiveTemplatesOf(ids);
+    if (!templates.ok()) return templates.status();
+    return matcher_->Replace(subject_id, ToAdds(*templates));
+  }
+  matcher_->RemoveSubject(subject_id);
+  if (person->state() == v1::PENDING_ADJUDICATION) {
+    absl::StatusOr<std::vector<TemplateRecord>> pending =
+        store_->PendingTemplates();
+    if (!pending.ok()) return pending.status();
+    std::vector<TemplateRecord> own;
+    for (TemplateRecord& r : *pending) {
+      if (r.subject_id == subject_id) own.push_back(std::move(r));
+    }
+    if (!own.empty()) return pending_->Add(subject_id, ToAdds(own));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ListCasesResponse> Registry::DoListCases(
+    const v1::ListCasesRequest& request) {
+  if (request.page_size() < 0 || request.page_size() > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: ", request.page_size(), " out of range 0-", kMaxPageSize));
+  }
+  int64_t after = 0;
+  if (!request.page_token().empty()) {
+    absl::string_view token = request.page_token();
+    const absl::string_view prefix =
+        request.include_decided() ? "all:" : "open:";
+    if (!absl::ConsumePrefix(&token, prefix) ||
+        !absl::SimpleAtoi(token, &after) || after <= 0) {
+      return absl::InvalidArgumentError(
+          "page_token: not a token of ListCases with this include_decided");
+    }
+  }
+  absl::StatusOr<CasePage> page = store_->ListCases(
+      request.include_decided(),
+      request.page_size() == 0 ? kDefaultPageSize : request.page_size(), after);
+  if (!page.ok()) return page.status();
+  v1::ListCasesResponse response;
+  for (v1::Case& c : page->cases) *response.add_cases() = std::move(c);
+  if (page->last_sequence != 0) {
+    response.set_next_page_token(
+        CasePageToken(request.include_decided(), page->last_sequence));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Case> Registry::DoDecideCase(
+    const v1::DecideCaseRequest& request, AuditWrite* audit) {
+  if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
+  if (request.case_id().empty()) {
+    return absl::InvalidArgumentError("case_id: required");
+  }
+  if (request.decision() != v1::DISTINCT &&
+      request.decision() != v1::DUPLICATE && request.decision() != v1::FRAUD) {
+    return absl::InvalidArgumentError(
+        "decision: required, one of DISTINCT, DUPLICATE, FRAUD");
+  }
+  if (request.comment().empty()) {
+    return absl::InvalidArgumentError(
+        "comment: required (why the adjudicator decided so)");
+  }
+  if (request.comment().size() > kMaxCommentBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("comment: at most ", kMaxCommentBytes, " bytes"));
+  }
+  if (request.decision() != v1::DUPLICATE &&
+      (request.merge_templates() || !request.duplicate_of().empty())) {
+    return absl::InvalidArgumentError(
+        request.merge_templates()
+            ? "merge_templates: only with decision DUPLICATE"
+            : "duplicate_of: only with decision DUPLICATE");
+  }
+  CaseDecision decision;
+  decision.case_id = request.case_id();
+  decision.decision = request.decision();
+  decision.adjudicator = audit->event.principal;
+  decision.comment = request.comment();
+  decision.request_id = request.request_id();
+  decision.duplicate_of = request.duplicate_of();
+  decision.merge_templates = request.merge_templates();
+  audit->event.decision = v1::Decision_Name(request.decision());
+
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<DecideResult> result = store_->DecideCase(decision, audit);
+  if (!result.ok()) return result.status();
+  if (!result->replayed) {
+    for (const std::string& subject_id : result->changed_subjects) {
+      if (absl::Status s = SyncGalleries(subject_id); !s.ok()) {
+        GalleriesDiverged();
+        return s;
+      }
+    }
+  }
+  return std::move(result->decided);
+}
+
+absl::StatusOr<v1::ListCasesResponse> Registry::ListCases(
+    const v1::ListCasesRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::ListCasesResponse> response = DoListCases(request);
+  if (response.ok()) {
+    for (const v1::Case& c : response->cases()) {
+      audit.event.subject_ids.push_back(c.person().subject_id());
+    }
+  }
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Case> Registry::GetCase(const v1::GetCaseRequest& request,
+                                           const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  absl::StatusOr<v1::Case> response =
+      request.case_id().empty()
+          ? absl::InvalidArgumentError("case_id: required")
+          : store_->GetCase(request.case_id());
+  if (response.ok()) {
+    audit.event.subject_id = response->person().subject_id();
+    for (const v1::CaseCandidate& c : response->candidates()) {
+      audit.event.subject_ids.push_back(c.candidate().subject_id());
+    }
+  }
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Case> Registry::DecideCase(
+    const v1::DecideCaseRequest& request, const AuditActor& actor) {
+  AuditWrite audit = NewAudit(actor);
+  audit.event.request_id = Clip(request.request_id());
+  absl::StatusOr<v1::Case> response = DoDecideCase(request, &audit);
+  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
   return response;
 }
 

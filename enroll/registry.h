@@ -38,6 +38,7 @@
 #include "enroll/audit_log.h"
 #include "enroll/partner.h"
 #include "enroll/store.h"
+#include "hawiya/v1/adjudication.pb.h"
 #include "hawiya/v1/admin.pb.h"
 #include "hawiya/v1/audit.pb.h"
 #include "hawiya/v1/enrollment.pb.h"
@@ -46,6 +47,19 @@
 #include "matcher/matcher.h"
 
 namespace hawiya::enroll {
+
+// Deduplication at enrollment (adjudication.proto; ServerConfig.dedup).
+struct DedupOptions {
+  bool enabled = true;
+  // A biometric candidate is raised at a fused score >= threshold; 0: the
+  // matcher's fused threshold of the modalities scored (Match::threshold).
+  float threshold = 0.0f;
+  // Candidates kept per case, best first.
+  size_t max_candidates = 10;
+  // Also raise the same national id under another issuing country, and the
+  // same date of birth with a matching name (enroll/names.h).
+  bool demographic_check = true;
+};
 
 struct RegistryOptions {
   // Folder of the embedded store (hawiya.db); created if absent.
@@ -74,6 +88,7 @@ struct RegistryOptions {
   // Test seam: the clock of partner answers (receipt times, the UTC day of
   // daily quotas) and of signing key validity.
   std::function<absl::Time()> clock = absl::Now;
+  DedupOptions dedup;
 };
 
 // How Open got its galleries, for the start-up log.
@@ -193,6 +208,16 @@ class Registry {
       const v1::VerifyCivilStatusBatchRequest& request,
       const AuditActor& actor = {});
 
+  // AdjudicationService (proto/hawiya/v1/adjudication.proto). DecideCase
+  // records actor.principal as the adjudicator, and commits its audit record
+  // (decision, the new subject and the candidates) with the decision.
+  absl::StatusOr<v1::ListCasesResponse> ListCases(
+      const v1::ListCasesRequest& request, const AuditActor& actor = {});
+  absl::StatusOr<v1::Case> GetCase(const v1::GetCaseRequest& request,
+                                   const AuditActor& actor = {});
+  absl::StatusOr<v1::Case> DecideCase(const v1::DecideCaseRequest& request,
+                                      const AuditActor& actor = {});
+
   // Receipt signing keys: every public key, current and retired
   // (AdminService.GetSigningKeys); and a rotation (the previous key is
   // retired now and stays published).
@@ -291,6 +316,31 @@ class Registry {
   absl::StatusOr<v1::Person> Resolve(const std::string& subject_id,
                                      const std::string& national_id,
                                      const std::string& issuing_country);
+  // Deduplication: the candidates for `person` (excluding itself) with
+  // these stored (normalised) templates, best first, ranked, with their
+  // reasons, at most dedup.max_candidates. Searches the galleries (ACTIVE
+  // persons), the pending gallery, and `batch` (earlier items of the same
+  // BatchEnroll: their templates and records) if given; demographic
+  // checks against the store (and the batch) if configured and
+  // `demographic`. Called under write_mu_, so that what it searches is what
+  // the write commits against.
+  struct BatchSoFar {
+    matcher::Matcher* matcher = nullptr;
+    std::vector<const v1::Person*> persons;
+  };
+  absl::StatusOr<std::vector<v1::Candidate>> FindDuplicates(
+      const v1::Person& person, absl::Span<const v1::Template> templates,
+      bool demographic, const BatchSoFar* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Brings the galleries and the pending gallery in line with the store for
+  // one subject (after an adjudication decision).
+  absl::Status SyncGalleries(const std::string& subject_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<v1::ListCasesResponse> DoListCases(
+      const v1::ListCasesRequest& request);
+  absl::StatusOr<v1::Case> DoDecideCase(const v1::DecideCaseRequest& request,
+                                        AuditWrite* audit);
+
   // Adds freshly written templates of an ACTIVE person to the galleries.
   absl::Status AddToGalleries(const std::string& subject_id,
                               const std::vector<TemplateRecord>& templates);
@@ -302,6 +352,11 @@ class Registry {
   const std::shared_ptr<AuditLog> audit_log_;
   // Held across a write's store transaction and its gallery change.
   absl::Mutex write_mu_;
+  // The templates of PENDING_ADJUDICATION persons, which Verify and Identify
+  // never search but deduplication does (so two enrollments of one face
+  // while the first is pending are caught). Exact index; rebuilt from the
+  // store at Open (pending persons are few), not part of snapshots.
+  std::unique_ptr<matcher::Matcher> pending_ ABSL_GUARDED_BY(write_mu_);
 
   // Set by Open, then only read.
   GalleryLoadReport load_report_;

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -187,6 +188,36 @@ CREATE TABLE partner_quota (
   used INTEGER NOT NULL,
   PRIMARY KEY (principal, day)
 );
+)sql",
+    // 6: deduplication and adjudication. One row per case, in the order
+    // raised (seq); candidates is a serialized hawiya.v1.Case holding only
+    // the candidates (subject ids, scores, reasons: no records, no
+    // vectors). Persons gain adjudication flags (comma-separated) and the
+    // date of birth as YYYYMMDD (0 unknown), filled for existing rows by
+    // Migrate, indexed with the national id for the demographic pre-check.
+    R"sql(
+CREATE TABLE cases (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  case_id TEXT NOT NULL UNIQUE,
+  subject_id TEXT NOT NULL,
+  raised_by TEXT NOT NULL,
+  create_time_us INTEGER NOT NULL,
+  candidates BLOB NOT NULL,
+  -- hawiya.v1.Decision; 0 while open.
+  decision INTEGER NOT NULL DEFAULT 0,
+  adjudicator TEXT NOT NULL DEFAULT '',
+  comment TEXT NOT NULL DEFAULT '',
+  decide_time_us INTEGER NOT NULL DEFAULT 0,
+  duplicate_of TEXT NOT NULL DEFAULT '',
+  merged_templates INTEGER NOT NULL DEFAULT 0,
+  request_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX cases_by_decision ON cases (decision, seq);
+CREATE INDEX cases_by_subject ON cases (subject_id);
+ALTER TABLE persons ADD COLUMN flags TEXT NOT NULL DEFAULT '';
+ALTER TABLE persons ADD COLUMN birth_date INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX persons_by_birth_date ON persons (birth_date);
+CREATE INDEX persons_by_national_id ON persons (national_id);
 )sql",
 };
 constexpr int64_t kSchemaVersion =
@@ -541,6 +572,8 @@ absl::StatusOr<std::string> SerializeRecord(const Person& person) {
   record.clear_update_time();
   record.clear_version();
   record.clear_template_counts();
+  record.clear_flags();
+  record.clear_case_id();
   std::string out;
   if (!record.SerializeToString(&out)) {
     return absl::InternalError("store: cannot serialize person");
@@ -584,7 +617,15 @@ absl::Status NationalIdTaken(const Person& person) {
 }
 
 constexpr char kPersonColumns[] =
-    "subject_id, state, version, create_time_us, update_time_us, record";
+    "subject_id, state, version, create_time_us, update_time_us, record, "
+    "flags";
+
+// persons.birth_date: YYYYMMDD, 0 if unknown.
+int64_t BirthDate(const Person& person) {
+  if (!person.has_date_of_birth()) return 0;
+  const hawiya::v1::Date& d = person.date_of_birth();
+  return static_cast<int64_t>(d.year()) * 10000 + d.month() * 100 + d.day();
+}
 
 class SqliteStore final : public Store {
  public:
@@ -680,17 +721,18 @@ class SqliteStore final : public Store {
     return key_report_;
   }
 
-  absl::StatusOr<WriteResult> CreatePerson(const IdempotencyKey& key,
-                                           const Person& person,
-                                           absl::Span<const Template> templates,
-                                           AuditWrite* audit) override {
+  absl::StatusOr<WriteResult> CreatePerson(
+      const IdempotencyKey& key, const Person& person,
+      absl::Span<const Template> templates, AuditWrite* audit,
+      const hawiya::v1::Case* dedup_case) override {
     HAWIYA_STORE_RETURN_IF_ERROR(CheckNewPerson(key, person));
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
     const int64_t now = NowMicros();
-    HAWIYA_STORE_ASSIGN_OR_RETURN(WriteResult result,
-                                  InsertPerson(key, person, templates, now));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        WriteResult result,
+        InsertPerson(key, person, templates, now, dedup_case));
     // A replay wrote nothing: without a record to commit, rolling back (no
     // commit) costs no fsync.
     if (result.replayed && audit == nullptr) return result;
@@ -716,8 +758,8 @@ class SqliteStore final : public Store {
     const int64_t now = NowMicros();
     for (size_t i = 0; i < persons.size(); ++i) {
       const NewPerson& item = persons[i];
-      absl::StatusOr<WriteResult> result =
-          InsertPerson(item.key, item.person, item.templates, now);
+      absl::StatusOr<WriteResult> result = InsertPerson(
+          item.key, item.person, item.templates, now, &item.dedup_case);
       if (!result.ok()) return ItemError(i, result.status());
       results.push_back(*std::move(result));
     }
@@ -801,6 +843,7 @@ class SqliteStore final : public Store {
           Statement update,
           connection_->Prepare(
               "UPDATE persons SET national_id = ?2, issuing_country = ?3, "
+              "birth_date = ?7, "
               "state = CASE WHEN ?4 = 0 THEN state ELSE ?4 END, "
               "revoke_reason = CASE WHEN ?4 = 0 OR ?4 = 3 THEN revoke_reason "
               "ELSE NULL END, "
@@ -812,7 +855,8 @@ class SqliteStore final : public Store {
           .BindText(3, person.issuing_country())
           .BindInt(4, person.state())
           .BindBlob(5, record)
-          .BindInt(6, now);
+          .BindInt(6, now)
+          .BindInt(7, BirthDate(person));
       HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
     }
     HAWIYA_STORE_RETURN_IF_ERROR(
@@ -828,7 +872,8 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<WriteResult> ReplaceTemplates(
       const IdempotencyKey& key, absl::string_view subject_id,
-      absl::Span<const Template> templates, AuditWrite* audit) override {
+      absl::Span<const Template> templates, AuditWrite* audit,
+      const hawiya::v1::Case* dedup_case) override {
     if (key.request_id.empty()) {
       return absl::InvalidArgumentError("request_id: must not be empty");
     }
@@ -879,6 +924,11 @@ class SqliteStore final : public Store {
     HAWIYA_STORE_ASSIGN_OR_RETURN(result.templates,
                                   InsertTemplates(subject_id, templates));
     HAWIYA_STORE_RETURN_IF_ERROR(BumpVersion(subject_id, now));
+    if (dedup_case != nullptr && !dedup_case->case_id().empty()) {
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          SetState(subject_id, hawiya::v1::PENDING_ADJUDICATION, ""));
+      HAWIYA_STORE_RETURN_IF_ERROR(InsertCase(*dedup_case, subject_id, now));
+    }
     HAWIYA_STORE_RETURN_IF_ERROR(
         AppendChange(subject_id, "replace_templates", now));
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
@@ -1198,6 +1248,271 @@ class SqliteStore final : public Store {
     }
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
     return records;
+  }
+
+  absl::StatusOr<std::vector<Person>> DemographicCandidates(
+      const Person& person) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    std::vector<Person> persons;
+    // Two indexed lookups rather than one OR, which would scan.
+    for (const char* where : {"national_id = ?1 AND issuing_country != ?2",
+                              "birth_date = ?3 AND birth_date != 0"}) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(absl::StrCat(
+              "SELECT ", kPersonColumns, " FROM persons WHERE ", where,
+              " AND subject_id != ?4 AND state IN (?5, ?6) LIMIT 1000")));
+      select.BindText(1, person.national_id())
+          .BindText(2, person.issuing_country())
+          .BindInt(3, BirthDate(person))
+          .BindText(4, person.subject_id())
+          .BindInt(5, hawiya::v1::ACTIVE)
+          .BindInt(6, hawiya::v1::PENDING_ADJUDICATION);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        HAWIYA_STORE_ASSIGN_OR_RETURN(Person found, PersonFromRow(select));
+        const bool seen = std::any_of(
+            persons.begin(), persons.end(), [&found](const Person& p) {
+              return p.subject_id() == found.subject_id();
+            });
+        if (!seen) persons.push_back(std::move(found));
+      }
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return persons;
+  }
+
+  absl::StatusOr<std::vector<TemplateRecord>> PendingTemplates() override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    std::vector<std::string> subjects;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare("SELECT subject_id FROM persons WHERE state = "
+                               "?1 ORDER BY subject_id"));
+      select.BindInt(1, hawiya::v1::PENDING_ADJUDICATION);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        subjects.push_back(select.Text(0));
+      }
+    }
+    std::vector<TemplateRecord> records;
+    for (const std::string& subject : subjects) {
+      HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject, &records));
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return records;
+  }
+
+  absl::StatusOr<hawiya::v1::Case> GetCase(absl::string_view case_id) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<StoredCase> found,
+                                  ReadCase(case_id));
+    if (!found.has_value()) return NoCase(case_id);
+    HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&found->record, true));
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return std::move(found->record);
+  }
+
+  absl::StatusOr<CasePage> ListCases(bool include_decided, int page_size,
+                                     int64_t after_sequence) override {
+    if (page_size <= 0) {
+      return absl::InvalidArgumentError("page_size: must be positive");
+    }
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    CasePage page;
+    std::vector<int64_t> sequences;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(absl::StrCat(
+              "SELECT ", kCaseColumns, " FROM cases WHERE seq > ?1",
+              include_decided ? "" : " AND decision = 0",
+              " ORDER BY seq LIMIT ?2")));
+      select.BindInt(1, after_sequence)
+          .BindInt(2, static_cast<int64_t>(page_size) + 1);
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        HAWIYA_STORE_ASSIGN_OR_RETURN(StoredCase stored, CaseFromRow(select));
+        sequences.push_back(stored.sequence);
+        page.cases.push_back(std::move(stored.record));
+      }
+    }
+    if (page.cases.size() > static_cast<size_t>(page_size)) {
+      page.cases.pop_back();
+      page.last_sequence = sequences[page.cases.size() - 1];
+    }
+    for (hawiya::v1::Case& c : page.cases) {
+      HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&c, false));
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return page;
+  }
+
+  absl::StatusOr<DecideResult> DecideCase(const CaseDecision& decision,
+                                          AuditWrite* audit) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<StoredCase> found,
+                                  ReadCase(decision.case_id));
+    if (!found.has_value()) return NoCase(decision.case_id);
+    hawiya::v1::Case& c = found->record;
+    const std::string subject_id = c.person().subject_id();
+    if (audit != nullptr) {
+      audit->event.subject_id = subject_id;
+      for (const hawiya::v1::CaseCandidate& candidate : c.candidates()) {
+        audit->event.subject_ids.push_back(candidate.candidate().subject_id());
+      }
+    }
+    DecideResult result;
+    const int64_t now = NowMicros();
+    if (c.decision() != hawiya::v1::DECISION_UNSPECIFIED) {
+      if (!decision.request_id.empty() &&
+          found->request_id == decision.request_id &&
+          c.decision() == decision.decision) {
+        result.replayed = true;
+        HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&c, true));
+        result.decided = std::move(c);
+        if (audit != nullptr) {
+          HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
+        }
+        return result;
+      }
+      return absl::FailedPreconditionError(absl::StrCat(
+          "case_id: case ", decision.case_id, " was already decided (",
+          hawiya::v1::Decision_Name(c.decision()), " by ", c.adjudicator(),
+          "); a decision is final"));
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> person,
+                                  ReadPerson(subject_id));
+    if (!person.has_value() ||
+        person->state() != hawiya::v1::PENDING_ADJUDICATION) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "case_id: the person of case ", decision.case_id, " is ",
+          person.has_value()
+              ? std::string(hawiya::v1::PersonState_Name(person->state()))
+              : std::string("erased"),
+          ", no longer pending"));
+    }
+    std::string duplicate_of;
+    bool merged = false;
+    result.changed_subjects.push_back(subject_id);
+    switch (decision.decision) {
+      case hawiya::v1::DISTINCT:
+        HAWIYA_STORE_RETURN_IF_ERROR(
+            SetState(subject_id, hawiya::v1::ACTIVE, ""));
+        break;
+      case hawiya::v1::DUPLICATE: {
+        duplicate_of = decision.duplicate_of;
+        if (duplicate_of.empty() && !c.candidates().empty()) {
+          duplicate_of = c.candidates(0).candidate().subject_id();
+        }
+        const bool is_candidate = std::any_of(
+            c.candidates().begin(), c.candidates().end(),
+            [&duplicate_of](const hawiya::v1::CaseCandidate& candidate) {
+              return candidate.candidate().subject_id() == duplicate_of;
+            });
+        if (!is_candidate) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("duplicate_of: ", duplicate_of,
+                           " is not a candidate of case ", decision.case_id));
+        }
+        HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> existing,
+                                      ReadPerson(duplicate_of));
+        if (!existing.has_value()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "duplicate_of: no person ", duplicate_of, " (erased)"));
+        }
+        HAWIYA_STORE_RETURN_IF_ERROR(
+            SetState(subject_id, hawiya::v1::REVOKED,
+                     absl::StrCat("duplicate of ", duplicate_of, " (case ",
+                                  decision.case_id, ")")));
+        if (decision.merge_templates) {
+          if (existing->state() != hawiya::v1::ACTIVE &&
+              existing->state() != hawiya::v1::PENDING_ADJUDICATION) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("merge_templates: ", duplicate_of, " is ",
+                             hawiya::v1::PersonState_Name(existing->state())));
+          }
+          std::vector<TemplateRecord> records;
+          HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject_id, &records));
+          std::vector<Template> templates;
+          for (TemplateRecord& r : records) {
+            templates.push_back(std::move(r.tmpl));
+          }
+          HAWIYA_STORE_RETURN_IF_ERROR(
+              InsertTemplates(duplicate_of, templates).status());
+          HAWIYA_STORE_RETURN_IF_ERROR(BumpVersion(duplicate_of, now));
+          HAWIYA_STORE_RETURN_IF_ERROR(
+              AppendChange(duplicate_of, "merge_templates", now));
+          result.changed_subjects.push_back(duplicate_of);
+          merged = true;
+        }
+        break;
+      }
+      case hawiya::v1::FRAUD: {
+        HAWIYA_STORE_RETURN_IF_ERROR(
+            SetState(subject_id, hawiya::v1::REVOKED,
+                     absl::StrCat("fraud (case ", decision.case_id, ")")));
+        const std::string flag = absl::StrCat("fraud:", decision.case_id);
+        for (const hawiya::v1::CaseCandidate& candidate : c.candidates()) {
+          HAWIYA_STORE_ASSIGN_OR_RETURN(
+              Statement update,
+              connection_->Prepare(
+                  "UPDATE persons SET flags = CASE WHEN flags = '' THEN ?2 "
+                  "ELSE flags || ',' || ?2 END, version = version + 1, "
+                  "update_time_us = max(update_time_us, ?3) "
+                  "WHERE subject_id = ?1"));
+          update.BindText(1, candidate.candidate().subject_id())
+              .BindText(2, flag)
+              .BindInt(3, now);
+          HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+          if (sqlite3_changes64(connection_->db()) > 0) {
+            HAWIYA_STORE_RETURN_IF_ERROR(
+                AppendChange(candidate.candidate().subject_id(), "flag", now));
+          }
+        }
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(
+            "decision: DISTINCT, DUPLICATE or FRAUD");
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(AppendChange(subject_id, "adjudicate", now));
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement update,
+          connection_->Prepare(
+              "UPDATE cases SET decision = ?2, adjudicator = ?3, comment = ?4, "
+              "decide_time_us = ?5, duplicate_of = ?6, merged_templates = ?7, "
+              "request_id = ?8 WHERE case_id = ?1"));
+      update.BindText(1, decision.case_id)
+          .BindInt(2, decision.decision)
+          .BindText(3, decision.adjudicator)
+          .BindText(4, decision.comment)
+          .BindInt(5, now)
+          .BindText(6, duplicate_of)
+          .BindInt(7, merged ? 1 : 0)
+          .BindText(8, decision.request_id);
+      HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(found, ReadCase(decision.case_id));
+    HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&found->record, true));
+    result.decided = std::move(found->record);
+    HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
+    return result;
   }
 
   absl::StatusOr<RotateKeyResult> RotateDataKey(
@@ -1844,10 +2159,10 @@ class SqliteStore final : public Store {
 
   // The body of CreatePerson, inside the caller's write transaction. A replay
   // writes nothing and returns the first result.
-  absl::StatusOr<WriteResult> InsertPerson(const IdempotencyKey& key,
-                                           const Person& person,
-                                           absl::Span<const Template> templates,
-                                           int64_t now)
+  absl::StatusOr<WriteResult> InsertPerson(
+      const IdempotencyKey& key, const Person& person,
+      absl::Span<const Template> templates, int64_t now,
+      const hawiya::v1::Case* dedup_case = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<WriteResult> replay,
                                   Replay(key));
@@ -1862,14 +2177,15 @@ class SqliteStore final : public Store {
           Statement insert,
           connection_->Prepare(
               "INSERT INTO persons (subject_id, national_id, issuing_country, "
-              "state, version, create_time_us, update_time_us, record) "
-              "VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6)"));
+              "state, version, create_time_us, update_time_us, record, "
+              "birth_date) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6, ?7)"));
       insert.BindText(1, person.subject_id())
           .BindText(2, person.national_id())
           .BindText(3, person.issuing_country())
           .BindInt(4, person.state())
           .BindInt(5, now)
-          .BindBlobRef(6, record);
+          .BindBlobRef(6, record)
+          .BindInt(7, BirthDate(person));
       if (absl::Status inserted = insert.Run(); !inserted.ok()) {
         switch (insert.error_code()) {
           case SQLITE_CONSTRAINT_PRIMARYKEY:
@@ -1890,6 +2206,11 @@ class SqliteStore final : public Store {
         AppendChange(person.subject_id(), "create", now));
     // Reading the row back would cost two queries per person of a batch.
     result.person = AsInserted(person, now, templates);
+    if (dedup_case != nullptr && !dedup_case->case_id().empty()) {
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          InsertCase(*dedup_case, person.subject_id(), now));
+      result.person.set_case_id(dedup_case->case_id());
+    }
     HAWIYA_STORE_RETURN_IF_ERROR(
         RecordRequest(key, person.subject_id(), result.person, now));
     return result;
@@ -2109,6 +2430,147 @@ class SqliteStore final : public Store {
     return std::optional<std::string>(select.Text(0));
   }
 
+  // A case row: its record (without persons) and its bookkeeping.
+  struct StoredCase {
+    int64_t sequence = 0;
+    std::string request_id;
+    hawiya::v1::Case record;
+  };
+
+  static absl::Status NoCase(absl::string_view case_id) {
+    return absl::NotFoundError(absl::StrCat("case_id: no case ", case_id));
+  }
+
+  static constexpr char kCaseColumns[] =
+      "seq, case_id, subject_id, raised_by, create_time_us, candidates, "
+      "decision, adjudicator, comment, decide_time_us, duplicate_of, "
+      "merged_templates, request_id";
+
+  static absl::StatusOr<StoredCase> CaseFromRow(const Statement& row) {
+    StoredCase stored;
+    stored.sequence = row.Int(0);
+    hawiya::v1::Case& c = stored.record;
+    if (!c.ParseFromString(row.Blob(5))) {
+      return absl::InternalError(
+          absl::StrCat("store: corrupt candidates of case ", row.Text(1)));
+    }
+    c.set_case_id(row.Text(1));
+    c.mutable_person()->set_subject_id(row.Text(2));
+    c.set_raised_by(row.Text(3));
+    SetTimestamp(row.Int(4), c.mutable_create_time());
+    c.set_decision(static_cast<hawiya::v1::Decision>(row.Int(6)));
+    c.set_adjudicator(row.Text(7));
+    c.set_comment(row.Text(8));
+    if (row.Int(9) != 0) SetTimestamp(row.Int(9), c.mutable_decide_time());
+    c.set_duplicate_of(row.Text(10));
+    c.set_merged_templates(row.Int(11) != 0);
+    stored.request_id = row.Text(12);
+    return stored;
+  }
+
+  absl::StatusOr<std::optional<StoredCase>> ReadCase(absl::string_view case_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(absl::StrCat("SELECT ", kCaseColumns,
+                                          " FROM cases WHERE case_id = ?1")));
+    select.BindText(1, case_id);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return std::optional<StoredCase>();
+    HAWIYA_STORE_ASSIGN_OR_RETURN(StoredCase stored, CaseFromRow(select));
+    return std::optional<StoredCase>(std::move(stored));
+  }
+
+  // The new person's record (kept as a bare subject id if erased), and with
+  // `candidates` every candidate's.
+  absl::Status FillCasePersons(hawiya::v1::Case* c, bool candidates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> person,
+                                  ReadPerson(c->person().subject_id()));
+    if (person.has_value()) *c->mutable_person() = *std::move(person);
+    if (!candidates) return absl::OkStatus();
+    for (hawiya::v1::CaseCandidate& candidate : *c->mutable_candidates()) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          std::optional<Person> record,
+          ReadPerson(candidate.candidate().subject_id()));
+      if (record.has_value()) *candidate.mutable_person() = *std::move(record);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status InsertCase(const hawiya::v1::Case& c,
+                          absl::string_view subject_id, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Only the candidates' subject ids, scores and reasons are kept.
+    hawiya::v1::Case candidates;
+    for (const hawiya::v1::CaseCandidate& candidate : c.candidates()) {
+      *candidates.add_candidates()->mutable_candidate() = candidate.candidate();
+    }
+    std::string bytes;
+    if (!candidates.SerializeToString(&bytes)) {
+      return absl::InternalError("store: cannot serialize case candidates");
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement insert,
+        connection_->Prepare("INSERT INTO cases (case_id, subject_id, "
+                             "raised_by, create_time_us, candidates) VALUES "
+                             "(?1, ?2, ?3, ?4, ?5)"));
+    insert.BindText(1, c.case_id())
+        .BindText(2, subject_id)
+        .BindText(3, c.raised_by())
+        .BindInt(4, now)
+        .BindBlobRef(5, bytes);
+    return insert.Run();
+  }
+
+  // Moves a person to `state` (reason: the revoke reason, REVOKED only).
+  absl::Status SetState(absl::string_view subject_id, PersonState state,
+                        absl::string_view reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement update,
+        connection_->Prepare(
+            "UPDATE persons SET state = ?2, revoke_reason = CASE WHEN ?2 = 3 "
+            "THEN ?3 ELSE NULL END, version = version + 1, "
+            "update_time_us = max(update_time_us, ?4) WHERE subject_id = ?1"));
+    update.BindText(1, subject_id)
+        .BindInt(2, state)
+        .BindText(3, reason)
+        .BindInt(4, NowMicros());
+    return update.Run();
+  }
+
+  // Appends the subject's templates (any state), opened, in template_id
+  // order.
+  absl::Status ReadTemplates(const std::string& subject_id,
+                             std::vector<TemplateRecord>* records)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT template_id, modality, position, quality, algorithm, "
+            "vector, key_version FROM templates WHERE subject_id = ?1 "
+            "ORDER BY template_id"));
+    select.BindText(1, subject_id);
+    while (true) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      TemplateRecord record;
+      record.template_id = select.Int(0);
+      record.subject_id = subject_id;
+      record.tmpl.set_modality(
+          static_cast<hawiya::v1::Modality>(select.Int(1)));
+      record.tmpl.set_position(static_cast<uint32_t>(select.Int(2)));
+      record.tmpl.set_quality(static_cast<uint32_t>(select.Int(3)));
+      record.tmpl.set_algorithm(select.Text(4));
+      HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
+          record.template_id, subject_id, select.Int(1), select.Int(2),
+          select.Int(6), select.Blob(5), record.tmpl.mutable_vector()));
+      records->push_back(std::move(record));
+    }
+    return absl::OkStatus();
+  }
+
   // Reads a row selected with kPersonColumns, template counts excluded.
   static absl::StatusOr<Person> PersonFromRow(const Statement& row) {
     Person person;
@@ -2121,6 +2583,10 @@ class SqliteStore final : public Store {
     person.set_version(row.Int(2));
     SetTimestamp(row.Int(3), person.mutable_create_time());
     SetTimestamp(row.Int(4), person.mutable_update_time());
+    for (absl::string_view flag :
+         absl::StrSplit(row.Text(6), ',', absl::SkipEmpty())) {
+      person.add_flags(std::string(flag));
+    }
     return person;
   }
 
@@ -2159,7 +2625,23 @@ class SqliteStore final : public Store {
       HAWIYA_STORE_ASSIGN_OR_RETURN(person, PersonFromRow(select));
     }
     HAWIYA_STORE_RETURN_IF_ERROR(FillTemplateCounts(&*person));
+    HAWIYA_STORE_RETURN_IF_ERROR(FillCaseId(&*person));
     return person;
+  }
+
+  // The open case of a pending person.
+  absl::Status FillCaseId(Person* person) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (person->state() != hawiya::v1::PENDING_ADJUDICATION) {
+      return absl::OkStatus();
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare("SELECT case_id FROM cases WHERE subject_id = ?1 "
+                             "AND decision = 0 ORDER BY seq DESC LIMIT 1"));
+    select.BindText(1, person->subject_id());
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (row) person->set_case_id(select.Text(0));
+    return absl::OkStatus();
   }
 
   mutable absl::Mutex mu_;
@@ -2175,6 +2657,37 @@ class SqliteStore final : public Store {
   // One rotation at a time; taken before mu_.
   absl::Mutex rotate_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 };
+
+// Migration 6: persons.birth_date of the persons stored before it.
+absl::Status FillBirthDates(Connection& connection) {
+  std::vector<std::pair<std::string, int64_t>> dates;
+  {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection.Prepare("SELECT subject_id, record FROM persons"));
+    while (true) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      Person person;
+      if (!person.ParseFromString(select.Blob(1))) {
+        return absl::InternalError(
+            absl::StrCat("store: corrupt record for ", select.Text(0)));
+      }
+      if (int64_t date = BirthDate(person); date != 0) {
+        dates.emplace_back(select.Text(0), date);
+      }
+    }
+  }
+  for (const auto& [subject_id, date] : dates) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement update,
+        connection.Prepare(
+            "UPDATE persons SET birth_date = ?2 WHERE subject_id = ?1"));
+    update.BindText(1, subject_id).BindInt(2, date);
+    HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+  }
+  return absl::OkStatus();
+}
 
 // Brings the schema to kSchemaVersion in one transaction, so a crash mid-way
 // leaves the previous version intact.
@@ -2196,6 +2709,7 @@ absl::Status Migrate(Connection& connection) {
   if (version == kSchemaVersion) return absl::OkStatus();
   for (int64_t i = version; i < kSchemaVersion; ++i) {
     HAWIYA_STORE_RETURN_IF_ERROR(connection.Exec(kMigrations[i]));
+    if (i == 5) HAWIYA_STORE_RETURN_IF_ERROR(FillBirthDates(connection));
   }
   HAWIYA_STORE_RETURN_IF_ERROR(
       connection.Exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion)));

@@ -38,6 +38,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "enroll/audit.h"
+#include "hawiya/v1/adjudication.pb.h"
 #include "hawiya/v1/types.pb.h"
 
 namespace hawiya::enroll {
@@ -139,6 +140,39 @@ struct NewPerson {
   // Carries subject_id and state, as for CreatePerson.
   hawiya::v1::Person person;
   std::vector<hawiya::v1::Template> templates;
+  // Deduplication raised a case (case_id set): person.state must be
+  // PENDING_ADJUDICATION and the case row (case_id, raised_by, candidates)
+  // is written in the same transaction. Unused if the item replays.
+  hawiya::v1::Case dedup_case;
+};
+
+// An adjudicator's decision on a case (Store::DecideCase).
+struct CaseDecision {
+  std::string case_id;
+  hawiya::v1::Decision decision = hawiya::v1::DECISION_UNSPECIFIED;
+  std::string adjudicator;  // the principal
+  std::string comment;
+  std::string request_id;
+  // DUPLICATE: a candidate of the case; empty: the best one.
+  std::string duplicate_of;
+  bool merge_templates = false;
+};
+
+struct DecideResult {
+  // As GetCase returns it, after the decision.
+  hawiya::v1::Case decided;
+  // The same request_id and decision were already committed: nothing was
+  // written (but the audit record).
+  bool replayed = false;
+  // Subjects whose state or templates the decision changed (galleries to
+  // bring up to date).
+  std::vector<std::string> changed_subjects;
+};
+
+struct CasePage {
+  std::vector<hawiya::v1::Case> cases;  // oldest first
+  // The last case's position when more may follow, else 0.
+  int64_t last_sequence = 0;
 };
 
 // One row of the change log: every committed write that changes a person
@@ -222,10 +256,14 @@ class Store {
   // and state; the store sets version = 1 and the create/update times.
   // ALREADY_EXISTS ("person.national_id: ...") if the national id is taken
   // in that issuing country.
+  // With dedup_case (case_id set), person.state must be
+  // PENDING_ADJUDICATION and the case is opened in the same transaction (a
+  // replay writes no case). The returned person carries case_id.
   virtual absl::StatusOr<WriteResult> CreatePerson(
       const IdempotencyKey& key, const hawiya::v1::Person& person,
       absl::Span<const hawiya::v1::Template> templates,
-      AuditWrite* audit = nullptr) = 0;
+      AuditWrite* audit = nullptr,
+      const hawiya::v1::Case* dedup_case = nullptr) = 0;
 
   // CreatePerson for each item in order, all in one transaction: either
   // every item is written (or replayed) or nothing is. Replays, conflicts
@@ -255,10 +293,13 @@ class Store {
   // Replaces every template of the subject; bumps version. NOT_FOUND;
   // FAILED_PRECONDITION ("subject_id: person is REVOKED") unless the person
   // is ACTIVE or PENDING_ADJUDICATION (a replay still gets its first result).
+  // With dedup_case (case_id set) the person also becomes
+  // PENDING_ADJUDICATION and the case is opened, in the same transaction.
   virtual absl::StatusOr<WriteResult> ReplaceTemplates(
       const IdempotencyKey& key, absl::string_view subject_id,
       absl::Span<const hawiya::v1::Template> templates,
-      AuditWrite* audit = nullptr) = 0;
+      AuditWrite* audit = nullptr,
+      const hawiya::v1::Case* dedup_case = nullptr) = 0;
 
   // Marks the person REVOKED with the reason; templates stay on disk.
   // NOT_FOUND.
@@ -318,6 +359,40 @@ class Store {
   // template_id order; one read transaction.
   virtual absl::StatusOr<std::vector<TemplateRecord>> ActiveTemplatesOf(
       absl::Span<const std::string> subject_ids) = 0;
+
+  // Deduplication and adjudication (proto/hawiya/v1/adjudication.proto).
+
+  // ACTIVE or PENDING_ADJUDICATION persons other than person.subject_id
+  // that hold person's national_id under another issuing country, or
+  // person's date of birth (indexed; the caller compares names).
+  virtual absl::StatusOr<std::vector<hawiya::v1::Person>> DemographicCandidates(
+      const hawiya::v1::Person& person) = 0;
+
+  // The templates of every PENDING_ADJUDICATION person, grouped by subject.
+  virtual absl::StatusOr<std::vector<TemplateRecord>> PendingTemplates() = 0;
+
+  // A case with the new person and every candidate's record (a candidate
+  // erased since has none). NOT_FOUND naming "case_id".
+  virtual absl::StatusOr<hawiya::v1::Case> GetCase(
+      absl::string_view case_id) = 0;
+
+  // Cases after position `after_sequence`, oldest first, with the new
+  // person's record but not the candidates'; open ones only unless
+  // include_decided. REQUIRES: page_size > 0.
+  virtual absl::StatusOr<CasePage> ListCases(bool include_decided,
+                                             int page_size,
+                                             int64_t after_sequence) = 0;
+
+  // Decides an open case and applies it, in one transaction with the audit
+  // record: DISTINCT makes the person ACTIVE; DUPLICATE revokes it ("duplicate
+  // of S (case C)") and, with merge_templates, copies its templates to S
+  // (re-sealed for S); FRAUD revokes it and flags every candidate
+  // "fraud:<case_id>". NOT_FOUND ("case_id"); FAILED_PRECONDITION naming
+  // "case_id" if it is decided (unless the same request_id and decision:
+  // a replay) or its person is no longer pending; INVALID_ARGUMENT naming
+  // "duplicate_of" if that is not a candidate.
+  virtual absl::StatusOr<DecideResult> DecideCase(
+      const CaseDecision& decision, AuditWrite* audit = nullptr) = 0;
 
   // Key rotation, online: makes a new data key the current one (writes use
   // it from then on), re-encrypts every template under an older key in

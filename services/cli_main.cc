@@ -42,6 +42,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "hawiya/config/config.pb.h"
+#include "hawiya/v1/adjudication.grpc.pb.h"
 #include "hawiya/v1/admin.grpc.pb.h"
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
@@ -125,6 +126,16 @@ ABSL_FLAG(std::string, state_file, "",
           "FILE.import-state).");
 ABSL_FLAG(std::string, data_dir, "",
           "audit verify: verify DIR/hawiya.db offline (no server, no key).");
+ABSL_FLAG(std::string, case_id, "", "cases get/decide: the case.");
+ABSL_FLAG(std::string, decision, "",
+          "cases decide: DISTINCT, DUPLICATE or FRAUD.");
+ABSL_FLAG(std::string, comment, "", "cases decide: why (required).");
+ABSL_FLAG(std::string, duplicate_of, "",
+          "cases decide DUPLICATE: the candidate it duplicates (default: the "
+          "best).");
+ABSL_FLAG(bool, merge_templates, false,
+          "cases decide DUPLICATE: add the new templates to that subject.");
+ABSL_FLAG(bool, include_decided, false, "cases list: decided cases too.");
 ABSL_FLAG(std::string, principal, "", "audit list: only this principal.");
 ABSL_FLAG(absl::Time, start_time, absl::InfinitePast(),
           "audit list: only records at or after this time (RFC 3339).");
@@ -233,6 +244,15 @@ constexpr char kUsage[] =
     "            [--civil_status=S] [--probes=T.json] [--receipt_out=FILE]\n"
     "            cross-border civil-status check (role partner); prints the\n"
     "            answer and its receipt; exit 0 MATCH, 1 any other decision\n"
+    "  cases list [--include_decided]\n"
+    "            possible-duplicate cases raised at enrollment, oldest first\n"
+    "            (role adjudicator)\n"
+    "  cases get --case_id=C\n"
+    "            the new person, each candidate's scores, reasons and record\n"
+    "  cases decide --case_id=C --decision=DISTINCT|DUPLICATE|FRAUD\n"
+    "            --comment=TEXT [--duplicate_of=S] [--merge_templates]\n"
+    "            [--request_id=ID]  a final decision (FAILED_PRECONDITION,\n"
+    "            exit 19, if the case is already decided)\n"
     "  receipt verify --receipt=FILE --keys=FILE\n"
     "            checks a receipt's signature offline against saved signing\n"
     "            keys and prints its payload; exit 0 valid, 1 not\n"
@@ -315,6 +335,7 @@ class Client {
   v1::AdminService::Stub& admin() { return *admin_; }
   v1::AuditService::Stub& audit() { return *audit_; }
   v1::PartnerService::Stub& partner() { return *partner_; }
+  v1::AdjudicationService::Stub& adjudication() { return *adjudication_; }
   grpc::health::v1::Health::Stub& health() { return *health_; }
 
  private:
@@ -327,6 +348,8 @@ class Client {
       v1::AdminService::NewStub(channel_);
   std::unique_ptr<v1::AuditService::Stub> audit_ =
       v1::AuditService::NewStub(channel_);
+  std::unique_ptr<v1::AdjudicationService::Stub> adjudication_ =
+      v1::AdjudicationService::NewStub(channel_);
   std::unique_ptr<v1::PartnerService::Stub> partner_ =
       v1::PartnerService::NewStub(channel_);
   std::unique_ptr<grpc::health::v1::Health::Stub> health_ =
@@ -529,6 +552,68 @@ void SetTime(absl::Time time, google::protobuf::Timestamp* out) {
   const int64_t micros = absl::ToUnixMicros(time);
   out->set_seconds(micros / 1000000);
   out->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+}
+
+// --- adjudication ----------------------------------------------------------
+
+int CasesList(Client& client) {
+  v1::ListCasesRequest request;
+  request.set_include_decided(absl::GetFlag(FLAGS_include_decided));
+  request.set_page_size(1000);
+  do {
+    v1::ListCasesResponse response;
+    grpc::Status status = client.adjudication().ListCases(
+        client.Context().get(), request, &response);
+    if (!status.ok()) return RpcFailed(status);
+    Print(response);
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return 0;
+}
+
+int CasesGet(Client& client) {
+  if (absl::GetFlag(FLAGS_case_id).empty()) {
+    return Usage("cases get: --case_id");
+  }
+  v1::GetCaseRequest request;
+  request.set_case_id(absl::GetFlag(FLAGS_case_id));
+  v1::Case response;
+  grpc::Status status =
+      client.adjudication().GetCase(client.Context().get(), request, &response);
+  if (!status.ok()) return RpcFailed(status);
+  Print(response);
+  return 0;
+}
+
+int CasesDecide(Client& client) {
+  if (absl::GetFlag(FLAGS_case_id).empty() ||
+      absl::GetFlag(FLAGS_comment).empty()) {
+    return Usage("cases decide: --case_id, --decision and --comment");
+  }
+  v1::Decision decision = v1::DECISION_UNSPECIFIED;
+  if (!v1::Decision_Parse(absl::GetFlag(FLAGS_decision), &decision) ||
+      decision == v1::DECISION_UNSPECIFIED) {
+    return Usage(
+        "cases decide: --decision must be DISTINCT, DUPLICATE or FRAUD");
+  }
+  v1::DecideCaseRequest request;
+  // A retried command (same flags) replays instead of being refused.
+  request.set_request_id(absl::GetFlag(FLAGS_request_id).empty()
+                             ? absl::StrCat("decide-",
+                                            absl::GetFlag(FLAGS_case_id), "-",
+                                            absl::GetFlag(FLAGS_decision))
+                             : absl::GetFlag(FLAGS_request_id));
+  request.set_case_id(absl::GetFlag(FLAGS_case_id));
+  request.set_decision(decision);
+  request.set_comment(absl::GetFlag(FLAGS_comment));
+  request.set_duplicate_of(absl::GetFlag(FLAGS_duplicate_of));
+  request.set_merge_templates(absl::GetFlag(FLAGS_merge_templates));
+  v1::Case response;
+  grpc::Status status = client.adjudication().DecideCase(client.Context().get(),
+                                                         request, &response);
+  if (!status.ok()) return RpcFailed(status);
+  Print(response);
+  return 0;
 }
 
 int AuditList(Client& client) {
@@ -1437,6 +1522,7 @@ std::string CommandRole(const std::string& command) {
     return "admin";
   }
   if (absl::StartsWith(command, "audit ")) return "auditor";
+  if (absl::StartsWith(command, "cases ")) return "adjudicator";
   return "registrar";
 }
 
@@ -1516,7 +1602,8 @@ int main(int argc, char** argv) {
       {"admin", "(gen-key, rotate-key, signing-keys, rotate-signing-key)"},
       {"audit", "(list, verify)"},
       {"partner", "(verify)"},
-      {"receipt", "(verify)"}};
+      {"receipt", "(verify)"},
+      {"cases", "(list, get, decide)"}};
   const bool group = args.size() >= 2 && groups.count(args[1]) > 0;
   if (args.size() != (group ? 3u : 2u)) {
     return Usage(
@@ -1549,7 +1636,10 @@ int main(int argc, char** argv) {
       {"admin rotate-signing-key", RotateSigningKey},
       {"partner verify", PartnerVerify},
       {"audit list", AuditList},
-      {"audit verify", AuditVerify}};
+      {"audit verify", AuditVerify},
+      {"cases list", CasesList},
+      {"cases get", CasesGet},
+      {"cases decide", CasesDecide}};
   auto call = calls.find(command);
   if (call == calls.end()) return Usage("unknown COMMAND '" + command + "'");
   grpc::ChannelArguments channel_args;

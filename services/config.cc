@@ -124,7 +124,39 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ": ", s.message()));
   }
+  if (absl::Status s = CheckDedup(config); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", s.message()));
+  }
   return config;
+}
+
+absl::Status CheckDedup(const config::ServerConfig& config) {
+  const config::DedupConfig& dedup = config.dedup();
+  if (!std::isfinite(dedup.threshold()) || dedup.threshold() < 0.0f ||
+      dedup.threshold() > 1.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dedup.threshold: ", dedup.threshold(),
+                     " out of range [0, 1] (0: the fused decision threshold)"));
+  }
+  if (dedup.max_candidates() > 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dedup.max_candidates: ", dedup.max_candidates(), " is more than 100"));
+  }
+  return absl::OkStatus();
+}
+
+enroll::DedupOptions DedupOptionsOf(const config::ServerConfig& config) {
+  const config::DedupConfig& dedup = config.dedup();
+  enroll::DedupOptions options;
+  if (dedup.has_enabled()) options.enabled = dedup.enabled();
+  options.threshold = dedup.threshold();
+  if (dedup.max_candidates() > 0)
+    options.max_candidates = dedup.max_candidates();
+  if (dedup.has_demographic_check()) {
+    options.demographic_check = dedup.demographic_check();
+  }
+  return options;
 }
 
 absl::Status CheckPartnerPolicies(const config::ServerConfig& config) {

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "enroll/registry.h"
 #include "hawiya/config/config.pb.h"
 #include "matcher/matcher.h"
 #include "matcher/scan_pool.h"
@@ -29,6 +30,13 @@ absl::Status CheckScanPool(const config::ServerConfig& config);
 // The scan pool's options: defaults overridden by the config's scan_*
 // fields. REQUIRES: CheckScanPool(config) is OK.
 matcher::ScanPoolOptions ScanPoolOptions(const config::ServerConfig& config);
+
+// Checks the dedup fields; INVALID_ARGUMENT naming the field.
+absl::Status CheckDedup(const config::ServerConfig& config);
+
+// The registry's deduplication options: defaults overridden by the config's
+// dedup message. REQUIRES: CheckDedup(config) is OK.
+enroll::DedupOptions DedupOptionsOf(const config::ServerConfig& config);
 
 // The modality specs: defaults overridden by the config's entries.
 absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(

@@ -408,4 +408,35 @@ grpc::ServerUnaryReactor* PartnerServiceImpl::VerifyCivilStatusBatch(
                   });
 }
 
+// Adjudication reads and writes records: on the store queue.
+grpc::ServerUnaryReactor* AdjudicationServiceImpl::ListCases(
+    grpc::CallbackServerContext* ctx, const v1::ListCasesRequest* request,
+    v1::ListCasesResponse* response) {
+  return Dispatch("/hawiya.v1.AdjudicationService/ListCases", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.ListCases(req, a);
+                  });
+}
+
+grpc::ServerUnaryReactor* AdjudicationServiceImpl::GetCase(
+    grpc::CallbackServerContext* ctx, const v1::GetCaseRequest* request,
+    v1::Case* response) {
+  return Dispatch("/hawiya.v1.AdjudicationService/GetCase", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.GetCase(req, a);
+                  });
+}
+
+grpc::ServerUnaryReactor* AdjudicationServiceImpl::DecideCase(
+    grpc::CallbackServerContext* ctx, const v1::DecideCaseRequest* request,
+    v1::Case* response) {
+  return Dispatch("/hawiya.v1.AdjudicationService/DecideCase", ctx, context_,
+                  context_->store_queue, request, response,
+                  [](enroll::Registry& r, const auto& req, const auto& a) {
+                    return r.DecideCase(req, a);
+                  });
+}
+
 }  // namespace hawiya::services

@@ -23,6 +23,7 @@
 
 #include "enroll/audit_log.h"
 #include "enroll/registry.h"
+#include "hawiya/v1/adjudication.grpc.pb.h"
 #include "hawiya/v1/admin.grpc.pb.h"
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
@@ -116,6 +117,27 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
       grpc::CallbackServerContext* ctx,
       const v1::RotateSigningKeyRequest* request,
       v1::RotateSigningKeyResponse* response) override;
+
+ private:
+  ServiceContext* const context_;
+};
+
+// AdjudicationService: cases raised by deduplication (registry).
+class AdjudicationServiceImpl final
+    : public v1::AdjudicationService::CallbackService {
+ public:
+  explicit AdjudicationServiceImpl(ServiceContext* context)
+      : context_(context) {}
+
+  grpc::ServerUnaryReactor* ListCases(grpc::CallbackServerContext* ctx,
+                                      const v1::ListCasesRequest* request,
+                                      v1::ListCasesResponse* response) override;
+  grpc::ServerUnaryReactor* GetCase(grpc::CallbackServerContext* ctx,
+                                    const v1::GetCaseRequest* request,
+                                    v1::Case* response) override;
+  grpc::ServerUnaryReactor* DecideCase(grpc::CallbackServerContext* ctx,
+                                       const v1::DecideCaseRequest* request,
+                                       v1::Case* response) override;
 
  private:
   ServiceContext* const context_;

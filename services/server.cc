@@ -55,7 +55,8 @@ class ServerImpl final : public Server {
         match_(&context_),
         admin_(&context_),
         audit_(&context_),
-        partner_(&context_) {
+        partner_(&context_),
+        adjudication_(&context_) {
     context_.store_queue = &store_queue_;
     context_.match_queue = &match_queue_;
     context_.access = access_.get();
@@ -78,6 +79,7 @@ class ServerImpl final : public Server {
     builder.RegisterService(&admin_);
     builder.RegisterService(&audit_);
     builder.RegisterService(&partner_);
+    builder.RegisterService(&adjudication_);
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
       return absl::UnavailableError(
@@ -88,7 +90,8 @@ class ServerImpl final : public Server {
                              v1::MatchService::service_full_name(),
                              v1::AdminService::service_full_name(),
                              v1::AuditService::service_full_name(),
-                             v1::PartnerService::service_full_name()}) {
+                             v1::PartnerService::service_full_name(),
+                             v1::AdjudicationService::service_full_name()}) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);
     }
     loader_ = std::thread([this] { Load(); });
@@ -155,6 +158,7 @@ class ServerImpl final : public Server {
       registry_options.snapshots = options_.snapshots;
       registry_options.key_file = options_.config.key_file();
       registry_options.audit_log = audit_log_;
+      registry_options.dedup = DedupOptionsOf(options_.config);
       absl::StatusOr<enroll::PartnerPolicies> policies =
           enroll::PartnerPolicies::FromConfig(options_.config);
       if (policies.ok()) {
@@ -263,6 +267,7 @@ class ServerImpl final : public Server {
   AdminServiceImpl admin_;
   AuditServiceImpl audit_;
   PartnerServiceImpl partner_;
+  AdjudicationServiceImpl adjudication_;
   std::unique_ptr<grpc::Server> server_;
   std::thread loader_;
   absl::Notification loaded_;

@@ -24,6 +24,7 @@ namespace hawiya {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 using Result = ::hawiya::testing::CommandResult;
@@ -144,6 +145,80 @@ TEST(CliTest, WalkthroughWithScriptableExitCodes) {
   Result offline = RunCli("audit verify --data_dir=" + dir + "/data");
   EXPECT_EQ(offline.exit_code, 0);
   EXPECT_THAT(offline.out, StartsWith("audit log intact: "));
+  std::filesystem::remove_all(dir);
+}
+
+// Deduplication through the binaries: the same face enrolled under another
+// identity is held for adjudication, and the cases commands decide it.
+TEST(CliTest, DuplicateEnrollmentIsHeldAndDecidedWithCasesCommands) {
+  const std::string dir = testing::NewTempDir("hawiya-cli-dedup");
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+      testing::ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data");
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string at = " --server=" + (*server)->address();
+  for (int capture : {0, 1, 2}) {
+    ASSERT_EQ(RunCli(absl::StrCat("synth --identity=7 --capture=", capture,
+                                  " > ", dir, "/face", capture, ".json"))
+                  .exit_code,
+              0);
+  }
+  const std::string person =
+      absl::StrCat(HAWIYA_SOURCE_DIR, "/deploy/examples/person.json");
+  ASSERT_EQ(RunCli("enroll --request_id=a --person=" + person +
+                   " --templates=" + dir + "/face0.json" + at)
+                .exit_code,
+            0);
+  // Another name, national id and date of birth; the same face.
+  {
+    std::ofstream other(dir + "/other.json");
+    other << R"({"nationalId": "300010100001", "issuingCountry": "KWT",
+      "nameLatin": {"given": "Huda", "family": "Al-Mutairi"},
+      "dateOfBirth": {"year": 1991, "month": 7, "day": 2}})";
+  }
+  Result held = RunCli("enroll --request_id=b --person=" + dir +
+                       "/other.json --templates=" + dir + "/face1.json" + at);
+  ASSERT_EQ(held.exit_code, 0);
+  EXPECT_THAT(held.out, HasSubstr("\"state\": \"PENDING_ADJUDICATION\""));
+  EXPECT_THAT(held.out, HasSubstr("\"reasons\": [\n    \"BIOMETRIC\""));
+  const size_t at_id = held.out.find("\"caseId\": \"");
+  ASSERT_NE(at_id, std::string::npos);
+  const size_t start = at_id + std::string("\"caseId\": \"").size();
+  const std::string case_id =
+      held.out.substr(start, held.out.find('"', start) - start);
+  // Identify finds only the first enrollment.
+  Result identify = RunCli("identify --probes=" + dir + "/face2.json" + at);
+  EXPECT_THAT(identify.out, Not(HasSubstr("300010100001")));
+
+  Result listed = RunCli("cases list" + at);
+  EXPECT_EQ(listed.exit_code, 0);
+  EXPECT_THAT(listed.out, HasSubstr(case_id));
+  Result got = RunCli("cases get --case_id=" + case_id + at);
+  EXPECT_EQ(got.exit_code, 0);
+  EXPECT_THAT(got.out, HasSubstr("289031501234"));  // the candidate's record
+  EXPECT_THAT(got.out, Not(HasSubstr("\"vector\"")));
+  EXPECT_EQ(RunCli("cases decide --case_id=" + case_id +
+                   " --decision=MAYBE --comment=x" + at)
+                .exit_code,
+            2);
+  Result decided = RunCli(
+      "cases decide --case_id=" + case_id +
+      " --decision=DUPLICATE --merge_templates --comment=same-face" + at);
+  EXPECT_EQ(decided.exit_code, 0);
+  EXPECT_THAT(decided.out, HasSubstr("\"mergedTemplates\": true"));
+  // Retrying the same command replays; another decision is refused.
+  EXPECT_EQ(
+      RunCli("cases decide --case_id=" + case_id +
+             " --decision=DUPLICATE --merge_templates --comment=same-face" + at)
+          .exit_code,
+      0);
+  EXPECT_EQ(RunCli("cases decide --case_id=" + case_id +
+                   " --decision=FRAUD --comment=changed-my-mind" + at)
+                .exit_code,
+            10 + 9);  // FAILED_PRECONDITION
+  Result revoked = RunCli("get --national_id=300010100001 --country=KWT" + at);
+  EXPECT_THAT(revoked.out, HasSubstr("\"state\": \"REVOKED\""));
+  EXPECT_THAT(RunCli("cases list" + at).out, Not(HasSubstr(case_id)));
+  server->reset();
   std::filesystem::remove_all(dir);
 }
 

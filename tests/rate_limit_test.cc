@@ -339,5 +339,41 @@ TEST(PartnerPolicyConfigTest, ExampleParsesAndItsRateLimitIsThePrincipals) {
   std::filesystem::remove_all(dir);
 }
 
+// ServerConfig.dedup: unset means on with the defaults; the example line of
+// deploy/hawiya.textproto loads; a bad value is named.
+TEST(DedupConfigTest, DefaultsExampleAndErrors) {
+  const enroll::DedupOptions defaults = DedupOptionsOf(config::ServerConfig());
+  EXPECT_TRUE(defaults.enabled);
+  EXPECT_TRUE(defaults.demographic_check);
+  EXPECT_EQ(defaults.threshold, 0.0f);
+  EXPECT_EQ(defaults.max_candidates, 10u);
+
+  absl::StatusOr<config::ServerConfig> example =
+      LoadConfig(std::string(HAWIYA_SOURCE_DIR) + "/deploy/hawiya.textproto");
+  ASSERT_TRUE(example.ok()) << example.status();
+  EXPECT_TRUE(example->dedup().has_enabled());
+  EXPECT_TRUE(DedupOptionsOf(*example).enabled);
+
+  config::ServerConfig config;
+  config.mutable_dedup()->set_enabled(false);
+  config.mutable_dedup()->set_threshold(0.55f);
+  config.mutable_dedup()->set_max_candidates(3);
+  config.mutable_dedup()->set_demographic_check(false);
+  const enroll::DedupOptions set = DedupOptionsOf(config);
+  EXPECT_FALSE(set.enabled);
+  EXPECT_FALSE(set.demographic_check);
+  EXPECT_FLOAT_EQ(set.threshold, 0.55f);
+  EXPECT_EQ(set.max_candidates, 3u);
+  EXPECT_TRUE(CheckDedup(config).ok());
+
+  config.mutable_dedup()->set_threshold(1.5f);
+  EXPECT_THAT(std::string(CheckDedup(config).message()),
+              HasSubstr("dedup.threshold: "));
+  config.mutable_dedup()->set_threshold(0.5f);
+  config.mutable_dedup()->set_max_candidates(1000);
+  EXPECT_THAT(std::string(CheckDedup(config).message()),
+              HasSubstr("dedup.max_candidates: "));
+}
+
 }  // namespace
 }  // namespace hawiya::services

@@ -42,7 +42,8 @@ TEST(ReflectionTest, ListsServicesAndServesTheirDescriptors) {
       services,
       IsSupersetOf({"hawiya.v1.EnrollmentService", "hawiya.v1.MatchService",
                     "hawiya.v1.AdminService", "hawiya.v1.AuditService",
-                    "hawiya.v1.PartnerService"}));
+                    "hawiya.v1.PartnerService",
+                    "hawiya.v1.AdjudicationService"}));
 
   request.set_file_containing_symbol("hawiya.v1.MatchService");
   ASSERT_TRUE(stream->Write(request));

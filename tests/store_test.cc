@@ -785,13 +785,13 @@ TEST_F(StoreTest, ReopenKeepsEverythingWithoutRerunningSchema) {
   EXPECT_TRUE(replay->replayed);
 
   RawDb raw(path_);
-  EXPECT_EQ(raw.Int("PRAGMA user_version"), 5);
+  EXPECT_EQ(raw.Int("PRAGMA user_version"), 6);
   EXPECT_EQ(raw.Text("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' "
                     "AND name IN ('persons', 'templates', 'idempotency', "
                     "'changes', 'meta', 'data_keys', 'audit', "
-                    "'signing_keys', 'partner_quota')"),
-            9);
+                    "'signing_keys', 'partner_quota', 'cases')"),
+            10);
 }
 
 TEST_F(StoreTest, RefusesNewerSchema) {

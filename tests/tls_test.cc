@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "hawiya/v1/adjudication.grpc.pb.h"
 #include "hawiya/v1/admin.grpc.pb.h"
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
@@ -164,6 +165,24 @@ std::map<std::string, std::function<grpc::Status(const Channel&)>> AllRpcs() {
          return v1::PartnerService::NewStub(c)->VerifyCivilStatusBatch(
              Ctx().get(), v1::VerifyCivilStatusBatchRequest(), &r);
        }},
+      {"/hawiya.v1.AdjudicationService/ListCases",
+       [](const Channel& c) {
+         v1::ListCasesResponse r;
+         return v1::AdjudicationService::NewStub(c)->ListCases(
+             Ctx().get(), v1::ListCasesRequest(), &r);
+       }},
+      {"/hawiya.v1.AdjudicationService/GetCase",
+       [](const Channel& c) {
+         v1::Case r;
+         return v1::AdjudicationService::NewStub(c)->GetCase(
+             Ctx().get(), v1::GetCaseRequest(), &r);
+       }},
+      {"/hawiya.v1.AdjudicationService/DecideCase",
+       [](const Channel& c) {
+         v1::Case r;
+         return v1::AdjudicationService::NewStub(c)->DecideCase(
+             Ctx().get(), v1::DecideCaseRequest(), &r);
+       }},
       {"/hawiya.v1.AuditService/ListAuditRecords",
        [](const Channel& c) {
          v1::ListAuditRecordsResponse r;
@@ -199,6 +218,9 @@ bool Allowed(const std::string& role, const std::string& method) {
   }
   if (absl::StartsWith(method, "/hawiya.v1.AuditService/")) {
     return role == "auditor";
+  }
+  if (absl::StartsWith(method, "/hawiya.v1.AdjudicationService/")) {
+    return role == "adjudicator";
   }
   return false;
 }
