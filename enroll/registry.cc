@@ -142,6 +142,7 @@ void FillModalityScores(
     v1::ModalityScore* score = out->Add();
     score->set_modality(static_cast<v1::Modality>(s.modality));
     score->set_score(s.score);
+    score->set_normalized_score(s.normalized);
   }
 }
 
@@ -270,7 +271,8 @@ struct LoadedSnapshot {
 absl::StatusOr<LoadedSnapshot> LoadSnapshot(
     const std::string& path, Store& store, const std::string& store_id,
     int64_t store_sequence,
-    const std::vector<matcher::ModalitySpec>& modalities) {
+    const std::vector<matcher::ModalitySpec>& modalities,
+    const matcher::FusionOptions& fusion) {
   matcher::SnapshotFileReader::Options reader_options;
   reader_options.key =
       [&store](uint64_t version) -> absl::StatusOr<std::string> {
@@ -297,7 +299,7 @@ absl::StatusOr<LoadedSnapshot> LoadSnapshot(
     return s;
   }
   absl::StatusOr<std::unique_ptr<matcher::Matcher>> matcher =
-      matcher::Matcher::Load({modalities}, reader->get());
+      matcher::Matcher::Load({modalities, fusion}, reader->get());
   if (!matcher.ok()) return matcher.status();
   if (absl::Status s = (*reader)->CheckAtEnd(); !s.ok()) return s;
   loaded.matcher = *std::move(matcher);
@@ -427,8 +429,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
       const std::vector<SnapshotFileInfo> files = ListSnapshots(snapshot_dir);
       if (files.empty()) report.refused.push_back("no snapshot");
       for (const SnapshotFileInfo& file : files) {
-        absl::StatusOr<LoadedSnapshot> loaded = LoadSnapshot(
-            file.path, **store, store_id, *sequence, options.modalities);
+        absl::StatusOr<LoadedSnapshot> loaded =
+            LoadSnapshot(file.path, **store, store_id, *sequence,
+                         options.modalities, options.fusion);
         if (!loaded.ok()) {
           report.refused.push_back(Why(file.path, loaded.status()));
           refused_paths.insert(file.path);
@@ -468,7 +471,7 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   const bool rebuild = matcher == nullptr;
   if (rebuild) {
     absl::StatusOr<std::unique_ptr<matcher::Matcher>> empty =
-        matcher::Matcher::Open({options.modalities});
+        matcher::Matcher::Open({options.modalities, options.fusion});
     if (!empty.ok()) return empty.status();
     matcher = *std::move(empty);
   }
