@@ -78,6 +78,9 @@ absl::StatusOr<EvalSet> GenerateSet(const GenerateOptions& options) {
   if (options.nonmated_probes == 0) {
     return absl::InvalidArgumentError("nonmated_probes: must be positive");
   }
+  if (!(options.capture_noise >= 0.0f && options.capture_noise <= 100.0f)) {
+    return absl::InvalidArgumentError("capture_noise: must be in [0, 100]");
+  }
   if (options.dimension <= 0) {
     return absl::InvalidArgumentError("dimension: must be positive");
   }
@@ -85,6 +88,7 @@ absl::StatusOr<EvalSet> GenerateSet(const GenerateOptions& options) {
   model_options.dimension = options.dimension;
   model_options.seed = options.seed;
   model_options.hard = options.hard;
+  model_options.capture_noise = options.capture_noise;
   const SyntheticModel model(model_options);
 
   // Every stride-th identity number is non-mated, the rest enrolled, until
@@ -346,8 +350,19 @@ absl::Status WriteCurves(const EvalScores& scores, const std::string& dir,
           absl::StrCat("cannot write ", base, "_*.csv"));
     }
   }
+  // Log axes cannot show a rate of 0: it is drawn at 1/(2n), half the
+  // smallest rate n trials can measure (the plots' footnote says so).
+  auto floor_of = [](size_t n) { return 0.5 / std::max<size_t>(1, n); };
+  const double fmr_floor = floor_of(impostor.size());
+  const double fnmr_floor = floor_of(genuine.size());
+  const double fpir_floor = floor_of(nonmated.size());
+  const double fnir_floor = floor_of(scores.mated.size());
   std::ofstream gp(base + ".gp");
   gp << "set datafile separator ','\n"
+     << "z(r, f) = r > 0 ? r : f\n"
+     << "set format xy '%.0e'\n"
+     << "set label 1 'a rate of 0 is drawn at 1/(2n)' at graph 0.02, graph "
+        "0.04\n"
      << "set logscale xy\n"
      << "set grid\n"
      << "set key top right\n";
@@ -358,16 +373,18 @@ absl::Status WriteCurves(const EvalScores& scores, const std::string& dir,
        << " genuine, " << impostor.size() << " impostor)'\n"
        << "set xlabel 'FMR'\nset ylabel 'FNMR'\n"
        << "set output '" << base << "_det." << ext << "'\n"
-       << "plot '" << base << "_det.csv' every ::1 using 2:3 with lines lw 2 "
+       << "plot '" << base << "_det.csv' every ::1 using (z($2," << fmr_floor
+       << ")):(z($3," << fnmr_floor << ")) with lines lw 2 "
        << "title 'FNMR vs FMR'\n"
        << "set title '" << title << " - 1:N (gallery " << scores.gallery_size
        << ", " << scores.mated.size() << " mated, " << nonmated.size()
        << " non-mated)'\n"
        << "set xlabel 'FPIR'\nset ylabel 'FNIR'\n"
        << "set output '" << base << "_fnir_fpir." << ext << "'\n"
-       << "plot '" << base << "_fpir.csv' every ::1 using 2:3 with lines lw 2 "
-       << "title 'rank 1', '" << base
-       << "_fpir.csv' every ::1 using 2:4 with lines lw 2 title 'rank "
+       << "plot '" << base << "_fpir.csv' every ::1 using (z($2," << fpir_floor
+       << ")):(z($3," << fnir_floor << ")) with lines lw 2 title 'rank 1', '"
+       << base << "_fpir.csv' every ::1 using (z($2," << fpir_floor
+       << ")):(z($4," << fnir_floor << ")) with lines lw 2 dt 2 title 'rank "
        << scores.max_rank << "'\n"
        << "unset output\n";
   }

@@ -53,6 +53,9 @@ struct GenerateOptions {
   uint64_t seed = 42;
   bool hard = false;
   int dimension = 512;
+  // The model's capture noise s (DESIGN.md: 0.8). Larger values bring the
+  // genuine scores down towards the impostors (harder data).
+  float capture_noise = 0.8f;
 };
 
 // Draws a set from the DESIGN.md model (matcher/synthetic.h): identity i is

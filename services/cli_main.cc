@@ -169,6 +169,9 @@ ABSL_FLAG(std::string, keys, "",
 ABSL_FLAG(bool, generate, false,
           "eval: draw the labelled set from the DESIGN.md model.");
 ABSL_FLAG(std::string, variant, "easy", "eval --generate: easy or hard.");
+ABSL_FLAG(double, noise, 0.8,
+          "eval --generate: capture noise s of the model (DESIGN.md: 0.8; "
+          "larger is harder).");
 ABSL_FLAG(uint64_t, identities, 10000, "eval --generate: enrolled identities.");
 ABSL_FLAG(uint64_t, mated, 1000,
           "eval --generate: mated probes (genuine comparisons, mated "
@@ -270,7 +273,8 @@ constexpr char kUsage[] =
     "            checks a receipt's signature offline against saved signing\n"
     "            keys and prints its payload; exit 0 valid, 1 not\n"
     "  eval      (--generate [--variant=easy|hard] [--identities=N]\n"
-    "            [--mated=M] [--nonmated=K] [--seed=S] | --set=FILE)\n"
+    "            [--mated=M] [--nonmated=K] [--seed=S] [--noise=0.8]\n"
+    "            | --set=FILE)\n"
     "            [--modality=FACE] [--impostors=100] [--max_rank=10]\n"
     "            [--index=exact] [--config=F] [--target_fmr=1e-4]\n"
     "            [--target_fpir=1e-3] [--out_dir=.] [--prefix=eval]\n"
@@ -1616,6 +1620,7 @@ int Eval() {
     options.seed = absl::GetFlag(FLAGS_seed);
     options.hard = variant == "hard";
     options.dimension = spec.dimension;
+    options.capture_noise = static_cast<float>(absl::GetFlag(FLAGS_noise));
     set = m::GenerateSet(options);
     if (!set.ok()) {
       return Usage(absl::StrCat("eval: ", set.status().message()));
@@ -1681,14 +1686,15 @@ int Eval() {
   const float t_fpir = m::ThresholdForFpir(*scores, target_fpir);
   const size_t max_rank = scores->max_rank;
 
+  const std::string source =
+      generate ? absl::StrCat("generated ", variant, " seed ",
+                              absl::GetFlag(FLAGS_seed), " noise ",
+                              absl::GetFlag(FLAGS_noise))
+               : absl::GetFlag(FLAGS_set);
   std::printf(
       "hawiya eval: %s d=%d, %s, index %s, fusion %s\n",
       std::string(m::ModalityName(spec.modality)).c_str(), spec.dimension,
-      generate ? absl::StrCat("generated ", variant, " seed ",
-                              absl::GetFlag(FLAGS_seed))
-                     .c_str()
-               : absl::GetFlag(FLAGS_set).c_str(),
-      std::string(m::IndexKindName(spec.index.kind)).c_str(),
+      source.c_str(), std::string(m::IndexKindName(spec.index.kind)).c_str(),
       std::string(m::FusionRuleName(options.matcher.fusion.rule)).c_str());
   std::printf("gallery %zu subjects; %zu mated and %zu non-mated searches\n",
               scores->gallery_size, scores->mated.size(),
@@ -1752,7 +1758,8 @@ int Eval() {
     std::error_code error;
     std::filesystem::create_directories(absl::GetFlag(FLAGS_out_dir), error);
     const std::string title =
-        generate ? absl::StrCat(name, " synthetic ", variant, ", ",
+        generate ? absl::StrCat(name, " synthetic ", variant,
+                                " s=", absl::GetFlag(FLAGS_noise), ", ",
                                 scores->gallery_size, " identities")
                  : absl::StrCat(name, " ", absl::GetFlag(FLAGS_set));
     const absl::Status written =
