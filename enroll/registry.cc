@@ -968,10 +968,16 @@ absl::StatusOr<v1::IdentifyResponse> Registry::DoIdentify(
         absl::StrCat("max_candidates: ", request.max_candidates(),
                      " is more than ", kMaxCandidates));
   }
+  // Cosines (the mean fusion) lie in [-1, 1]; z scores have no such range.
+  const bool cosine_scale =
+      matcher_->fusion().rule == matcher::FusionRule::kMean;
   if (request.has_min_score() &&
-      (!std::isfinite(request.min_score()) || request.min_score() < -1.0f ||
-       request.min_score() > 1.0f)) {
-    return absl::InvalidArgumentError("min_score: must be a number in [-1, 1]");
+      (!std::isfinite(request.min_score()) ||
+       (cosine_scale &&
+        (request.min_score() < -1.0f || request.min_score() > 1.0f)))) {
+    return absl::InvalidArgumentError(
+        cosine_scale ? "min_score: must be a number in [-1, 1]"
+                     : "min_score: must be a finite number");
   }
   if (static_cast<size_t>(request.gallery_size()) > kMaxGallerySubjects) {
     return absl::InvalidArgumentError(

@@ -111,7 +111,9 @@ struct Match {
 
 struct IdentifyOptions {
   size_t max_candidates = 10;
-  float min_score = -1.0f;
+  // Candidates scoring below it are dropped; the default keeps all (on the
+  // z scale of FusionRule::kZScore a score can be below -1).
+  float min_score = -std::numeric_limits<float>::infinity();
   // If non-empty, only these subjects are considered.
   std::vector<std::string> restrict_to;
 };

@@ -203,6 +203,28 @@ TEST(FusionTest, ZScoreFusionAccumulatesEvidence) {
   EXPECT_EQ(f->threshold, 10.0f);
 }
 
+// Identify's default min_score keeps every candidate, even one whose z
+// score is far below -1 (a cosine of -1 is z = -sqrt(d)).
+TEST(FusionTest, IdentifyKeepsNegativeZScoresByDefault) {
+  std::unique_ptr<Matcher> m =
+      Open({ModalitySpec{kFace, 64, 0.40f, IndexOptions()}}, ZScore());
+  ASSERT_NE(m, nullptr);
+  const std::vector<float> v = Model(64, 8).Capture(1, 0);
+  std::vector<float> opposite = v;
+  for (float& x : opposite) x = -x;
+  ASSERT_TRUE(m->Add("a", {TemplateToAdd{kFace, 1, v}}).ok());
+  const Probe probe[] = {Probe{kFace, opposite}};
+  absl::StatusOr<std::vector<Match>> found = m->Identify(probe, {});
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_NEAR((*found)[0].score, -8.0f, 1e-3);  // -1 * sqrt(64)
+  IdentifyOptions above;
+  above.min_score = -7.0f;
+  found = m->Identify(probe, above);
+  ASSERT_TRUE(found.ok());
+  EXPECT_TRUE(found->empty());
+}
+
 TEST(FusionTest, RefusesBadOptions) {
   ModalitySpec face{kFace, 64, 0.40f, IndexOptions()};
   face.impostor_std = -1.0f;
