@@ -311,6 +311,27 @@ ImpostorStats ImpostorStatistics(const EvalScores& scores) {
   return stats;
 }
 
+double ModelImpostorTail(double t, int dimension) {
+  if (t <= -1.0) return 1.0;
+  if (t >= 1.0) return 0.0;
+  if (t < 0.0) return 1.0 - ModelImpostorTail(-t, dimension);
+  const double a = (dimension - 3) / 2.0;
+  // 1 / B(1/2, (d-1)/2): the density's normalising constant, in logs.
+  const double log_norm = std::lgamma(dimension / 2.0) - std::lgamma(0.5) -
+                          std::lgamma((dimension - 1) / 2.0);
+  // Simpson's rule over [t, 1]; the integrand is smooth and decreasing.
+  constexpr int kIntervals = 20000;  // even
+  const double h = (1.0 - t) / kIntervals;
+  double sum = 0.0;
+  for (int i = 0; i <= kIntervals; ++i) {
+    const double x = t + i * h;
+    const double f =
+        x >= 1.0 ? 0.0 : std::exp(a * std::log1p(-x * x) + log_norm);
+    sum += f * (i == 0 || i == kIntervals ? 1 : (i % 2 == 1 ? 4 : 2));
+  }
+  return sum * h / 3.0;
+}
+
 absl::Status WriteCurves(const EvalScores& scores, const std::string& dir,
                          const std::string& prefix, const std::string& title) {
   const std::string base = absl::StrCat(dir, "/", prefix);

@@ -1538,9 +1538,6 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(
 
 // --- eval -----------------------------------------------------------------
 
-// P(Z >= z) for a standard normal Z.
-double NormalTail(double z) { return 0.5 * std::erfc(z / std::sqrt(2.0)); }
-
 int Eval() {
   namespace m = hawiya::matcher;
   v1::Modality modality;
@@ -1664,12 +1661,14 @@ int Eval() {
   }
 
   // The model's analytic expectations (easy variant, DESIGN.md): impostor
-  // cosines ~ N(0, 1/d), so FMR(t) = P(Z >= t sqrt(d)) and, for a gallery of
-  // N, FPIR(t) = 1 - (1 - FMR(t))^N.
+  // cosines are those of independent random directions (about N(0, 1/d),
+  // exactly m::ModelImpostorTail), and for a gallery of N, FPIR(t) =
+  // 1 - (1 - FMR(t))^N.
   const bool model = generate && variant == "easy";
-  const double sqrt_d = std::sqrt(static_cast<double>(spec.dimension));
   const double n = static_cast<double>(scores->gallery_size);
-  auto model_fmr = [&](float t) { return NormalTail(t * sqrt_d); };
+  auto model_fmr = [&](float t) {
+    return m::ModelImpostorTail(t, spec.dimension);
+  };
   auto model_fpir = [&](float t) {
     return -std::expm1(n * std::log1p(-model_fmr(t)));
   };

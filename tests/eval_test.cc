@@ -98,9 +98,21 @@ TEST(EvalTest, EasyVariantMatchesTheAnalyticModel) {
                 4 * Sigma(expected, scores.genuine.size()) + 0.02)
         << "t = " << t;
   }
+  // The exact impostor tail agrees with the normal one where the normal
+  // approximation holds, and the measured FMR follows it.
+  EXPECT_NEAR(ModelImpostorTail(0.10, kDimension), NormalTail(0.10 * sqrt_d),
+              0.01 * NormalTail(0.10 * sqrt_d));
+  EXPECT_NEAR(ModelImpostorTail(0.2, kDimension), 2.4968e-6, 5e-9);
+  EXPECT_NEAR(ModelImpostorTail(0.0, kDimension), 0.5, 1e-9);
+  for (float t : {0.10f, 0.13f}) {
+    const double expected = ModelImpostorTail(t, kDimension);
+    EXPECT_NEAR(Fmr(scores, t), expected,
+                4 * Sigma(expected, scores.impostor.size()))
+        << "t = " << t;
+  }
   // 1:N: FPIR of a 2000-subject gallery, where it moves fastest.
   for (float t : {0.14f, 0.16f, 0.18f}) {
-    const double p = NormalTail(t * sqrt_d);
+    const double p = ModelImpostorTail(t, kDimension);
     const double expected = 1 - std::pow(1 - p, 2000.0);
     EXPECT_NEAR(Fpir(scores, t), expected,
                 4 * Sigma(expected, scores.nonmated_best.size()) + 0.01)
