@@ -8,6 +8,8 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libfaiss-dev libopenblas-openmp-dev libabsl-dev libssl-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # `hawiya eval` plots (DET, FNIR vs FPIR) and its test.
+  gnuplot-nox
   # The Python partner client example and its test (docs/PARTNERS.md).
   python3-grpcio python3-grpc-tools python3-protobuf python3-cryptography
 )

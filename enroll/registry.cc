@@ -143,6 +143,7 @@ void FillModalityScores(
     v1::ModalityScore* score = out->Add();
     score->set_modality(static_cast<v1::Modality>(s.modality));
     score->set_score(s.score);
+    score->set_normalized_score(s.normalized);
   }
 }
 
@@ -271,7 +272,8 @@ struct LoadedSnapshot {
 absl::StatusOr<LoadedSnapshot> LoadSnapshot(
     const std::string& path, Store& store, const std::string& store_id,
     int64_t store_sequence,
-    const std::vector<matcher::ModalitySpec>& modalities) {
+    const std::vector<matcher::ModalitySpec>& modalities,
+    const matcher::FusionOptions& fusion) {
   matcher::SnapshotFileReader::Options reader_options;
   reader_options.key =
       [&store](uint64_t version) -> absl::StatusOr<std::string> {
@@ -298,7 +300,7 @@ absl::StatusOr<LoadedSnapshot> LoadSnapshot(
     return s;
   }
   absl::StatusOr<std::unique_ptr<matcher::Matcher>> matcher =
-      matcher::Matcher::Load({modalities}, reader->get());
+      matcher::Matcher::Load({modalities, fusion}, reader->get());
   if (!matcher.ok()) return matcher.status();
   if (absl::Status s = (*reader)->CheckAtEnd(); !s.ok()) return s;
   loaded.matcher = *std::move(matcher);
@@ -510,8 +512,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
       const std::vector<SnapshotFileInfo> files = ListSnapshots(snapshot_dir);
       if (files.empty()) report.refused.push_back("no snapshot");
       for (const SnapshotFileInfo& file : files) {
-        absl::StatusOr<LoadedSnapshot> loaded = LoadSnapshot(
-            file.path, **store, store_id, *sequence, options.modalities);
+        absl::StatusOr<LoadedSnapshot> loaded =
+            LoadSnapshot(file.path, **store, store_id, *sequence,
+                         options.modalities, options.fusion);
         if (!loaded.ok()) {
           report.refused.push_back(Why(file.path, loaded.status()));
           refused_paths.insert(file.path);
@@ -551,7 +554,7 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   const bool rebuild = matcher == nullptr;
   if (rebuild) {
     absl::StatusOr<std::unique_ptr<matcher::Matcher>> empty =
-        matcher::Matcher::Open({options.modalities});
+        matcher::Matcher::Open({options.modalities, options.fusion});
     if (!empty.ok()) return empty.status();
     matcher = *std::move(empty);
   }
@@ -1182,10 +1185,16 @@ absl::StatusOr<v1::IdentifyResponse> Registry::DoIdentify(
         absl::StrCat("max_candidates: ", request.max_candidates(),
                      " is more than ", kMaxCandidates));
   }
+  // Cosines (the mean fusion) lie in [-1, 1]; z scores have no such range.
+  const bool cosine_scale =
+      matcher_->fusion().rule == matcher::FusionRule::kMean;
   if (request.has_min_score() &&
-      (!std::isfinite(request.min_score()) || request.min_score() < -1.0f ||
-       request.min_score() > 1.0f)) {
-    return absl::InvalidArgumentError("min_score: must be a number in [-1, 1]");
+      (!std::isfinite(request.min_score()) ||
+       (cosine_scale &&
+        (request.min_score() < -1.0f || request.min_score() > 1.0f)))) {
+    return absl::InvalidArgumentError(
+        cosine_scale ? "min_score: must be a number in [-1, 1]"
+                     : "min_score: must be a finite number");
   }
   if (static_cast<size_t>(request.gallery_size()) > kMaxGallerySubjects) {
     return absl::InvalidArgumentError(

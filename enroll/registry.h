@@ -68,6 +68,8 @@ struct RegistryOptions {
   // data_dir/keys/kek.key, created on first start (a development key).
   std::string key_file;
   std::vector<matcher::ModalitySpec> modalities = matcher::DefaultModalities();
+  // How the matcher fuses per-modality scores (matcher/matcher.h).
+  matcher::FusionOptions fusion;
   // Whether Open seeds the galleries from a snapshot in data_dir/snapshots
   // (else it rebuilds them from the store) and WriteSnapshot may write one.
   bool snapshots = true;

@@ -74,6 +74,7 @@ class MatcherImpl final : public Matcher {
       const IdentifyOptions& options) const override;
   float FusedThreshold(absl::Span<const Probe> probes) const override;
   const ModalitySpec* spec(Modality modality) const override;
+  const FusionOptions& fusion() const override { return fusion_; }
   std::vector<GalleryInfo> Info() const override;
 
  private:
@@ -94,8 +95,13 @@ class MatcherImpl final : public Matcher {
       absl::string_view subject_id, const ProbesByModality& probes) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Fuses per-modality scores (all of one subject) into match->score and
+  // match->threshold by fusion_.rule; see matcher.h.
+  void Fuse(Match* match) const;
+
   // Written only by Init, so read without a lock.
   std::array<std::optional<ModalitySpec>, kAllModalities.size()> specs_;
+  FusionOptions fusion_;
 
   // Each gallery locks itself, but a subject spans galleries: holding mu_
   // exclusively across a multi-gallery Add or RemoveSubject keeps readers
@@ -112,6 +118,15 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options,
     return absl::InvalidArgumentError(
         "modalities: at least one modality is required");
   }
+  if (options.fusion.rule != FusionRule::kMean &&
+      options.fusion.rule != FusionRule::kZScore) {
+    return absl::InvalidArgumentError("fusion.rule: unknown fusion rule");
+  }
+  if (std::isinf(options.fusion.fused_threshold)) {
+    return absl::InvalidArgumentError(
+        "fusion.fused_threshold: must be finite (or NaN: derived)");
+  }
+  fusion_ = options.fusion;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < options.modalities.size(); ++i) {
     const ModalitySpec& spec = options.modalities[i];
@@ -133,6 +148,11 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options,
     if (!std::isfinite(spec.threshold)) {
       return absl::InvalidArgumentError(absl::StrCat(
           field, ".threshold: must be finite, got ", spec.threshold));
+    }
+    if (!std::isfinite(spec.impostor_mean) ||
+        !std::isfinite(spec.impostor_std) || spec.impostor_std < 0.0f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".impostor_mean/impostor_std: must be finite, std >= 0"));
     }
     if (in != nullptr) {
       // The galleries come from the snapshot, once every spec is checked.
@@ -328,9 +348,6 @@ absl::StatusOr<std::optional<Match>> MatcherImpl::Score(
     absl::string_view subject_id, const ProbesByModality& probes) const {
   Match match;
   match.subject_id = std::string(subject_id);
-  // Sums in double so that the mean does not depend on summation order.
-  double score_sum = 0.0;
-  double threshold_sum = 0.0;
   for (const auto& [modality, modality_probes] : probes) {
     Gallery* g = gallery(modality);
     std::optional<float> best;
@@ -343,15 +360,38 @@ absl::StatusOr<std::optional<Match>> MatcherImpl::Score(
       best = std::max(best.value_or(*score), *score);
     }
     if (!best.has_value()) continue;
-    match.modality_scores.push_back(ModalityScore{modality, *best});
-    score_sum += *best;
-    threshold_sum += spec(modality)->threshold;
+    match.modality_scores.push_back(
+        ModalityScore{modality, *best, ZScore(*spec(modality), *best)});
   }
   if (match.modality_scores.empty()) return std::nullopt;
-  const double n = static_cast<double>(match.modality_scores.size());
-  match.score = static_cast<float>(score_sum / n);
-  match.threshold = static_cast<float>(threshold_sum / n);
+  Fuse(&match);
   return match;
+}
+
+void MatcherImpl::Fuse(Match* match) const {
+  // Sums in double so that the result does not depend on summation order.
+  double score_sum = 0.0;
+  double threshold_sum = 0.0;
+  for (const ModalityScore& m : match->modality_scores) {
+    const ModalitySpec& modality_spec = *spec(m.modality);
+    if (fusion_.rule == FusionRule::kZScore) {
+      score_sum += m.normalized;
+      threshold_sum += ZScore(modality_spec, modality_spec.threshold);
+    } else {
+      score_sum += m.score;
+      threshold_sum += modality_spec.threshold;
+    }
+  }
+  const double n = static_cast<double>(match->modality_scores.size());
+  if (fusion_.rule == FusionRule::kZScore) {
+    match->score = static_cast<float>(score_sum / std::sqrt(n));
+    match->threshold = std::isnan(fusion_.fused_threshold)
+                           ? static_cast<float>(threshold_sum / std::sqrt(n))
+                           : fusion_.fused_threshold;
+  } else {
+    match->score = static_cast<float>(score_sum / n);
+    match->threshold = static_cast<float>(threshold_sum / n);
+  }
 }
 
 absl::StatusOr<Match> MatcherImpl::Verify(
@@ -407,15 +447,14 @@ absl::StatusOr<std::vector<Match>> MatcherImpl::Identify(
 }
 
 float MatcherImpl::FusedThreshold(absl::Span<const Probe> probes) const {
-  double sum = 0.0;
-  size_t n = 0;
+  Match match;
   for (const auto& [modality, unused] : GroupProbes(probes)) {
-    const ModalitySpec* modality_spec = spec(modality);
-    if (modality_spec == nullptr) continue;
-    sum += modality_spec->threshold;
-    ++n;
+    if (spec(modality) == nullptr) continue;
+    match.modality_scores.push_back(ModalityScore{modality, 0.0f, 0.0f});
   }
-  return n == 0 ? 0.0f : static_cast<float>(sum / static_cast<double>(n));
+  if (match.modality_scores.empty()) return 0.0f;
+  Fuse(&match);
+  return match.threshold;
 }
 
 std::vector<GalleryInfo> MatcherImpl::Info() const {
@@ -443,6 +482,28 @@ absl::string_view ModalityName(Modality modality) {
   }
   return static_cast<int>(modality) == 0 ? "MODALITY_UNSPECIFIED"
                                          : "UNKNOWN_MODALITY";
+}
+
+absl::string_view FusionRuleName(FusionRule rule) {
+  return rule == FusionRule::kZScore ? "zscore" : "mean";
+}
+
+absl::StatusOr<FusionRule> ParseFusionRule(absl::string_view name) {
+  if (name == "mean") return FusionRule::kMean;
+  if (name == "zscore") return FusionRule::kZScore;
+  return absl::InvalidArgumentError(
+      absl::StrCat("fusion rule must be mean or zscore, got '", name, "'"));
+}
+
+float ImpostorStd(const ModalitySpec& spec) {
+  if (spec.impostor_std > 0.0f) return spec.impostor_std;
+  return static_cast<float>(1.0 /
+                            std::sqrt(static_cast<double>(spec.dimension)));
+}
+
+float ZScore(const ModalitySpec& spec, float cosine) {
+  return static_cast<float>((static_cast<double>(cosine) - spec.impostor_mean) /
+                            ImpostorStd(spec));
 }
 
 std::vector<ModalitySpec> DefaultModalities() {

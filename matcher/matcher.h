@@ -2,9 +2,23 @@
 //
 // Scores: a modality's score for a subject is the best cosine similarity
 // between any probe of that modality and any of the subject's templates of
-// that modality. The fused score is the mean of the per-modality scores over
-// the modalities that were both probed and enrolled for the subject; the
-// fused threshold is the mean of those modalities' thresholds.
+// that modality. Only the modalities both probed and enrolled for the subject
+// take part in the fusion: a missing modality is no evidence either way,
+// never a mismatch. Two fusion rules (FusionRule):
+//
+//   kMean (default): fused score = mean of the k cosine scores; fused
+//     threshold = mean of those modalities' thresholds. With one modality the
+//     score is the cosine and the threshold the modality's own.
+//   kZScore: each cosine s_m is normalised against the modality's impostor
+//     distribution, z_m = (s_m - impostor_mean_m) / impostor_std_m (an
+//     impostor scores z ~ N(0, 1) whatever the modality); fused score =
+//     sum(z_m) / sqrt(k), which is again ~N(0, 1) for an impostor when the
+//     modalities are independent, so one threshold serves every combination.
+//     Fused threshold = MatcherOptions::fused_threshold if set, else
+//     sum(z(threshold_m)) / sqrt(k): with one modality exactly the same
+//     decisions as kMean (z is increasing in s).
+//
+// Every ModalityScore reports both the cosine and its z.
 //
 // Thread safety: as Gallery.
 #ifndef HAWIYA_MATCHER_MATCHER_H_
@@ -12,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,12 +52,40 @@ struct ModalitySpec {
   float threshold = 0.4f;
   // The gallery's index (kind, HNSW parameters...).
   IndexOptions index;
+  // The impostor score distribution used by FusionRule::kZScore: mean and
+  // standard deviation of the cosine between captures of two different
+  // people (calibrated by `hawiya eval`). impostor_std <= 0 means the
+  // synthetic model's value for independent random directions,
+  // 1 / sqrt(dimension).
+  float impostor_mean = 0.0f;
+  float impostor_std = 0.0f;
+};
+
+enum class FusionRule { kMean, kZScore };
+
+// "mean", "zscore"; the inverse is ParseFusionRule (INVALID_ARGUMENT for any
+// other string).
+absl::string_view FusionRuleName(FusionRule rule);
+absl::StatusOr<FusionRule> ParseFusionRule(absl::string_view name);
+
+struct FusionOptions {
+  FusionRule rule = FusionRule::kMean;
+  // kZScore only: the decision threshold on the fused z score, whatever the
+  // modalities scored. NaN: derived from the per-modality thresholds (above).
+  float fused_threshold = std::numeric_limits<float>::quiet_NaN();
 };
 
 struct MatcherOptions {
   // At most one spec per modality; a modality without a spec is refused.
   std::vector<ModalitySpec> modalities;
+  FusionOptions fusion;
 };
+
+// The impostor standard deviation kZScore divides by: spec.impostor_std, or
+// 1 / sqrt(spec.dimension) if that is not positive.
+float ImpostorStd(const ModalitySpec& spec);
+// z = (cosine - impostor_mean) / ImpostorStd(spec).
+float ZScore(const ModalitySpec& spec, float cosine);
 
 // FACE 512 / 0.40, FINGERPRINT 256 / 0.45, IRIS 256 / 0.45.
 std::vector<ModalitySpec> DefaultModalities();
@@ -54,19 +97,23 @@ struct Probe {
 
 struct ModalityScore {
   Modality modality = Modality::kFace;
-  float score = 0.0f;
+  float score = 0.0f;       // cosine
+  float normalized = 0.0f;  // ZScore(spec, score), whatever the fusion rule
 };
 
 struct Match {
   std::string subject_id;
-  float score = 0.0f;      // fused
+  // Fused, by the configured FusionRule; compare with threshold (same scale).
+  float score = 0.0f;
   float threshold = 0.0f;  // fused threshold for the modalities scored
   std::vector<ModalityScore> modality_scores;  // in Modality order
 };
 
 struct IdentifyOptions {
   size_t max_candidates = 10;
-  float min_score = -1.0f;
+  // Candidates scoring below it are dropped; the default keeps all (on the
+  // z scale of FusionRule::kZScore a score can be below -1).
+  float min_score = -std::numeric_limits<float>::infinity();
   // If non-empty, only these subjects are considered.
   std::vector<std::string> restrict_to;
 };
@@ -129,10 +176,12 @@ class Matcher {
   virtual absl::StatusOr<std::vector<Match>> Identify(
       absl::Span<const Probe> probes, const IdentifyOptions& options) const = 0;
 
-  // Fused threshold for a set of probed modalities.
+  // Fused threshold for a set of probed modalities (as if every probed
+  // modality were enrolled).
   virtual float FusedThreshold(absl::Span<const Probe> probes) const = 0;
 
   virtual const ModalitySpec* spec(Modality modality) const = 0;
+  virtual const FusionOptions& fusion() const = 0;
   virtual std::vector<GalleryInfo> Info() const = 0;
 };
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -48,6 +49,9 @@
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "hawiya/v1/partner.grpc.pb.h"
+#include "matcher/eval.h"
+#include "matcher/gallery.h"
+#include "matcher/matcher.h"
 #include "matcher/synthetic.h"
 #include "services/enroll_json.h"
 #include "services/help.h"
@@ -173,6 +177,38 @@ ABSL_FLAG(std::string, keys, "",
           "receipt verify: the signing keys (a GetSigningKeysResponse in "
           "text format, as `admin signing-keys --out` writes it, or "
           "binary).");
+ABSL_FLAG(bool, generate, false,
+          "eval: draw the labelled set from the DESIGN.md model.");
+ABSL_FLAG(std::string, variant, "easy", "eval --generate: easy or hard.");
+ABSL_FLAG(double, noise, 0.8,
+          "eval --generate: capture noise s of the model (DESIGN.md: 0.8; "
+          "larger is harder).");
+ABSL_FLAG(uint64_t, identities, 10000, "eval --generate: enrolled identities.");
+ABSL_FLAG(uint64_t, mated, 1000,
+          "eval --generate: mated probes (genuine comparisons, mated "
+          "searches).");
+ABSL_FLAG(uint64_t, nonmated, 1000,
+          "eval --generate: non-mated probes (identities never enrolled).");
+ABSL_FLAG(uint64_t, impostors, 100,
+          "eval: impostor comparisons per mated probe.");
+ABSL_FLAG(std::string, set, "",
+          "eval: a labelled set file (lines 'E|P SUBJECT V1 ... Vd', see "
+          "docs/ACCURACY.md) instead of --generate.");
+ABSL_FLAG(std::string, out_dir, ".",
+          "eval: folder for the CSV files and the PNG / SVG plots.");
+ABSL_FLAG(std::string, prefix, "eval", "eval: file name prefix in --out_dir.");
+ABSL_FLAG(double, target_fmr, 1e-4,
+          "eval: verification FMR target (config accuracy_targets wins).");
+ABSL_FLAG(double, target_fpir, 1e-3,
+          "eval: identification FPIR target (config accuracy_targets wins).");
+ABSL_FLAG(uint32_t, max_rank, 10, "eval: candidate list length of searches.");
+ABSL_FLAG(std::string, index, "exact",
+          "eval: gallery index kind (exact, exact_sq8, hnsw, auto).");
+ABSL_FLAG(std::string, config, "",
+          "eval: server config (text format); its accuracy_targets and the "
+          "modality's dimension, threshold and index kind are used.");
+ABSL_FLAG(bool, plots, true,
+          "eval: write the CSV files and the PNG / SVG plots (gnuplot).");
 
 namespace {
 
@@ -256,6 +292,17 @@ constexpr char kUsage[] =
     "  receipt verify --receipt=FILE --keys=FILE\n"
     "            checks a receipt's signature offline against saved signing\n"
     "            keys and prints its payload; exit 0 valid, 1 not\n"
+    "  eval      (--generate [--variant=easy|hard] [--identities=N]\n"
+    "            [--mated=M] [--nonmated=K] [--seed=S] [--noise=0.8]\n"
+    "            | --set=FILE)\n"
+    "            [--modality=FACE] [--impostors=100] [--max_rank=10]\n"
+    "            [--index=exact] [--config=F] [--target_fmr=1e-4]\n"
+    "            [--target_fpir=1e-3] [--out_dir=.] [--prefix=eval]\n"
+    "            measures accuracy locally through the real matcher (no\n"
+    "            server): FMR/FNMR at thresholds, FPIR/FNIR at ranks, the\n"
+    "            thresholds meeting the targets and config lines to paste;\n"
+    "            writes CSVs and DET / FNIR-vs-FPIR plots (PNG, SVG; needs\n"
+    "            gnuplot). See docs/ACCURACY.md\n"
     "  dev-pki   --out=DIR\n"
     "            writes a development PKI (ca.pem, server.pem/.key, and\n"
     "            ROLE.pem/.key per role, URI SAN hawiya://dev/ROLE) into DIR,\n"
@@ -1575,6 +1622,243 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(
   return grpc::SslCredentials(options);
 }
 
+// --- eval -----------------------------------------------------------------
+
+int Eval() {
+  namespace m = hawiya::matcher;
+  v1::Modality modality;
+  if (!v1::Modality_Parse(absl::GetFlag(FLAGS_modality), &modality) ||
+      modality == v1::MODALITY_UNSPECIFIED) {
+    return Usage("eval: --modality must be FACE, FINGERPRINT or IRIS");
+  }
+  const bool generate = absl::GetFlag(FLAGS_generate);
+  if (generate == !absl::GetFlag(FLAGS_set).empty()) {
+    return Usage("eval: exactly one of --generate and --set=FILE");
+  }
+  const std::string variant = absl::GetFlag(FLAGS_variant);
+  if (variant != "easy" && variant != "hard") {
+    return Usage("eval: --variant must be easy or hard");
+  }
+  if (absl::GetFlag(FLAGS_max_rank) == 0 ||
+      absl::GetFlag(FLAGS_max_rank) > 100) {
+    return Usage("eval: --max_rank must be in [1, 100]");
+  }
+  m::ModalitySpec spec;
+  for (const m::ModalitySpec& s : m::DefaultModalities()) {
+    if (static_cast<int>(s.modality) == modality) spec = s;
+  }
+  absl::StatusOr<m::IndexKind> kind =
+      m::ParseIndexKind(absl::GetFlag(FLAGS_index));
+  if (!kind.ok())
+    return Usage(absl::StrCat("eval: --index: ", kind.status().message()));
+  spec.index.kind = *kind;
+  double target_fmr = absl::GetFlag(FLAGS_target_fmr);
+  double target_fpir = absl::GetFlag(FLAGS_target_fpir);
+  if (absl::GetFlag(FLAGS_dimension) > 0) {
+    spec.dimension = absl::GetFlag(FLAGS_dimension);
+  }
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_config));
+    std::stringstream text;
+    text << in.rdbuf();
+    hawiya::config::ServerConfig config;
+    if (!in ||
+        !google::protobuf::TextFormat::ParseFromString(text.str(), &config)) {
+      std::fprintf(stderr, "hawiya eval: cannot read config %s\n",
+                   absl::GetFlag(FLAGS_config).c_str());
+      return kExitInput;
+    }
+    for (const hawiya::config::ModalityConfig& mc : config.modalities()) {
+      if (mc.modality() != modality) continue;
+      if (mc.dimension() > 0) spec.dimension = static_cast<int>(mc.dimension());
+      if (mc.has_threshold()) spec.threshold = mc.threshold();
+      if (!mc.index().kind().empty()) {
+        kind = m::ParseIndexKind(mc.index().kind());
+        if (!kind.ok()) {
+          std::fprintf(stderr, "hawiya eval: config: index.kind: %s\n",
+                       std::string(kind.status().message()).c_str());
+          return kExitInput;
+        }
+        spec.index.kind = *kind;
+      }
+    }
+    if (config.accuracy_targets().verification_fmr() > 0) {
+      target_fmr = config.accuracy_targets().verification_fmr();
+    }
+    if (config.accuracy_targets().identification_fpir() > 0) {
+      target_fpir = config.accuracy_targets().identification_fpir();
+    }
+  }
+  if (!(target_fmr > 0 && target_fmr < 1) ||
+      !(target_fpir > 0 && target_fpir < 1)) {
+    return Usage("eval: targets must be in (0, 1)");
+  }
+
+  absl::StatusOr<m::EvalSet> set;
+  if (generate) {
+    m::GenerateOptions options;
+    options.identities = absl::GetFlag(FLAGS_identities);
+    options.mated_probes = absl::GetFlag(FLAGS_mated);
+    options.nonmated_probes = absl::GetFlag(FLAGS_nonmated);
+    options.seed = absl::GetFlag(FLAGS_seed);
+    options.hard = variant == "hard";
+    options.dimension = spec.dimension;
+    options.capture_noise = static_cast<float>(absl::GetFlag(FLAGS_noise));
+    set = m::GenerateSet(options);
+    if (!set.ok()) {
+      return Usage(absl::StrCat("eval: ", set.status().message()));
+    }
+  } else {
+    std::ifstream in(absl::GetFlag(FLAGS_set));
+    if (!in) {
+      std::fprintf(stderr, "hawiya eval: cannot open %s\n",
+                   absl::GetFlag(FLAGS_set).c_str());
+      return kExitInput;
+    }
+    set = m::ReadSet(in);
+    if (!set.ok()) {
+      std::fprintf(stderr, "hawiya eval: %s: %s\n",
+                   absl::GetFlag(FLAGS_set).c_str(),
+                   std::string(set.status().message()).c_str());
+      return kExitInput;
+    }
+    spec.dimension = set->dimension;
+  }
+
+  m::EvalOptions options;
+  options.matcher.modalities = {spec};
+  options.modality = spec.modality;
+  options.impostors_per_probe = absl::GetFlag(FLAGS_impostors);
+  options.seed = absl::GetFlag(FLAGS_seed) + 1;
+  options.max_rank = absl::GetFlag(FLAGS_max_rank);
+  const absl::Time start = absl::Now();
+  options.progress = [start](absl::string_view phase, size_t done,
+                             size_t total) {
+    if (total < 2000) return;
+    std::fprintf(stderr, "eval: %s %zu/%zu (%.0f s)\n",
+                 std::string(phase).c_str(), done, total,
+                 absl::ToDoubleSeconds(absl::Now() - start));
+  };
+  absl::StatusOr<m::EvalScores> scores = m::RunEval(*set, options);
+  if (!scores.ok()) {
+    std::fprintf(stderr, "hawiya eval: %s\n",
+                 std::string(scores.status().message()).c_str());
+    return kExitInput;
+  }
+
+  // The model's analytic expectations (easy variant, DESIGN.md): impostor
+  // cosines are those of independent random directions (about N(0, 1/d),
+  // exactly m::ModelImpostorTail), and for a gallery of N, FPIR(t) =
+  // 1 - (1 - FMR(t))^N.
+  const bool model = generate && variant == "easy";
+  const double n = static_cast<double>(scores->gallery_size);
+  auto model_fmr = [&](float t) {
+    return m::ModelImpostorTail(t, spec.dimension);
+  };
+  auto model_fpir = [&](float t) {
+    return -std::expm1(n * std::log1p(-model_fmr(t)));
+  };
+  const m::ImpostorStats impostor = m::ImpostorStatistics(*scores);
+  double genuine_mean = 0, genuine_sd = 0;
+  for (float g : scores->genuine) genuine_mean += g;
+  genuine_mean /= std::max<size_t>(1, scores->genuine.size());
+  for (float g : scores->genuine) {
+    genuine_sd += (g - genuine_mean) * (g - genuine_mean);
+  }
+  genuine_sd =
+      std::sqrt(genuine_sd / std::max<size_t>(1, scores->genuine.size()));
+  const float t_fmr = m::ThresholdForFmr(*scores, target_fmr);
+  const float t_fpir = m::ThresholdForFpir(*scores, target_fpir);
+  const size_t max_rank = scores->max_rank;
+
+  const std::string source =
+      generate ? absl::StrCat("generated ", variant, " seed ",
+                              absl::GetFlag(FLAGS_seed), " noise ",
+                              absl::GetFlag(FLAGS_noise))
+               : absl::GetFlag(FLAGS_set);
+  std::printf(
+      "hawiya eval: %s d=%d, %s, index %s, fusion %s\n",
+      std::string(m::ModalityName(spec.modality)).c_str(), spec.dimension,
+      source.c_str(), std::string(m::IndexKindName(spec.index.kind)).c_str(),
+      std::string(m::FusionRuleName(options.matcher.fusion.rule)).c_str());
+  std::printf("gallery %zu subjects; %zu mated and %zu non-mated searches\n",
+              scores->gallery_size, scores->mated.size(),
+              scores->nonmated_best.size());
+  std::printf(
+      "1:1 genuine %zu (mean %.4f, sd %.4f), impostor %zu (mean %.4f, sd "
+      "%.4f)\n\n",
+      scores->genuine.size(), genuine_mean, genuine_sd, scores->impostor.size(),
+      impostor.mean, impostor.std);
+  std::vector<float> thresholds = {0.10f, 0.15f, 0.20f, 0.25f, 0.30f,
+                                   0.35f, 0.40f, 0.45f, 0.50f};
+  thresholds.push_back(spec.threshold);
+  thresholds.push_back(t_fmr);
+  thresholds.push_back(t_fpir);
+  std::sort(thresholds.begin(), thresholds.end());
+  thresholds.erase(std::unique(thresholds.begin(), thresholds.end()),
+                   thresholds.end());
+  std::printf("%-10s %-11s %-11s %-11s %-11s %-11s %-11s%s\n", "threshold",
+              "FMR", "FNMR", "FPIR", "FNIR@1",
+              absl::StrCat("FNIR@", max_rank).c_str(),
+              model ? "FMR(model)" : "", model ? " FPIR(model)" : "");
+  for (float t : thresholds) {
+    std::printf("%-10.4f %-11.3g %-11.3g %-11.3g %-11.3g %-11.3g", t,
+                m::Fmr(*scores, t), m::Fnmr(*scores, t), m::Fpir(*scores, t),
+                m::Fnir(*scores, t, 1), m::Fnir(*scores, t, max_rank));
+    if (model) std::printf(" %-10.3g %-11.3g", model_fmr(t), model_fpir(t));
+    std::printf("%s\n", t == spec.threshold ? "  (configured)" : "");
+  }
+  std::printf(
+      "\nverification_fmr %g: threshold %.4f (FMR %.3g, FNMR %.3g on %zu "
+      "impostor / %zu genuine)\n",
+      target_fmr, t_fmr, m::Fmr(*scores, t_fmr), m::Fnmr(*scores, t_fmr),
+      scores->impostor.size(), scores->genuine.size());
+  if (target_fmr * static_cast<double>(scores->impostor.size()) < 10) {
+    std::printf(
+        "  (fewer than 10 impostor scores above it: raise --impostors or "
+        "--mated to resolve this target)\n");
+  }
+  std::printf(
+      "identification_fpir %g at gallery %zu: threshold %.4f (FPIR %.3g, "
+      "FNIR@1 %.3g on %zu non-mated / %zu mated)\n",
+      target_fpir, scores->gallery_size, t_fpir, m::Fpir(*scores, t_fpir),
+      m::Fnir(*scores, t_fpir, 1), scores->nonmated_best.size(),
+      scores->mated.size());
+  if (target_fpir * static_cast<double>(scores->nonmated_best.size()) < 10) {
+    std::printf(
+        "  (fewer than 10 non-mated searches above it: raise --nonmated to "
+        "resolve this target)\n");
+  }
+  const std::string name(m::ModalityName(spec.modality));
+  std::printf(
+      "\n# config lines (one threshold serves Verify and Identify: the "
+      "stricter of the two)\n"
+      "modalities { modality: %s threshold: %.4f }\n"
+      "fusion { impostor_stats { modality: %s mean: %.5f std: %.5f } }\n"
+      "accuracy_targets { verification_fmr: %g identification_fpir: %g }\n",
+      name.c_str(), std::max(t_fmr, t_fpir), name.c_str(), impostor.mean,
+      impostor.std, target_fmr, target_fpir);
+
+  if (absl::GetFlag(FLAGS_plots)) {
+    std::error_code error;
+    std::filesystem::create_directories(absl::GetFlag(FLAGS_out_dir), error);
+    const std::string title =
+        generate ? absl::StrCat(name, " synthetic ", variant,
+                                " s=", absl::GetFlag(FLAGS_noise), ", ",
+                                scores->gallery_size, " identities")
+                 : absl::StrCat(name, " ", absl::GetFlag(FLAGS_set));
+    const absl::Status written =
+        m::WriteCurves(*scores, absl::GetFlag(FLAGS_out_dir),
+                       absl::GetFlag(FLAGS_prefix), title);
+    if (!written.ok()) {
+      std::fprintf(stderr, "hawiya eval: %s\n",
+                   std::string(written.message()).c_str());
+      return kExitInput;
+    }
+  }
+  return 0;
+}
+
 int DevPki() {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return Usage("dev-pki: --out");
@@ -1621,6 +1905,7 @@ int main(int argc, char** argv) {
   if (command == "synth") return Synth();
   if (command == "synth-persons") return SynthPersons();
   if (command == "dev-pki") return DevPki();
+  if (command == "eval") return Eval();
   const std::map<std::string, int (*)(Client&)> calls = {
       {"enroll", Enroll},
       {"get", Get},

@@ -109,6 +109,11 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ": ", specs.status().message()));
   }
+  if (absl::StatusOr<matcher::FusionOptions> fusion = FusionOptions(config);
+      !fusion.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", fusion.status().message()));
+  }
   if (absl::StatusOr<AccessPolicy> access = AccessPolicy::FromConfig(config);
       !access.ok()) {
     return absl::InvalidArgumentError(
@@ -242,7 +247,69 @@ absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(
       return s;
     }
   }
+  for (int i = 0; i < config.fusion().impostor_stats_size(); ++i) {
+    const config::ImpostorStats& stats = config.fusion().impostor_stats(i);
+    const std::string field = absl::StrCat("fusion.impostor_stats[", i, "]");
+    matcher::ModalitySpec* spec = nullptr;
+    for (matcher::ModalitySpec& s : specs) {
+      if (static_cast<int>(s.modality) == stats.modality()) spec = &s;
+    }
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".modality: must be FACE, FINGERPRINT or IRIS"));
+    }
+    if (!std::isfinite(stats.mean()) || stats.mean() < -1.0f ||
+        stats.mean() > 1.0f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".mean: must be in [-1, 1]"));
+    }
+    if (!std::isfinite(stats.std()) || stats.std() < 0.0f ||
+        stats.std() > 2.0f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".std: must be in [0, 2]"));
+    }
+    spec->impostor_mean = stats.mean();
+    spec->impostor_std = stats.std();
+  }
   return specs;
+}
+
+absl::StatusOr<matcher::FusionOptions> FusionOptions(
+    const config::ServerConfig& config) {
+  matcher::FusionOptions fusion;
+  if (!config.fusion().rule().empty()) {
+    absl::StatusOr<matcher::FusionRule> rule =
+        matcher::ParseFusionRule(config.fusion().rule());
+    if (!rule.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fusion.rule: ", rule.status().message()));
+    }
+    fusion.rule = *rule;
+  }
+  if (config.fusion().has_fused_threshold()) {
+    if (!std::isfinite(config.fusion().fused_threshold())) {
+      return absl::InvalidArgumentError(
+          "fusion.fused_threshold: must be finite");
+    }
+    if (fusion.rule != matcher::FusionRule::kZScore) {
+      return absl::InvalidArgumentError(
+          "fusion.fused_threshold: only with rule \"zscore\"");
+    }
+    fusion.fused_threshold = config.fusion().fused_threshold();
+  }
+  const config::AccuracyTargets& targets = config.accuracy_targets();
+  if (targets.verification_fmr() < 0.0 || targets.verification_fmr() >= 1.0 ||
+      std::isnan(targets.verification_fmr())) {
+    return absl::InvalidArgumentError(
+        "accuracy_targets.verification_fmr: must be in [0, 1)");
+  }
+  if (targets.identification_fpir() < 0.0 ||
+      targets.identification_fpir() >= 1.0 ||
+      std::isnan(targets.identification_fpir())) {
+    return absl::InvalidArgumentError(
+        "accuracy_targets.identification_fpir: must be in [0, 1)");
+  }
+  return fusion;
 }
 
 }  // namespace hawiya::services

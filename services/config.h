@@ -38,8 +38,14 @@ absl::Status CheckDedup(const config::ServerConfig& config);
 // dedup message. REQUIRES: CheckDedup(config) is OK.
 enroll::DedupOptions DedupOptionsOf(const config::ServerConfig& config);
 
-// The modality specs: defaults overridden by the config's entries.
+// The modality specs: defaults overridden by the config's entries
+// (modalities, and fusion.impostor_stats for the z-score normalisation).
 absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(
+    const config::ServerConfig& config);
+
+// The fusion rule and threshold of config.fusion; INVALID_ARGUMENT naming
+// the field ("fusion.rule: ...").
+absl::StatusOr<matcher::FusionOptions> FusionOptions(
     const config::ServerConfig& config);
 
 }  // namespace hawiya::services

@@ -151,10 +151,14 @@ class ServerImpl final : public Server {
     absl::Status status;
     absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
         ModalitySpecs(options_.config);
+    absl::StatusOr<matcher::FusionOptions> fusion =
+        FusionOptions(options_.config);
+    if (specs.ok() && !fusion.ok()) specs = fusion.status();
     if (specs.ok()) {
       enroll::RegistryOptions registry_options;
       registry_options.data_dir = options_.data_dir;
       registry_options.modalities = *specs;
+      registry_options.fusion = *fusion;
       registry_options.snapshots = options_.snapshots;
       registry_options.key_file = options_.config.key_file();
       registry_options.audit_log = audit_log_;

@@ -1,0 +1,222 @@
+// Accuracy evaluation (matcher/eval.h) against the synthetic model's
+// analytic error rates, and thresholds carried over to held-out data.
+#include "matcher/eval.h"
+
+#include <cmath>
+#include <cstddef>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "matcher/matcher.h"
+
+namespace hawiya::matcher {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kDimension = 512;
+
+double NormalTail(double z) { return 0.5 * std::erfc(z / std::sqrt(2.0)); }
+
+// Binomial standard deviation of a rate p measured over n trials.
+double Sigma(double p, size_t n) {
+  return std::sqrt(p * (1 - p) / static_cast<double>(n));
+}
+
+EvalOptions Options(uint64_t seed) {
+  EvalOptions options;
+  options.matcher.modalities = {
+      ModalitySpec{Modality::kFace, kDimension, 0.40f, IndexOptions()}};
+  options.impostors_per_probe = 200;
+  options.seed = seed;
+  options.max_rank = 10;
+  return options;
+}
+
+EvalScores Evaluate(const GenerateOptions& generate, uint64_t seed) {
+  absl::StatusOr<EvalSet> set = GenerateSet(generate);
+  EXPECT_TRUE(set.ok()) << set.status();
+  if (!set.ok()) return {};
+  absl::StatusOr<EvalScores> scores = RunEval(*set, Options(seed));
+  EXPECT_TRUE(scores.ok()) << scores.status();
+  return scores.ok() ? *std::move(scores) : EvalScores();
+}
+
+// DESIGN.md model, easy variant, d = 512, s = 0.8:
+//   impostor cosine ~ N(0, 1/d) (two independent isotropic directions), so
+//   FMR(t) = P(Z >= t sqrt(d)) and FPIR(t) = 1 - (1 - FMR(t))^N;
+//   genuine cosine ~ N(1 / (1 + s^2), sd) with, to first order,
+//   (sd / mean)^2 = (2 s^2 (s^2/(1+s^2))^2 + s^4 + s^4/(1+s^2)^2) / d.
+TEST(EvalTest, EasyVariantMatchesTheAnalyticModel) {
+  GenerateOptions generate;
+  generate.identities = 2000;
+  generate.mated_probes = 600;
+  generate.nonmated_probes = 600;
+  generate.seed = 7;
+  const EvalScores scores = Evaluate(generate, 8);
+  ASSERT_EQ(scores.genuine.size(), 600u);
+  ASSERT_EQ(scores.impostor.size(), 600u * 200);
+  ASSERT_EQ(scores.nonmated_best.size(), 600u);
+  ASSERT_EQ(scores.gallery_size, 2000u);
+
+  const double sqrt_d = std::sqrt(static_cast<double>(kDimension));
+  const ImpostorStats impostor = ImpostorStatistics(scores);
+  EXPECT_NEAR(impostor.mean, 0.0, 0.001);
+  EXPECT_NEAR(impostor.std, 1 / sqrt_d, 0.03 / sqrt_d);
+
+  const double s2 = 0.64, d0 = 1 + s2;
+  const double genuine_mean = 1 / d0;
+  const double genuine_sd =
+      genuine_mean * std::sqrt((2 * s2 * (s2 / d0) * (s2 / d0) + s2 * s2 +
+                                s2 * s2 / (d0 * d0)) /
+                               kDimension);
+  double mean = 0, var = 0;
+  for (float g : scores.genuine) mean += g;
+  mean /= scores.genuine.size();
+  for (float g : scores.genuine) var += (g - mean) * (g - mean);
+  const double sd = std::sqrt(var / scores.genuine.size());
+  EXPECT_NEAR(mean, genuine_mean, 0.004);
+  EXPECT_NEAR(sd, genuine_sd, 0.15 * genuine_sd);
+
+  // FMR at thresholds spanning 1e-2 .. 1e-4 (4 binomial sigmas; impostor
+  // comparisons share probes, which the margin absorbs).
+  for (float t : {0.08f, 0.10f, 0.13f, 0.16f}) {
+    const double expected = NormalTail(t * sqrt_d);
+    EXPECT_NEAR(Fmr(scores, t), expected,
+                4 * Sigma(expected, scores.impostor.size()) + 1e-5)
+        << "t = " << t;
+  }
+  // FNMR around the genuine mean.
+  for (float t : {0.57f, 0.60f, 0.63f}) {
+    const double expected = 1 - NormalTail((t - genuine_mean) / genuine_sd);
+    EXPECT_NEAR(Fnmr(scores, t), expected,
+                4 * Sigma(expected, scores.genuine.size()) + 0.02)
+        << "t = " << t;
+  }
+  // The exact impostor tail agrees with the normal one where the normal
+  // approximation holds, and the measured FMR follows it.
+  EXPECT_NEAR(ModelImpostorTail(0.10, kDimension), NormalTail(0.10 * sqrt_d),
+              0.01 * NormalTail(0.10 * sqrt_d));
+  EXPECT_NEAR(ModelImpostorTail(0.2, kDimension), 2.4968e-6, 5e-9);
+  EXPECT_NEAR(ModelImpostorTail(0.0, kDimension), 0.5, 1e-9);
+  for (float t : {0.10f, 0.13f}) {
+    const double expected = ModelImpostorTail(t, kDimension);
+    EXPECT_NEAR(Fmr(scores, t), expected,
+                4 * Sigma(expected, scores.impostor.size()))
+        << "t = " << t;
+  }
+  // 1:N: FPIR of a 2000-subject gallery, where it moves fastest.
+  for (float t : {0.14f, 0.16f, 0.18f}) {
+    const double p = ModelImpostorTail(t, kDimension);
+    const double expected = 1 - std::pow(1 - p, 2000.0);
+    EXPECT_NEAR(Fpir(scores, t), expected,
+                4 * Sigma(expected, scores.nonmated_best.size()) + 0.01)
+        << "t = " << t;
+  }
+  // Genuine scores sit ~9 sd above 0.40: every mate is found at rank 1.
+  EXPECT_EQ(Fnir(scores, 0.40f, 1), 0.0);
+  EXPECT_EQ(Fnir(scores, 0.40f, 10), 0.0);
+  // Far above the genuine mean nothing is found, whatever the rank.
+  EXPECT_EQ(Fnir(scores, 0.80f, 10), 1.0);
+}
+
+// Look-alikes (hard variant) score ~0.19 against each other, so at the same
+// threshold non-mated searches find far more false candidates.
+TEST(EvalTest, HardVariantRaisesFalsePositiveIdentification) {
+  GenerateOptions generate;
+  generate.identities = 1000;
+  generate.mated_probes = 200;
+  generate.nonmated_probes = 300;
+  generate.seed = 9;
+  const EvalScores easy = Evaluate(generate, 10);
+  generate.hard = true;
+  const EvalScores hard = Evaluate(generate, 10);
+  EXPECT_LT(Fpir(easy, 0.2f), 0.1);
+  EXPECT_GT(Fpir(hard, 0.2f), 0.4);
+  // Still far below the genuine scores: rank-1 identification holds.
+  EXPECT_LT(Fnir(hard, 0.40f, 1), 0.02);
+}
+
+// Thresholds computed on one seed meet their targets on another (within the
+// binomial uncertainty of both estimates), and are not needlessly strict.
+TEST(EvalTest, ThresholdsMeetTheirTargetsOnAHeldOutSet) {
+  constexpr double kTargetFmr = 1e-3;
+  constexpr double kTargetFpir = 0.05;
+  GenerateOptions generate;
+  generate.identities = 1000;
+  generate.mated_probes = 500;
+  generate.nonmated_probes = 3000;
+  generate.seed = 11;
+  const EvalScores tuning = Evaluate(generate, 12);
+  generate.seed = 13;
+  const EvalScores held_out = Evaluate(generate, 14);
+  ASSERT_EQ(tuning.impostor.size(), 100000u);
+
+  const float t_fmr = ThresholdForFmr(tuning, kTargetFmr);
+  EXPECT_LE(Fmr(tuning, t_fmr), kTargetFmr);
+  const double fmr_margin =
+      4 * std::sqrt(2.0) * Sigma(kTargetFmr, held_out.impostor.size());
+  EXPECT_NEAR(Fmr(held_out, t_fmr), kTargetFmr, fmr_margin);
+
+  const float t_fpir = ThresholdForFpir(tuning, kTargetFpir);
+  EXPECT_LE(Fpir(tuning, t_fpir), kTargetFpir);
+  const double fpir_margin =
+      4 * std::sqrt(2.0) * Sigma(kTargetFpir, held_out.nonmated_best.size());
+  EXPECT_NEAR(Fpir(held_out, t_fpir), kTargetFpir, fpir_margin);
+  // A 1:N threshold for a gallery of 1000 is stricter than a 1:1 one.
+  EXPECT_GT(t_fpir, t_fmr);
+}
+
+TEST(EvalTest, ThresholdIsTheLowestMeetingTheTarget) {
+  EvalScores scores;
+  scores.impostor = {0.1f, 0.5f, 0.2f, 0.4f, 0.3f,
+                     0.0f, 0.6f, 0.7f, 0.8f, 0.9f};
+  // 20% may match: the two highest (0.8, 0.9), not 0.7.
+  const float t = ThresholdForFmr(scores, 0.2);
+  EXPECT_GT(t, 0.7f);
+  EXPECT_LE(t, 0.8f);
+  EXPECT_DOUBLE_EQ(Fmr(scores, t), 0.2);
+  // Below one comparison in ten: above every score.
+  EXPECT_GT(ThresholdForFmr(scores, 0.01), 0.9f);
+  EXPECT_DOUBLE_EQ(Fmr(scores, ThresholdForFmr(scores, 0.01)), 0.0);
+  // Everything may match: the lowest score.
+  EXPECT_EQ(ThresholdForFmr(scores, 1.0), 0.0f);
+}
+
+TEST(EvalTest, SetFileRoundTripsAndNamesBadLines) {
+  GenerateOptions generate;
+  generate.identities = 20;
+  generate.mated_probes = 5;
+  generate.nonmated_probes = 4;
+  generate.dimension = 8;
+  absl::StatusOr<EvalSet> set = GenerateSet(generate);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->enrolled.size(), 20u);
+  EXPECT_EQ(set->probes.size(), 9u);
+  std::stringstream text;
+  WriteSet(*set, text);
+  absl::StatusOr<EvalSet> read = ReadSet(text);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->probes.size(), set->probes.size());
+  EXPECT_EQ(read->dimension, 8);
+  EXPECT_EQ(read->probes[3].subject, set->probes[3].subject);
+  EXPECT_NEAR(read->probes[3].vector[2], set->probes[3].vector[2], 1e-7);
+
+  std::stringstream bad("# header\nE a 1 2 3\nP b 1 2\n");
+  absl::Status status = ReadSet(bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("line 3: dimension 2"));
+  std::stringstream word("E a 1 x 3\n");
+  EXPECT_THAT(ReadSet(word).status().message(), HasSubstr("line 1"));
+  generate.mated_probes = 21;
+  EXPECT_THAT(GenerateSet(generate).status().message(),
+              HasSubstr("mated_probes"));
+}
+
+}  // namespace
+}  // namespace hawiya::matcher

@@ -1,0 +1,172 @@
+// The fusion and accuracy_targets sections of the server config
+// (config.proto fields 100-101), and the z-score fusion through a running
+// server.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hawiya/v1/enrollment.grpc.pb.h"
+#include "hawiya/v1/match.grpc.pb.h"
+#include "matcher/matcher.h"
+#include "matcher/synthetic.h"
+#include "services/config.h"
+#include "services/synthetic_requests.h"
+#include "tests/testing/fixtures.h"
+#include "tests/testing/server_process.h"
+
+namespace hawiya::services {
+namespace {
+
+using ::hawiya::testing::Ctx;
+using ::hawiya::testing::NewTempDir;
+using ::hawiya::testing::ServerProcess;
+using ::testing::HasSubstr;
+
+// The commented zscore example in deploy/hawiya.textproto.
+std::string ZScoreExample() {
+  std::ifstream example(std::string(HAWIYA_SOURCE_DIR) +
+                        "/deploy/hawiya.textproto");
+  std::string text;
+  for (std::string line; std::getline(example, line);) {
+    if (absl::StartsWith(line, "#   fusion")) text += line.substr(4) + "\n";
+  }
+  return text;
+}
+
+absl::StatusOr<config::ServerConfig> Load(const std::string& dir,
+                                          const std::string& text) {
+  const std::string path = dir + "/config.textproto";
+  std::ofstream(path, std::ios::trunc) << text;
+  return LoadConfig(path);
+}
+
+TEST(FusionConfigTest, ExampleAndDefaultsLoad) {
+  const std::string dir = NewTempDir("hawiya-fusion-config");
+  const std::string example = ZScoreExample();
+  ASSERT_FALSE(example.empty());
+  absl::StatusOr<config::ServerConfig> config = Load(dir, example);
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<matcher::FusionOptions> fusion = FusionOptions(*config);
+  ASSERT_TRUE(fusion.ok()) << fusion.status();
+  EXPECT_EQ(fusion->rule, matcher::FusionRule::kZScore);
+  EXPECT_EQ(fusion->fused_threshold, 9.0f);
+  absl::StatusOr<std::vector<matcher::ModalitySpec>> specs =
+      ModalitySpecs(*config);
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  for (const matcher::ModalitySpec& spec : *specs) {
+    if (spec.modality == matcher::Modality::kFingerprint) {
+      EXPECT_FLOAT_EQ(spec.impostor_std, 0.0625f);
+    }
+    if (spec.modality == matcher::Modality::kIris) {
+      EXPECT_EQ(spec.impostor_std, 0.0f);  // not listed: 1/sqrt(d)
+    }
+  }
+  // The whole example file (fusion "mean", targets 1e-4 / 1e-3) loads.
+  config =
+      LoadConfig(std::string(HAWIYA_SOURCE_DIR) + "/deploy/hawiya.textproto");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_DOUBLE_EQ(config->accuracy_targets().verification_fmr(), 1e-4);
+  EXPECT_DOUBLE_EQ(config->accuracy_targets().identification_fpir(), 1e-3);
+  EXPECT_EQ(FusionOptions(*config)->rule, matcher::FusionRule::kMean);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FusionConfigTest, BadEntriesAreNamed) {
+  const std::string dir = NewTempDir("hawiya-fusion-bad");
+  const struct {
+    const char* text;
+    const char* error;
+  } cases[] = {
+      {"fusion { rule: \"max\" }", "fusion.rule: "},
+      {"fusion { fused_threshold: 3 }", "fusion.fused_threshold: only"},
+      {"fusion { impostor_stats { modality: FACE std: -1 } }",
+       "fusion.impostor_stats[0].std"},
+      {"fusion { impostor_stats { mean: 0.1 } }",
+       "fusion.impostor_stats[0].modality"},
+      {"accuracy_targets { verification_fmr: 2 }",
+       "accuracy_targets.verification_fmr"},
+      {"accuracy_targets { identification_fpir: -0.1 }",
+       "accuracy_targets.identification_fpir"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<config::ServerConfig> config = Load(dir, c.text);
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.text;
+    EXPECT_THAT(config.status().message(), HasSubstr(c.error)) << c.text;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A server configured for z-score fusion answers Verify and Identify on the
+// z scale (face alone: cosine * sqrt(512)) and still decides as the 0.40
+// cosine threshold does.
+TEST(FusionConfigTest, ServerReportsZScores) {
+  const std::string dir = NewTempDir("hawiya-fusion-server");
+  const std::string config_path = dir + "/config.textproto";
+  std::ofstream(config_path) << "fusion { rule: \"zscore\" }\n";
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data",
+                           {"--config=" + config_path, "--shutdown_grace=1s"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = (*server)->NewChannel();
+  auto enrollment = v1::EnrollmentService::NewStub(channel);
+  auto match = v1::MatchService::NewStub(channel);
+  const matcher::SyntheticModel model{matcher::SyntheticOptions{}};
+  v1::EnrollResponse enrolled;
+  ASSERT_TRUE(enrollment
+                  ->Enroll(Ctx().get(),
+                           ::hawiya::testing::MakeEnrollRequest(model, 3),
+                           &enrolled)
+                  .ok());
+  const double sqrt_d = std::sqrt(512.0);
+  v1::VerifyRequest request;
+  request.set_subject_id(enrolled.person().subject_id());
+  *request.add_probes() = SyntheticFaceTemplate(model, 3, 1);
+  v1::VerifyResponse genuine;
+  ASSERT_TRUE(match->Verify(Ctx().get(), request, &genuine).ok());
+  ASSERT_EQ(genuine.modality_scores_size(), 1);
+  const float cosine = genuine.modality_scores(0).score();
+  EXPECT_NEAR(cosine, 0.61, 0.1);
+  EXPECT_NEAR(genuine.modality_scores(0).normalized_score(), cosine * sqrt_d,
+              1e-3);
+  EXPECT_NEAR(genuine.score(), cosine * sqrt_d, 1e-3);
+  EXPECT_NEAR(genuine.threshold(), 0.40 * sqrt_d, 1e-3);
+  EXPECT_TRUE(genuine.match());
+
+  *request.mutable_probes(0) = SyntheticFaceTemplate(model, 4, 1);
+  v1::VerifyResponse impostor;
+  ASSERT_TRUE(match->Verify(Ctx().get(), request, &impostor).ok());
+  EXPECT_FALSE(impostor.match());
+  EXPECT_LT(impostor.score(), 4.0);  // an impostor's z: ~N(0, 1)
+
+  v1::IdentifyRequest identify;
+  *identify.add_probes() = SyntheticFaceTemplate(model, 3, 1);
+  v1::IdentifyResponse found;
+  ASSERT_TRUE(match->Identify(Ctx().get(), identify, &found).ok());
+  ASSERT_EQ(found.candidates_size(), 1);
+  EXPECT_NEAR(found.candidates(0).score(), genuine.score(), 1e-4);
+  EXPECT_NEAR(found.candidates(0).modality_scores(0).normalized_score(),
+              genuine.score(), 1e-4);
+  EXPECT_NEAR(found.threshold(), 0.40 * sqrt_d, 1e-3);
+  // min_score is on the z scale too: beyond the cosine range, accepted.
+  identify.set_min_score(5.0f);
+  ASSERT_TRUE(match->Identify(Ctx().get(), identify, &found).ok());
+  EXPECT_EQ(found.candidates_size(), 1);
+  identify.set_min_score(30.0f);
+  ASSERT_TRUE(match->Identify(Ctx().get(), identify, &found).ok());
+  EXPECT_EQ(found.candidates_size(), 0);
+  server->reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hawiya::services
