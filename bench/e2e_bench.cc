@@ -108,7 +108,16 @@ ABSL_FLAG(absl::Duration, enroll_time_limit, absl::ZeroDuration(),
           "so far (0 = no limit).");
 ABSL_FLAG(std::vector<std::string>, server_args, {},
           "Extra hawiya-server flags, comma-separated (e.g. "
-          "--server_args=--config=bench/hnsw.textproto).");
+          "--server_args=--config=bench/hnsw.textproto). Without a --config "
+          "the server runs with deduplication off (see --dedup).");
+ABSL_FLAG(bool, dedup, false,
+          "Deduplicate each enrollment (the server's default). Off by default "
+          "here: synthetic persons share one name and repeat their date of "
+          "birth, so the demographic check would hold most of them for "
+          "adjudication, out of the gallery being timed; the dedup cost is "
+          "measured apart (docs/PERFORMANCE.md, \"Dedup cost\"). Only used "
+          "when --server_args has no --config (a bench config sets dedup "
+          "itself).");
 ABSL_FLAG(std::vector<std::string>, identify_clients,
           std::vector<std::string>({"1", "4", "16"}),
           "Concurrent Identify clients for the throughput columns (each with "
@@ -658,7 +667,15 @@ SizeResult RunSize(uint64_t n, const std::string& work_dir) {
     return result;
   }
   const std::string binary = absl::GetFlag(FLAGS_server_binary);
-  const std::vector<std::string> server_args = absl::GetFlag(FLAGS_server_args);
+  std::vector<std::string> server_args = absl::GetFlag(FLAGS_server_args);
+  const bool has_config = std::any_of(
+      server_args.begin(), server_args.end(),
+      [](const std::string& arg) { return absl::StartsWith(arg, "--config"); });
+  if (!has_config && !absl::GetFlag(FLAGS_dedup)) {
+    const std::string config = data_dir + ".bench.textproto";
+    std::ofstream(config, std::ios::trunc) << "dedup { enabled: false }\n";
+    server_args.push_back("--config=" + config);
+  }
   std::fprintf(stderr, "[N=%llu] starting %s --data_dir=%s\n",
                static_cast<unsigned long long>(n), binary.c_str(),
                data_dir.c_str());
