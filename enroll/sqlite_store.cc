@@ -1075,8 +1075,8 @@ class SqliteStore final : public Store {
       HAWIYA_STORE_ASSIGN_OR_RETURN(
           Statement select,
           connection_->Prepare(
-              "SELECT t.template_id, t.subject_id, t.modality, t.position, "
-              "t.quality, t.algorithm, t.vector, t.key_version "
+              "SELECT t.template_id, t.modality, t.position, t.quality, "
+              "t.algorithm, t.vector, t.key_version, t.subject_id "
               "FROM templates t "
               "JOIN persons p ON p.subject_id = t.subject_id "
               "WHERE p.state = ?1 ORDER BY t.template_id"));
@@ -1084,17 +1084,8 @@ class SqliteStore final : public Store {
       while (true) {
         HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
         if (!row) break;
-        TemplateRecord record;
-        record.template_id = select.Int(0);
-        record.subject_id = select.Text(1);
-        record.tmpl.set_modality(
-            static_cast<hawiya::v1::Modality>(select.Int(2)));
-        record.tmpl.set_position(static_cast<uint32_t>(select.Int(3)));
-        record.tmpl.set_quality(static_cast<uint32_t>(select.Int(4)));
-        record.tmpl.set_algorithm(select.Text(5));
-        HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
-            record.template_id, record.subject_id, select.Int(2), select.Int(3),
-            select.Int(7), select.Blob(6), record.tmpl.mutable_vector()));
+        HAWIYA_STORE_ASSIGN_OR_RETURN(TemplateRecord record,
+                                      TemplateOfRow(select, select.Text(7)));
         HAWIYA_STORE_RETURN_IF_ERROR(fn(std::move(record)));
       }
     }
@@ -1232,17 +1223,8 @@ class SqliteStore final : public Store {
       while (true) {
         HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
         if (!row) break;
-        TemplateRecord record;
-        record.template_id = select.Int(0);
-        record.subject_id = subject_id;
-        record.tmpl.set_modality(
-            static_cast<hawiya::v1::Modality>(select.Int(1)));
-        record.tmpl.set_position(static_cast<uint32_t>(select.Int(2)));
-        record.tmpl.set_quality(static_cast<uint32_t>(select.Int(3)));
-        record.tmpl.set_algorithm(select.Text(4));
-        HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
-            record.template_id, subject_id, select.Int(1), select.Int(2),
-            select.Int(6), select.Blob(5), record.tmpl.mutable_vector()));
+        HAWIYA_STORE_ASSIGN_OR_RETURN(TemplateRecord record,
+                                      TemplateOfRow(select, subject_id));
         records.push_back(std::move(record));
       }
     }
@@ -2540,6 +2522,24 @@ class SqliteStore final : public Store {
     return update.Run();
   }
 
+  // The template of a row selected as (template_id, modality, position,
+  // quality, algorithm, vector, key_version, ...), its vector opened.
+  absl::StatusOr<TemplateRecord> TemplateOfRow(Statement& row,
+                                               std::string subject_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    TemplateRecord record;
+    record.template_id = row.Int(0);
+    record.subject_id = std::move(subject_id);
+    record.tmpl.set_modality(static_cast<hawiya::v1::Modality>(row.Int(1)));
+    record.tmpl.set_position(static_cast<uint32_t>(row.Int(2)));
+    record.tmpl.set_quality(static_cast<uint32_t>(row.Int(3)));
+    record.tmpl.set_algorithm(row.Text(4));
+    HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
+        record.template_id, record.subject_id, row.Int(1), row.Int(2),
+        row.Int(6), row.Blob(5), record.tmpl.mutable_vector()));
+    return record;
+  }
+
   // Appends the subject's templates (any state), opened, in template_id
   // order.
   absl::Status ReadTemplates(const std::string& subject_id,
@@ -2555,17 +2555,8 @@ class SqliteStore final : public Store {
     while (true) {
       HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
-      TemplateRecord record;
-      record.template_id = select.Int(0);
-      record.subject_id = subject_id;
-      record.tmpl.set_modality(
-          static_cast<hawiya::v1::Modality>(select.Int(1)));
-      record.tmpl.set_position(static_cast<uint32_t>(select.Int(2)));
-      record.tmpl.set_quality(static_cast<uint32_t>(select.Int(3)));
-      record.tmpl.set_algorithm(select.Text(4));
-      HAWIYA_STORE_RETURN_IF_ERROR(OpenVector(
-          record.template_id, subject_id, select.Int(1), select.Int(2),
-          select.Int(6), select.Blob(5), record.tmpl.mutable_vector()));
+      HAWIYA_STORE_ASSIGN_OR_RETURN(TemplateRecord record,
+                                    TemplateOfRow(select, subject_id));
       records->push_back(std::move(record));
     }
     return absl::OkStatus();
