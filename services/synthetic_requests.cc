@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
 
 namespace hawiya::services {
 
@@ -15,9 +16,17 @@ v1::Person SyntheticPerson(uint64_t n) {
   person.mutable_name_ar()->set_family("الصباح");
   person.mutable_name_latin()->set_given("Mohammed");
   person.mutable_name_latin()->set_family("Al-Sabah");
-  person.mutable_date_of_birth()->set_year(1980 + static_cast<int>(n % 40));
-  person.mutable_date_of_birth()->set_month(1 + static_cast<int>(n % 12));
-  person.mutable_date_of_birth()->set_day(1 + static_cast<int>(n % 28));
+  // Everyone shares one name, so the dates of birth differ: distinct for
+  // the first kBirthDays persons (7919 is prime, so n -> 7919 n mod
+  // kBirthDays is one-to-one there), else the demographic dedup check would
+  // hold namesakes born the same day for adjudication.
+  constexpr uint64_t kBirthDays = 18250;  // 1955-01-01 to 2004-12-20
+  const absl::CivilDay born =
+      absl::CivilDay(1955, 1, 1) +
+      static_cast<absl::civil_diff_t>(n * 7919 % kBirthDays);
+  person.mutable_date_of_birth()->set_year(static_cast<int>(born.year()));
+  person.mutable_date_of_birth()->set_month(born.month());
+  person.mutable_date_of_birth()->set_day(born.day());
   person.set_place_of_birth("Kuwait City");
   person.set_sex(n % 2 == 0 ? v1::FEMALE : v1::MALE);
   person.set_nationality("KWT");
