@@ -1349,8 +1349,7 @@ absl::StatusOr<v1::EnrollResponse> Registry::Enroll(
   audit.event.national_id = NationalIdResource(
       request.person().issuing_country(), request.person().national_id());
   absl::StatusOr<v1::EnrollResponse> response = DoEnroll(request, &audit);
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
@@ -1359,8 +1358,7 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::BatchEnroll(
   AuditWrite audit = NewAudit(actor);
   absl::StatusOr<v1::BatchEnrollResponse> response =
       DoBatchEnroll(requests, cancelled, &audit);
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::Person> Registry::GetPerson(
@@ -1411,8 +1409,7 @@ absl::StatusOr<v1::ListPersonsResponse> Registry::ListPersons(
       audit.event.subject_ids.push_back(person.subject_id());
     }
   }
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::VerifyResponse> Registry::Verify(
@@ -1423,8 +1420,7 @@ absl::StatusOr<v1::VerifyResponse> Registry::Verify(
       NationalIdResource(request.issuing_country(), request.national_id());
   absl::StatusOr<v1::VerifyResponse> response = DoVerify(request);
   if (response.ok()) audit.event.subject_id = response->subject_id();
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
@@ -1436,16 +1432,14 @@ absl::StatusOr<v1::IdentifyResponse> Registry::Identify(
       audit.event.subject_ids.push_back(candidate.subject_id());
     }
   }
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::GetStatsResponse> Registry::GetStats(
     const AuditActor& actor) {
   AuditWrite audit = NewAudit(actor);
   absl::StatusOr<v1::GetStatsResponse> response = DoGetStats();
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::RotateKeyResponse> Registry::RotateKey(
@@ -1454,8 +1448,7 @@ absl::StatusOr<v1::RotateKeyResponse> Registry::RotateKey(
   AuditWrite audit = NewAudit(actor);
   absl::StatusOr<v1::RotateKeyResponse> response =
       DoRotateKey(request, std::move(cancelled));
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::ListAuditRecordsResponse> Registry::ListAuditRecords(
@@ -1463,8 +1456,7 @@ absl::StatusOr<v1::ListAuditRecordsResponse> Registry::ListAuditRecords(
   AuditWrite audit = NewAudit(actor);
   absl::StatusOr<v1::ListAuditRecordsResponse> response =
       DoListAuditRecords(request);
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::VerifyAuditLogResponse> Registry::VerifyAuditLog(
@@ -1472,8 +1464,7 @@ absl::StatusOr<v1::VerifyAuditLogResponse> Registry::VerifyAuditLog(
   AuditWrite audit = NewAudit(actor);
   absl::StatusOr<v1::VerifyAuditLogResponse> response =
       DoVerifyAuditLog(request);
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
@@ -1758,8 +1749,7 @@ absl::StatusOr<v1::ListCasesResponse> Registry::ListCases(
       audit.event.subject_ids.push_back(c.person().subject_id());
     }
   }
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::Case> Registry::GetCase(const v1::GetCaseRequest& request,
@@ -1775,8 +1765,7 @@ absl::StatusOr<v1::Case> Registry::GetCase(const v1::GetCaseRequest& request,
       audit.event.subject_ids.push_back(c.candidate().subject_id());
     }
   }
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::Case> Registry::DecideCase(
@@ -1784,8 +1773,7 @@ absl::StatusOr<v1::Case> Registry::DecideCase(
   AuditWrite audit = NewAudit(actor);
   audit.event.request_id = Clip(request.request_id());
   absl::StatusOr<v1::Case> response = DoDecideCase(request, &audit);
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 // PartnerService and receipt signing keys.
@@ -1951,8 +1939,7 @@ absl::StatusOr<v1::VerifyCivilStatusResponse> Registry::VerifyCivilStatus(
     if (!used.ok()) return used.status();
     return AnswerPartner(request, **policy, actor.principal, &audit.event);
   }();
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::VerifyCivilStatusBatchResponse>
@@ -2029,8 +2016,7 @@ absl::StatusOr<v1::GetSigningKeysResponse> Registry::GetSigningKeys(
     }
     return out;
   }();
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 absl::StatusOr<v1::RotateSigningKeyResponse> Registry::RotateSigningKey(
@@ -2054,8 +2040,7 @@ absl::StatusOr<v1::RotateSigningKeyResponse> Registry::RotateSigningKey(
     *out.mutable_key() = PublicKeyOf(signing_key_);
     return out;
   }();
-  if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
-  return response;
+  return Audited(std::move(response), audit);
 }
 
 }  // namespace hawiya::enroll

@@ -292,6 +292,13 @@ class Registry {
   // with the write, appends it with the call's outcome through the audit
   // log. A request whose record cannot be written fails.
   absl::Status Audit(const absl::Status& outcome, AuditWrite& audit);
+  // Audit(response.status(), audit), then `response`, or the audit's error
+  // if the record could not be written.
+  template <typename T>
+  absl::StatusOr<T> Audited(absl::StatusOr<T> response, AuditWrite& audit) {
+    if (absl::Status s = Audit(response.status(), audit); !s.ok()) return s;
+    return response;
+  }
 
   absl::Status LoadGalleries();
   // Loads the current receipt signing key, creating the first one if the
