@@ -1297,6 +1297,11 @@ absl::StatusOr<v1::GetStatsResponse> Registry::DoGetStats() {
     gallery->set_templates(static_cast<int64_t>(info.templates));
     gallery->set_index_kind(info.index_kind);
     gallery->set_threshold(info.spec.threshold);
+    gallery->set_impostor_mean(info.impostor.mean);
+    gallery->set_impostor_std(info.impostor.std);
+    gallery->set_impostor_scores(static_cast<int64_t>(info.impostor.scores));
+    gallery->set_impostor_source(
+        std::string(matcher::ImpostorSourceName(info.impostor.source)));
   }
   return response;
 }

@@ -22,6 +22,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "matcher/gallery.h"
+#include "matcher/gallery_common.h"
+#include "matcher/impostor_stats.h"
 
 namespace hawiya::matcher {
 namespace {
@@ -73,6 +75,7 @@ class MatcherImpl final : public Matcher {
       absl::Span<const Probe> probes,
       const IdentifyOptions& options) const override;
   float FusedThreshold(absl::Span<const Probe> probes) const override;
+  ImpostorEstimate ImpostorStatsOf(Modality modality) const override;
   const ModalitySpec* spec(Modality modality) const override;
   const FusionOptions& fusion() const override { return fusion_; }
   std::vector<GalleryInfo> Info() const override;
@@ -97,7 +100,15 @@ class MatcherImpl final : public Matcher {
 
   // Fuses per-modality scores (all of one subject) into match->score and
   // match->threshold by fusion_.rule; see matcher.h.
-  void Fuse(Match* match) const;
+  void Fuse(Match* match) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  // Drops the subject from every impostor reservoir (its past scores stay).
+  void RemoveFromReservoirs(absl::string_view subject_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // ImpostorStatsOf, for a configured modality.
+  ImpostorEstimate ImpostorStatsLocked(Modality modality) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   // Written only by Init, so read without a lock.
   std::array<std::optional<ModalitySpec>, kAllModalities.size()> specs_;
@@ -110,7 +121,19 @@ class MatcherImpl final : public Matcher {
   // The pointers are fixed by Init; mu_ guards the galleries' joint state.
   std::array<std::unique_ptr<Gallery>, kAllModalities.size()> galleries_
       ABSL_GUARDED_BY(mu_);
+  // Each configured gallery's own impostor estimate, fed by Put: one lock
+  // with the galleries, so a search sees statistics consistent with the
+  // galleries it scores against, and the same ones for every candidate.
+  std::array<std::optional<ImpostorEstimator>, kAllModalities.size()> impostors_
+      ABSL_GUARDED_BY(mu_);
 };
+
+// Per modality, so that two modalities' reservoirs draw different pairs.
+ImpostorEstimator::Options EstimatorOptions(Modality modality) {
+  ImpostorEstimator::Options options;
+  options.seed ^= static_cast<uint64_t>(modality);
+  return options;
+}
 
 absl::Status MatcherImpl::Init(const MatcherOptions& options,
                                SnapshotReader* in) {
@@ -125,6 +148,10 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options,
   if (std::isinf(options.fusion.fused_threshold)) {
     return absl::InvalidArgumentError(
         "fusion.fused_threshold: must be finite (or NaN: derived)");
+  }
+  if (options.fusion.impostor_min_scores == 0) {
+    return absl::InvalidArgumentError(
+        "fusion.impostor_min_scores: must be positive");
   }
   fusion_ = options.fusion;
   absl::MutexLock lock(&mu_);
@@ -154,6 +181,8 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options,
       return absl::InvalidArgumentError(absl::StrCat(
           field, ".impostor_mean/impostor_std: must be finite, std >= 0"));
     }
+    impostors_[Slot(spec.modality)].emplace(spec.dimension,
+                                            EstimatorOptions(spec.modality));
     if (in != nullptr) {
       // The galleries come from the snapshot, once every spec is checked.
       specs_[Slot(spec.modality)] = spec;
@@ -170,7 +199,8 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options,
 }
 
 // Snapshot layout: "matcher", u32 number of galleries, then per gallery in
-// Modality order its u32 modality and Gallery::Save.
+// Modality order its u32 modality, Gallery::Save and ImpostorEstimator::Save
+// (since snapshot format version 3).
 constexpr absl::string_view kSnapshotTag = "matcher";
 
 absl::Status MatcherImpl::Save(SnapshotWriter* out) const {
@@ -184,6 +214,7 @@ absl::Status MatcherImpl::Save(SnapshotWriter* out) const {
     if (spec(modality) == nullptr) continue;
     s = out->WriteU32(static_cast<uint32_t>(modality));
     if (s.ok()) s = gallery(modality)->Save(out);
+    if (s.ok()) s = impostors_[Slot(modality)]->Save(out);
   }
   return s;
 }
@@ -222,6 +253,10 @@ absl::Status MatcherImpl::LoadGalleries(SnapshotReader* in) {
                                        gallery.status().message()));
     }
     galleries_[Slot(modality)] = *std::move(gallery);
+    if (absl::Status s = impostors_[Slot(modality)]->Load(in); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(ModalityName(modality),
+                                                 " gallery: ", s.message()));
+    }
   }
   return absl::OkStatus();
 }
@@ -313,6 +348,15 @@ absl::Status MatcherImpl::Put(absl::string_view subject_id,
     }
     return absl::Status(status.code(), message);
   }
+  // Only once every gallery took its templates: a refused request feeds no
+  // scores. Templates in request order (deterministic statistics).
+  if (replace) RemoveFromReservoirs(subject_id);
+  for (const TemplateToAdd& t : templates) {
+    // Checked above, so normalising cannot fail.
+    absl::StatusOr<std::vector<float>> unit =
+        NormalizedProbe(t.vector, spec(t.modality)->dimension);
+    if (unit.ok()) impostors_[Slot(t.modality)]->Observe(subject_id, *unit);
+  }
   return absl::OkStatus();
 }
 
@@ -320,6 +364,13 @@ void MatcherImpl::RemoveSubject(absl::string_view subject_id) {
   absl::WriterMutexLock lock(&mu_);
   for (const std::unique_ptr<Gallery>& g : galleries_) {
     if (g != nullptr) g->RemoveSubject(subject_id);
+  }
+  RemoveFromReservoirs(subject_id);
+}
+
+void MatcherImpl::RemoveFromReservoirs(absl::string_view subject_id) {
+  for (std::optional<ImpostorEstimator>& impostor : impostors_) {
+    if (impostor.has_value()) impostor->RemoveSubject(subject_id);
   }
 }
 
@@ -360,8 +411,8 @@ absl::StatusOr<std::optional<Match>> MatcherImpl::Score(
       best = std::max(best.value_or(*score), *score);
     }
     if (!best.has_value()) continue;
-    match.modality_scores.push_back(
-        ModalityScore{modality, *best, ZScore(*spec(modality), *best)});
+    match.modality_scores.push_back(ModalityScore{
+        modality, *best, ZScore(ImpostorStatsLocked(modality), *best)});
   }
   if (match.modality_scores.empty()) return std::nullopt;
   Fuse(&match);
@@ -376,7 +427,8 @@ void MatcherImpl::Fuse(Match* match) const {
     const ModalitySpec& modality_spec = *spec(m.modality);
     if (fusion_.rule == FusionRule::kZScore) {
       score_sum += m.normalized;
-      threshold_sum += ZScore(modality_spec, modality_spec.threshold);
+      threshold_sum +=
+          ZScore(ImpostorStatsLocked(m.modality), modality_spec.threshold);
     } else {
       score_sum += m.score;
       threshold_sum += modality_spec.threshold;
@@ -453,8 +505,37 @@ float MatcherImpl::FusedThreshold(absl::Span<const Probe> probes) const {
     match.modality_scores.push_back(ModalityScore{modality, 0.0f, 0.0f});
   }
   if (match.modality_scores.empty()) return 0.0f;
+  absl::ReaderMutexLock lock(&mu_);
   Fuse(&match);
   return match.threshold;
+}
+
+ImpostorEstimate MatcherImpl::ImpostorStatsOf(Modality modality) const {
+  if (spec(modality) == nullptr) return ImpostorEstimate();
+  absl::ReaderMutexLock lock(&mu_);
+  return ImpostorStatsLocked(modality);
+}
+
+ImpostorEstimate MatcherImpl::ImpostorStatsLocked(Modality modality) const {
+  const ModalitySpec& modality_spec = *spec(modality);
+  const ImpostorEstimator& estimator = *impostors_[Slot(modality)];
+  ImpostorEstimate out;
+  out.scores = estimator.count();
+  if (modality_spec.impostor_std > 0.0f) {
+    out.mean = modality_spec.impostor_mean;
+    out.std = modality_spec.impostor_std;
+    out.source = ImpostorSource::kConfigured;
+  } else if (estimator.count() >= fusion_.impostor_min_scores &&
+             estimator.std() > 0.0) {
+    out.mean = estimator.mean();
+    out.std = estimator.std();
+    out.source = ImpostorSource::kGallery;
+  } else {
+    out.mean = 0.0;
+    out.std = 1.0 / std::sqrt(static_cast<double>(modality_spec.dimension));
+    out.source = ImpostorSource::kModel;
+  }
+  return out;
 }
 
 std::vector<GalleryInfo> MatcherImpl::Info() const {
@@ -464,7 +545,8 @@ std::vector<GalleryInfo> MatcherImpl::Info() const {
     const ModalitySpec* modality_spec = spec(modality);
     if (modality_spec == nullptr) continue;
     const Gallery* g = gallery(modality);
-    out.push_back(GalleryInfo{*modality_spec, g->size(), g->index_kind()});
+    out.push_back(GalleryInfo{*modality_spec, g->size(), g->index_kind(),
+                              ImpostorStatsLocked(modality)});
   }
   return out;
 }
@@ -495,15 +577,21 @@ absl::StatusOr<FusionRule> ParseFusionRule(absl::string_view name) {
       absl::StrCat("fusion rule must be mean or zscore, got '", name, "'"));
 }
 
-float ImpostorStd(const ModalitySpec& spec) {
-  if (spec.impostor_std > 0.0f) return spec.impostor_std;
-  return static_cast<float>(1.0 /
-                            std::sqrt(static_cast<double>(spec.dimension)));
+absl::string_view ImpostorSourceName(ImpostorSource source) {
+  switch (source) {
+    case ImpostorSource::kModel:
+      return "MODEL";
+    case ImpostorSource::kGallery:
+      return "GALLERY";
+    case ImpostorSource::kConfigured:
+      return "CONFIGURED";
+  }
+  return "UNKNOWN";
 }
 
-float ZScore(const ModalitySpec& spec, float cosine) {
-  return static_cast<float>((static_cast<double>(cosine) - spec.impostor_mean) /
-                            ImpostorStd(spec));
+float ZScore(const ImpostorEstimate& stats, float cosine) {
+  return static_cast<float>((static_cast<double>(cosine) - stats.mean) /
+                            stats.std);
 }
 
 std::vector<ModalitySpec> DefaultModalities() {

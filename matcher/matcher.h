@@ -11,7 +11,8 @@
 //     score is the cosine and the threshold the modality's own.
 //   kZScore: each cosine s_m is normalised against the modality's impostor
 //     distribution, z_m = (s_m - impostor_mean_m) / impostor_std_m (an
-//     impostor scores z ~ N(0, 1) whatever the modality); fused score =
+//     impostor scores z ~ N(0, 1) whatever the modality), with the
+//     statistics ImpostorStatsOf reports (below); fused score =
 //     sum(z_m) / sqrt(k), which is again ~N(0, 1) for an impostor when the
 //     modalities are independent, so one threshold serves every combination.
 //     Fused threshold = MatcherOptions::fused_threshold if set, else
@@ -19,6 +20,18 @@
 //     decisions as kMean (z is increasing in s).
 //
 // Every ModalityScore reports both the cosine and its z.
+//
+// Impostor statistics, by precedence (ImpostorStatsOf):
+//   CONFIGURED: spec.impostor_std > 0 (`fusion.impostor_stats`): the
+//     configured mean and std, fixed.
+//   GALLERY: else, once the matcher's own estimate (impostor_stats.h: every
+//     added template scored against a few other subjects' templates) holds
+//     FusionOptions::impostor_min_scores scores: its mean and std. They move
+//     as the gallery grows, so under kZScore a subject's z (and the derived
+//     fused threshold) can change slightly between two identical requests.
+//   MODEL: before that, the synthetic model's mean 0, std 1 / sqrt(d).
+// The estimate is fed by Add and Replace whatever the rule and source, and
+// saved with the galleries (Save / Load).
 //
 // Thread safety: as Gallery.
 #ifndef HAWIYA_MATCHER_MATCHER_H_
@@ -54,9 +67,9 @@ struct ModalitySpec {
   IndexOptions index;
   // The impostor score distribution used by FusionRule::kZScore: mean and
   // standard deviation of the cosine between captures of two different
-  // people (calibrated by `hawiya eval`). impostor_std <= 0 means the
-  // synthetic model's value for independent random directions,
-  // 1 / sqrt(dimension).
+  // people (calibrated by `hawiya eval`). impostor_std <= 0 means not
+  // configured: the gallery's own estimate, or the synthetic model's
+  // value for independent random directions (see ImpostorStatsOf).
   float impostor_mean = 0.0f;
   float impostor_std = 0.0f;
 };
@@ -73,6 +86,9 @@ struct FusionOptions {
   // kZScore only: the decision threshold on the fused z score, whatever the
   // modalities scored. NaN: derived from the per-modality thresholds (above).
   float fused_threshold = std::numeric_limits<float>::quiet_NaN();
+  // Gallery impostor scores needed before the gallery's estimate replaces
+  // the model's statistics (source GALLERY). Positive.
+  uint64_t impostor_min_scores = 1000;
 };
 
 struct MatcherOptions {
@@ -81,11 +97,23 @@ struct MatcherOptions {
   FusionOptions fusion;
 };
 
-// The impostor standard deviation kZScore divides by: spec.impostor_std, or
-// 1 / sqrt(spec.dimension) if that is not positive.
-float ImpostorStd(const ModalitySpec& spec);
-// z = (cosine - impostor_mean) / ImpostorStd(spec).
-float ZScore(const ModalitySpec& spec, float cosine);
+// Where a modality's impostor statistics come from (precedence above).
+enum class ImpostorSource { kModel, kGallery, kConfigured };
+
+// "MODEL", "GALLERY", "CONFIGURED".
+absl::string_view ImpostorSourceName(ImpostorSource source);
+
+struct ImpostorEstimate {
+  // What kZScore normalises with.
+  double mean = 0.0;
+  double std = 0.0;
+  // Impostor scores the gallery's estimate holds (whatever the source).
+  uint64_t scores = 0;
+  ImpostorSource source = ImpostorSource::kModel;
+};
+
+// z = (cosine - stats.mean) / stats.std. REQUIRES: stats.std > 0.
+float ZScore(const ImpostorEstimate& stats, float cosine);
 
 // FACE 512 / 0.40, FINGERPRINT 256 / 0.45, IRIS 256 / 0.45.
 std::vector<ModalitySpec> DefaultModalities();
@@ -97,8 +125,9 @@ struct Probe {
 
 struct ModalityScore {
   Modality modality = Modality::kFace;
-  float score = 0.0f;       // cosine
-  float normalized = 0.0f;  // ZScore(spec, score), whatever the fusion rule
+  float score = 0.0f;  // cosine
+  // ZScore(ImpostorStatsOf(modality), score), whatever the fusion rule.
+  float normalized = 0.0f;
 };
 
 struct Match {
@@ -122,6 +151,7 @@ struct GalleryInfo {
   ModalitySpec spec;
   size_t templates = 0;
   std::string index_kind;
+  ImpostorEstimate impostor;
 };
 
 struct TemplateToAdd {
@@ -179,6 +209,11 @@ class Matcher {
   // Fused threshold for a set of probed modalities (as if every probed
   // modality were enrolled).
   virtual float FusedThreshold(absl::Span<const Probe> probes) const = 0;
+
+  // The statistics kZScore normalises the modality's cosines with, as of
+  // now (precedence above); {0, 0, 0, kModel} if the modality is not
+  // configured.
+  virtual ImpostorEstimate ImpostorStatsOf(Modality modality) const = 0;
 
   virtual const ModalitySpec* spec(Modality modality) const = 0;
   virtual const FusionOptions& fusion() const = 0;

@@ -40,7 +40,11 @@
 
 namespace hawiya::matcher {
 
-inline constexpr uint32_t kSnapshotFormatVersion = 2;
+// Version 3: the matcher payload also holds each gallery's impostor
+// statistics (matcher.cc). A version 2 file is refused like any other
+// version, and the registry rebuilds the galleries (and so the statistics)
+// from the store, then writes a version 3 snapshot.
+inline constexpr uint32_t kSnapshotFormatVersion = 3;
 
 // Forward declared so that this header does not pull in OpenSSL.
 struct SnapshotCipher;

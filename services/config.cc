@@ -297,6 +297,14 @@ absl::StatusOr<matcher::FusionOptions> FusionOptions(
     }
     fusion.fused_threshold = config.fusion().fused_threshold();
   }
+  if (config.fusion().has_impostor_min_scores()) {
+    const uint32_t min_scores = config.fusion().impostor_min_scores();
+    if (min_scores < 1 || min_scores > 1000000000) {
+      return absl::InvalidArgumentError(
+          "fusion.impostor_min_scores: must be in [1, 1000000000]");
+    }
+    fusion.impostor_min_scores = min_scores;
+  }
   const config::AccuracyTargets& targets = config.accuracy_targets();
   if (targets.verification_fmr() < 0.0 || targets.verification_fmr() >= 1.0 ||
       std::isnan(targets.verification_fmr())) {
