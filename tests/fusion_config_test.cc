@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "hawiya/v1/admin.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/matcher.h"
@@ -40,6 +41,19 @@ std::string ZScoreExample() {
     if (absl::StartsWith(line, "#   fusion")) text += line.substr(4) + "\n";
   }
   return text;
+}
+
+// The FACE gallery's entry of GetStats (default if there is none).
+v1::GalleryStats FaceStats(ServerProcess& server) {
+  v1::GetStatsResponse stats;
+  EXPECT_TRUE(v1::AdminService::NewStub(server.NewChannel())
+                  ->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats)
+                  .ok());
+  for (const v1::GalleryStats& gallery : stats.galleries()) {
+    if (gallery.modality() == v1::FACE) return gallery;
+  }
+  ADD_FAILURE() << "no FACE gallery in " << stats.DebugString();
+  return v1::GalleryStats();
 }
 
 absl::StatusOr<config::ServerConfig> Load(const std::string& dir,
@@ -92,6 +106,7 @@ TEST(FusionConfigTest, BadEntriesAreNamed) {
        "fusion.impostor_stats[0].std"},
       {"fusion { impostor_stats { mean: 0.1 } }",
        "fusion.impostor_stats[0].modality"},
+      {"fusion { impostor_min_scores: 0 }", "fusion.impostor_min_scores"},
       {"accuracy_targets { verification_fmr: 2 }",
        "accuracy_targets.verification_fmr"},
       {"accuracy_targets { identification_fpir: -0.1 }",
@@ -157,6 +172,12 @@ TEST(FusionConfigTest, ServerReportsZScores) {
   EXPECT_NEAR(found.candidates(0).modality_scores(0).normalized_score(),
               genuine.score(), 1e-4);
   EXPECT_NEAR(found.threshold(), 0.40 * sqrt_d, 1e-3);
+  // Too few impostor scores yet for the gallery's own estimate: the model's.
+  const v1::GalleryStats face = FaceStats(**server);
+  EXPECT_EQ(face.impostor_source(), "MODEL");
+  EXPECT_EQ(face.impostor_scores(), 0);
+  EXPECT_EQ(face.impostor_mean(), 0.0);
+  EXPECT_DOUBLE_EQ(face.impostor_std(), 1 / sqrt_d);
   // min_score is on the z scale too: beyond the cosine range, accepted.
   identify.set_min_score(5.0f);
   ASSERT_TRUE(match->Identify(Ctx().get(), identify, &found).ok());
@@ -164,6 +185,72 @@ TEST(FusionConfigTest, ServerReportsZScores) {
   identify.set_min_score(30.0f);
   ASSERT_TRUE(match->Identify(Ctx().get(), identify, &found).ok());
   EXPECT_EQ(found.candidates_size(), 0);
+  server->reset();
+  std::filesystem::remove_all(dir);
+}
+
+// With fusion.impostor_min_scores reached, GetStats reports the gallery's
+// own impostor statistics, zscore normalises with them, and a restart from
+// the snapshot written at shutdown reports exactly the same ones. A person
+// revoked before the restart keeps its scores in the estimate (a rebuild
+// from the store's active templates would have fewer: 32).
+TEST(FusionConfigTest, GalleryImpostorStatsSurviveARestart) {
+  const std::string dir = NewTempDir("hawiya-fusion-impostor");
+  const std::string config_path = dir + "/config.textproto";
+  std::ofstream(config_path)
+      << "fusion { rule: \"zscore\" impostor_min_scores: 20 }\n";
+  const std::vector<std::string> args = {"--config=" + config_path,
+                                         "--shutdown_grace=1s"};
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data", args);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto enrollment = v1::EnrollmentService::NewStub((*server)->NewChannel());
+  const matcher::SyntheticModel model{matcher::SyntheticOptions{}};
+  std::vector<std::string> subjects;
+  for (uint64_t n = 10; n < 16; ++n) {
+    v1::EnrollResponse enrolled;
+    ASSERT_TRUE(enrollment
+                    ->Enroll(Ctx().get(),
+                             ::hawiya::testing::MakeEnrollRequest(model, n),
+                             &enrolled)
+                    .ok());
+    subjects.push_back(enrolled.person().subject_id());
+  }
+  const v1::GalleryStats before = FaceStats(**server);
+  EXPECT_EQ(before.impostor_source(), "GALLERY");
+  // The first face met an empty reservoir; each of the 5 others 8 draws.
+  EXPECT_EQ(before.impostor_scores(), 40);
+  EXPECT_GT(before.impostor_std(), 0.0);
+  EXPECT_NE(before.impostor_std(), 1 / std::sqrt(512.0));
+
+  v1::VerifyRequest request;
+  request.set_subject_id(subjects.back());
+  *request.add_probes() = SyntheticFaceTemplate(model, 15, 1);
+  v1::VerifyResponse verified;
+  ASSERT_TRUE(v1::MatchService::NewStub((*server)->NewChannel())
+                  ->Verify(Ctx().get(), request, &verified)
+                  .ok());
+  const double cosine = verified.modality_scores(0).score();
+  EXPECT_NEAR(verified.score(),
+              (cosine - before.impostor_mean()) / before.impostor_std(), 1e-3);
+  EXPECT_NEAR(verified.threshold(),
+              (0.40 - before.impostor_mean()) / before.impostor_std(), 1e-3);
+
+  v1::DeletePersonRequest revoke;
+  revoke.set_subject_id(subjects[2]);
+  revoke.set_reason("test");
+  google::protobuf::Empty revoked;
+  ASSERT_TRUE(enrollment->DeletePerson(Ctx().get(), revoke, &revoked).ok());
+  ASSERT_EQ(FaceStats(**server).impostor_scores(), 40);
+
+  ASSERT_EQ((*server)->Terminate(), 0);  // writes a snapshot
+  server = ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data", args);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const v1::GalleryStats after = FaceStats(**server);
+  EXPECT_EQ(after.impostor_source(), "GALLERY");
+  EXPECT_EQ(after.impostor_scores(), before.impostor_scores());
+  EXPECT_EQ(after.impostor_mean(), before.impostor_mean());
+  EXPECT_EQ(after.impostor_std(), before.impostor_std());
   server->reset();
   std::filesystem::remove_all(dir);
 }
