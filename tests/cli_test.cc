@@ -120,7 +120,11 @@ TEST(CliTest, WalkthroughWithScriptableExitCodes) {
   EXPECT_EQ(
       RunCli("verify" + claim + " --probes=/nonexistent.json" + at).exit_code,
       3);
-  EXPECT_EQ(RunCli("stats" + at).exit_code, 0);
+  const Result stats = RunCli("stats" + at);
+  EXPECT_EQ(stats.exit_code, 0);
+  // One enrolled face: too few impostor scores for the gallery's estimate.
+  EXPECT_THAT(stats.out, HasSubstr("\"impostorSource\": \"MODEL\""));
+  EXPECT_THAT(stats.out, HasSubstr("\"impostorStd\": 0.0441941"));
   EXPECT_EQ(RunCli("health" + at).exit_code, 0);
 
   // The audit log of every call above (the insecure principal), and its
