@@ -308,6 +308,16 @@ absl::Status MatcherImpl::Put(absl::string_view subject_id,
     entries[Slot(t.modality)].push_back(
         GalleryEntry{t.label, std::string(subject_id), t.vector});
   }
+  // For the impostor estimates, normalised outside the lock. CheckVector
+  // passed, so normalising cannot fail.
+  std::vector<std::vector<float>> units;
+  units.reserve(templates.size());
+  for (const TemplateToAdd& t : templates) {
+    absl::StatusOr<std::vector<float>> unit =
+        NormalizedProbe(t.vector, spec(t.modality)->dimension);
+    if (!unit.ok()) return unit.status();
+    units.push_back(*std::move(unit));
+  }
 
   absl::WriterMutexLock lock(&mu_);
   if (replace) {
@@ -351,11 +361,8 @@ absl::Status MatcherImpl::Put(absl::string_view subject_id,
   // Only once every gallery took its templates: a refused request feeds no
   // scores. Templates in request order (deterministic statistics).
   if (replace) RemoveFromReservoirs(subject_id);
-  for (const TemplateToAdd& t : templates) {
-    // Checked above, so normalising cannot fail.
-    absl::StatusOr<std::vector<float>> unit =
-        NormalizedProbe(t.vector, spec(t.modality)->dimension);
-    if (unit.ok()) impostors_[Slot(t.modality)]->Observe(subject_id, *unit);
+  for (size_t i = 0; i < templates.size(); ++i) {
+    impostors_[Slot(templates[i].modality)]->Observe(subject_id, units[i]);
   }
   return absl::OkStatus();
 }
