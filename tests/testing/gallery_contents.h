@@ -1,7 +1,9 @@
 // What a snapshot of exact galleries holds, in a canonical order, for tests
 // that compare galleries reached in different ways (a snapshot's bytes follow
 // hash-map order, so equal galleries need not save equal bytes). Reads the
-// layouts of FaissGallery::Save and MatcherImpl::Save.
+// layouts of FaissGallery::Save and MatcherImpl::Save; each gallery's
+// impostor statistics (which depend on the order of adds) are read and left
+// out.
 #ifndef HAWIYA_TESTS_TESTING_GALLERY_CONTENTS_H_
 #define HAWIYA_TESTS_TESTING_GALLERY_CONTENTS_H_
 
@@ -15,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "matcher/impostor_stats.h"
 #include "matcher/snapshot.h"
 
 namespace hawiya::testing {
@@ -34,15 +37,17 @@ struct GalleryRow {
   }
 };
 
-// Reads one exact gallery (kind name included); rows sorted by label.
+// Reads one exact gallery (kind name included); rows sorted by label. Sets
+// *dimension if given.
 inline absl::StatusOr<std::vector<GalleryRow>> ReadExactGallery(
-    matcher::SnapshotReader* in) {
+    matcher::SnapshotReader* in, uint64_t* dimension = nullptr) {
   constexpr size_t kAny = std::numeric_limits<size_t>::max();
   absl::StatusOr<std::string> kind = in->ReadString(64);
   if (!kind.ok()) return kind.status();
   if (*kind != "exact") return absl::UnimplementedError(*kind);
   absl::StatusOr<uint64_t> d = in->ReadU64();
   if (!d.ok()) return d.status();
+  if (dimension != nullptr) *dimension = *d;
   std::vector<int64_t> labels, ends;
   std::vector<uint8_t> codes, ids;
   std::vector<int32_t> row_subject;
@@ -82,8 +87,12 @@ inline absl::StatusOr<std::map<uint32_t, std::vector<GalleryRow>>> ReadMatcher(
   for (uint32_t i = 0; i < *count; ++i) {
     absl::StatusOr<uint32_t> modality = in->ReadU32();
     if (!modality.ok()) return modality.status();
-    absl::StatusOr<std::vector<GalleryRow>> rows = ReadExactGallery(in);
+    uint64_t dimension = 0;
+    absl::StatusOr<std::vector<GalleryRow>> rows =
+        ReadExactGallery(in, &dimension);
     if (!rows.ok()) return rows.status();
+    matcher::ImpostorEstimator impostor(static_cast<int>(dimension));
+    if (absl::Status s = impostor.Load(in); !s.ok()) return s;
     out[*modality] = *std::move(rows);
   }
   return out;
