@@ -652,6 +652,16 @@ int64_t BirthDate(const Person& person) {
   return static_cast<int64_t>(d.year()) * 10000 + d.month() * 100 + d.day();
 }
 
+// The first column (as text) of every row of `select`.
+absl::StatusOr<std::vector<std::string>> FirstColumn(Statement& select) {
+  std::vector<std::string> values;
+  while (true) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return values;
+    values.push_back(select.Text(0));
+  }
+}
+
 // The name blocking keys of both of a person's names, each once.
 std::vector<std::string> NameKeys(const Person& person) {
   std::vector<std::string> keys = names::NameBlockingKeys(person.name_ar());
@@ -1367,22 +1377,15 @@ class SqliteStore final : public Store {
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
-    std::vector<std::string> others;
-    {
-      // Two indexed lookups (the primary key, distinct_pairs_by_b).
-      HAWIYA_STORE_ASSIGN_OR_RETURN(
-          Statement select,
-          connection_->Prepare(
-              "SELECT subject_b FROM distinct_pairs WHERE subject_a = ?1 "
-              "UNION SELECT subject_a FROM distinct_pairs WHERE subject_b = "
-              "?1"));
-      select.BindText(1, subject_id);
-      while (true) {
-        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-        if (!row) break;
-        others.push_back(select.Text(0));
-      }
-    }
+    // Two indexed lookups (the primary key, distinct_pairs_by_b).
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT subject_b FROM distinct_pairs WHERE subject_a = ?1 "
+            "UNION SELECT subject_a FROM distinct_pairs WHERE subject_b = ?1"));
+    select.BindText(1, subject_id);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::vector<std::string> others,
+                                  FirstColumn(select));
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
     return others;
   }
@@ -1398,11 +1401,7 @@ class SqliteStore final : public Store {
           connection_->Prepare("SELECT subject_id FROM persons WHERE state = "
                                "?1 ORDER BY subject_id"));
       select.BindInt(1, hawiya::v1::PENDING_ADJUDICATION);
-      while (true) {
-        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-        if (!row) break;
-        subjects.push_back(select.Text(0));
-      }
+      HAWIYA_STORE_ASSIGN_OR_RETURN(subjects, FirstColumn(select));
     }
     std::vector<TemplateRecord> records;
     for (const std::string& subject : subjects) {

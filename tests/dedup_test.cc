@@ -160,6 +160,29 @@ class DedupTest : public ::testing::Test {
     return registry_->DecideCase(request, Adjudicator());
   }
 
+  // An Enroll (no templates) of person `n` born on `date` named `given
+  // family`.
+  static v1::EnrollRequest Named(const std::string& request_id, uint64_t n,
+                                 const v1::Date& date, const std::string& given,
+                                 const std::string& family) {
+    v1::EnrollRequest request;
+    request.set_request_id(request_id);
+    *request.mutable_person() = DistinctPerson(n);
+    *request.mutable_person()->mutable_date_of_birth() = date;
+    request.mutable_person()->mutable_name_latin()->set_given(given);
+    request.mutable_person()->mutable_name_latin()->set_family(family);
+    return request;
+  }
+
+  // GetCase of `case_id`, which must exist.
+  v1::Case GetCaseOf(const std::string& case_id) {
+    v1::GetCaseRequest request;
+    request.set_case_id(case_id);
+    absl::StatusOr<v1::Case> got = registry_->GetCase(request);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : v1::Case();
+  }
+
   // Replaces the subject's templates with capture `capture` of `identity`.
   v1::Person Replace(const std::string& subject_id, uint64_t identity,
                      uint64_t capture) {
@@ -305,12 +328,8 @@ TEST_F(DedupTest, SameNameAcrossSpellingsAndDateOfBirthRaisesACase) {
   ASSERT_EQ(registry_->Enroll(first)->person().state(), v1::ACTIVE);
 
   // Another national id, the same date of birth, the name spelled otherwise.
-  v1::EnrollRequest second;
-  second.set_request_id("second");
-  *second.mutable_person() = DistinctPerson(2);
-  *second.mutable_person()->mutable_date_of_birth() = recorded.date_of_birth();
-  second.mutable_person()->mutable_name_latin()->set_given("Muhammad");
-  second.mutable_person()->mutable_name_latin()->set_family("Al Sabah");
+  const v1::EnrollRequest second =
+      Named("second", 2, recorded.date_of_birth(), "Muhammad", "Al Sabah");
   absl::StatusOr<v1::EnrollResponse> caught = registry_->Enroll(second);
   ASSERT_TRUE(caught.ok()) << caught.status();
   EXPECT_EQ(caught->person().state(), v1::PENDING_ADJUDICATION);
@@ -737,14 +756,11 @@ TEST_F(DedupTest, DistinctPairsAreNotRaisedAgainButOtherCandidatesAre) {
   // B again: A is set aside, C (pending) still raises a case of its own.
   const v1::Person held = Replace(b, 7, 5);
   ASSERT_EQ(held.state(), v1::PENDING_ADJUDICATION);
-  v1::GetCaseRequest get;
-  get.set_case_id(held.case_id());
-  absl::StatusOr<v1::Case> opened = registry_->GetCase(get);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  ASSERT_EQ(opened->candidates_size(), 1);
-  EXPECT_EQ(opened->candidates(0).candidate().subject_id(),
+  const v1::Case opened = GetCaseOf(held.case_id());
+  ASSERT_EQ(opened.candidates_size(), 1);
+  EXPECT_EQ(opened.candidates(0).candidate().subject_id(),
             c.person().subject_id());
-  EXPECT_EQ(opened->raised_by(), "ReplaceTemplates");
+  EXPECT_EQ(opened.raised_by(), "ReplaceTemplates");
 }
 
 // Revoking or erasing a pending person closes its case (gap 2): WITHDRAWN
@@ -757,16 +773,13 @@ TEST_F(DedupTest, RevokingOrErasingAPendingPersonWithdrawsItsCase) {
   revoke.set_reason("application withdrawn");
   ASSERT_TRUE(registry_->DeletePerson(revoke, registrar).ok());
 
-  v1::GetCaseRequest get;
-  get.set_case_id(b_.case_id());
-  absl::StatusOr<v1::Case> withdrawn = registry_->GetCase(get);
-  ASSERT_TRUE(withdrawn.ok()) << withdrawn.status();
-  EXPECT_EQ(withdrawn->decision(), v1::WITHDRAWN);
-  EXPECT_EQ(withdrawn->adjudicator(), kRegistrar);
-  EXPECT_EQ(withdrawn->comment(), "person revoked: application withdrawn");
-  EXPECT_TRUE(withdrawn->has_decide_time());
-  EXPECT_EQ(withdrawn->person().state(), v1::REVOKED);
-  EXPECT_EQ(withdrawn->person().case_id(), "");
+  const v1::Case withdrawn = GetCaseOf(b_.case_id());
+  EXPECT_EQ(withdrawn.decision(), v1::WITHDRAWN);
+  EXPECT_EQ(withdrawn.adjudicator(), kRegistrar);
+  EXPECT_EQ(withdrawn.comment(), "person revoked: application withdrawn");
+  EXPECT_TRUE(withdrawn.has_decide_time());
+  EXPECT_EQ(withdrawn.person().state(), v1::REVOKED);
+  EXPECT_EQ(withdrawn.person().case_id(), "");
   v1::ListCasesRequest list;
   EXPECT_THAT(registry_->ListCases(list)->cases(), IsEmpty());
   list.set_include_decided(true);
@@ -792,13 +805,11 @@ TEST_F(DedupTest, RevokingOrErasingAPendingPersonWithdrawsItsCase) {
   erase.set_reason("court order");
   erase.set_erase(true);
   ASSERT_TRUE(registry_->DeletePerson(erase, registrar).ok());
-  get.set_case_id(d.case_id());
-  absl::StatusOr<v1::Case> erased = registry_->GetCase(get);
-  ASSERT_TRUE(erased.ok()) << erased.status();
-  EXPECT_EQ(erased->decision(), v1::WITHDRAWN);
-  EXPECT_EQ(erased->comment(), "person erased");
-  EXPECT_EQ(erased->person().subject_id(), d.person().subject_id());
-  EXPECT_EQ(erased->person().national_id(), "");
+  const v1::Case erased = GetCaseOf(d.case_id());
+  EXPECT_EQ(erased.decision(), v1::WITHDRAWN);
+  EXPECT_EQ(erased.comment(), "person erased");
+  EXPECT_EQ(erased.person().subject_id(), d.person().subject_id());
+  EXPECT_EQ(erased.person().national_id(), "");
 
   // Each delete's audit record says what it closed, and the chain holds.
   v1::ListAuditRecordsRequest audit;
@@ -827,22 +838,26 @@ TEST_F(DedupTest, DuplicateOfAnErasedOrRevokedCandidateIsRefused) {
   erase.set_reason("court order");
   erase.set_erase(true);
   ASSERT_TRUE(registry_->DeletePerson(erase).ok());
-  v1::GetCaseRequest get;
-  get.set_case_id(b_.case_id());
-  absl::StatusOr<v1::Case> open = registry_->GetCase(get);
-  ASSERT_TRUE(open.ok()) << open.status();
-  ASSERT_EQ(open->candidates_size(), 1);
-  EXPECT_EQ(open->candidates(0).candidate().subject_id(),
+  const v1::Case open = GetCaseOf(b_.case_id());
+  ASSERT_EQ(open.candidates_size(), 1);
+  EXPECT_EQ(open.candidates(0).candidate().subject_id(),
             a_.person().subject_id());
-  EXPECT_FALSE(open->candidates(0).has_person());
-  for (bool merge : {false, true}) {
-    absl::StatusOr<v1::Case> refused =
-        Decide(b_.case_id(), v1::DUPLICATE, absl::StrCat("dup-", merge), merge);
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_THAT(std::string(refused.status().message()),
-                ::testing::StartsWith("duplicate_of: "));
-  }
-  EXPECT_EQ(Get(b_.person().subject_id()).state(), v1::PENDING_ADJUDICATION);
+  EXPECT_FALSE(open.candidates(0).has_person());
+  // DUPLICATE of the case's only candidate, merged or not, is refused
+  // naming duplicate_of and leaves the new person pending.
+  const auto expect_refused = [this](const v1::EnrollResponse& pending) {
+    for (bool merge : {false, true}) {
+      absl::StatusOr<v1::Case> refused =
+          Decide(pending.case_id(), v1::DUPLICATE,
+                 absl::StrCat("dup-", pending.case_id(), merge), merge);
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_THAT(std::string(refused.status().message()),
+                  ::testing::StartsWith("duplicate_of: "));
+    }
+    EXPECT_EQ(Get(pending.person().subject_id()).state(),
+              v1::PENDING_ADJUDICATION);
+  };
+  expect_refused(b_);
 
   const v1::EnrollResponse c = Enroll(3, 8, 0);
   const v1::EnrollResponse d = Enroll(4, 8, 1);
@@ -851,14 +866,7 @@ TEST_F(DedupTest, DuplicateOfAnErasedOrRevokedCandidateIsRefused) {
   revoke.set_subject_id(c.person().subject_id());
   revoke.set_reason("deceased");
   ASSERT_TRUE(registry_->DeletePerson(revoke).ok());
-  for (bool merge : {false, true}) {
-    absl::StatusOr<v1::Case> refused =
-        Decide(d.case_id(), v1::DUPLICATE, absl::StrCat("rdup-", merge), merge);
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_THAT(std::string(refused.status().message()),
-                ::testing::StartsWith("duplicate_of: "));
-  }
-  EXPECT_EQ(Get(d.person().subject_id()).state(), v1::PENDING_ADJUDICATION);
+  expect_refused(d);
   ASSERT_TRUE(Decide(d.case_id(), v1::FRAUD, "fraud").ok());
   ASSERT_TRUE(Decide(b_.case_id(), v1::DISTINCT, "distinct").ok());
 }
@@ -876,14 +884,12 @@ TEST_F(DedupTest, DateOfBirthCheckIsNotCappedAtAThousandPersons) {
   date.set_month(1);
   date.set_day(1);
   for (uint64_t n = 1; n <= 1500; ++n) {
-    v1::EnrollRequest* request = &batch[n - 1];
-    request->set_request_id(absl::StrCat("bulk-", n));
-    *request->mutable_person() = DistinctPerson(n);
-    *request->mutable_person()->mutable_date_of_birth() = date;
-    if (n == 1400) {
-      request->mutable_person()->mutable_name_latin()->set_given("Mohammed");
-      request->mutable_person()->mutable_name_latin()->set_family("Al-Harbi");
-    }
+    const v1::Person person = DistinctPerson(n);
+    batch[n - 1] =
+        n == 1400
+            ? Named(absl::StrCat("bulk-", n), n, date, "Mohammed", "Al-Harbi")
+            : Named(absl::StrCat("bulk-", n), n, date,
+                    person.name_latin().given(), person.name_latin().family());
   }
   absl::StatusOr<v1::BatchEnrollResponse> bulk = registry_->BatchEnroll(batch);
   ASSERT_TRUE(bulk.ok()) << bulk.status();
@@ -891,13 +897,8 @@ TEST_F(DedupTest, DateOfBirthCheckIsNotCappedAtAThousandPersons) {
   const std::string match = bulk->responses(1399).person().subject_id();
   Open();
 
-  v1::EnrollRequest probe;
-  probe.set_request_id("probe");
-  *probe.mutable_person() = DistinctPerson(2000);
-  *probe.mutable_person()->mutable_date_of_birth() = date;
-  probe.mutable_person()->mutable_name_latin()->set_given("Muhammad");
-  probe.mutable_person()->mutable_name_latin()->set_family("Alharbi");
-  absl::StatusOr<v1::EnrollResponse> caught = registry_->Enroll(probe);
+  absl::StatusOr<v1::EnrollResponse> caught =
+      registry_->Enroll(Named("probe", 2000, date, "Muhammad", "Alharbi"));
   ASSERT_TRUE(caught.ok()) << caught.status();
   EXPECT_EQ(caught->person().state(), v1::PENDING_ADJUDICATION);
   ASSERT_EQ(caught->duplicates_size(), 1);
