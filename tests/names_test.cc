@@ -906,7 +906,7 @@ TEST(NamesBlockingKeysTest, NeverSeparateTwoNamesThatMatch) {
   const double shared = static_cast<double>(sharing) /
                         static_cast<double>(names.size() * names.size());
   std::printf(
-      "blocking keys: %d matching pairs (%d of misspellings), %.3f "
+      "blocking keys: %d matching pairs (%d beyond the tables), %.3f "
       "of table name pairs share a key\n",
       matches, matches - table_matches, shared);
   EXPECT_LT(shared, 0.25);
