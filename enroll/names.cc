@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 
@@ -1113,6 +1114,75 @@ NameComparison CompareNames(absl::string_view a, absl::string_view b) {
   result.similarity = std::clamp(std::min(mean * penalty, worst), 0.0, 1.0);
   result.match = result.similarity >= kNameMatchThreshold;
   return result;
+}
+
+namespace {
+
+// A blocking key is the first kKeyLetters letters of a compared form of
+// the given name; those longer than kLongStem letters also share the key
+// "~" (see AddStemKeys).
+constexpr size_t kKeyLetters = 3;
+constexpr size_t kLongStem = 11;
+
+// The strings TokenSimilarity may compare for token `t`: itself, without an
+// "al" article, and either of those without an "abdal" / "abu" head. Over-
+// generous (it ignores the length conditions), which only adds keys.
+std::vector<std::string> Stems(const std::string& t) {
+  std::vector<std::string> stems = {t};
+  if (t.size() > 2 && StartsWith(t, "al")) stems.push_back(t.substr(2));
+  for (size_t i = 0, n = stems.size(); i < n; ++i) {
+    for (absl::string_view head : {"abdal", "abu"}) {
+      if (stems[i].size() > head.size() && StartsWith(stems[i], head)) {
+        stems.push_back(stems[i].substr(head.size()));
+      }
+    }
+  }
+  return stems;
+}
+
+// Why three letters: a match needs the given names' similarity >= 0.93,
+// and TokenSimilarity gives unequal stems 0.95 * Jaro-Winkler, so JW >=
+// 0.9789. If the stems differ in one of their first three letters, the
+// Winkler prefix is at most 2, so Jaro >= 0.9736: the three Jaro terms
+// (matches / |a|, matches / |b|, 1 - transpositions / 2 / matches) lose at
+// most 0.079 in all. A differing letter there is unmatched (costing 1/|a|
+// or 1/|b|) or matched out of order (two transposed positions cost
+// 1/matches), so the longer stem has at least 13 letters and the other at
+// least 12 (the rest of the loss allows no other difference). Every stem
+// over kLongStem letters gets "~" as well.
+void AddStemKeys(absl::string_view kind, const std::string& token,
+                 std::vector<std::string>* keys) {
+  for (const std::string& stem : Stems(token)) {
+    keys->push_back(absl::StrCat(kind, stem.substr(0, kKeyLetters)));
+    if (kind == "p") {
+      // The consonant skeletons of approximate transliterations.
+      keys->push_back(absl::StrCat("s", Skeleton(stem).substr(0, kKeyLetters)));
+    }
+    if (stem.size() > kLongStem) keys->push_back("~");
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> NameBlockingKeys(absl::string_view name) {
+  std::vector<std::string> keys;
+  // CompareNames always compares the given names (first tokens); Capped
+  // keeps the first token.
+  const std::vector<Token> tokens = AnyTokens(name);
+  if (tokens.empty()) return keys;
+  const Token& given = tokens.front();
+  if (given.form.empty() && given.letters.empty()) return keys;
+  // TokenSim compares two Arabic tokens on their letters, any other pair on
+  // the canonical forms (and skeletons).
+  if (!given.form.empty()) AddStemKeys("p", given.form, &keys);
+  if (!given.letters.empty()) AddStemKeys("l", given.letters, &keys);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return keys;
+}
+
+std::vector<std::string> NameBlockingKeys(const v1::PersonName& name) {
+  return NameBlockingKeys(JoinedParts(name));
 }
 
 NameComparison CompareNames(const v1::PersonName& claimed,

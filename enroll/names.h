@@ -84,6 +84,20 @@ double JaroWinkler(absl::string_view a, absl::string_view b);
 double TokenSimilarity(absl::string_view a, absl::string_view b,
                        bool approximate = false);
 
+// Blocking keys of a name, for finding the recorded names CompareNames
+// might match without comparing every one: if CompareNames(a, b).match
+// then NameBlockingKeys(a) and NameBlockingKeys(b) share a key (the
+// converse does not hold; the keys only narrow the search). A match needs
+// the given names (first tokens) at TokenSimilarity >= 0.93, so above
+// Jaro-Winkler 0.9789 (or equal): unless both are 12 letters or longer that
+// forces equal first three letters of the compared forms (canonical Latin,
+// its consonant skeleton, or the Arabic letters), whichever article or
+// compound head TokenSimilarity sets aside; forms over 11 letters also
+// share the key "~".
+// docs/NAMES.md has the argument. Empty for a name without letters.
+std::vector<std::string> NameBlockingKeys(absl::string_view name);
+std::vector<std::string> NameBlockingKeys(const v1::PersonName& name);
+
 }  // namespace hawiya::enroll::names
 
 #endif  // HAWIYA_ENROLL_NAMES_H_

@@ -1622,6 +1622,22 @@ absl::StatusOr<std::vector<v1::Candidate>> Registry::FindDuplicates(
       }
     }
   }
+  // A pair an adjudicator decided DISTINCT is not raised again (the subject
+  // re-captured, or deduplicated against a new look-alike): only the other
+  // candidates count.
+  if (!found.empty()) {
+    absl::StatusOr<std::vector<std::string>> distinct =
+        store_->AdjudicatedDistinct(person.subject_id());
+    if (!distinct.ok()) return distinct.status();
+    if (!distinct->empty()) {
+      const std::set<std::string> drop(distinct->begin(), distinct->end());
+      found.erase(std::remove_if(found.begin(), found.end(),
+                                 [&drop](const v1::Candidate& c) {
+                                   return drop.count(c.subject_id()) > 0;
+                                 }),
+                  found.end());
+    }
+  }
   // Biometric candidates by score; demographic-only ones (score 0) after.
   std::stable_sort(found.begin(), found.end(),
                    [](const v1::Candidate& a, const v1::Candidate& b) {
@@ -1700,6 +1716,12 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
   if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
   if (request.case_id().empty()) {
     return absl::InvalidArgumentError("case_id: required");
+  }
+  if (request.decision() == v1::WITHDRAWN) {
+    return absl::InvalidArgumentError(
+        "decision: WITHDRAWN is set by the registry when the person is "
+        "revoked or erased, never by DecideCase; one of DISTINCT, DUPLICATE, "
+        "FRAUD");
   }
   if (request.decision() != v1::DISTINCT &&
       request.decision() != v1::DUPLICATE && request.decision() != v1::FRAUD) {

@@ -331,8 +331,9 @@ class Registry {
   // persons), the pending gallery, and `batch` (earlier items of the same
   // BatchEnroll: their templates and records) if given; demographic
   // checks against the store (and the batch) if configured and
-  // `demographic`. Called under write_mu_, so that what it searches is what
-  // the write commits against.
+  // `demographic`. Subjects an adjudicator decided DISTINCT from `person`
+  // (Store::AdjudicatedDistinct) are not candidates. Called under
+  // write_mu_, so that what it searches is what the write commits against.
   struct BatchSoFar {
     matcher::Matcher* matcher = nullptr;
     std::vector<const v1::Person*> persons;

@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "enroll/crypto.h"
+#include "enroll/names.h"
 #include "enroll/store.h"
 #include "hawiya/v1/types.pb.h"
 
@@ -218,6 +219,30 @@ ALTER TABLE persons ADD COLUMN flags TEXT NOT NULL DEFAULT '';
 ALTER TABLE persons ADD COLUMN birth_date INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX persons_by_birth_date ON persons (birth_date);
 CREATE INDEX persons_by_national_id ON persons (national_id);
+)sql",
+    // 7: what deduplication remembers. distinct_pairs: two subjects an
+    // adjudicator decided are different persons (DISTINCT), once per pair
+    // with subject_a < subject_b, written in the decision's transaction;
+    // FindDuplicates no longer raises the pair. name_keys: the name blocking
+    // keys (names::NameBlockingKeys of both scripts) of every person with a
+    // date of birth, so the demographic pre-check reads only the persons of
+    // that date whose names CompareNames could match, however many share
+    // the date. Filled for existing rows by Migrate.
+    R"sql(
+CREATE TABLE distinct_pairs (
+  subject_a TEXT NOT NULL,
+  subject_b TEXT NOT NULL,
+  case_id TEXT NOT NULL,
+  PRIMARY KEY (subject_a, subject_b)
+) WITHOUT ROWID;
+CREATE INDEX distinct_pairs_by_b ON distinct_pairs (subject_b);
+CREATE TABLE name_keys (
+  birth_date INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  subject_id TEXT NOT NULL,
+  PRIMARY KEY (birth_date, key, subject_id)
+) WITHOUT ROWID;
+CREATE INDEX name_keys_by_subject ON name_keys (subject_id);
 )sql",
 };
 constexpr int64_t kSchemaVersion =
@@ -627,6 +652,53 @@ int64_t BirthDate(const Person& person) {
   return static_cast<int64_t>(d.year()) * 10000 + d.month() * 100 + d.day();
 }
 
+// The first column (as text) of every row of `select`.
+absl::StatusOr<std::vector<std::string>> FirstColumn(Statement& select) {
+  std::vector<std::string> values;
+  while (true) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return values;
+    values.push_back(select.Text(0));
+  }
+}
+
+// The name blocking keys of both of a person's names, each once.
+std::vector<std::string> NameKeys(const Person& person) {
+  std::vector<std::string> keys = names::NameBlockingKeys(person.name_ar());
+  for (std::string& key : names::NameBlockingKeys(person.name_latin())) {
+    keys.push_back(std::move(key));
+  }
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return keys;
+}
+
+// Replaces the name_keys rows of `subject_id` with those of `person` (none
+// without a date of birth, which the pre-check needs); null `person`:
+// deletes them. Inside the caller's write transaction.
+absl::Status WriteNameKeys(Connection& connection, absl::string_view subject_id,
+                           const Person* person) {
+  {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement erase,
+        connection.Prepare("DELETE FROM name_keys WHERE subject_id = ?1"));
+    erase.BindText(1, subject_id);
+    HAWIYA_STORE_RETURN_IF_ERROR(erase.Run());
+  }
+  if (person == nullptr || BirthDate(*person) == 0) return absl::OkStatus();
+  for (const std::string& key : NameKeys(*person)) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement insert,
+        connection.Prepare("INSERT INTO name_keys (birth_date, key, "
+                           "subject_id) VALUES (?1, ?2, ?3)"));
+    insert.BindInt(1, BirthDate(*person))
+        .BindText(2, key)
+        .BindText(3, subject_id);
+    HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+  }
+  return absl::OkStatus();
+}
+
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::unique_ptr<Connection> connection, std::string path)
@@ -860,6 +932,8 @@ class SqliteStore final : public Store {
       HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
     }
     HAWIYA_STORE_RETURN_IF_ERROR(
+        WriteNameKeys(*connection_, person.subject_id(), &person));
+    HAWIYA_STORE_RETURN_IF_ERROR(
         AppendChange(person.subject_id(), "update", now));
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<Person> stored,
                                   ReadPerson(person.subject_id()));
@@ -965,6 +1039,8 @@ class SqliteStore final : public Store {
       HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
     }
     if (sqlite3_changes64(connection_->db()) == 0) return NoPerson(subject_id);
+    HAWIYA_STORE_RETURN_IF_ERROR(WithdrawCase(
+        subject_id, absl::StrCat("person revoked: ", reason), audit, now));
     HAWIYA_STORE_RETURN_IF_ERROR(AppendChange(subject_id, "revoke", now));
     return CommitWithAudit(txn, audit, now);
   }
@@ -995,6 +1071,18 @@ class SqliteStore final : public Store {
         return NoPerson(subject_id);
       }
       const int64_t now = NowMicros();
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          WriteNameKeys(*connection_, subject_id, nullptr));
+      {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(
+            Statement erase,
+            connection_->Prepare("DELETE FROM distinct_pairs WHERE "
+                                 "subject_a = ?1 OR subject_b = ?1"));
+        erase.BindText(1, subject_id);
+        HAWIYA_STORE_RETURN_IF_ERROR(erase.Run());
+      }
+      HAWIYA_STORE_RETURN_IF_ERROR(
+          WithdrawCase(subject_id, "person erased", audit, now));
       HAWIYA_STORE_RETURN_IF_ERROR(AppendChange(subject_id, "erase", now));
       HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
     }
@@ -1238,20 +1326,37 @@ class SqliteStore final : public Store {
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
     std::vector<Person> persons;
-    // Two indexed lookups rather than one OR, which would scan.
-    for (const char* where : {"national_id = ?1 AND issuing_country != ?2",
-                              "birth_date = ?3 AND birth_date != 0"}) {
+    // The person's name keys, bound as ?7, ?8, ...: the date's persons
+    // sharing none cannot match by name (names::NameBlockingKeys), so only
+    // the others are read, without a cap.
+    const std::vector<std::string> keys = NameKeys(person);
+    std::string key_params;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      absl::StrAppend(&key_params, i == 0 ? "" : ", ", "?", i + 7);
+    }
+    const std::string by_name = absl::StrCat(
+        "subject_id IN (SELECT subject_id FROM name_keys WHERE birth_date = ?3 "
+        "AND key IN (",
+        key_params, "))");
+    std::vector<std::string> lookups = {
+        "national_id = ?1 AND issuing_country != ?2"};
+    if (BirthDate(person) != 0 && !keys.empty()) lookups.push_back(by_name);
+    // Indexed lookups one by one rather than one OR, which would scan.
+    for (const std::string& where : lookups) {
       HAWIYA_STORE_ASSIGN_OR_RETURN(
           Statement select,
           connection_->Prepare(absl::StrCat(
               "SELECT ", kPersonColumns, " FROM persons WHERE ", where,
-              " AND subject_id != ?4 AND state IN (?5, ?6) LIMIT 1000")));
+              " AND subject_id != ?4 AND state IN (?5, ?6)")));
       select.BindText(1, person.national_id())
           .BindText(2, person.issuing_country())
           .BindInt(3, BirthDate(person))
           .BindText(4, person.subject_id())
           .BindInt(5, hawiya::v1::ACTIVE)
           .BindInt(6, hawiya::v1::PENDING_ADJUDICATION);
+      for (size_t i = 0; i < keys.size() && where == by_name; ++i) {
+        select.BindText(static_cast<int>(i + 7), keys[i]);
+      }
       while (true) {
         HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
         if (!row) break;
@@ -1267,6 +1372,24 @@ class SqliteStore final : public Store {
     return persons;
   }
 
+  absl::StatusOr<std::vector<std::string>> AdjudicatedDistinct(
+      absl::string_view subject_id) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kRead));
+    // Two indexed lookups (the primary key, distinct_pairs_by_b).
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT subject_b FROM distinct_pairs WHERE subject_a = ?1 "
+            "UNION SELECT subject_a FROM distinct_pairs WHERE subject_b = ?1"));
+    select.BindText(1, subject_id);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::vector<std::string> others,
+                                  FirstColumn(select));
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return others;
+  }
+
   absl::StatusOr<std::vector<TemplateRecord>> PendingTemplates() override {
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
@@ -1278,11 +1401,7 @@ class SqliteStore final : public Store {
           connection_->Prepare("SELECT subject_id FROM persons WHERE state = "
                                "?1 ORDER BY subject_id"));
       select.BindInt(1, hawiya::v1::PENDING_ADJUDICATION);
-      while (true) {
-        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-        if (!row) break;
-        subjects.push_back(select.Text(0));
-      }
+      HAWIYA_STORE_ASSIGN_OR_RETURN(subjects, FirstColumn(select));
     }
     std::vector<TemplateRecord> records;
     for (const std::string& subject : subjects) {
@@ -1395,6 +1514,20 @@ class SqliteStore final : public Store {
       case hawiya::v1::DISTINCT:
         HAWIYA_STORE_RETURN_IF_ERROR(
             SetState(subject_id, hawiya::v1::ACTIVE, ""));
+        // Remembered, so that deduplicating either of a pair again does
+        // not raise it again.
+        for (const hawiya::v1::CaseCandidate& candidate : c.candidates()) {
+          const std::string& other = candidate.candidate().subject_id();
+          HAWIYA_STORE_ASSIGN_OR_RETURN(
+              Statement insert,
+              connection_->Prepare(
+                  "INSERT OR IGNORE INTO distinct_pairs (subject_a, "
+                  "subject_b, case_id) VALUES (min(?1, ?2), max(?1, ?2), ?3)"));
+          insert.BindText(1, subject_id)
+              .BindText(2, other)
+              .BindText(3, decision.case_id);
+          HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+        }
         break;
       case hawiya::v1::DUPLICATE: {
         duplicate_of = decision.duplicate_of;
@@ -1417,17 +1550,20 @@ class SqliteStore final : public Store {
           return absl::FailedPreconditionError(absl::StrCat(
               "duplicate_of: no person ", duplicate_of, " (erased)"));
         }
+        // The new record is revoked in favour of duplicate_of, so that must
+        // be a live record: else the person would be left with none.
+        if (existing->state() != hawiya::v1::ACTIVE &&
+            existing->state() != hawiya::v1::PENDING_ADJUDICATION) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "duplicate_of: ", duplicate_of, " is ",
+              hawiya::v1::PersonState_Name(existing->state()),
+              "; a person can only duplicate an ACTIVE or pending record"));
+        }
         HAWIYA_STORE_RETURN_IF_ERROR(
             SetState(subject_id, hawiya::v1::REVOKED,
                      absl::StrCat("duplicate of ", duplicate_of, " (case ",
                                   decision.case_id, ")")));
         if (decision.merge_templates) {
-          if (existing->state() != hawiya::v1::ACTIVE &&
-              existing->state() != hawiya::v1::PENDING_ADJUDICATION) {
-            return absl::FailedPreconditionError(
-                absl::StrCat("merge_templates: ", duplicate_of, " is ",
-                             hawiya::v1::PersonState_Name(existing->state())));
-          }
           std::vector<TemplateRecord> records;
           HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject_id, &records));
           std::vector<Template> templates;
@@ -1469,6 +1605,7 @@ class SqliteStore final : public Store {
         break;
       }
       default:
+        // WITHDRAWN included: only revoke and erase set it (WithdrawCase).
         return absl::InvalidArgumentError(
             "decision: DISTINCT, DUPLICATE or FRAUD");
     }
@@ -2181,6 +2318,8 @@ class SqliteStore final : public Store {
       }
     }
 
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        WriteNameKeys(*connection_, person.subject_id(), &person));
     WriteResult result;
     HAWIYA_STORE_ASSIGN_OR_RETURN(
         result.templates, InsertTemplates(person.subject_id(), templates));
@@ -2620,6 +2759,49 @@ class SqliteStore final : public Store {
     return person;
   }
 
+  // Closes the open case of `subject_id`, if any, as WITHDRAWN by the
+  // acting principal (audit's; none without audit) with `comment`, inside
+  // the caller's write transaction. The audit record, if any, says so in
+  // its decision ("WITHDRAWN") and names the case's candidates.
+  absl::Status WithdrawCase(absl::string_view subject_id,
+                            absl::string_view comment, AuditWrite* audit,
+                            int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::string case_id;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare(
+              "SELECT case_id FROM cases WHERE subject_id = "
+              "?1 AND decision = 0 ORDER BY seq DESC LIMIT 1"));
+      select.BindText(1, subject_id);
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) return absl::OkStatus();
+      case_id = select.Text(0);
+    }
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<StoredCase> found,
+                                  ReadCase(case_id));
+    if (!found.has_value()) return NoCase(case_id);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement update,
+        connection_->Prepare("UPDATE cases SET decision = ?2, adjudicator = "
+                             "?3, comment = ?4, decide_time_us = ?5 WHERE "
+                             "case_id = ?1"));
+    update.BindText(1, case_id)
+        .BindInt(2, hawiya::v1::WITHDRAWN)
+        .BindText(3, audit != nullptr ? audit->event.principal : "")
+        .BindText(4, comment)
+        .BindInt(5, now);
+    HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+    if (audit != nullptr) {
+      audit->event.decision = absl::StrCat(
+          hawiya::v1::Decision_Name(hawiya::v1::WITHDRAWN), " ", case_id);
+      for (const hawiya::v1::CaseCandidate& c : found->record.candidates()) {
+        audit->event.subject_ids.push_back(c.candidate().subject_id());
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // The open case of a pending person.
   absl::Status FillCaseId(Person* person) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (person->state() != hawiya::v1::PENDING_ADJUDICATION) {
@@ -2648,6 +2830,32 @@ class SqliteStore final : public Store {
   // One rotation at a time; taken before mu_.
   absl::Mutex rotate_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 };
+
+// Migration 7: the name_keys of the persons stored before it.
+absl::Status FillNameKeys(Connection& connection) {
+  std::vector<Person> persons;
+  {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection.Prepare("SELECT subject_id, record FROM persons WHERE "
+                           "birth_date != 0"));
+    while (true) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      Person& person = persons.emplace_back();
+      if (!person.ParseFromString(select.Blob(1))) {
+        return absl::InternalError(
+            absl::StrCat("store: corrupt record for ", select.Text(0)));
+      }
+      person.set_subject_id(select.Text(0));
+    }
+  }
+  for (const Person& person : persons) {
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        WriteNameKeys(connection, person.subject_id(), &person));
+  }
+  return absl::OkStatus();
+}
 
 // Migration 6: persons.birth_date of the persons stored before it.
 absl::Status FillBirthDates(Connection& connection) {
@@ -2701,6 +2909,7 @@ absl::Status Migrate(Connection& connection) {
   for (int64_t i = version; i < kSchemaVersion; ++i) {
     HAWIYA_STORE_RETURN_IF_ERROR(connection.Exec(kMigrations[i]));
     if (i == 5) HAWIYA_STORE_RETURN_IF_ERROR(FillBirthDates(connection));
+    if (i == 6) HAWIYA_STORE_RETURN_IF_ERROR(FillNameKeys(connection));
   }
   HAWIYA_STORE_RETURN_IF_ERROR(
       connection.Exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion)));

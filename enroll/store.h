@@ -301,8 +301,11 @@ class Store {
       AuditWrite* audit = nullptr,
       const hawiya::v1::Case* dedup_case = nullptr) = 0;
 
-  // Marks the person REVOKED with the reason; templates stay on disk.
-  // NOT_FOUND.
+  // Marks the person REVOKED with the reason; templates stay on disk. Its
+  // open case, if any, is closed in the same transaction: decision
+  // WITHDRAWN, adjudicator the audit's principal, comment "person revoked:
+  // <reason>"; the audit event's decision becomes "WITHDRAWN <case_id>" and
+  // its subject_ids the case's candidates. NOT_FOUND.
   virtual absl::Status RevokePerson(absl::string_view subject_id,
                                     absl::string_view reason,
                                     AuditWrite* audit = nullptr) = 0;
@@ -310,7 +313,10 @@ class Store {
   // Deletes the person and its templates with secure delete, then
   // checkpoints the WAL so no template bytes remain in any file. Its
   // idempotency records stay as tombstones without their responses: replaying
-  // one is FAILED_PRECONDITION naming "request_id". NOT_FOUND.
+  // one is FAILED_PRECONDITION naming "request_id". Its open case is
+  // withdrawn as by RevokePerson (comment "person erased"; the case keeps
+  // the subject id, GetCase shows it without a record) and its name keys
+  // and DISTINCT pairs are deleted. NOT_FOUND.
   virtual absl::Status ErasePerson(absl::string_view subject_id,
                                    AuditWrite* audit = nullptr) = 0;
 
@@ -364,9 +370,18 @@ class Store {
 
   // ACTIVE or PENDING_ADJUDICATION persons other than person.subject_id
   // that hold person's national_id under another issuing country, or
-  // person's date of birth (indexed; the caller compares names).
+  // person's date of birth and a name blocking key of one of its names
+  // (names::NameBlockingKeys): every person of that date whose name
+  // names::CompareNames could match, and few others, however many share the
+  // date. Indexed; the caller compares names.
   virtual absl::StatusOr<std::vector<hawiya::v1::Person>> DemographicCandidates(
       const hawiya::v1::Person& person) = 0;
+
+  // The subjects an adjudicator decided are not the same person as
+  // `subject_id` (DISTINCT: the new person against each candidate of its
+  // case, remembered both ways), erased subjects excepted.
+  virtual absl::StatusOr<std::vector<std::string>> AdjudicatedDistinct(
+      absl::string_view subject_id) = 0;
 
   // The templates of every PENDING_ADJUDICATION person, grouped by subject.
   virtual absl::StatusOr<std::vector<TemplateRecord>> PendingTemplates() = 0;
@@ -384,13 +399,16 @@ class Store {
                                              int64_t after_sequence) = 0;
 
   // Decides an open case and applies it, in one transaction with the audit
-  // record: DISTINCT makes the person ACTIVE; DUPLICATE revokes it ("duplicate
+  // record: DISTINCT makes the person ACTIVE and records it distinct from
+  // every candidate (AdjudicatedDistinct); DUPLICATE revokes it ("duplicate
   // of S (case C)") and, with merge_templates, copies its templates to S
   // (re-sealed for S); FRAUD revokes it and flags every candidate
   // "fraud:<case_id>". NOT_FOUND ("case_id"); FAILED_PRECONDITION naming
-  // "case_id" if it is decided (unless the same request_id and decision:
-  // a replay) or its person is no longer pending; INVALID_ARGUMENT naming
-  // "duplicate_of" if that is not a candidate.
+  // "case_id" if it is decided or withdrawn (unless the same request_id and
+  // decision: a replay) or its person is no longer pending, naming
+  // "duplicate_of" if that was erased or is neither ACTIVE nor pending;
+  // INVALID_ARGUMENT naming "duplicate_of" if that is not a candidate,
+  // naming "decision" unless DISTINCT, DUPLICATE or FRAUD.
   virtual absl::StatusOr<DecideResult> DecideCase(
       const CaseDecision& decision, AuditWrite* audit = nullptr) = 0;
 

@@ -641,7 +641,7 @@ int CasesDecide(Client& client) {
   }
   v1::Decision decision = v1::DECISION_UNSPECIFIED;
   if (!v1::Decision_Parse(absl::GetFlag(FLAGS_decision), &decision) ||
-      decision == v1::DECISION_UNSPECIFIED) {
+      decision == v1::DECISION_UNSPECIFIED || decision == v1::WITHDRAWN) {
     return Usage(
         "cases decide: --decision must be DISTINCT, DUPLICATE or FRAUD");
   }

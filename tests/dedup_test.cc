@@ -36,6 +36,8 @@ using ::testing::IsEmpty;
 
 constexpr char kAdjudicator[] = "hawiya://dev/adjudicator";
 constexpr char kDecide[] = "/hawiya.v1.AdjudicationService/DecideCase";
+constexpr char kRegistrar[] = "hawiya://dev/registrar";
+constexpr char kDelete[] = "/hawiya.v1.EnrollmentService/DeletePerson";
 
 std::string NewDir() {
   const char* base = std::getenv("TEST_TMPDIR");
@@ -156,6 +158,42 @@ class DedupTest : public ::testing::Test {
     request.set_comment("checked the documents at the counter");
     request.set_merge_templates(merge);
     return registry_->DecideCase(request, Adjudicator());
+  }
+
+  // An Enroll (no templates) of person `n` born on `date` named `given
+  // family`.
+  static v1::EnrollRequest Named(const std::string& request_id, uint64_t n,
+                                 const v1::Date& date, const std::string& given,
+                                 const std::string& family) {
+    v1::EnrollRequest request;
+    request.set_request_id(request_id);
+    *request.mutable_person() = DistinctPerson(n);
+    *request.mutable_person()->mutable_date_of_birth() = date;
+    request.mutable_person()->mutable_name_latin()->set_given(given);
+    request.mutable_person()->mutable_name_latin()->set_family(family);
+    return request;
+  }
+
+  // GetCase of `case_id`, which must exist.
+  v1::Case GetCaseOf(const std::string& case_id) {
+    v1::GetCaseRequest request;
+    request.set_case_id(case_id);
+    absl::StatusOr<v1::Case> got = registry_->GetCase(request);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : v1::Case();
+  }
+
+  // Replaces the subject's templates with capture `capture` of `identity`.
+  v1::Person Replace(const std::string& subject_id, uint64_t identity,
+                     uint64_t capture) {
+    v1::ReplaceTemplatesRequest request;
+    request.set_request_id(absl::StrCat("replace-", subject_id, "-", capture));
+    request.set_subject_id(subject_id);
+    *request.add_templates() =
+        services::SyntheticFaceTemplate(model_, identity, capture);
+    absl::StatusOr<v1::Person> replaced = registry_->ReplaceTemplates(request);
+    EXPECT_TRUE(replaced.ok()) << replaced.status();
+    return replaced.ok() ? *replaced : v1::Person();
   }
 
   // A (n=1, face 7) ACTIVE and B (n=2, another capture of face 7) pending.
@@ -290,12 +328,8 @@ TEST_F(DedupTest, SameNameAcrossSpellingsAndDateOfBirthRaisesACase) {
   ASSERT_EQ(registry_->Enroll(first)->person().state(), v1::ACTIVE);
 
   // Another national id, the same date of birth, the name spelled otherwise.
-  v1::EnrollRequest second;
-  second.set_request_id("second");
-  *second.mutable_person() = DistinctPerson(2);
-  *second.mutable_person()->mutable_date_of_birth() = recorded.date_of_birth();
-  second.mutable_person()->mutable_name_latin()->set_given("Muhammad");
-  second.mutable_person()->mutable_name_latin()->set_family("Al Sabah");
+  const v1::EnrollRequest second =
+      Named("second", 2, recorded.date_of_birth(), "Muhammad", "Al Sabah");
   absl::StatusOr<v1::EnrollResponse> caught = registry_->Enroll(second);
   ASSERT_TRUE(caught.ok()) << caught.status();
   EXPECT_EQ(caught->person().state(), v1::PENDING_ADJUDICATION);
@@ -332,6 +366,7 @@ TEST_F(DedupTest, MigrationToSchema6IndexesExistingDatesOfBirth) {
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ + "/hawiya.db").c_str(), &raw), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE distinct_pairs; DROP TABLE name_keys; "
                          "DROP TABLE cases; DROP INDEX persons_by_birth_date; "
                          "DROP INDEX persons_by_national_id; "
                          "ALTER TABLE persons DROP COLUMN flags; "
@@ -693,6 +728,183 @@ TEST_F(DedupTest, DecisionsAreAuditedWithTheAdjudicator) {
   // The enrollment that raised the case names its candidate too.
   v1::VerifyAuditLogRequest verify;
   EXPECT_TRUE(registry_->VerifyAuditLog(verify)->intact());
+}
+
+// A DISTINCT decision is remembered per pair (issue 6, gap 1): deduplicating
+// either person again does not raise the other, also after a restart, while
+// any other candidate still raises a case.
+TEST_F(DedupTest, DistinctPairsAreNotRaisedAgainButOtherCandidatesAre) {
+  EnrollPair();
+  const std::string a = a_.person().subject_id();
+  const std::string b = b_.person().subject_id();
+  ASSERT_TRUE(Decide(b_.case_id(), v1::DISTINCT, "decide-1").ok());
+  Open();  // the pair survives a restart
+
+  // B, then A, with a fresh capture of the same face: no case.
+  EXPECT_EQ(Replace(b, 7, 2).state(), v1::ACTIVE);
+  EXPECT_EQ(Get(b).case_id(), "");
+  EXPECT_EQ(Replace(a, 7, 3).state(), v1::ACTIVE);
+
+  // A third look-alike is a candidate of both, and raises a case.
+  const v1::EnrollResponse c = Enroll(3, 7, 4);
+  ASSERT_EQ(c.person().state(), v1::PENDING_ADJUDICATION);
+  std::vector<std::string> raised;
+  for (const v1::Candidate& d : c.duplicates())
+    raised.push_back(d.subject_id());
+  EXPECT_THAT(raised, ::testing::UnorderedElementsAre(a, b));
+
+  // B again: A is set aside, C (pending) still raises a case of its own.
+  const v1::Person held = Replace(b, 7, 5);
+  ASSERT_EQ(held.state(), v1::PENDING_ADJUDICATION);
+  const v1::Case opened = GetCaseOf(held.case_id());
+  ASSERT_EQ(opened.candidates_size(), 1);
+  EXPECT_EQ(opened.candidates(0).candidate().subject_id(),
+            c.person().subject_id());
+  EXPECT_EQ(opened.raised_by(), "ReplaceTemplates");
+}
+
+// Revoking or erasing a pending person closes its case (gap 2): WITHDRAWN
+// by the deleting principal, with why, in the delete's own audit record.
+TEST_F(DedupTest, RevokingOrErasingAPendingPersonWithdrawsItsCase) {
+  EnrollPair();
+  const AuditActor registrar{kRegistrar, "registrar", kDelete};
+  v1::DeletePersonRequest revoke;
+  revoke.set_subject_id(b_.person().subject_id());
+  revoke.set_reason("application withdrawn");
+  ASSERT_TRUE(registry_->DeletePerson(revoke, registrar).ok());
+
+  const v1::Case withdrawn = GetCaseOf(b_.case_id());
+  EXPECT_EQ(withdrawn.decision(), v1::WITHDRAWN);
+  EXPECT_EQ(withdrawn.adjudicator(), kRegistrar);
+  EXPECT_EQ(withdrawn.comment(), "person revoked: application withdrawn");
+  EXPECT_TRUE(withdrawn.has_decide_time());
+  EXPECT_EQ(withdrawn.person().state(), v1::REVOKED);
+  EXPECT_EQ(withdrawn.person().case_id(), "");
+  v1::ListCasesRequest list;
+  EXPECT_THAT(registry_->ListCases(list)->cases(), IsEmpty());
+  list.set_include_decided(true);
+  EXPECT_EQ(registry_->ListCases(list)->cases_size(), 1);
+
+  // Closed like a decided case; WITHDRAWN is never an adjudicator's.
+  absl::StatusOr<v1::Case> late = Decide(b_.case_id(), v1::DISTINCT, "late");
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(late.status().message()),
+              ::testing::StartsWith("case_id: "));
+  absl::StatusOr<v1::Case> forged =
+      Decide(b_.case_id(), v1::WITHDRAWN, "forged");
+  EXPECT_EQ(forged.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(forged.status().message()),
+              ::testing::StartsWith("decision: WITHDRAWN"));
+
+  // Erase: the case keeps the subject id, without a record.
+  const v1::EnrollResponse c = Enroll(3, 8, 0);
+  const v1::EnrollResponse d = Enroll(4, 8, 1);
+  ASSERT_EQ(d.person().state(), v1::PENDING_ADJUDICATION);
+  v1::DeletePersonRequest erase;
+  erase.set_subject_id(d.person().subject_id());
+  erase.set_reason("court order");
+  erase.set_erase(true);
+  ASSERT_TRUE(registry_->DeletePerson(erase, registrar).ok());
+  const v1::Case erased = GetCaseOf(d.case_id());
+  EXPECT_EQ(erased.decision(), v1::WITHDRAWN);
+  EXPECT_EQ(erased.comment(), "person erased");
+  EXPECT_EQ(erased.person().subject_id(), d.person().subject_id());
+  EXPECT_EQ(erased.person().national_id(), "");
+
+  // Each delete's audit record says what it closed, and the chain holds.
+  v1::ListAuditRecordsRequest audit;
+  audit.set_principal(kRegistrar);
+  absl::StatusOr<v1::ListAuditRecordsResponse> page =
+      registry_->ListAuditRecords(audit);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->records_size(), 2);
+  EXPECT_EQ(page->records(0).decision(), "WITHDRAWN " + b_.case_id());
+  EXPECT_EQ(page->records(0).subject_id(), b_.person().subject_id());
+  EXPECT_THAT(page->records(0).subject_ids(),
+              ElementsAre(a_.person().subject_id()));
+  EXPECT_EQ(page->records(1).decision(), "WITHDRAWN " + d.case_id());
+  EXPECT_THAT(page->records(1).subject_ids(),
+              ElementsAre(c.person().subject_id()));
+  EXPECT_TRUE(registry_->VerifyAuditLog({})->intact());
+}
+
+// A candidate erased or revoked while the case is open: GetCase still lists
+// it (an erased one without its record), and DUPLICATE naming it is refused
+// cleanly, deciding nothing; another decision still can be taken.
+TEST_F(DedupTest, DuplicateOfAnErasedOrRevokedCandidateIsRefused) {
+  EnrollPair();
+  v1::DeletePersonRequest erase;
+  erase.set_subject_id(a_.person().subject_id());
+  erase.set_reason("court order");
+  erase.set_erase(true);
+  ASSERT_TRUE(registry_->DeletePerson(erase).ok());
+  const v1::Case open = GetCaseOf(b_.case_id());
+  ASSERT_EQ(open.candidates_size(), 1);
+  EXPECT_EQ(open.candidates(0).candidate().subject_id(),
+            a_.person().subject_id());
+  EXPECT_FALSE(open.candidates(0).has_person());
+  // DUPLICATE of the case's only candidate, merged or not, is refused
+  // naming duplicate_of and leaves the new person pending.
+  const auto expect_refused = [this](const v1::EnrollResponse& pending) {
+    for (bool merge : {false, true}) {
+      absl::StatusOr<v1::Case> refused =
+          Decide(pending.case_id(), v1::DUPLICATE,
+                 absl::StrCat("dup-", pending.case_id(), merge), merge);
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_THAT(std::string(refused.status().message()),
+                  ::testing::StartsWith("duplicate_of: "));
+    }
+    EXPECT_EQ(Get(pending.person().subject_id()).state(),
+              v1::PENDING_ADJUDICATION);
+  };
+  expect_refused(b_);
+
+  const v1::EnrollResponse c = Enroll(3, 8, 0);
+  const v1::EnrollResponse d = Enroll(4, 8, 1);
+  ASSERT_EQ(d.person().state(), v1::PENDING_ADJUDICATION);
+  v1::DeletePersonRequest revoke;
+  revoke.set_subject_id(c.person().subject_id());
+  revoke.set_reason("deceased");
+  ASSERT_TRUE(registry_->DeletePerson(revoke).ok());
+  expect_refused(d);
+  ASSERT_TRUE(Decide(d.case_id(), v1::FRAUD, "fraud").ok());
+  ASSERT_TRUE(Decide(b_.case_id(), v1::DISTINCT, "distinct").ok());
+}
+
+// The date of birth check reads every plausible name of the date, not the
+// first 1000 persons (gap 3): 1500 persons share a date of birth, the one
+// whose name matches was enrolled 1400th.
+TEST_F(DedupTest, DateOfBirthCheckIsNotCappedAtAThousandPersons) {
+  DedupOptions off;
+  off.enabled = false;
+  Open(off);
+  std::vector<v1::EnrollRequest> batch(1500);
+  v1::Date date;
+  date.set_year(1970);
+  date.set_month(1);
+  date.set_day(1);
+  for (uint64_t n = 1; n <= 1500; ++n) {
+    const v1::Person person = DistinctPerson(n);
+    batch[n - 1] =
+        n == 1400
+            ? Named(absl::StrCat("bulk-", n), n, date, "Mohammed", "Al-Harbi")
+            : Named(absl::StrCat("bulk-", n), n, date,
+                    person.name_latin().given(), person.name_latin().family());
+  }
+  absl::StatusOr<v1::BatchEnrollResponse> bulk = registry_->BatchEnroll(batch);
+  ASSERT_TRUE(bulk.ok()) << bulk.status();
+  ASSERT_EQ(bulk->responses_size(), 1500);
+  const std::string match = bulk->responses(1399).person().subject_id();
+  Open();
+
+  absl::StatusOr<v1::EnrollResponse> caught =
+      registry_->Enroll(Named("probe", 2000, date, "Muhammad", "Alharbi"));
+  ASSERT_TRUE(caught.ok()) << caught.status();
+  EXPECT_EQ(caught->person().state(), v1::PENDING_ADJUDICATION);
+  ASSERT_EQ(caught->duplicates_size(), 1);
+  EXPECT_EQ(caught->duplicates(0).subject_id(), match);
+  EXPECT_THAT(caught->duplicates(0).reasons(),
+              ElementsAre(v1::NAME_AND_DATE_OF_BIRTH));
 }
 
 }  // namespace

@@ -4,12 +4,17 @@
 // precision and recall are asserted.
 #include "enroll/names.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -734,6 +739,186 @@ TEST(NamesTableTest, ThresholdIsNotOnAKnifeEdge) {
     EXPECT_GT(std::abs(s - kNameMatchThreshold), 0.005)
         << p.a << " | " << p.b << " similarity " << s;
   }
+}
+
+// ------------------------------------------------------- Blocking keys --
+
+bool ShareAKey(absl::string_view a, absl::string_view b) {
+  const std::vector<std::string> ka = NameBlockingKeys(a);
+  const std::vector<std::string> kb = NameBlockingKeys(b);
+  for (const std::string& k : ka) {
+    if (std::find(kb.begin(), kb.end(), k) != kb.end()) return true;
+  }
+  return false;
+}
+
+// The code points of a UTF-8 string, each as its bytes.
+std::vector<std::string> CodePoints(absl::string_view s) {
+  std::vector<std::string> out;
+  for (char c : s) {
+    if ((static_cast<unsigned char>(c) & 0xC0) == 0x80 && !out.empty()) {
+      out.back().push_back(c);
+    } else {
+      out.emplace_back(1, c);
+    }
+  }
+  return out;
+}
+
+// A random misspelling of `name`: one or two edits (a letter replaced by
+// another of the name, dropped, doubled, swapped with its neighbour; an
+// article added or dropped; a letter's case), mostly in the given name,
+// whose similarity decides a match.
+std::string Perturb(const std::string& name, std::mt19937& rng) {
+  std::vector<std::string> words = absl::StrSplit(name, ' ', absl::SkipEmpty());
+  auto pick = [&rng](size_t n) {
+    return std::uniform_int_distribution<size_t>(0, n - 1)(rng);
+  };
+  const int edits = 1 + static_cast<int>(pick(2));
+  for (int e = 0; e < edits; ++e) {
+    std::string& word = words[pick(3) == 0 ? pick(words.size()) : 0];
+    std::vector<std::string> cps = CodePoints(word);
+    if (cps.empty()) continue;
+    const size_t i = pick(cps.size());
+    switch (pick(7)) {
+      case 0:
+        cps[i] = cps[pick(cps.size())];
+        break;
+      case 1:
+        if (cps.size() > 1) cps.erase(cps.begin() + i);
+        break;
+      case 2:
+        cps.insert(cps.begin() + i, cps[i]);
+        break;
+      case 3:
+        if (i + 1 < cps.size()) std::swap(cps[i], cps[i + 1]);
+        break;
+      case 4: {
+        const bool arabic = cps[0].size() > 1;
+        const std::string article = arabic ? "\u0627\u0644" : "Al-";
+        if (absl::StartsWith(word, article)) {
+          cps = CodePoints(word.substr(article.size()));
+        } else {
+          cps.insert(cps.begin(), article);
+        }
+        break;
+      }
+      case 5:
+        if (cps[i].size() == 1 && std::isalpha(cps[i][0])) {
+          cps[i][0] = static_cast<char>(cps[i][0] ^ 0x20);
+        }
+        break;
+      default:
+        // A letter from another name: substitutions the folding cannot undo.
+        cps[i] = cps[i].size() > 1 ? "\u0642" : "q";
+        break;
+    }
+    word = absl::StrJoin(cps, "");
+    if (word.empty()) word = "x";
+  }
+  return absl::StrJoin(words, " ");
+}
+
+// NameBlockingKeys narrows the demographic pre-check to the recorded names
+// sharing a key; it must never separate two names CompareNames matches.
+// Checked on every pair of names in both tables, and on random misspellings
+// of each (against the original and against each other), long given names
+// included (the "~" key).
+TEST(NamesBlockingKeysTest, NeverSeparateTwoNamesThatMatch) {
+  std::set<std::string> corpus;
+  for (const auto* table : {&Table(), &HeldOutTable()}) {
+    for (const NamePair& p : *table) {
+      corpus.insert(p.a);
+      corpus.insert(p.b);
+    }
+  }
+  // Given names over 11 letters, where the first two may differ.
+  for (const char* name :
+       {"Abdulrahmanovich Al-Harbi", "Konstantinopoulos Haddad",
+        "Mohammedabdullah Alotaibi", "Sheikhmohammed Bin Rashid",
+        "\u0639\u0628\u062f\u0627\u0644\u0631\u062d\u0645\u0646\u0627\u0644"
+        "\u0641\u0627\u0636\u0644 \u0627\u0644\u0639\u0645\u0631\u064a"}) {
+    corpus.insert(name);
+  }
+  const std::vector<std::string> names(corpus.begin(), corpus.end());
+  int matches = 0, separated = 0;
+  auto check = [&](const std::string& a, const std::string& b) {
+    if (!CompareNames(a, b).match) return;
+    ++matches;
+    if (!ShareAKey(a, b)) {
+      ++separated;
+      ADD_FAILURE() << "\"" << a << "\" matches \"" << b
+                    << "\" but they share no blocking key";
+    }
+  };
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (size_t j = i; j < names.size(); ++j) check(names[i], names[j]);
+  }
+  const int table_matches = matches;
+  // Every single edit in the first letters of given names of 10 to 16
+  // letters: where the "~" key takes over from the three-letter ones.
+  for (const char* word :
+       {"Qasimbaderov", "Qasimbaderovi", "Qasimbaderovic", "Nasrallahzade",
+        "Kadhimrahmanov", "Konstantinopoulos", "Abdulrahmanovich",
+        "Mohammedabdu"}) {
+    const std::string given(word);
+    for (size_t i = 0; i < 4; ++i) {
+      std::vector<std::string> edits;
+      std::string swapped = given;
+      std::swap(swapped[i], swapped[i + 1]);
+      edits.push_back(swapped);
+      edits.push_back(given.substr(0, i) + given.substr(i + 1));
+      for (char c = 'a'; c <= 'z'; ++c) {
+        std::string replaced = given;
+        replaced[i] = c;
+        edits.push_back(replaced);
+        edits.push_back(given.substr(0, i) + c + given.substr(i));
+      }
+      for (const std::string& edit : edits) {
+        for (size_t n = 0; n <= given.size(); ++n) {
+          // The edited name against the original cut to every length.
+          check(given.substr(0, n) + " Haddad", edit + " Haddad");
+        }
+      }
+    }
+  }
+  const int long_matches = matches - table_matches;
+  std::mt19937 rng(20261130);
+  for (const std::string& name : names) {
+    std::vector<std::string> variants = {name};
+    for (int k = 0; k < 30; ++k) variants.push_back(Perturb(name, rng));
+    for (size_t i = 0; i < variants.size(); ++i) {
+      for (size_t j = i + 1; j < variants.size(); ++j) {
+        check(variants[i], variants[j]);
+      }
+    }
+  }
+  // Enough matches, beyond equal strings, for the check to mean something.
+  EXPECT_GE(table_matches, static_cast<int>(names.size()) + 100);
+  EXPECT_GE(long_matches, 50);
+  EXPECT_GE(matches - table_matches - long_matches, 5000);
+  EXPECT_EQ(separated, 0);
+  // And the keys do narrow: most pairs of table names share none.
+  int64_t sharing = 0;
+  for (const std::string& a : names) {
+    for (const std::string& b : names) sharing += ShareAKey(a, b);
+  }
+  const double shared = static_cast<double>(sharing) /
+                        static_cast<double>(names.size() * names.size());
+  std::printf(
+      "blocking keys: %d matching pairs (%d beyond the tables), %.3f "
+      "of table name pairs share a key\n",
+      matches, matches - table_matches, shared);
+  EXPECT_LT(shared, 0.25);
+}
+
+// A name with no letters has no keys (and matches nothing).
+TEST(NamesBlockingKeysTest, EmptyNameHasNoKeys) {
+  EXPECT_THAT(NameBlockingKeys(""), IsEmpty());
+  EXPECT_THAT(NameBlockingKeys("  - "), IsEmpty());
+  v1::PersonName name;
+  name.set_given("Khalid");
+  EXPECT_THAT(NameBlockingKeys(name), ::testing::Not(IsEmpty()));
 }
 
 }  // namespace

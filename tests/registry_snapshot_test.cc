@@ -918,8 +918,10 @@ TEST_F(RegistrySnapshotTest, OlderSchemaGainsAStoreId) {
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
   // Schema 1: no meta (2), no data keys or key versions (3), no audit (4),
-  // no signing keys or partner quotas (5), no cases (6).
+  // no signing keys or partner quotas (5), no cases (6), no DISTINCT pairs
+  // or name keys (7).
   ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE distinct_pairs; DROP TABLE name_keys; "
                          "DROP TABLE cases; DROP INDEX persons_by_birth_date; "
                          "DROP INDEX persons_by_national_id; "
                          "ALTER TABLE persons DROP COLUMN flags; "

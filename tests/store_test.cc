@@ -35,6 +35,7 @@ using ::hawiya::v1::Person;
 using ::hawiya::v1::PersonState;
 using ::hawiya::v1::Template;
 using ::testing::ElementsAre;
+using ::testing::IsEmpty;
 using ::testing::Pair;
 using ::testing::StartsWith;
 
@@ -785,13 +786,71 @@ TEST_F(StoreTest, ReopenKeepsEverythingWithoutRerunningSchema) {
   EXPECT_TRUE(replay->replayed);
 
   RawDb raw(path_);
-  EXPECT_EQ(raw.Int("PRAGMA user_version"), 6);
+  EXPECT_EQ(raw.Int("PRAGMA user_version"), 7);
   EXPECT_EQ(raw.Text("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' "
                     "AND name IN ('persons', 'templates', 'idempotency', "
                     "'changes', 'meta', 'data_keys', 'audit', "
-                    "'signing_keys', 'partner_quota', 'cases')"),
-            10);
+                    "'signing_keys', 'partner_quota', 'cases', "
+                    "'distinct_pairs', 'name_keys')"),
+            12);
+}
+
+// Schema 7 keys the names of the persons stored before it, so the
+// demographic pre-check finds them by name blocking key.
+TEST_F(StoreTest, MigrationToSchema7KeysExistingNames) {
+  Person harbi = MakePerson("s-1", "123");
+  harbi.mutable_name_latin()->set_given("Mohammed");
+  harbi.mutable_name_latin()->set_family("Al-Harbi");
+  Create(harbi, {}, "req-1");
+  Create(MakePerson("s-2", "456"), {}, "req-2");  // "Given 456 Family"
+  store_.reset();
+  RawDb(path_).Exec(
+      "DROP TABLE distinct_pairs; DROP TABLE name_keys; "
+      "PRAGMA user_version = 6");
+  Reopen();
+  EXPECT_EQ(RawDb(path_).Int("PRAGMA user_version"), 7);
+  EXPECT_GT(RawDb(path_).Int("SELECT COUNT(DISTINCT subject_id) FROM "
+                             "name_keys"),
+            1);
+
+  Person probe = MakePerson("s-3", "789");
+  probe.mutable_name_latin()->set_given("Muhammad");
+  probe.mutable_name_latin()->set_family("Alharbi");
+  absl::StatusOr<std::vector<Person>> found =
+      store_->DemographicCandidates(probe);
+  ASSERT_TRUE(found.ok()) << found.status();
+  // Only the plausible name of the date: not "Given 456".
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].subject_id(), "s-1");
+}
+
+// Name keys follow the record: an update to the name or the date of birth
+// moves them, an erase deletes them.
+TEST_F(StoreTest, NameKeysFollowUpdatesAndErase) {
+  Person probe = MakePerson("s-9", "999");
+  probe.mutable_name_latin()->set_given("Khalid");
+  auto candidates = [&]() {
+    std::vector<std::string> ids;
+    absl::StatusOr<std::vector<Person>> found =
+        store_->DemographicCandidates(probe);
+    EXPECT_TRUE(found.ok()) << found.status();
+    if (!found.ok()) return ids;
+    for (const Person& p : *found) ids.push_back(p.subject_id());
+    return ids;
+  };
+  Person person = Create(MakePerson("s-1", "123"), {}, "req-1").person;
+  EXPECT_THAT(candidates(), IsEmpty());
+  person.mutable_name_latin()->set_given("Khaled");
+  person = *store_->UpdatePerson(person, 1);
+  EXPECT_THAT(candidates(), ElementsAre("s-1"));
+  person.mutable_date_of_birth()->set_day(18);
+  person = *store_->UpdatePerson(person, 2);
+  EXPECT_THAT(candidates(), IsEmpty());
+  probe.mutable_date_of_birth()->set_day(18);
+  EXPECT_THAT(candidates(), ElementsAre("s-1"));
+  ASSERT_TRUE(store_->ErasePerson("s-1").ok());
+  EXPECT_EQ(RawDb(path_).Int("SELECT COUNT(*) FROM name_keys"), 0);
 }
 
 TEST_F(StoreTest, RefusesNewerSchema) {
