@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "matcher/matcher.h"
@@ -60,11 +62,11 @@ EvalScores Evaluate(const GenerateOptions& generate, uint64_t seed,
   return scores.ok() ? *std::move(scores) : EvalScores();
 }
 
-const std::vector<ModalityDimension> kFaceAndFinger = {
-    {Modality::kFace, 512}, {Modality::kFingerprint, 256}};
-const std::vector<ModalityDimension> kAllThree = {{Modality::kFace, 512},
-                                                  {Modality::kFingerprint, 256},
-                                                  {Modality::kIris, 256}};
+constexpr ModalityDimension kFaceAndFinger[] = {{Modality::kFace, 512},
+                                                {Modality::kFingerprint, 256}};
+constexpr ModalityDimension kAllThree[] = {{Modality::kFace, 512},
+                                           {Modality::kFingerprint, 256},
+                                           {Modality::kIris, 256}};
 
 // DESIGN.md model, easy variant, d = 512, s = 0.8:
 //   impostor cosine ~ N(0, 1/d) (two independent isotropic directions), so
@@ -161,34 +163,49 @@ TEST(EvalTest, HardVariantRaisesFalsePositiveIdentification) {
   EXPECT_LT(Fnir(hard, 0.40f, 1), 0.02);
 }
 
-// Thresholds computed on one seed meet their targets on another (within the
-// binomial uncertainty of both estimates), and are not needlessly strict.
-TEST(EvalTest, ThresholdsMeetTheirTargetsOnAHeldOutSet) {
+struct HeldOutThresholds {
+  float fmr = 0.0f;
+  float fpir = 0.0f;
+};
+
+// Thresholds for FMR 1e-3 and FPIR 0.05 computed on seed 11 meet their
+// targets on seed 13 (within the binomial uncertainty of both estimates),
+// and are not needlessly strict (the tuning set's rate is at most the
+// target, the held-out one near it). 1000 identities, 500 mated probe sets
+// (100,000 impostor comparisons), 3000 non-mated.
+HeldOutThresholds CheckThresholdsOnAHeldOutSet(
+    absl::Span<const ModalityDimension> modalities, FusionRule rule) {
   constexpr double kTargetFmr = 1e-3;
   constexpr double kTargetFpir = 0.05;
   GenerateOptions generate;
   generate.identities = 1000;
   generate.mated_probes = 500;
   generate.nonmated_probes = 3000;
+  generate.modalities.assign(modalities.begin(), modalities.end());
   generate.seed = 11;
-  const EvalScores tuning = Evaluate(generate, 12);
+  const EvalScores tuning = Evaluate(generate, 12, rule);
   generate.seed = 13;
-  const EvalScores held_out = Evaluate(generate, 14);
-  ASSERT_EQ(tuning.impostor.size(), 100000u);
+  const EvalScores held_out = Evaluate(generate, 14, rule);
+  EXPECT_EQ(tuning.impostor.size(), 100000u);
 
-  const float t_fmr = ThresholdForFmr(tuning, kTargetFmr);
-  EXPECT_LE(Fmr(tuning, t_fmr), kTargetFmr);
-  const double fmr_margin =
-      4 * std::sqrt(2.0) * Sigma(kTargetFmr, held_out.impostor.size());
-  EXPECT_NEAR(Fmr(held_out, t_fmr), kTargetFmr, fmr_margin);
-
-  const float t_fpir = ThresholdForFpir(tuning, kTargetFpir);
-  EXPECT_LE(Fpir(tuning, t_fpir), kTargetFpir);
-  const double fpir_margin =
-      4 * std::sqrt(2.0) * Sigma(kTargetFpir, held_out.nonmated_best.size());
-  EXPECT_NEAR(Fpir(held_out, t_fpir), kTargetFpir, fpir_margin);
+  HeldOutThresholds t;
+  t.fmr = ThresholdForFmr(tuning, kTargetFmr);
+  EXPECT_LE(Fmr(tuning, t.fmr), kTargetFmr);
+  EXPECT_NEAR(Fmr(held_out, t.fmr), kTargetFmr,
+              4 * std::sqrt(2.0) * Sigma(kTargetFmr, held_out.impostor.size()));
+  t.fpir = ThresholdForFpir(tuning, kTargetFpir);
+  EXPECT_LE(Fpir(tuning, t.fpir), kTargetFpir);
+  EXPECT_NEAR(
+      Fpir(held_out, t.fpir), kTargetFpir,
+      4 * std::sqrt(2.0) * Sigma(kTargetFpir, held_out.nonmated_best.size()));
   // A 1:N threshold for a gallery of 1000 is stricter than a 1:1 one.
-  EXPECT_GT(t_fpir, t_fmr);
+  EXPECT_GT(t.fpir, t.fmr);
+  return t;
+}
+
+TEST(EvalTest, ThresholdsMeetTheirTargetsOnAHeldOutSet) {
+  const ModalityDimension face[] = {{Modality::kFace, kDimension}};
+  CheckThresholdsOnAHeldOutSet(face, FusionRule::kMean);
 }
 
 TEST(EvalTest, ThresholdIsTheLowestMeetingTheTarget) {
@@ -275,7 +292,7 @@ TEST(EvalTest, FusedRatesMatchTheAnalyticModel) {
   generate.mated_probes = 300;
   generate.nonmated_probes = 600;
   generate.seed = 17;
-  generate.modalities = kAllThree;
+  generate.modalities.assign(std::begin(kAllThree), std::end(kAllThree));
   const int dimensions[] = {512, 256, 256};
   struct Case {
     FusionRule rule;
@@ -319,31 +336,10 @@ TEST(EvalTest, FusedRatesMatchTheAnalyticModel) {
 
 // Fused thresholds computed on one seed meet their targets on another.
 TEST(EvalTest, FusedThresholdsMeetTheirTargetsOnAHeldOutSet) {
-  constexpr double kTargetFmr = 1e-3;
-  constexpr double kTargetFpir = 0.05;
-  GenerateOptions generate;
-  generate.identities = 1000;
-  generate.mated_probes = 500;
-  generate.nonmated_probes = 3000;
-  generate.modalities = kFaceAndFinger;
-  generate.seed = 21;
-  const EvalScores tuning = Evaluate(generate, 22, FusionRule::kZScore);
-  generate.seed = 23;
-  const EvalScores held_out = Evaluate(generate, 24, FusionRule::kZScore);
-  ASSERT_EQ(held_out.impostor.size(), 100000u);
-
-  const float t_fmr = ThresholdForFmr(tuning, kTargetFmr);
-  EXPECT_LE(Fmr(tuning, t_fmr), kTargetFmr);
-  EXPECT_NEAR(Fmr(held_out, t_fmr), kTargetFmr,
-              4 * std::sqrt(2.0) * Sigma(kTargetFmr, held_out.impostor.size()));
-  const float t_fpir = ThresholdForFpir(tuning, kTargetFpir);
-  EXPECT_LE(Fpir(tuning, t_fpir), kTargetFpir);
-  EXPECT_NEAR(
-      Fpir(held_out, t_fpir), kTargetFpir,
-      4 * std::sqrt(2.0) * Sigma(kTargetFpir, held_out.nonmated_best.size()));
+  const HeldOutThresholds t =
+      CheckThresholdsOnAHeldOutSet(kFaceAndFinger, FusionRule::kZScore);
   // On the z scale: a 1:1 FMR of 1e-3 is about 3.1 impostor sd.
-  EXPECT_NEAR(t_fmr, 3.1, 0.25);
-  EXPECT_GT(t_fpir, t_fmr);
+  EXPECT_NEAR(t.fmr, 3.1, 0.25);
 }
 
 // The reason to fuse: with noisy captures (s = 2, genuine cosine ~0.2),
@@ -355,7 +351,8 @@ TEST(EvalTest, FusingTwoModalitiesLowersFnmrAtTheSameFmr) {
   generate.identities = 1000;
   generate.mated_probes = 500;
   generate.nonmated_probes = 100;
-  generate.modalities = kFaceAndFinger;
+  generate.modalities.assign(std::begin(kFaceAndFinger),
+                             std::end(kFaceAndFinger));
   generate.capture_noise = 2.0f;
   generate.seed = 31;
   for (FusionRule rule : {FusionRule::kZScore, FusionRule::kMean}) {
@@ -381,7 +378,8 @@ TEST(EvalTest, AProbeSetMissingAModalityIsScoredOnTheOthers) {
   generate.identities = 500;
   generate.mated_probes = 200;
   generate.nonmated_probes = 100;
-  generate.modalities = kFaceAndFinger;
+  generate.modalities.assign(std::begin(kFaceAndFinger),
+                             std::end(kFaceAndFinger));
   generate.missing_probe_fraction = 1.0;
   generate.seed = 41;
   absl::StatusOr<EvalSet> set = GenerateSet(generate);
