@@ -2010,7 +2010,10 @@ int Eval() {
       std::printf(
           "# under rule mean the fused threshold is the mean of the probed "
           "modalities' thresholds:\n"
-          "# each set to %.4f makes it %.4f for every combination\n",
+          "# each set to %.4f makes it %.4f for every combination (whose "
+          "FMR still\n"
+          "# depends on which modalities were probed; rule zscore keeps one "
+          "FMR)\n",
           threshold, threshold);
     } else {
       std::printf("# threshold: the decision threshold on the cosine\n");
