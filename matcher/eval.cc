@@ -167,9 +167,9 @@ absl::StatusOr<EvalSet> GenerateSet(const GenerateOptions& options) {
     model_options.capture_noise = options.capture_noise;
     models.emplace_back(model_options);
   }
-  // Every template of identity i's capture `capture`; the k-th probe set
-  // chosen (by the fraction) lacks modalities[k % size].
-  size_t probe_sets = 0;
+  // Appends identity i's capture `capture` in every modality, except that
+  // the k-th probe set the fraction picks lacks modalities[k % size].
+  size_t dropped = 0;
   double missing_due = 0.0;
   auto add = [&](std::vector<LabelledTemplate>& to, uint64_t i,
                  uint64_t capture) {
@@ -178,8 +178,8 @@ absl::StatusOr<EvalSet> GenerateSet(const GenerateOptions& options) {
       missing_due += options.missing_probe_fraction;
       if (missing_due >= 1.0) {
         missing_due -= 1.0;
-        skip = probe_sets % models.size();
-        ++probe_sets;
+        skip = dropped % models.size();
+        ++dropped;
       }
     }
     for (size_t m = 0; m < models.size(); ++m) {
