@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstddef>
-#include <iterator>
 #include <map>
 #include <sstream>
 #include <string>
@@ -67,6 +66,19 @@ constexpr ModalityDimension kFaceAndFinger[] = {{Modality::kFace, 512},
 constexpr ModalityDimension kAllThree[] = {{Modality::kFace, 512},
                                            {Modality::kFingerprint, 256},
                                            {Modality::kIris, 256}};
+
+// Generation options for a set of these modalities and counts.
+GenerateOptions Generation(absl::Span<const ModalityDimension> modalities,
+                           size_t identities, size_t mated, size_t nonmated,
+                           uint64_t seed) {
+  GenerateOptions generate;
+  generate.modalities.assign(modalities.begin(), modalities.end());
+  generate.identities = identities;
+  generate.mated_probes = mated;
+  generate.nonmated_probes = nonmated;
+  generate.seed = seed;
+  return generate;
+}
 
 // DESIGN.md model, easy variant, d = 512, s = 0.8:
 //   impostor cosine ~ N(0, 1/d) (two independent isotropic directions), so
@@ -177,12 +189,7 @@ HeldOutThresholds CheckThresholdsOnAHeldOutSet(
     absl::Span<const ModalityDimension> modalities, FusionRule rule) {
   constexpr double kTargetFmr = 1e-3;
   constexpr double kTargetFpir = 0.05;
-  GenerateOptions generate;
-  generate.identities = 1000;
-  generate.mated_probes = 500;
-  generate.nonmated_probes = 3000;
-  generate.modalities.assign(modalities.begin(), modalities.end());
-  generate.seed = 11;
+  GenerateOptions generate = Generation(modalities, 1000, 500, 3000, 11);
   const EvalScores tuning = Evaluate(generate, 12, rule);
   generate.seed = 13;
   const EvalScores held_out = Evaluate(generate, 14, rule);
@@ -287,12 +294,7 @@ TEST(EvalTest, FusedModelTailAgreesWithTheExactOneModalityTail) {
 // convolution of the exact densities (FMR, and FPIR = 1 - (1 - FMR)^N), and
 // each modality's genuine cosine the model's 1 / (1 + s^2).
 TEST(EvalTest, FusedRatesMatchTheAnalyticModel) {
-  GenerateOptions generate;
-  generate.identities = 2000;
-  generate.mated_probes = 300;
-  generate.nonmated_probes = 600;
-  generate.seed = 17;
-  generate.modalities.assign(std::begin(kAllThree), std::end(kAllThree));
+  const GenerateOptions generate = Generation(kAllThree, 2000, 300, 600, 17);
   const int dimensions[] = {512, 256, 256};
   struct Case {
     FusionRule rule;
@@ -347,14 +349,8 @@ TEST(EvalTest, FusedThresholdsMeetTheirTargetsOnAHeldOutSet) {
 // either alone.
 TEST(EvalTest, FusingTwoModalitiesLowersFnmrAtTheSameFmr) {
   constexpr double kTargetFmr = 1e-3;
-  GenerateOptions generate;
-  generate.identities = 1000;
-  generate.mated_probes = 500;
-  generate.nonmated_probes = 100;
-  generate.modalities.assign(std::begin(kFaceAndFinger),
-                             std::end(kFaceAndFinger));
+  GenerateOptions generate = Generation(kFaceAndFinger, 1000, 500, 100, 31);
   generate.capture_noise = 2.0f;
-  generate.seed = 31;
   for (FusionRule rule : {FusionRule::kZScore, FusionRule::kMean}) {
     SCOPED_TRACE(FusionRuleName(rule));
     const EvalScores scores = Evaluate(generate, 32, rule);
@@ -374,14 +370,8 @@ TEST(EvalTest, FusingTwoModalitiesLowersFnmrAtTheSameFmr) {
 // "A missing modality is not a mismatch": every probe set lacks FACE or
 // FINGERPRINT, and is scored on the other one alone.
 TEST(EvalTest, AProbeSetMissingAModalityIsScoredOnTheOthers) {
-  GenerateOptions generate;
-  generate.identities = 500;
-  generate.mated_probes = 200;
-  generate.nonmated_probes = 100;
-  generate.modalities.assign(std::begin(kFaceAndFinger),
-                             std::end(kFaceAndFinger));
+  GenerateOptions generate = Generation(kFaceAndFinger, 500, 200, 100, 41);
   generate.missing_probe_fraction = 1.0;
-  generate.seed = 41;
   absl::StatusOr<EvalSet> set = GenerateSet(generate);
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->enrolled.size(), 1000u);  // both modalities
