@@ -201,9 +201,11 @@ double ModelImpostorTail(double t, int dimension);
 // each cos_m of the exact density above. Computed by numerical convolution
 // of the exact densities on a grid of step sd/100 (sd of the narrowest
 // term), each truncated at 12 sd (mass beyond: < 1e-32); the tail is
-// interpolated within the grid cell. Relative error < 1e-3 down to tails of
-// 1e-12 (checked against ModelImpostorTail for k = 1 in the tests). With one
-// dimension it equals ModelImpostorTail (up to that error) under kMean.
+// interpolated within the grid cell. With one dimension it equals
+// ModelImpostorTail (kMean; of t / sqrt(d) under kZScore) within a relative
+// 1e-3 down to tails of 2e-12 (checked in the tests); with several, the
+// grid's error is of the same order (second order in step / sd), far below
+// the binomial uncertainty of any measured rate it is compared with.
 double ModelFusedImpostorTail(double t, absl::Span<const int> dimensions,
                               FusionRule rule);
 

@@ -268,7 +268,7 @@ TEST(EvalTest, SetFileRoundTripsAndNamesBadLines) {
 // normal tail of a sum of unit-variance terms.
 TEST(EvalTest, FusedModelTailAgreesWithTheExactOneModalityTail) {
   const int face[] = {512};
-  for (double t : {0.0, 0.1, 0.15, 0.2, 0.25}) {
+  for (double t : {0.0, 0.1, 0.15, 0.2, 0.25, 0.3}) {
     const double exact = ModelImpostorTail(t, 512);
     EXPECT_NEAR(ModelFusedImpostorTail(t, face, FusionRule::kMean), exact,
                 1e-3 * exact)
