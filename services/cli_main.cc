@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/random/random.h"
@@ -30,6 +31,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -53,6 +55,7 @@
 #include "matcher/gallery.h"
 #include "matcher/matcher.h"
 #include "matcher/synthetic.h"
+#include "services/config.h"
 #include "services/enroll_json.h"
 #include "services/help.h"
 #include "services/pki.h"
@@ -111,8 +114,10 @@ ABSL_FLAG(bool, erase, false, "delete: erase every trace instead of revoking.");
 ABSL_FLAG(uint64_t, identity, 0, "synth: identity number.");
 ABSL_FLAG(uint64_t, capture, 0,
           "synth: capture number (enroll one capture, probe another).");
-ABSL_FLAG(std::string, modality, "FACE", "synth: FACE, FINGERPRINT or IRIS.");
-ABSL_FLAG(int, dimension, 0, "synth: dimension (0: 512 face, 256 others).");
+ABSL_FLAG(std::string, modality, "FACE",
+          "synth, eval: FACE, FINGERPRINT or IRIS.");
+ABSL_FLAG(int, dimension, 0,
+          "synth, eval (one modality): dimension (0: 512 face, 256 others).");
 ABSL_FLAG(uint64_t, seed, 42, "synth: seed of the synthetic population.");
 ABSL_FLAG(bool, hard, false, "synth: clustered look-alike population.");
 ABSL_FLAG(uint64_t, count, 0, "synth-persons: how many persons to write.");
@@ -205,8 +210,18 @@ ABSL_FLAG(uint32_t, max_rank, 10, "eval: candidate list length of searches.");
 ABSL_FLAG(std::string, index, "exact",
           "eval: gallery index kind (exact, exact_sq8, hnsw, auto).");
 ABSL_FLAG(std::string, config, "",
-          "eval: server config (text format); its accuracy_targets and the "
-          "modality's dimension, threshold and index kind are used.");
+          "eval: server config (text format); its accuracy_targets, fusion "
+          "and the modalities' dimension, threshold and index kind are "
+          "used.");
+ABSL_FLAG(std::string, modalities, "",
+          "eval: comma-separated modalities to generate and fuse (FACE, "
+          "FINGERPRINT, IRIS); empty: --modality.");
+ABSL_FLAG(std::string, fusion, "",
+          "eval: fusion rule, mean or zscore (empty: the config's, else "
+          "mean).");
+ABSL_FLAG(double, missing, 0.0,
+          "eval --generate: fraction of the probe sets lacking one modality "
+          "(needs 2+ modalities).");
 ABSL_FLAG(bool, plots, true,
           "eval: write the CSV files and the PNG / SVG plots (gnuplot).");
 
@@ -296,15 +311,20 @@ constexpr char kUsage[] =
     "            keys and prints its payload; exit 0 valid, 1 not\n"
     "  eval      (--generate [--variant=easy|hard] [--identities=N]\n"
     "            [--mated=M] [--nonmated=K] [--seed=S] [--noise=0.8]\n"
+    "            [--modalities=FACE,FINGERPRINT,IRIS] [--missing=0]\n"
     "            | --set=FILE)\n"
-    "            [--modality=FACE] [--impostors=100] [--max_rank=10]\n"
-    "            [--index=exact] [--config=F] [--target_fmr=1e-4]\n"
-    "            [--target_fpir=1e-3] [--out_dir=.] [--prefix=eval]\n"
+    "            [--modality=FACE] [--fusion=mean|zscore] [--impostors=100]\n"
+    "            [--max_rank=10] [--index=exact] [--config=F]\n"
+    "            [--target_fmr=1e-4] [--target_fpir=1e-3] [--out_dir=.]\n"
+    "            [--prefix=eval]\n"
     "            measures accuracy locally through the real matcher (no\n"
-    "            server): FMR/FNMR at thresholds, FPIR/FNIR at ranks, the\n"
-    "            thresholds meeting the targets and config lines to paste;\n"
-    "            writes CSVs and DET / FNIR-vs-FPIR plots (PNG, SVG; needs\n"
-    "            gnuplot). See docs/ACCURACY.md\n"
+    "            server) on the fused score: a probe is all of a subject's\n"
+    "            probe templates; FMR/FNMR at thresholds, FPIR/FNIR at ranks,\n"
+    "            each modality beside the fusion, the thresholds meeting the\n"
+    "            targets and config lines to paste (zscore: fused_threshold\n"
+    "            and impostor_stats); writes CSVs and DET (a curve per\n"
+    "            modality and the fused one) / FNIR-vs-FPIR plots (PNG, SVG;\n"
+    "            needs gnuplot). See docs/ACCURACY.md\n"
     "  dev-pki   --out=DIR\n"
     "            writes a development PKI (ca.pem, server.pem/.key, and\n"
     "            ROLE.pem/.key per role, URI SAN hawiya://dev/ROLE) into DIR,\n"
@@ -1626,12 +1646,37 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(
 
 // --- eval -----------------------------------------------------------------
 
+// Mean and standard deviation of `scores` (0, 0 if empty).
+std::pair<double, double> MeanSd(const std::vector<float>& scores) {
+  double mean = 0, var = 0;
+  for (float s : scores) mean += s;
+  mean /= static_cast<double>(std::max<size_t>(1, scores.size()));
+  for (float s : scores) var += (s - mean) * (s - mean);
+  return {
+      mean,
+      std::sqrt(var / static_cast<double>(std::max<size_t>(1, scores.size())))};
+}
+
 int Eval() {
   namespace m = hawiya::matcher;
-  v1::Modality modality;
-  if (!v1::Modality_Parse(absl::GetFlag(FLAGS_modality), &modality) ||
-      modality == v1::MODALITY_UNSPECIFIED) {
-    return Usage("eval: --modality must be FACE, FINGERPRINT or IRIS");
+  // The modalities evaluated: --modalities, else --modality (a --set file
+  // brings its own).
+  std::vector<m::Modality> modalities;
+  {
+    const std::string list = absl::GetFlag(FLAGS_modalities).empty()
+                                 ? absl::GetFlag(FLAGS_modality)
+                                 : absl::GetFlag(FLAGS_modalities);
+    for (absl::string_view name : absl::StrSplit(list, ',')) {
+      absl::StatusOr<m::Modality> modality = m::ParseModalityName(name);
+      if (!modality.ok()) {
+        return Usage(
+            absl::StrCat("eval: --modalities: ", modality.status().message()));
+      }
+      if (absl::c_linear_search(modalities, *modality)) {
+        return Usage(absl::StrCat("eval: --modalities: ", name, " twice"));
+      }
+      modalities.push_back(*modality);
+    }
   }
   const bool generate = absl::GetFlag(FLAGS_generate);
   if (generate == !absl::GetFlag(FLAGS_set).empty()) {
@@ -1645,56 +1690,71 @@ int Eval() {
       absl::GetFlag(FLAGS_max_rank) > 100) {
     return Usage("eval: --max_rank must be in [1, 100]");
   }
-  m::ModalitySpec spec;
-  for (const m::ModalitySpec& s : m::DefaultModalities()) {
-    if (static_cast<int>(s.modality) == modality) spec = s;
-  }
   absl::StatusOr<m::IndexKind> kind =
       m::ParseIndexKind(absl::GetFlag(FLAGS_index));
   if (!kind.ok())
     return Usage(absl::StrCat("eval: --index: ", kind.status().message()));
-  spec.index.kind = *kind;
+
+  // Specs, fusion and targets: the defaults, or the config's (read and
+  // checked as the server does); --index for a modality whose config names
+  // no index kind, --fusion over the config's rule.
+  auto config_error = [](const absl::Status& status) {
+    std::fprintf(stderr, "hawiya eval: config: %s\n",
+                 std::string(status.message()).c_str());
+    return kExitInput;
+  };
+  absl::StatusOr<hawiya::config::ServerConfig> config =
+      hawiya::services::LoadConfig(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) return config_error(config.status());
+  absl::StatusOr<std::vector<m::ModalitySpec>> specs =
+      hawiya::services::ModalitySpecs(*config);
+  if (!specs.ok()) return config_error(specs.status());
+  absl::StatusOr<m::FusionOptions> fusion =
+      hawiya::services::FusionOptions(*config);
+  if (!fusion.ok()) return config_error(fusion.status());
+  for (m::ModalitySpec& spec : *specs) {
+    bool configured_kind = false;
+    for (const hawiya::config::ModalityConfig& mc : config->modalities()) {
+      configured_kind |= mc.modality() == static_cast<int>(spec.modality) &&
+                         !mc.index().kind().empty();
+    }
+    if (!configured_kind) spec.index.kind = *kind;
+  }
+  if (!absl::GetFlag(FLAGS_fusion).empty()) {
+    absl::StatusOr<m::FusionRule> rule =
+        m::ParseFusionRule(absl::GetFlag(FLAGS_fusion));
+    if (!rule.ok()) {
+      return Usage(absl::StrCat("eval: --fusion: ", rule.status().message()));
+    }
+    if (*rule != fusion->rule) {
+      fusion->rule = *rule;
+      fusion->fused_threshold = std::numeric_limits<float>::quiet_NaN();
+    }
+  }
   double target_fmr = absl::GetFlag(FLAGS_target_fmr);
   double target_fpir = absl::GetFlag(FLAGS_target_fpir);
-  if (absl::GetFlag(FLAGS_dimension) > 0) {
-    spec.dimension = absl::GetFlag(FLAGS_dimension);
+  if (config->accuracy_targets().verification_fmr() > 0) {
+    target_fmr = config->accuracy_targets().verification_fmr();
   }
-  if (!absl::GetFlag(FLAGS_config).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_config));
-    std::stringstream text;
-    text << in.rdbuf();
-    hawiya::config::ServerConfig config;
-    if (!in ||
-        !google::protobuf::TextFormat::ParseFromString(text.str(), &config)) {
-      std::fprintf(stderr, "hawiya eval: cannot read config %s\n",
-                   absl::GetFlag(FLAGS_config).c_str());
-      return kExitInput;
-    }
-    for (const hawiya::config::ModalityConfig& mc : config.modalities()) {
-      if (mc.modality() != modality) continue;
-      if (mc.dimension() > 0) spec.dimension = static_cast<int>(mc.dimension());
-      if (mc.has_threshold()) spec.threshold = mc.threshold();
-      if (!mc.index().kind().empty()) {
-        kind = m::ParseIndexKind(mc.index().kind());
-        if (!kind.ok()) {
-          std::fprintf(stderr, "hawiya eval: config: index.kind: %s\n",
-                       std::string(kind.status().message()).c_str());
-          return kExitInput;
-        }
-        spec.index.kind = *kind;
-      }
-    }
-    if (config.accuracy_targets().verification_fmr() > 0) {
-      target_fmr = config.accuracy_targets().verification_fmr();
-    }
-    if (config.accuracy_targets().identification_fpir() > 0) {
-      target_fpir = config.accuracy_targets().identification_fpir();
-    }
+  if (config->accuracy_targets().identification_fpir() > 0) {
+    target_fpir = config->accuracy_targets().identification_fpir();
   }
   if (!(target_fmr > 0 && target_fmr < 1) ||
       !(target_fpir > 0 && target_fpir < 1)) {
     return Usage("eval: targets must be in (0, 1)");
   }
+  auto spec_of = [&specs](m::Modality modality) -> m::ModalitySpec& {
+    return *absl::c_find_if(*specs, [modality](const m::ModalitySpec& s) {
+      return s.modality == modality;
+    });
+  };
+  if (absl::GetFlag(FLAGS_dimension) > 0) {
+    if (modalities.size() != 1) {
+      return Usage("eval: --dimension needs exactly one modality");
+    }
+    spec_of(modalities[0]).dimension = absl::GetFlag(FLAGS_dimension);
+  }
+  const double missing = absl::GetFlag(FLAGS_missing);
 
   absl::StatusOr<m::EvalSet> set;
   if (generate) {
@@ -1704,13 +1764,18 @@ int Eval() {
     options.nonmated_probes = absl::GetFlag(FLAGS_nonmated);
     options.seed = absl::GetFlag(FLAGS_seed);
     options.hard = variant == "hard";
-    options.dimension = spec.dimension;
+    options.modalities.clear();
+    for (m::Modality modality : modalities) {
+      options.modalities.push_back({modality, spec_of(modality).dimension});
+    }
     options.capture_noise = static_cast<float>(absl::GetFlag(FLAGS_noise));
+    options.missing_probe_fraction = missing;
     set = m::GenerateSet(options);
     if (!set.ok()) {
       return Usage(absl::StrCat("eval: ", set.status().message()));
     }
   } else {
+    if (missing != 0) return Usage("eval: --missing is for --generate");
     std::ifstream in(absl::GetFlag(FLAGS_set));
     if (!in) {
       std::fprintf(stderr, "hawiya eval: cannot open %s\n",
@@ -1724,12 +1789,20 @@ int Eval() {
                    std::string(set.status().message()).c_str());
       return kExitInput;
     }
-    spec.dimension = set->dimension;
+    modalities.clear();
+    for (const auto& [modality, dimension] : set->dimensions) {
+      modalities.push_back(modality);
+      spec_of(modality).dimension = dimension;
+    }
   }
 
   m::EvalOptions options;
-  options.matcher.modalities = {spec};
-  options.modality = spec.modality;
+  for (m::Modality modality : modalities) {
+    options.matcher.modalities.push_back(spec_of(modality));
+  }
+  options.matcher.fusion = *fusion;
+  const m::FusionRule rule = fusion->rule;
+  const bool zscore = rule == m::FusionRule::kZScore;
   options.impostors_per_probe = absl::GetFlag(FLAGS_impostors);
   options.seed = absl::GetFlag(FLAGS_seed) + 1;
   options.max_rank = absl::GetFlag(FLAGS_max_rank);
@@ -1747,53 +1820,94 @@ int Eval() {
                  std::string(scores.status().message()).c_str());
     return kExitInput;
   }
+  // The configured fused threshold when every modality is probed, as the
+  // matcher derives it.
+  float configured = 0.0f;
+  {
+    absl::StatusOr<std::unique_ptr<m::Matcher>> empty =
+        m::Matcher::Open(options.matcher);
+    if (!empty.ok()) {
+      std::fprintf(stderr, "hawiya eval: %s\n",
+                   std::string(empty.status().message()).c_str());
+      return kExitInput;
+    }
+    std::vector<m::Probe> all;
+    for (m::Modality modality : modalities) all.push_back({modality, {}});
+    configured = (*empty)->FusedThreshold(all);
+  }
 
   // The model's analytic expectations (easy variant, DESIGN.md): impostor
-  // cosines are those of independent random directions (about N(0, 1/d),
-  // exactly m::ModelImpostorTail), and for a gallery of N, FPIR(t) =
-  // 1 - (1 - FMR(t))^N.
-  const bool model = generate && variant == "easy";
+  // cosines are those of independent random directions (exactly
+  // m::ModelImpostorTail; fused, m::ModelFusedImpostorTail), and for a
+  // gallery of N, FPIR(t) = 1 - (1 - FMR(t))^N. Under zscore only with the
+  // model's impostor statistics (mean 0, std 1/sqrt(d)).
+  std::vector<int> dimensions;
+  bool model_stats = true;
+  for (const m::ModalitySpec& spec : options.matcher.modalities) {
+    dimensions.push_back(spec.dimension);
+    model_stats &= spec.impostor_mean == 0.0f && spec.impostor_std <= 0.0f;
+  }
+  const bool model = generate && variant == "easy" && (!zscore || model_stats);
   const double n = static_cast<double>(scores->gallery_size);
   auto model_fmr = [&](float t) {
-    return m::ModelImpostorTail(t, spec.dimension);
+    return dimensions.size() == 1 && !zscore
+               ? m::ModelImpostorTail(t, dimensions[0])
+               : m::ModelFusedImpostorTail(t, dimensions, rule);
   };
   auto model_fpir = [&](float t) {
     return -std::expm1(n * std::log1p(-model_fmr(t)));
   };
-  const m::ImpostorStats impostor = m::ImpostorStatistics(*scores);
-  double genuine_mean = 0, genuine_sd = 0;
-  for (float g : scores->genuine) genuine_mean += g;
-  genuine_mean /= std::max<size_t>(1, scores->genuine.size());
-  for (float g : scores->genuine) {
-    genuine_sd += (g - genuine_mean) * (g - genuine_mean);
-  }
-  genuine_sd =
-      std::sqrt(genuine_sd / std::max<size_t>(1, scores->genuine.size()));
+  const auto [genuine_mean, genuine_sd] = MeanSd(scores->genuine);
+  const auto [impostor_mean, impostor_sd] = MeanSd(scores->impostor);
   const float t_fmr = m::ThresholdForFmr(*scores, target_fmr);
   const float t_fpir = m::ThresholdForFpir(*scores, target_fpir);
   const size_t max_rank = scores->max_rank;
 
+  std::vector<std::string> described;
+  for (const m::ModalitySpec& spec : options.matcher.modalities) {
+    described.push_back(
+        absl::StrCat(m::ModalityName(spec.modality), " d=", spec.dimension));
+  }
   const std::string source =
-      generate ? absl::StrCat("generated ", variant, " seed ",
-                              absl::GetFlag(FLAGS_seed), " noise ",
-                              absl::GetFlag(FLAGS_noise))
+      generate ? absl::StrCat(
+                     "generated ", variant, " seed ", absl::GetFlag(FLAGS_seed),
+                     " noise ", absl::GetFlag(FLAGS_noise),
+                     missing > 0 ? absl::StrCat(" missing ", missing) : "")
                : absl::GetFlag(FLAGS_set);
   std::printf(
-      "hawiya eval: %s d=%d, %s, index %s, fusion %s\n",
-      std::string(m::ModalityName(spec.modality)).c_str(), spec.dimension,
-      source.c_str(), std::string(m::IndexKindName(spec.index.kind)).c_str(),
-      std::string(m::FusionRuleName(options.matcher.fusion.rule)).c_str());
+      "hawiya eval: %s, %s, index %s, fusion %s\n",
+      absl::StrJoin(described, ", ").c_str(), source.c_str(),
+      std::string(m::IndexKindName(options.matcher.modalities[0].index.kind))
+          .c_str(),
+      std::string(m::FusionRuleName(rule)).c_str());
   std::printf("gallery %zu subjects; %zu mated and %zu non-mated searches\n",
               scores->gallery_size, scores->mated.size(),
               scores->nonmated_best.size());
+  const char* scale =
+      zscore ? "fused z" : (modalities.size() > 1 ? "fused mean" : "cosine");
   std::printf(
-      "1:1 genuine %zu (mean %.4f, sd %.4f), impostor %zu (mean %.4f, sd "
-      "%.4f)\n\n",
-      scores->genuine.size(), genuine_mean, genuine_sd, scores->impostor.size(),
-      impostor.mean, impostor.std);
-  std::vector<float> thresholds = {0.10f, 0.15f, 0.20f, 0.25f, 0.30f,
-                                   0.35f, 0.40f, 0.45f, 0.50f};
-  thresholds.push_back(spec.threshold);
+      "1:1 %s scores: genuine %zu (mean %.4f, sd %.4f), impostor %zu (mean "
+      "%.4f, sd %.4f)\n",
+      scale, scores->genuine.size(), genuine_mean, genuine_sd,
+      scores->impostor.size(), impostor_mean, impostor_sd);
+  if (modalities.size() > 1 || zscore) {
+    for (const m::ModalityComparisons& c : scores->modalities) {
+      const auto [g_mean, g_sd] = MeanSd(c.genuine);
+      const auto [i_mean, i_sd] = MeanSd(c.impostor);
+      std::printf(
+          "  %-11s cosines: genuine %zu (mean %.4f, sd %.4f), impostor %zu "
+          "(mean %.4f, sd %.4f)\n",
+          std::string(m::ModalityName(c.modality)).c_str(), c.genuine.size(),
+          g_mean, g_sd, c.impostor.size(), i_mean, i_sd);
+    }
+  }
+  std::printf("\n");
+  std::vector<float> thresholds =
+      zscore ? std::vector<float>{2.0f, 3.0f, 3.5f, 4.0f, 4.5f,
+                                  5.0f, 5.5f, 6.0f, 7.0f, 8.0f}
+             : std::vector<float>{0.10f, 0.15f, 0.20f, 0.25f, 0.30f,
+                                  0.35f, 0.40f, 0.45f, 0.50f};
+  thresholds.push_back(configured);
   thresholds.push_back(t_fmr);
   thresholds.push_back(t_fpir);
   std::sort(thresholds.begin(), thresholds.end());
@@ -1808,7 +1922,25 @@ int Eval() {
                 m::Fmr(*scores, t), m::Fnmr(*scores, t), m::Fpir(*scores, t),
                 m::Fnir(*scores, t, 1), m::Fnir(*scores, t, max_rank));
     if (model) std::printf(" %-10.3g %-11.3g", model_fmr(t), model_fpir(t));
-    std::printf("%s\n", t == spec.threshold ? "  (configured)" : "");
+    std::printf("%s\n", t == configured ? "  (configured)" : "");
+  }
+  if (modalities.size() > 1) {
+    // Each modality alone (its cosine) beside the fusion, at the FMR target:
+    // what fusing buys.
+    std::printf("\nat FMR %g, each modality alone and fused (1:1):\n",
+                target_fmr);
+    std::printf("  %-18s %-10s %-11s %-11s\n", "scores", "threshold", "FMR",
+                "FNMR");
+    for (const m::ModalityComparisons& c : scores->modalities) {
+      const m::EvalScores one = m::OneModality(*scores, c.modality);
+      const float t = m::ThresholdForFmr(one, target_fmr);
+      std::printf("  %-18s %-10.4f %-11.3g %-11.3g\n",
+                  absl::StrCat(m::ModalityName(c.modality), " cosine").c_str(),
+                  t, m::Fmr(one, t), m::Fnmr(one, t));
+    }
+    std::printf("  %-18s %-10.4f %-11.3g %-11.3g\n",
+                absl::StrCat("fused ", m::FusionRuleName(rule)).c_str(), t_fmr,
+                m::Fmr(*scores, t_fmr), m::Fnmr(*scores, t_fmr));
   }
   std::printf(
       "\nverification_fmr %g: threshold %.4f (FMR %.3g, FNMR %.3g on %zu "
@@ -1831,24 +1963,94 @@ int Eval() {
         "  (fewer than 10 non-mated searches above it: raise --nonmated to "
         "resolve this target)\n");
   }
-  const std::string name(m::ModalityName(spec.modality));
+
+  // Config lines. The measured impostor statistics of each modality (its
+  // cosines over the impostor comparisons it took part in).
+  const float threshold = std::max(t_fmr, t_fpir);
+  std::string stats_lines;
+  std::string stats_note;
+  for (const m::ModalityComparisons& c : scores->modalities) {
+    const m::ImpostorStats measured =
+        m::ImpostorStatistics(m::OneModality(*scores, c.modality));
+    const std::string name(m::ModalityName(c.modality));
+    absl::StrAppendFormat(&stats_lines,
+                          " impostor_stats { modality: %s mean: %.5f std: "
+                          "%.5f }",
+                          name, measured.mean, measured.std);
+    // The fused z scores above used the configured statistics; say so if
+    // the measured ones differ by more than 5% of a standard deviation.
+    const m::ModalitySpec& used = spec_of(c.modality);
+    const double used_std = m::ImpostorStd(used);
+    if (zscore &&
+        (std::abs(measured.mean - used.impostor_mean) > 0.05 * used_std ||
+         std::abs(measured.std / used_std - 1.0) > 0.05)) {
+      absl::StrAppendFormat(&stats_note, " %s (mean %.5f std %.5f)", name,
+                            used.impostor_mean, used_std);
+    }
+  }
   std::printf(
-      "\n# config lines (one threshold serves Verify and Identify: the "
-      "stricter of the two)\n"
-      "modalities { modality: %s threshold: %.4f }\n"
-      "fusion { impostor_stats { modality: %s mean: %.5f std: %.5f } }\n"
+      "\n# config lines to paste (one threshold serves Verify and "
+      "Identify: the stricter of the two above)\n");
+  if (zscore) {
+    std::printf(
+        "# fused_threshold: the decision threshold on the fused z score, for "
+        "any combination of probed modalities;\n"
+        "# impostor_stats: each modality's measured impostor cosine mean and "
+        "sd, which z-normalise its score\n"
+        "fusion { rule: \"zscore\" fused_threshold: %.4f%s }\n",
+        threshold, stats_lines.c_str());
+    if (!stats_note.empty()) {
+      std::printf(
+          "# note: the fused scores above were computed with other "
+          "statistics:%s;\n"
+          "# with the measured ones pasted, re-run with --config to measure "
+          "fused_threshold on their scale\n",
+          stats_note.c_str());
+    }
+  } else {
+    if (modalities.size() > 1) {
+      std::printf(
+          "# under rule mean the fused threshold is the mean of the probed "
+          "modalities' thresholds:\n"
+          "# each set to %.4f makes it %.4f for every combination (whose "
+          "FMR still\n"
+          "# depends on which modalities were probed; rule zscore keeps one "
+          "FMR)\n",
+          threshold, threshold);
+    } else {
+      std::printf("# threshold: the decision threshold on the cosine\n");
+    }
+    for (m::Modality modality : modalities) {
+      std::printf("modalities { modality: %s threshold: %.4f }\n",
+                  std::string(m::ModalityName(modality)).c_str(), threshold);
+    }
+    std::printf(
+        "# impostor_stats: measured impostor cosine mean and sd (used by "
+        "rule zscore only)\n"
+        "fusion {%s }\n",
+        stats_lines.c_str());
+  }
+  std::printf(
       "accuracy_targets { verification_fmr: %g identification_fpir: %g }\n",
-      name.c_str(), std::max(t_fmr, t_fpir), name.c_str(), impostor.mean,
-      impostor.std, target_fmr, target_fpir);
+      target_fmr, target_fpir);
 
   if (absl::GetFlag(FLAGS_plots)) {
     std::error_code error;
     std::filesystem::create_directories(absl::GetFlag(FLAGS_out_dir), error);
+    std::vector<std::string> names;
+    for (m::Modality modality : modalities) {
+      names.push_back(std::string(m::ModalityName(modality)));
+    }
+    const std::string what =
+        absl::StrCat(absl::StrJoin(names, "+"),
+                     modalities.size() > 1 || zscore
+                         ? absl::StrCat(" ", m::FusionRuleName(rule))
+                         : "");
     const std::string title =
-        generate ? absl::StrCat(name, " synthetic ", variant,
+        generate ? absl::StrCat(what, " synthetic ", variant,
                                 " s=", absl::GetFlag(FLAGS_noise), ", ",
                                 scores->gallery_size, " identities")
-                 : absl::StrCat(name, " ", absl::GetFlag(FLAGS_set));
+                 : absl::StrCat(what, " ", absl::GetFlag(FLAGS_set));
     const absl::Status written =
         m::WriteCurves(*scores, absl::GetFlag(FLAGS_out_dir),
                        absl::GetFlag(FLAGS_prefix), title);

@@ -48,6 +48,49 @@ TEST(EvalProcessTest, GenerateWritesReportCsvAndPlots) {
   std::filesystem::remove_all(dir);
 }
 
+// Face and fingerprint fused by z-score, a quarter of the probe sets lacking
+// one: the fused threshold and each modality's impostor statistics as
+// config lines, and one DET plot with a curve per modality and the fused
+// one.
+TEST(EvalProcessTest, MultiModalZScorePrintsFusedConfigAndPlots) {
+  const std::string dir = ::hawiya::testing::NewTempDir("eval-multi");
+  const ::hawiya::testing::CommandResult result = RunEval(absl::StrCat(
+      "--generate --modalities=FACE,FINGERPRINT --fusion=zscore "
+      "--identities=300 --mated=100 --nonmated=100 --impostors=20 --seed=5 "
+      "--missing=0.25 --out_dir=",
+      dir, " --prefix=mm"));
+  ASSERT_EQ(result.exit_code, 0) << result.out;
+  EXPECT_THAT(result.out, HasSubstr("FACE d=512, FINGERPRINT d=256"));
+  EXPECT_THAT(result.out, HasSubstr("fusion zscore"));
+  EXPECT_THAT(result.out, HasSubstr("FINGERPRINT cosine"));
+  EXPECT_THAT(result.out, HasSubstr("fused zscore"));
+  EXPECT_THAT(result.out,
+              HasSubstr("fusion { rule: \"zscore\" fused_threshold: "));
+  EXPECT_THAT(result.out, HasSubstr("impostor_stats { modality: FACE mean: "));
+  EXPECT_THAT(result.out,
+              HasSubstr("impostor_stats { modality: FINGERPRINT mean: "));
+  for (const char* csv :
+       {"mm_det.csv", "mm_det_FACE.csv", "mm_det_FINGERPRINT.csv"}) {
+    EXPECT_THAT(::hawiya::testing::ReadFileBytes(absl::StrCat(dir, "/", csv)),
+                StartsWith("threshold,fmr,fnmr\n"))
+        << csv;
+  }
+  const std::string png = ::hawiya::testing::ReadFileBytes(dir + "/mm_det.png");
+  ASSERT_GT(png.size(), 1000u);
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  const std::string svg = ::hawiya::testing::ReadFileBytes(dir + "/mm_det.svg");
+  EXPECT_THAT(svg, HasSubstr("<path"));
+  for (const char* curve : {"fused", "FACE", "FINGERPRINT"}) {
+    EXPECT_THAT(svg, HasSubstr(absl::StrCat(">", curve, "<"))) << curve;
+  }
+  // --missing needs two modalities.
+  EXPECT_EQ(RunEval("--generate --missing=0.5 --identities=10 --mated=2 "
+                    "--nonmated=2")
+                .exit_code,
+            2);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(EvalProcessTest, ReadsALabelledSetAndRefusesBadInput) {
   const std::string dir = ::hawiya::testing::NewTempDir("eval-set");
   // Two subjects in 3 dimensions, one mated and one non-mated probe.
