@@ -336,6 +336,11 @@ absl::StatusOr<EvalScores> RunEval(const EvalSet& set,
     if (i % 10000 == 0) progress("enroll", i, subjects.size());
   }
   progress("enroll", subjects.size(), subjects.size());
+  // Nothing is added from here on, so these are the statistics every z
+  // score below was computed with.
+  for (ModalityComparisons& m : scores.modalities) {
+    m.normalized_with = matcher.ImpostorStatsOf(m.modality);
+  }
 
   // Probe sets: all the probe templates of a subject, in order of first
   // appearance.

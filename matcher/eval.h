@@ -136,6 +136,10 @@ struct ModalityComparisons {
   Modality modality = Modality::kFace;
   std::vector<float> genuine;
   std::vector<float> impostor;
+  // The impostor statistics the matcher z-normalised this modality with
+  // (configured, estimated by the gallery from the enrolled set, or the
+  // model's), as they were for every comparison and search of the run.
+  ImpostorEstimate normalized_with;
 };
 
 struct EvalScores {

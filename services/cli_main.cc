@@ -1977,15 +1977,15 @@ int Eval() {
                           " impostor_stats { modality: %s mean: %.5f std: "
                           "%.5f }",
                           name, measured.mean, measured.std);
-    // The fused z scores above used the configured statistics; say so if
-    // the measured ones differ by more than 5% of a standard deviation.
-    const m::ModalitySpec& used = spec_of(c.modality);
-    const double used_std = m::ImpostorStd(used);
-    if (zscore &&
-        (std::abs(measured.mean - used.impostor_mean) > 0.05 * used_std ||
-         std::abs(measured.std / used_std - 1.0) > 0.05)) {
-      absl::StrAppendFormat(&stats_note, " %s (mean %.5f std %.5f)", name,
-                            used.impostor_mean, used_std);
+    // The fused z scores above used the statistics the matcher had (the
+    // config's, the gallery's own estimate or the model's); say so if the
+    // measured ones differ by more than 5% of a standard deviation.
+    const m::ImpostorEstimate& used = c.normalized_with;
+    if (zscore && (std::abs(measured.mean - used.mean) > 0.05 * used.std ||
+                   std::abs(measured.std / used.std - 1.0) > 0.05)) {
+      absl::StrAppendFormat(&stats_note, " %s (%s: mean %.5f std %.5f)", name,
+                            m::ImpostorSourceName(used.source), used.mean,
+                            used.std);
     }
   }
   std::printf(
