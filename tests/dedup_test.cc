@@ -474,6 +474,7 @@ TEST_F(DedupTest, BatchRaisesTheSameCasesAsTheSameItemsOneByOne) {
     v1::Template t =
         services::SyntheticFaceTemplate(fingers, identity, capture);
     t.set_modality(v1::FINGERPRINT);
+    t.set_position(1);  // right thumb
     return t;
   };
   std::vector<v1::EnrollRequest> items(9);
@@ -486,12 +487,12 @@ TEST_F(DedupTest, BatchRaisesTheSameCasesAsTheSameItemsOneByOne) {
         services::SyntheticFaceTemplate(model_, identity, capture);
   };
   face(0, 41, 0);                             // new
-  face(1, 40, 2);                             // A (gallery), B (pending)
+  face(1, 7, 2);                              // A (gallery), B (pending)
   face(2, 41, 1);                             // item 0 (in the batch)
   face(3, 42, 0);                             // new, face and finger
   *items[3].add_templates() = finger(42, 0);  //
   *items[4].add_templates() = finger(42, 1);  // item 3, by finger only
-  face(5, 40, 3);                             // A, B and item 1 (pending)
+  face(5, 7, 3);                              // A, B and item 1 (pending)
   face(5, 43, 0);                             //   with a second face
   // Item 6: item 0's name and date of birth, another face (demographic).
   *items[6].mutable_person()->mutable_name_latin() =

@@ -25,10 +25,6 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
-constexpr Modality kFace = Modality::kFace;
-constexpr Modality kFinger = Modality::kFingerprint;
-constexpr Modality kIris = Modality::kIris;
-
 // Small dimensions keep the galleries quick to build and scan.
 std::vector<ModalitySpec> SmallSpecs(IndexKind kind) {
   IndexOptions index;
@@ -36,9 +32,9 @@ std::vector<ModalitySpec> SmallSpecs(IndexKind kind) {
   index.hnsw.m = 4;
   index.hnsw.ef_construction = 16;
   index.hnsw.ef_search = 16;
-  return {ModalitySpec{kFace, 24, 0.40f, index},
-          ModalitySpec{kFinger, 16, 0.45f, index},
-          ModalitySpec{kIris, 16, 0.45f, index, 0.05f, 0.2f}};
+  return {ModalitySpec{Modality::kFace, 24, 0.40f, index},
+          ModalitySpec{Modality::kFingerprint, 16, 0.45f, index},
+          ModalitySpec{Modality::kIris, 16, 0.45f, index, 0.05f, 0.2f}};
 }
 
 std::unique_ptr<Matcher> Open(std::vector<ModalitySpec> specs,
@@ -50,7 +46,9 @@ std::unique_ptr<Matcher> Open(std::vector<ModalitySpec> specs,
   return matcher.ok() ? *std::move(matcher) : nullptr;
 }
 
-int Dimension(Modality modality) { return modality == kFace ? 24 : 16; }
+int Dimension(Modality modality) {
+  return modality == Modality::kFace ? 24 : 16;
+}
 
 class Random {
  public:
@@ -209,8 +207,9 @@ TEST(IdentifyBatchErrorsTest, RefuseABadProbeNamingItsSet) {
   std::unique_ptr<Matcher> matcher = Open(SmallSpecs(IndexKind::kExact));
   ASSERT_NE(matcher, nullptr);
   Random random(5);
-  const std::vector<std::vector<Probe>> sets = {{{kFace, random.Vector(24)}},
-                                                {{kFinger, random.Vector(24)}}};
+  const std::vector<std::vector<Probe>> sets = {
+      {{Modality::kFace, random.Vector(24)}},
+      {{Modality::kFingerprint, random.Vector(24)}}};
   absl::StatusOr<std::vector<std::vector<Match>>> batch =
       matcher->IdentifyBatch(sets, IdentifyOptions());
   EXPECT_EQ(batch.status().code(), absl::StatusCode::kInvalidArgument);
@@ -224,7 +223,8 @@ TEST(IdentifyBatchErrorsTest, RefuseABadProbeNamingItsSet) {
   batch = matcher->IdentifyBatch({}, nan);
   EXPECT_THAT(batch.status().message(), HasSubstr("min_score"));
   const std::vector<std::vector<Probe>> two_good = {
-      {{kFace, random.Vector(24)}}, {{kFace, random.Vector(24)}}};
+      {{Modality::kFace, random.Vector(24)}},
+      {{Modality::kFace, random.Vector(24)}}};
   batch =
       matcher->IdentifyAgainstEarlier({"a", "a"}, two_good, IdentifyOptions());
   EXPECT_THAT(batch.status().message(), HasSubstr("subject_ids[1]"));
@@ -296,9 +296,11 @@ TEST(IdentifyAgainstEarlierTest, FindsAnEarlierDuplicateAndOnlyEarlierOnes) {
   Random random(13);
   const std::vector<float> face = random.Vector(24);
   const std::vector<std::vector<Probe>> sets = {
-      {{kFace, face}},
-      {{kIris, random.Vector(16)}},  // no face: never a face candidate
-      {{kFace, random.Near(face)}, {kFinger, random.Vector(16)}}};
+      {{Modality::kFace, face}},
+      {{Modality::kIris,
+        random.Vector(16)}},  // no face: never a face candidate
+      {{Modality::kFace, random.Near(face)},
+       {Modality::kFingerprint, random.Vector(16)}}};
   absl::StatusOr<std::vector<std::vector<Match>>> earlier =
       matcher->IdentifyAgainstEarlier({"x", "y", "z"}, sets, IdentifyOptions());
   ASSERT_TRUE(earlier.ok()) << earlier.status();
