@@ -1577,12 +1577,12 @@ Registry::BatchDedupMatches(
   const matcher::IdentifyOptions search = DedupSearch();
   std::array<std::vector<std::vector<matcher::Match>>, 3> out;
   // One scan of each gallery for the whole batch (the 1:N cost).
-  for (size_t g = 0; g < 2; ++g) {
-    const matcher::Matcher* gallery = g == 0 ? matcher_.get() : pending_.get();
+  size_t g = 0;
+  for (const matcher::Matcher* gallery : {matcher_.get(), pending_.get()}) {
     absl::StatusOr<std::vector<std::vector<matcher::Match>>> found =
         gallery->IdentifyBatch(probe_sets, search);
     if (!found.ok()) return found.status();
-    out[g] = *std::move(found);
+    out[g++] = *std::move(found);
   }
   // The earlier items: as searched item by item in an exact matcher of the
   // configured modalities with default fusion (what a batch used to fill
