@@ -9,12 +9,13 @@
 # Usage: bench/import_bench.sh BUILD_DIR FILE.jsonl [import flags...]
 #   e.g. bench/import_bench.sh build-rel p100k.jsonl --batch=1000
 # FILE from `BUILD_DIR/services/hawiya synth-persons --count=N > FILE`.
-# PORT (default 50123) and WORK (default a new temporary folder) may be set
-# in the environment.
+# PORT (default 50123), WORK (default a new temporary folder) and CONFIG (a
+# server config file, e.g. one with `dedup { enabled: false }`; default: none,
+# the server's defaults, deduplication on) may be set in the environment.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,13p' "$0" >&2
+  sed -n '2,14p' "$0" >&2
   exit 2
 fi
 build=$1
@@ -35,7 +36,7 @@ fi
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 "$build/services/hawiya-server" \
   --insecure --listen="127.0.0.1:$port" --data_dir="$work/data" \
-  >"$work/server.out" 2>"$work/server.err" &
+  ${CONFIG:+--config="$CONFIG"} >"$work/server.out" 2>"$work/server.err" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do

@@ -564,8 +564,11 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   {
     std::vector<matcher::ModalitySpec> specs = options.modalities;
     for (matcher::ModalitySpec& spec : specs) spec.index = {};
+    // Scored as the main galleries score (same fusion, same impostor
+    // statistics), so that one dedup threshold serves both.
     absl::StatusOr<std::unique_ptr<matcher::Matcher>> pending =
-        matcher::Matcher::Open({specs});
+        matcher::Matcher::Open(
+            {specs, options.fusion, registry->matcher_.get()});
     if (!pending.ok()) return pending.status();
     absl::StatusOr<std::vector<TemplateRecord>> templates =
         registry->store_->PendingTemplates();
@@ -921,16 +924,31 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
   // Each item against the galleries and the earlier items of the batch.
   std::vector<std::vector<v1::Candidate>> duplicates(persons.size());
   if (options_.dedup.enabled) {
-    std::vector<matcher::ModalitySpec> specs = options_.modalities;
-    for (matcher::ModalitySpec& spec : specs) spec.index = {};
-    absl::StatusOr<std::unique_ptr<matcher::Matcher>> so_far =
-        matcher::Matcher::Open({specs});
-    if (!so_far.ok()) return so_far.status();
+    // The items with templates, searched all at once; item_set[i] is item
+    // i's index among them.
+    constexpr size_t kNoSet = static_cast<size_t>(-1);
+    std::vector<size_t> item_set(persons.size(), kNoSet);
+    std::vector<std::string> subject_ids;
+    std::vector<std::vector<matcher::Probe>> probe_sets;
+    for (size_t i = 0; i < persons.size(); ++i) {
+      if (persons[i].templates.empty()) continue;
+      item_set[i] = probe_sets.size();
+      subject_ids.push_back(persons[i].person.subject_id());
+      probe_sets.push_back(ToProbes(persons[i].templates));
+    }
+    absl::StatusOr<std::array<std::vector<std::vector<matcher::Match>>, 3>>
+        searched = BatchDedupMatches(subject_ids, probe_sets);
+    if (!searched.ok()) return searched.status();
     BatchSoFar batch;
-    batch.matcher = so_far->get();
-    int64_t label = 0;
     for (size_t i = 0; i < persons.size(); ++i) {
       NewPerson& item = persons[i];
+      batch.matches.clear();
+      if (item_set[i] != kNoSet) {
+        for (const std::vector<std::vector<matcher::Match>>& by_item :
+             *searched) {
+          batch.matches.push_back(by_item[item_set[i]]);
+        }
+      }
       absl::StatusOr<std::vector<v1::Candidate>> found = FindDuplicates(
           item.person, item.templates, /*demographic=*/true, &batch);
       if (!found.ok()) {
@@ -942,18 +960,6 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
         if (!opened.ok()) return opened.status();
         item.dedup_case = *std::move(opened);
         item.person.set_state(v1::PENDING_ADJUDICATION);
-      }
-      std::vector<matcher::TemplateToAdd> adds;
-      for (const v1::Template& t : item.templates) {
-        adds.push_back(
-            {static_cast<matcher::Modality>(t.modality()), ++label,
-             std::vector<float>(t.vector().begin(), t.vector().end())});
-      }
-      if (!adds.empty()) {
-        if (absl::Status s = batch.matcher->Add(item.person.subject_id(), adds);
-            !s.ok()) {
-          return s;
-        }
       }
       batch.persons.push_back(&item.person);
     }
@@ -1564,6 +1570,37 @@ absl::StatusOr<v1::VerifyAuditLogResponse> Registry::DoVerifyAuditLog(
 
 // Deduplication and adjudication.
 
+matcher::IdentifyOptions Registry::DedupSearch() const {
+  matcher::IdentifyOptions search;
+  // One more: the person itself may be found (ReplaceTemplates).
+  search.max_candidates = options_.dedup.max_candidates + 1;
+  if (options_.dedup.threshold > 0) search.min_score = options_.dedup.threshold;
+  return search;
+}
+
+absl::StatusOr<std::array<std::vector<std::vector<matcher::Match>>, 3>>
+Registry::BatchDedupMatches(
+    absl::Span<const std::string> subject_ids,
+    absl::Span<const std::vector<matcher::Probe>> probe_sets) {
+  const matcher::IdentifyOptions search = DedupSearch();
+  std::array<std::vector<std::vector<matcher::Match>>, 3> out;
+  // One scan of each gallery for the whole batch (the 1:N cost).
+  size_t g = 0;
+  for (const matcher::Matcher* gallery : {matcher_.get(), pending_.get()}) {
+    absl::StatusOr<std::vector<std::vector<matcher::Match>>> found =
+        gallery->IdentifyBatch(probe_sets, search);
+    if (!found.ok()) return found.status();
+    out[g++] = *std::move(found);
+  }
+  // The earlier items, by one all-pairs pass scored as the main galleries
+  // score (their fusion and impostor statistics; no gallery is touched).
+  absl::StatusOr<std::vector<std::vector<matcher::Match>>> earlier =
+      matcher_->IdentifyAgainstEarlier(subject_ids, probe_sets, search);
+  if (!earlier.ok()) return earlier.status();
+  out[2] = *std::move(earlier);
+  return out;
+}
+
 absl::StatusOr<std::vector<v1::Candidate>> Registry::FindDuplicates(
     const v1::Person& person, absl::Span<const v1::Template> templates,
     bool demographic, const BatchSoFar* batch) {
@@ -1576,19 +1613,23 @@ absl::StatusOr<std::vector<v1::Candidate>> Registry::FindDuplicates(
   };
   const DedupOptions& dedup = options_.dedup;
   if (!templates.empty()) {
-    const std::vector<matcher::Probe> probes = ToProbes(templates);
-    matcher::IdentifyOptions search;
-    // One more: the person itself may be found (ReplaceTemplates).
-    search.max_candidates = dedup.max_candidates + 1;
-    if (dedup.threshold > 0) search.min_score = dedup.threshold;
-    for (const matcher::Matcher* gallery :
-         {matcher_.get(), pending_.get(),
-          batch != nullptr ? batch->matcher : nullptr}) {
-      if (gallery == nullptr) continue;
-      absl::StatusOr<std::vector<matcher::Match>> matches =
-          gallery->Identify(probes, search);
-      if (!matches.ok()) return matches.status();
-      for (const matcher::Match& match : *matches) {
+    // Each gallery's matches: the batch's, or searched here.
+    std::vector<std::vector<matcher::Match>> searched;
+    std::vector<absl::Span<const matcher::Match>> by_gallery;
+    if (batch != nullptr) {
+      by_gallery = batch->matches;
+    } else {
+      const std::vector<matcher::Probe> probes = ToProbes(templates);
+      for (const matcher::Matcher* gallery : {matcher_.get(), pending_.get()}) {
+        absl::StatusOr<std::vector<matcher::Match>> matches =
+            gallery->Identify(probes, DedupSearch());
+        if (!matches.ok()) return matches.status();
+        searched.push_back(*std::move(matches));
+      }
+      by_gallery.assign(searched.begin(), searched.end());
+    }
+    for (absl::Span<const matcher::Match> matches : by_gallery) {
+      for (const matcher::Match& match : matches) {
         if (match.subject_id == person.subject_id()) continue;
         const float threshold =
             dedup.threshold > 0 ? dedup.threshold : match.threshold;

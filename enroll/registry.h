@@ -21,6 +21,7 @@
 #ifndef HAWIYA_ENROLL_REGISTRY_H_
 #define HAWIYA_ENROLL_REGISTRY_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -328,16 +329,31 @@ class Registry {
   // Deduplication: the candidates for `person` (excluding itself) with
   // these stored (normalised) templates, best first, ranked, with their
   // reasons, at most dedup.max_candidates. Searches the galleries (ACTIVE
-  // persons), the pending gallery, and `batch` (earlier items of the same
-  // BatchEnroll: their templates and records) if given; demographic
-  // checks against the store (and the batch) if configured and
+  // persons) and the pending gallery, or, for an item of a BatchEnroll,
+  // takes `batch`'s matches (the batch's searches of those galleries and of
+  // its earlier items, see BatchDedupMatches); demographic checks against
+  // the store (and the batch's earlier records) if configured and
   // `demographic`. Subjects an adjudicator decided DISTINCT from `person`
   // (Store::AdjudicatedDistinct) are not candidates. Called under
   // write_mu_, so that what it searches is what the write commits against.
   struct BatchSoFar {
-    matcher::Matcher* matcher = nullptr;
+    // This item's matches from each gallery searched, in the order the
+    // per-item path searches them: galleries, pending gallery, earlier items.
+    std::vector<absl::Span<const matcher::Match>> matches;
     std::vector<const v1::Person*> persons;
   };
+  // The search options of every deduplication search.
+  matcher::IdentifyOptions DedupSearch() const;
+  // For each item of a BatchEnroll with templates (`probe_sets[i]` its
+  // probes, `subject_ids[i]` its new subject id, in batch order): its
+  // matches in the galleries, in the pending gallery, and among the earlier
+  // items, as BatchSoFar::matches holds them, with one batched search per
+  // gallery and one all-pairs pass over the batch instead of three
+  // Identify calls per item. result[g][i]: gallery g, item i.
+  absl::StatusOr<std::array<std::vector<std::vector<matcher::Match>>, 3>>
+  BatchDedupMatches(absl::Span<const std::string> subject_ids,
+                    absl::Span<const std::vector<matcher::Probe>> probe_sets)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::StatusOr<std::vector<v1::Candidate>> FindDuplicates(
       const v1::Person& person, absl::Span<const v1::Template> templates,
       bool demographic, const BatchSoFar* batch)

@@ -24,6 +24,7 @@
 #include "matcher/gallery.h"
 #include "matcher/gallery_common.h"
 #include "matcher/impostor_stats.h"
+#include "matcher/kernels.h"
 
 namespace hawiya::matcher {
 namespace {
@@ -53,6 +54,12 @@ bool BetterMatch(const Match& a, const Match& b) {
   return a.subject_id < b.subject_id;
 }
 
+// Identify's last step: best first, at most max_candidates.
+void SortAndTruncate(size_t max_candidates, std::vector<Match>* matches) {
+  std::sort(matches->begin(), matches->end(), BetterMatch);
+  if (matches->size() > max_candidates) matches->resize(max_candidates);
+}
+
 class MatcherImpl final : public Matcher {
  public:
   MatcherImpl() = default;
@@ -73,6 +80,13 @@ class MatcherImpl final : public Matcher {
                                absl::Span<const Probe> probes) const override;
   absl::StatusOr<std::vector<Match>> Identify(
       absl::Span<const Probe> probes,
+      const IdentifyOptions& options) const override;
+  absl::StatusOr<std::vector<std::vector<Match>>> IdentifyBatch(
+      absl::Span<const std::vector<Probe>> probe_sets,
+      const IdentifyOptions& options) const override;
+  absl::StatusOr<std::vector<std::vector<Match>>> IdentifyAgainstEarlier(
+      absl::Span<const std::string> subject_ids,
+      absl::Span<const std::vector<Probe>> probe_sets,
       const IdentifyOptions& options) const override;
   float FusedThreshold(absl::Span<const Probe> probes) const override;
   ImpostorEstimate ImpostorStatsOf(Modality modality) const override;
@@ -98,6 +112,19 @@ class MatcherImpl final : public Matcher {
       absl::string_view subject_id, const ProbesByModality& probes) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // What the batched Identify calls check before searching: every set's
+  // probes (INVALID_ARGUMENT naming "probe_sets[i].probes[j]") and
+  // min_score, as Identify checks its own.
+  absl::Status CheckProbeSets(absl::Span<const std::vector<Probe>> probe_sets,
+                              const IdentifyOptions& options) const;
+  // Identify's second half: every candidate scored exactly over the probed
+  // modalities (Score), those below min_score dropped, best first, at most
+  // max_candidates. REQUIRES: the probes passed CheckProbes.
+  absl::StatusOr<std::vector<Match>> RankCandidates(
+      const absl::flat_hash_set<std::string>& candidates,
+      const ProbesByModality& probes, const IdentifyOptions& options) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
   // Fuses per-modality scores (all of one subject) into match->score and
   // match->threshold by fusion_.rule; see matcher.h.
   void Fuse(Match* match) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -113,6 +140,7 @@ class MatcherImpl final : public Matcher {
   // Written only by Init, so read without a lock.
   std::array<std::optional<ModalitySpec>, kAllModalities.size()> specs_;
   FusionOptions fusion_;
+  const Matcher* impostor_stats_from_ = nullptr;
 
   // Each gallery locks itself, but a subject spans galleries: holding mu_
   // exclusively across a multi-gallery Add or RemoveSubject keeps readers
@@ -154,6 +182,7 @@ absl::Status MatcherImpl::Init(const MatcherOptions& options,
         "fusion.impostor_min_scores: must be positive");
   }
   fusion_ = options.fusion;
+  impostor_stats_from_ = options.impostor_stats_from;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < options.modalities.size(); ++i) {
     const ModalitySpec& spec = options.modalities[i];
@@ -467,14 +496,42 @@ absl::StatusOr<Match> MatcherImpl::Verify(
   return **std::move(match);
 }
 
+absl::Status MatcherImpl::CheckProbeSets(
+    absl::Span<const std::vector<Probe>> probe_sets,
+    const IdentifyOptions& options) const {
+  for (size_t i = 0; i < probe_sets.size(); ++i) {
+    if (absl::Status s = CheckProbes(probe_sets[i]); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("probe_sets[", i, "].", s.message()));
+    }
+  }
+  if (std::isnan(options.min_score)) {
+    return absl::InvalidArgumentError("min_score: must not be NaN");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Match>> MatcherImpl::RankCandidates(
+    const absl::flat_hash_set<std::string>& candidates,
+    const ProbesByModality& probes, const IdentifyOptions& options) const {
+  std::vector<Match> matches;
+  for (const std::string& subject_id : candidates) {
+    absl::StatusOr<std::optional<Match>> match = Score(subject_id, probes);
+    if (!match.ok()) return match.status();
+    if (!match->has_value() || (*match)->score < options.min_score) continue;
+    matches.push_back(**std::move(match));
+  }
+  SortAndTruncate(options.max_candidates, &matches);
+  return matches;
+}
+
 absl::StatusOr<std::vector<Match>> MatcherImpl::Identify(
     absl::Span<const Probe> probes, const IdentifyOptions& options) const {
   if (absl::Status s = CheckProbes(probes); !s.ok()) return s;
   if (std::isnan(options.min_score)) {
     return absl::InvalidArgumentError("min_score: must not be NaN");
   }
-  std::vector<Match> matches;
-  if (options.max_candidates == 0) return matches;
+  if (options.max_candidates == 0) return std::vector<Match>();
   const ProbesByModality grouped = GroupProbes(probes);
 
   absl::ReaderMutexLock lock(&mu_);
@@ -492,17 +549,180 @@ absl::StatusOr<std::vector<Match>> MatcherImpl::Identify(
       for (SubjectScore& s : *top) candidates.insert(std::move(s.subject_id));
     }
   }
-  for (const std::string& subject_id : candidates) {
-    absl::StatusOr<std::optional<Match>> match = Score(subject_id, grouped);
-    if (!match.ok()) return match.status();
-    if (!match->has_value() || (*match)->score < options.min_score) continue;
-    matches.push_back(**std::move(match));
+  return RankCandidates(candidates, grouped, options);
+}
+
+absl::StatusOr<std::vector<std::vector<Match>>> MatcherImpl::IdentifyBatch(
+    absl::Span<const std::vector<Probe>> probe_sets,
+    const IdentifyOptions& options) const {
+  if (absl::Status s = CheckProbeSets(probe_sets, options); !s.ok()) {
+    return s;
   }
-  std::sort(matches.begin(), matches.end(), BetterMatch);
-  if (matches.size() > options.max_candidates) {
-    matches.resize(options.max_candidates);
+  std::vector<std::vector<Match>> results(probe_sets.size());
+  if (options.max_candidates == 0) return results;
+  // The candidate lists Identify would gather set by set, gathered per
+  // modality: SearchBatch's result[i] is Search(probes[i]), so each set ends
+  // up with exactly the candidates its own Identify would search out.
+  std::vector<absl::flat_hash_set<std::string>> candidates(probe_sets.size());
+  if (!options.restrict_to.empty()) {
+    for (auto& set_candidates : candidates) {
+      set_candidates.insert(options.restrict_to.begin(),
+                            options.restrict_to.end());
+    }
   }
-  return matches;
+  absl::ReaderMutexLock lock(&mu_);
+  if (options.restrict_to.empty()) {
+    for (Modality modality : kAllModalities) {
+      std::vector<std::vector<float>> vectors;
+      std::vector<size_t> owner;  // the set of each vector
+      for (size_t i = 0; i < probe_sets.size(); ++i) {
+        for (const Probe& probe : probe_sets[i]) {
+          if (probe.modality != modality) continue;
+          vectors.push_back(probe.vector);
+          owner.push_back(i);
+        }
+      }
+      if (vectors.empty()) continue;
+      absl::StatusOr<std::vector<std::vector<SubjectScore>>> tops =
+          gallery(modality)->SearchBatch(vectors, options.max_candidates);
+      if (!tops.ok()) return tops.status();
+      for (size_t v = 0; v < tops->size(); ++v) {
+        for (SubjectScore& s : (*tops)[v]) {
+          candidates[owner[v]].insert(std::move(s.subject_id));
+        }
+      }
+    }
+  }
+  for (size_t i = 0; i < probe_sets.size(); ++i) {
+    absl::StatusOr<std::vector<Match>> ranked =
+        RankCandidates(candidates[i], GroupProbes(probe_sets[i]), options);
+    if (!ranked.ok()) return ranked.status();
+    results[i] = *std::move(ranked);
+  }
+  return results;
+}
+
+absl::StatusOr<std::vector<std::vector<Match>>>
+MatcherImpl::IdentifyAgainstEarlier(
+    absl::Span<const std::string> subject_ids,
+    absl::Span<const std::vector<Probe>> probe_sets,
+    const IdentifyOptions& options) const {
+  const size_t n = probe_sets.size();
+  if (subject_ids.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subject_ids: ", subject_ids.size(), " ids for ", n, " probe sets"));
+  }
+  absl::flat_hash_set<absl::string_view> distinct;
+  for (size_t i = 0; i < n; ++i) {
+    if (subject_ids[i].empty() || !distinct.insert(subject_ids[i]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("subject_ids[", i, "]: empty or repeated subject id"));
+    }
+  }
+  if (absl::Status s = CheckProbeSets(probe_sets, options); !s.ok()) {
+    return s;
+  }
+  std::vector<std::vector<Match>> results(n);
+  if (options.max_candidates == 0) return results;
+  const absl::flat_hash_set<absl::string_view> restrict_to(
+      options.restrict_to.begin(), options.restrict_to.end());
+
+  // Per modality: every set's vectors normalised as the exact gallery stores
+  // templates and normalises probes, as contiguous rows in set order, so the
+  // sets before set j own exactly rows [0, first row of j).
+  struct Rows {
+    std::vector<float> units;
+    // Per set: its rows [begin[i], begin[i + 1]).
+    std::vector<size_t> begin;
+  };
+  std::array<Rows, kAllModalities.size()> rows;
+  for (Modality modality : kAllModalities) {
+    if (spec(modality) == nullptr) continue;
+    Rows& r = rows[Slot(modality)];
+    r.begin.push_back(0);
+    for (const std::vector<Probe>& set : probe_sets) {
+      size_t count = 0;
+      for (const Probe& probe : set) {
+        if (probe.modality != modality) continue;
+        const std::vector<float> unit = Normalized(probe.vector);
+        r.units.insert(r.units.end(), unit.begin(), unit.end());
+        ++count;
+      }
+      r.begin.push_back(r.begin.back() + count);
+    }
+  }
+
+  // Not for the galleries (untouched): for the impostor statistics the z
+  // scores below share with this matcher's own searches.
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<float> dots;
+  // best[slot][i]: set i's best score in that modality against set j's
+  // probes (ScoreSubject's max over templates, then Score's max over
+  // probes); NaN while not computed.
+  std::array<std::vector<float>, kAllModalities.size()> best;
+  std::vector<std::pair<float, size_t>> ranked;  // (score, set)
+  for (size_t j = 0; j < n; ++j) {
+    std::vector<bool> candidate(j, false);
+    for (Modality modality : kAllModalities) {
+      if (spec(modality) == nullptr) continue;
+      const size_t slot = Slot(modality);
+      const Rows& r = rows[slot];
+      const size_t d = static_cast<size_t>(spec(modality)->dimension);
+      const size_t earlier = r.begin[j];
+      best[slot].assign(j, std::numeric_limits<float>::quiet_NaN());
+      dots.resize(earlier);
+      for (size_t row = r.begin[j]; row < r.begin[j + 1]; ++row) {
+        // Bit for bit InnerProduct per row, as the exact gallery scores.
+        if (earlier > 0) {
+          InnerProducts(&r.units[row * d], r.units.data(), earlier, d,
+                        dots.data());
+        }
+        ranked.clear();
+        for (size_t i = 0; i < j; ++i) {
+          if (r.begin[i] == r.begin[i + 1]) continue;  // no template here
+          float score = -std::numeric_limits<float>::infinity();
+          for (size_t t = r.begin[i]; t < r.begin[i + 1]; ++t) {
+            score = std::max(score, dots[t]);
+          }
+          ranked.emplace_back(score, i);
+          float& b = best[slot][i];
+          b = std::isnan(b) ? score : std::max(b, score);
+        }
+        // This probe's Search: its top subjects, ties by subject_id.
+        const size_t k = std::min(options.max_candidates, ranked.size());
+        std::partial_sort(ranked.begin(), ranked.begin() + k, ranked.end(),
+                          [&](const auto& a, const auto& b) {
+                            if (a.first != b.first) return a.first > b.first;
+                            return subject_ids[a.second] <
+                                   subject_ids[b.second];
+                          });
+        for (size_t c = 0; c < k; ++c) candidate[ranked[c].second] = true;
+      }
+    }
+    std::vector<Match>& matches = results[j];
+    for (size_t i = 0; i < j; ++i) {
+      const bool wanted = restrict_to.empty()
+                              ? candidate[i]
+                              : restrict_to.contains(subject_ids[i]);
+      if (!wanted) continue;
+      // Score: the modalities both probed and enrolled, in Modality order.
+      Match match;
+      match.subject_id = subject_ids[i];
+      for (Modality modality : kAllModalities) {
+        if (spec(modality) == nullptr) continue;
+        const std::vector<float>& b = best[Slot(modality)];
+        if (i >= b.size() || std::isnan(b[i])) continue;
+        match.modality_scores.push_back(ModalityScore{
+            modality, b[i], ZScore(ImpostorStatsLocked(modality), b[i])});
+      }
+      if (match.modality_scores.empty()) continue;
+      Fuse(&match);
+      if (match.score < options.min_score) continue;
+      matches.push_back(std::move(match));
+    }
+    SortAndTruncate(options.max_candidates, &matches);
+  }
+  return results;
 }
 
 float MatcherImpl::FusedThreshold(absl::Span<const Probe> probes) const {
@@ -532,6 +752,9 @@ ImpostorEstimate MatcherImpl::ImpostorStatsLocked(Modality modality) const {
     out.mean = modality_spec.impostor_mean;
     out.std = modality_spec.impostor_std;
     out.source = ImpostorSource::kConfigured;
+  } else if (impostor_stats_from_ != nullptr) {
+    // Takes the other matcher's lock; it never takes ours.
+    return impostor_stats_from_->ImpostorStatsOf(modality);
   } else if (estimator.count() >= fusion_.impostor_min_scores &&
              estimator.std() > 0.0) {
     out.mean = estimator.mean();

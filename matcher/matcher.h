@@ -91,10 +91,19 @@ struct FusionOptions {
   uint64_t impostor_min_scores = 1000;
 };
 
+class Matcher;
+
 struct MatcherOptions {
   // At most one spec per modality; a modality without a spec is refused.
   std::vector<ModalitySpec> modalities;
   FusionOptions fusion;
+  // If set, the impostor statistics of a modality without configured ones
+  // are this matcher's (ImpostorStatsOf), not this one's own estimate: a
+  // side gallery (the registry's PENDING_ADJUDICATION persons) then
+  // z-normalises exactly as the main one, and its scores compare with the
+  // same threshold. Not owned. REQUIRES: outlives the matcher opened with it
+  // and configures the same modalities.
+  const Matcher* impostor_stats_from = nullptr;
 };
 
 // Where a modality's impostor statistics come from (precedence above).
@@ -205,6 +214,38 @@ class Matcher {
   // 1:N. Candidates best first, fused as above, at most max_candidates.
   virtual absl::StatusOr<std::vector<Match>> Identify(
       absl::Span<const Probe> probes, const IdentifyOptions& options) const = 0;
+
+  // Identify for many probe sets in one scan: result[i] holds what
+  // Identify(probe_sets[i], options) returns (same candidates, same order,
+  // bit-identical scores) against one state of the matcher, the same for
+  // every set (writers wait until it returns). The probes of all sets are
+  // grouped by modality and each gallery is searched once, with
+  // Gallery::SearchBatch (kExact: one BLAS pass for large batches); each
+  // set's candidates are then scored exactly as Identify scores them.
+  // INVALID_ARGUMENT naming "probe_sets[i].probes[j]" (as CheckProbes) or
+  // "min_score" before anything is searched. An empty span gives an empty
+  // result.
+  virtual absl::StatusOr<std::vector<std::vector<Match>>> IdentifyBatch(
+      absl::Span<const std::vector<Probe>> probe_sets,
+      const IdentifyOptions& options) const = 0;
+
+  // Each probe set against the sets before it, as if enrolled: result[i]
+  // holds what Identify(probe_sets[i], options) returns on a matcher opened
+  // with this one's options (modalities, exact index, fusion) into which
+  // probe_sets[0..i-1] were added in order, set k as subject subject_ids[k]
+  // with its probes as templates (bit-identical scores: the same
+  // normalisation and fp32 kernel as the exact gallery). Neither this
+  // matcher's galleries nor any lock are involved: the sets are scored
+  // against each other directly (every pair of same-modality vectors once),
+  // which is what deduplicates a batch's items against its earlier items
+  // without a matcher to fill item by item. restrict_to, if non-empty,
+  // limits every set's candidates to those subjects. Errors as
+  // IdentifyBatch; INVALID_ARGUMENT naming "subject_ids" unless there is one
+  // distinct, non-empty id per set.
+  virtual absl::StatusOr<std::vector<std::vector<Match>>>
+  IdentifyAgainstEarlier(absl::Span<const std::string> subject_ids,
+                         absl::Span<const std::vector<Probe>> probe_sets,
+                         const IdentifyOptions& options) const = 0;
 
   // Fused threshold for a set of probed modalities (as if every probed
   // modality were enrolled).

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -496,6 +497,105 @@ TEST_F(DedupTest, BatchItemsAreDeduplicatedAgainstEarlierItems) {
   }());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->raised_by(), "BatchEnroll");
+}
+
+// A batch is deduplicated with one search per gallery and one all-pairs pass
+// over its items; the outcome must be what the same items get sent one by
+// one: the same states, and the same candidates (by who they are), scores,
+// modality scores, reasons and ranks.
+TEST_F(DedupTest, BatchRaisesTheSameCasesAsTheSameItemsOneByOne) {
+  const matcher::SyntheticModel fingers(matcher::SyntheticOptions{256, 5});
+  const auto finger = [&](uint64_t identity, uint64_t capture) {
+    v1::Template t =
+        services::SyntheticFaceTemplate(fingers, identity, capture);
+    t.set_modality(v1::FINGERPRINT);
+    t.set_position(1);  // right thumb
+    return t;
+  };
+  std::vector<v1::EnrollRequest> items(9);
+  for (size_t i = 0; i < items.size(); ++i) {
+    items[i].set_request_id(absl::StrCat("item-", i));
+    *items[i].mutable_person() = DistinctPerson(60 + i);
+  }
+  const auto face = [&](size_t i, uint64_t identity, uint64_t capture) {
+    *items[i].add_templates() =
+        services::SyntheticFaceTemplate(model_, identity, capture);
+  };
+  face(0, 41, 0);                             // new
+  face(1, 7, 2);                              // A (gallery), B (pending)
+  face(2, 41, 1);                             // item 0 (in the batch)
+  face(3, 42, 0);                             // new, face and finger
+  *items[3].add_templates() = finger(42, 0);  //
+  *items[4].add_templates() = finger(42, 1);  // item 3, by finger only
+  face(5, 7, 3);                              // A, B and item 1 (pending)
+  face(5, 43, 0);                             //   with a second face
+  // Item 6: item 0's name and date of birth, another face (demographic).
+  *items[6].mutable_person()->mutable_name_latin() =
+      items[0].person().name_latin();
+  *items[6].mutable_person()->mutable_date_of_birth() =
+      items[0].person().date_of_birth();
+  face(6, 44, 0);
+  // Item 7 has no template; item 8 is new.
+  face(8, 45, 0);
+
+  // Per registry: subject id -> who ("A", "B", "item i").
+  std::map<std::string, std::string> who;
+  const auto setup = [&] {
+    EnrollPair();
+    who[a_.person().subject_id()] = "A";
+    who[b_.person().subject_id()] = "B";
+  };
+  const auto outcome = [&who](const v1::EnrollResponse& r) {
+    std::string out = absl::StrCat(v1::PersonState_Name(r.person().state()),
+                                   r.case_id().empty() ? "" : " case");
+    for (const v1::Candidate& c : r.duplicates()) {
+      absl::StrAppend(&out, "; #", c.rank(), " ", who[c.subject_id()], " ",
+                      c.score());
+      for (const v1::ModalityScore& m : c.modality_scores()) {
+        absl::StrAppend(&out, " ", v1::Modality_Name(m.modality()), "=",
+                        m.score());
+      }
+      for (int reason : c.reasons()) {
+        absl::StrAppend(&out, " ", v1::DuplicateReason_Name(reason));
+      }
+    }
+    return out;
+  };
+
+  setup();
+  std::vector<std::string> one_by_one;
+  for (size_t i = 0; i < items.size(); ++i) {
+    absl::StatusOr<v1::EnrollResponse> r = registry_->Enroll(items[i]);
+    ASSERT_TRUE(r.ok()) << r.status();
+    who[r->person().subject_id()] = absl::StrCat("item ", i);
+    one_by_one.push_back(outcome(*r));
+  }
+
+  registry_.reset();
+  fs::remove_all(dir_);
+  dir_ = NewDir();
+  Open();
+  who.clear();
+  setup();
+  absl::StatusOr<v1::BatchEnrollResponse> batch = registry_->BatchEnroll(items);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->responses_size(), static_cast<int>(items.size()));
+  for (size_t i = 0; i < items.size(); ++i) {
+    who[batch->responses(i).person().subject_id()] = absl::StrCat("item ", i);
+  }
+  std::vector<std::string> batched;
+  for (const v1::EnrollResponse& r : batch->responses()) {
+    batched.push_back(outcome(r));
+  }
+  EXPECT_EQ(batched, one_by_one);
+  // The cases this test is about were raised (not all ACTIVE by accident).
+  EXPECT_THAT(batched[1], HasSubstr("A "));
+  EXPECT_THAT(batched[1], HasSubstr("B "));
+  EXPECT_THAT(batched[2], HasSubstr("item 0 "));
+  EXPECT_THAT(batched[4], HasSubstr("item 3 "));
+  EXPECT_THAT(batched[5], HasSubstr("item 1 "));
+  EXPECT_THAT(batched[6], HasSubstr("item 0 0 NAME_AND_DATE_OF_BIRTH"));
+  for (size_t i : {0, 3, 7, 8}) EXPECT_EQ(batched[i], "ACTIVE") << i;
 }
 
 TEST_F(DedupTest, ReplaceTemplatesWithAnotherPersonsFaceIsHeld) {
