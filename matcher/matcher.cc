@@ -54,6 +54,14 @@ bool BetterMatch(const Match& a, const Match& b) {
   return a.subject_id < b.subject_id;
 }
 
+// How many subjects each probe's search lists for a probe set of
+// `modalities` distinct modalities (IdentifyOptions::fusion_shortlist).
+size_t SearchDepth(size_t modalities, const IdentifyOptions& options) {
+  return modalities > 1
+             ? std::max(options.max_candidates, options.fusion_shortlist)
+             : options.max_candidates;
+}
+
 // Identify's last step: best first, at most max_candidates.
 void SortAndTruncate(size_t max_candidates, std::vector<Match>* matches) {
   std::sort(matches->begin(), matches->end(), BetterMatch);
@@ -542,9 +550,10 @@ absl::StatusOr<std::vector<Match>> MatcherImpl::Identify(
   if (!options.restrict_to.empty()) {
     candidates.insert(options.restrict_to.begin(), options.restrict_to.end());
   } else {
+    const size_t depth = SearchDepth(grouped.size(), options);
     for (const Probe& probe : probes) {
       absl::StatusOr<std::vector<SubjectScore>> top =
-          gallery(probe.modality)->Search(probe.vector, options.max_candidates);
+          gallery(probe.modality)->Search(probe.vector, depth);
       if (!top.ok()) return top.status();
       for (SubjectScore& s : *top) candidates.insert(std::move(s.subject_id));
     }
@@ -572,23 +581,34 @@ absl::StatusOr<std::vector<std::vector<Match>>> MatcherImpl::IdentifyBatch(
   }
   absl::ReaderMutexLock lock(&mu_);
   if (options.restrict_to.empty()) {
+    // One batch per modality and search depth: an approximate gallery's
+    // deeper search is not a prefix of its shallower one, so each set is
+    // searched at exactly the depth its own Identify uses.
+    std::vector<size_t> depth(probe_sets.size());
+    for (size_t i = 0; i < probe_sets.size(); ++i) {
+      depth[i] = SearchDepth(GroupProbes(probe_sets[i]).size(), options);
+    }
+    absl::flat_hash_set<size_t> depths(depth.begin(), depth.end());
     for (Modality modality : kAllModalities) {
-      std::vector<std::vector<float>> vectors;
-      std::vector<size_t> owner;  // the set of each vector
-      for (size_t i = 0; i < probe_sets.size(); ++i) {
-        for (const Probe& probe : probe_sets[i]) {
-          if (probe.modality != modality) continue;
-          vectors.push_back(probe.vector);
-          owner.push_back(i);
+      for (const size_t k : depths) {
+        std::vector<std::vector<float>> vectors;
+        std::vector<size_t> owner;  // the set of each vector
+        for (size_t i = 0; i < probe_sets.size(); ++i) {
+          if (depth[i] != k) continue;
+          for (const Probe& probe : probe_sets[i]) {
+            if (probe.modality != modality) continue;
+            vectors.push_back(probe.vector);
+            owner.push_back(i);
+          }
         }
-      }
-      if (vectors.empty()) continue;
-      absl::StatusOr<std::vector<std::vector<SubjectScore>>> tops =
-          gallery(modality)->SearchBatch(vectors, options.max_candidates);
-      if (!tops.ok()) return tops.status();
-      for (size_t v = 0; v < tops->size(); ++v) {
-        for (SubjectScore& s : (*tops)[v]) {
-          candidates[owner[v]].insert(std::move(s.subject_id));
+        if (vectors.empty()) continue;
+        absl::StatusOr<std::vector<std::vector<SubjectScore>>> tops =
+            gallery(modality)->SearchBatch(vectors, k);
+        if (!tops.ok()) return tops.status();
+        for (size_t v = 0; v < tops->size(); ++v) {
+          for (SubjectScore& s : (*tops)[v]) {
+            candidates[owner[v]].insert(std::move(s.subject_id));
+          }
         }
       }
     }
@@ -663,6 +683,8 @@ MatcherImpl::IdentifyAgainstEarlier(
   std::vector<std::pair<float, size_t>> ranked;  // (score, set)
   for (size_t j = 0; j < n; ++j) {
     std::vector<bool> candidate(j, false);
+    const size_t depth =
+        SearchDepth(GroupProbes(probe_sets[j]).size(), options);
     for (Modality modality : kAllModalities) {
       if (spec(modality) == nullptr) continue;
       const size_t slot = Slot(modality);
@@ -689,7 +711,7 @@ MatcherImpl::IdentifyAgainstEarlier(
           b = std::isnan(b) ? score : std::max(b, score);
         }
         // This probe's Search: its top subjects, ties by subject_id.
-        const size_t k = std::min(options.max_candidates, ranked.size());
+        const size_t k = std::min(depth, ranked.size());
         std::partial_sort(ranked.begin(), ranked.begin() + k, ranked.end(),
                           [&](const auto& a, const auto& b) {
                             if (a.first != b.first) return a.first > b.first;

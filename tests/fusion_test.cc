@@ -242,5 +242,66 @@ TEST(FusionTest, RefusesBadOptions) {
   EXPECT_FALSE(ParseFusionRule("max").ok());
 }
 
+// A mate whose every modality is mediocre but whose fused score is the best
+// is found: each modality's search shortlists fusion_shortlist subjects, not
+// only max_candidates. Ten decoys beat the mate on the face alone (and are
+// far off on the finger), ten others on the finger alone.
+TEST(FusionTest, MultiModalSearchShortlistsBeyondMaxCandidates) {
+  constexpr int kDim = 32;
+  const ModalitySpec face{kFace, kDim, 0.40f, IndexOptions()};
+  const ModalitySpec finger{kFinger, kDim, 0.40f, IndexOptions()};
+  // c * e0 + sqrt(1 - c^2) * e_axis: cosine c with the probe e0.
+  const auto at = [](float c, int axis) {
+    std::vector<float> v(kDim, 0.0f);
+    v[0] = c;
+    v[axis] = std::sqrt(1.0f - c * c);
+    return v;
+  };
+  for (const FusionOptions& fusion : {FusionOptions(), ZScore()}) {
+    std::unique_ptr<Matcher> matcher = Open({face, finger}, fusion);
+    ASSERT_NE(matcher, nullptr);
+    int64_t label = 0;
+    ASSERT_TRUE(
+        matcher
+            ->Add("mate", {TemplateToAdd{kFace, ++label, at(0.5f, 1)},
+                           TemplateToAdd{kFinger, ++label, at(0.5f, 1)}})
+            .ok());
+    for (int i = 0; i < 10; ++i) {
+      const int axis = 2 + i;
+      ASSERT_TRUE(matcher
+                      ->Add(absl::StrCat("face-decoy", i),
+                            {TemplateToAdd{kFace, ++label, at(0.6f, axis)},
+                             TemplateToAdd{kFinger, ++label, at(-0.5f, axis)}})
+                      .ok());
+      ASSERT_TRUE(
+          matcher
+              ->Add(absl::StrCat("finger-decoy", i),
+                    {TemplateToAdd{kFace, ++label, at(-0.5f, axis + 10)},
+                     TemplateToAdd{kFinger, ++label, at(0.6f, axis + 10)}})
+              .ok());
+    }
+    std::vector<float> e0(kDim, 0.0f);
+    e0[0] = 1.0f;
+    const std::vector<Probe> probes = {Probe{kFace, e0}, Probe{kFinger, e0}};
+    IdentifyOptions options;
+    options.max_candidates = 10;
+    absl::StatusOr<std::vector<Match>> found =
+        matcher->Identify(probes, options);
+    ASSERT_TRUE(found.ok()) << found.status();
+    ASSERT_FALSE(found->empty());
+    EXPECT_EQ((*found)[0].subject_id, "mate");
+    absl::StatusOr<std::vector<std::vector<Match>>> batch =
+        matcher->IdentifyBatch({probes}, options);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    ASSERT_FALSE((*batch)[0].empty());
+    EXPECT_EQ((*batch)[0][0].subject_id, "mate");
+    // Shortlisting only each modality's top ten misses it.
+    options.fusion_shortlist = 0;
+    found = matcher->Identify(probes, options);
+    ASSERT_TRUE(found.ok()) << found.status();
+    for (const Match& m : *found) EXPECT_NE(m.subject_id, "mate");
+  }
+}
+
 }  // namespace
 }  // namespace hawiya::matcher

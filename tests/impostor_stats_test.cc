@@ -283,5 +283,43 @@ TEST(ImpostorStatsTest, ZScoreScoresUseTheGalleryStatistics) {
   }
 }
 
+// A side gallery opened with impostor_stats_from (the registry's pending
+// persons) normalises with the main matcher's statistics, not its own
+// estimate: the same cosine gets the same z in both, so one threshold
+// serves both.
+TEST(ImpostorStatsTest, SideGalleryBorrowsTheMainStatistics) {
+  FusionOptions fusion;
+  fusion.rule = FusionRule::kZScore;
+  fusion.impostor_min_scores = 100;
+  std::unique_ptr<Matcher> main = Open({Face()}, fusion);
+  ASSERT_NE(main, nullptr);
+  AddSubjects(*main, 0, 400, /*hard=*/true);
+  absl::StatusOr<std::unique_ptr<Matcher>> side =
+      Matcher::Open(MatcherOptions{{Face()}, fusion, main.get()});
+  ASSERT_TRUE(side.ok()) << side.status();
+  std::unique_ptr<Matcher> alone = Open({Face()}, fusion);
+  ASSERT_NE(alone, nullptr);
+  // The side gallery's own adds would give it other (easy) statistics.
+  AddSubjects(**side, 1000, 1300);
+  AddSubjects(*alone, 1000, 1300);
+  const ImpostorEstimate main_stats = main->ImpostorStatsOf(kFace);
+  ASSERT_EQ(main_stats.source, ImpostorSource::kGallery);
+  ExpectSameStats((*side)->ImpostorStatsOf(kFace), main_stats);
+  ASSERT_NE(alone->ImpostorStatsOf(kFace).mean, main_stats.mean);
+
+  const SyntheticModel model = Model(kDim, /*hard=*/false);
+  const std::vector<Probe> probes = {Probe{kFace, model.Capture(1007, 1)}};
+  absl::StatusOr<Match> match = (*side)->Verify("s1007", probes);
+  ASSERT_TRUE(match.ok()) << match.status();
+  const double z =
+      (match->modality_scores[0].score - main_stats.mean) / main_stats.std;
+  EXPECT_NEAR(match->score, z, 1e-4 * std::abs(z));
+  EXPECT_EQ((*side)->FusedThreshold(probes), main->FusedThreshold(probes));
+  // The main matcher's estimate moves on; the side gallery follows it.
+  AddSubjects(*main, 400, 600, /*hard=*/true);
+  ExpectSameStats((*side)->ImpostorStatsOf(kFace),
+                  main->ImpostorStatsOf(kFace));
+}
+
 }  // namespace
 }  // namespace hawiya::matcher
