@@ -6,21 +6,47 @@
 #include "absl/time/civil_time.h"
 
 namespace hawiya::services {
+namespace {
+
+// Given names no two of which names::CompareNames matches, in Arabic and
+// Latin (dedup_test checks it).
+constexpr struct {
+  const char* arabic;
+  const char* latin;
+} kGivenNames[] = {
+    {"محمد", "Mohammed"}, {"أحمد", "Ahmed"},   {"خالد", "Khalid"},
+    {"عمر", "Omar"},      {"يوسف", "Youssef"}, {"إبراهيم", "Ibrahim"},
+    {"حسن", "Hassan"},    {"علي", "Ali"},      {"فاطمة", "Fatima"},
+    {"عائشة", "Aisha"},   {"مريم", "Mariam"},  {"ليلى", "Layla"},
+    {"زينب", "Zainab"},   {"سلمى", "Salma"},   {"نور", "Nour"},
+    {"هدى", "Huda"},      {"طارق", "Tariq"},   {"سمير", "Samir"},
+    {"كريم", "Karim"},    {"وليد", "Waleed"},
+};
+constexpr uint64_t kBirthDays = 18250;  // 1955-01-01 to 2004-12-20
+
+}  // namespace
+
+uint64_t DistinctSyntheticPersons() {
+  return kBirthDays * (sizeof(kGivenNames) / sizeof(kGivenNames[0]));
+}
 
 v1::Person SyntheticPerson(uint64_t n) {
   v1::Person person;
   person.set_national_id(absl::StrCat("N", n));
   person.set_issuing_country("KWT");
-  person.mutable_name_ar()->set_given("محمد");
+  // No two of the first DistinctSyntheticPersons() persons share both a
+  // name and a date of birth, else the demographic dedup check would hold
+  // them for adjudication: the date runs through kBirthDays days (7919 is
+  // prime, so n -> 7919 n mod kBirthDays is one-to-one on each run of
+  // kBirthDays persons), the given name changes with each run.
+  const auto& given =
+      kGivenNames[n / kBirthDays %
+                  (sizeof(kGivenNames) / sizeof(kGivenNames[0]))];
+  person.mutable_name_ar()->set_given(given.arabic);
   person.mutable_name_ar()->set_father("عبدالله");
   person.mutable_name_ar()->set_family("الصباح");
-  person.mutable_name_latin()->set_given("Mohammed");
+  person.mutable_name_latin()->set_given(given.latin);
   person.mutable_name_latin()->set_family("Al-Sabah");
-  // Everyone shares one name, so the dates of birth differ: distinct for
-  // the first kBirthDays persons (7919 is prime, so n -> 7919 n mod
-  // kBirthDays is one-to-one there), else the demographic dedup check would
-  // hold namesakes born the same day for adjudication.
-  constexpr uint64_t kBirthDays = 18250;  // 1955-01-01 to 2004-12-20
   const absl::CivilDay born =
       absl::CivilDay(1955, 1, 1) +
       static_cast<absl::civil_diff_t>(n * 7919 % kBirthDays);

@@ -12,7 +12,10 @@
 namespace hawiya::services {
 
 // A valid person whose national id is derived from `n` ("KWT", "N<n>").
+// Persons 0 .. DistinctSyntheticPersons() - 1 differ pairwise in name or
+// date of birth, so the demographic dedup check holds none of them.
 v1::Person SyntheticPerson(uint64_t n);
+uint64_t DistinctSyntheticPersons();
 
 // A FACE template: capture `capture` of `identity` in `model`.
 v1::Template SyntheticFaceTemplate(const matcher::SyntheticModel& model,

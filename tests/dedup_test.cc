@@ -17,10 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "enroll/audit.h"
+#include "enroll/names.h"
 #include "enroll/registry.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -211,6 +213,44 @@ class DedupTest : public ::testing::Test {
   v1::EnrollResponse a_;
   v1::EnrollResponse b_;
 };
+
+// The synthetic persons the README imports are not held by the
+// demographic check: no two of the first DistinctSyntheticPersons() share
+// a date of birth and a matching name.
+TEST(SyntheticPersonsTest, DistinctByNameOrDateOfBirth) {
+  const uint64_t distinct = services::DistinctSyntheticPersons();
+  ASSERT_GE(distinct, 300000u);
+  absl::flat_hash_map<std::string, uint64_t> first;
+  std::vector<v1::Person> runs;  // a person of each given name
+  for (uint64_t n = 0; n < distinct; ++n) {
+    const v1::Person p = services::SyntheticPerson(n);
+    const std::string key =
+        absl::StrCat(p.date_of_birth().year(), "-", p.date_of_birth().month(),
+                     "-", p.date_of_birth().day(), "/", p.name_latin().given());
+    const auto [it, inserted] = first.emplace(key, n);
+    ASSERT_TRUE(inserted) << "persons " << it->second << " and " << n
+                          << " share " << key;
+    if (runs.empty() ||
+        runs.back().name_latin().given() != p.name_latin().given()) {
+      runs.push_back(p);
+    }
+  }
+  ASSERT_GE(runs.size(), 20u);
+  // Persons of different given names may share a date: no form of one
+  // name matches a form of another.
+  for (size_t a = 0; a < runs.size(); ++a) {
+    for (size_t b = a + 1; b < runs.size(); ++b) {
+      for (const v1::PersonName* x :
+           {&runs[a].name_ar(), &runs[a].name_latin()}) {
+        for (const v1::PersonName* y :
+             {&runs[b].name_ar(), &runs[b].name_latin()}) {
+          EXPECT_FALSE(names::CompareNames(*x, *y).match)
+              << x->given() << " ~ " << y->given();
+        }
+      }
+    }
+  }
+}
 
 TEST_F(DedupTest, FreshCaptureOfAnEnrolledFaceIsHeldForAdjudication) {
   const v1::EnrollResponse a = Enroll(1, 7, 0);
