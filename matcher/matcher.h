@@ -160,7 +160,7 @@ struct IdentifyOptions {
   // best fused; with only each modality's top max_candidates shortlisted,
   // such a mate is never found at any threshold (measured with `hawiya
   // eval` at 100k, three noisy modalities: ~9% of mated searches with
-  // max_candidates 10, ~2% with 100). Costs one exact score per extra
+  // max_candidates 10, 1.2% with 100). Costs one exact score per extra
   // subject and modality. One probed modality: the search lists exactly
   // max_candidates (its fused score is its own score).
   size_t fusion_shortlist = 100;
