@@ -55,11 +55,11 @@ bool BetterMatch(const Match& a, const Match& b) {
 }
 
 // How many subjects each probe's search lists for a probe set of
-// `modalities` distinct modalities (IdentifyOptions::fusion_shortlist).
-size_t SearchDepth(size_t modalities, const IdentifyOptions& options) {
-  return modalities > 1
-             ? std::max(options.max_candidates, options.fusion_shortlist)
-             : options.max_candidates;
+// `modalities` distinct modalities (FusionOptions::shortlist).
+size_t SearchDepth(size_t modalities, const FusionOptions& fusion,
+                   const IdentifyOptions& options) {
+  return modalities > 1 ? std::max(options.max_candidates, fusion.shortlist)
+                        : options.max_candidates;
 }
 
 // Identify's last step: best first, at most max_candidates.
@@ -550,7 +550,7 @@ absl::StatusOr<std::vector<Match>> MatcherImpl::Identify(
   if (!options.restrict_to.empty()) {
     candidates.insert(options.restrict_to.begin(), options.restrict_to.end());
   } else {
-    const size_t depth = SearchDepth(grouped.size(), options);
+    const size_t depth = SearchDepth(grouped.size(), fusion_, options);
     for (const Probe& probe : probes) {
       absl::StatusOr<std::vector<SubjectScore>> top =
           gallery(probe.modality)->Search(probe.vector, depth);
@@ -586,7 +586,8 @@ absl::StatusOr<std::vector<std::vector<Match>>> MatcherImpl::IdentifyBatch(
     // searched at exactly the depth its own Identify uses.
     std::vector<size_t> depth(probe_sets.size());
     for (size_t i = 0; i < probe_sets.size(); ++i) {
-      depth[i] = SearchDepth(GroupProbes(probe_sets[i]).size(), options);
+      depth[i] =
+          SearchDepth(GroupProbes(probe_sets[i]).size(), fusion_, options);
     }
     absl::flat_hash_set<size_t> depths(depth.begin(), depth.end());
     for (Modality modality : kAllModalities) {
@@ -684,7 +685,7 @@ MatcherImpl::IdentifyAgainstEarlier(
   for (size_t j = 0; j < n; ++j) {
     std::vector<bool> candidate(j, false);
     const size_t depth =
-        SearchDepth(GroupProbes(probe_sets[j]).size(), options);
+        SearchDepth(GroupProbes(probe_sets[j]).size(), fusion_, options);
     for (Modality modality : kAllModalities) {
       if (spec(modality) == nullptr) continue;
       const size_t slot = Slot(modality);

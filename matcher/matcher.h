@@ -89,6 +89,17 @@ struct FusionOptions {
   // Gallery impostor scores needed before the gallery's estimate replaces
   // the model's statistics (source GALLERY). Positive.
   uint64_t impostor_min_scores = 1000;
+  // Probes of more than one modality: each probe's own search lists this
+  // many subjects (IdentifyOptions::max_candidates if larger) before the
+  // fusion scores them all exactly. A person whose every modality is
+  // mediocre can still be the best fused; with only each modality's top
+  // max_candidates shortlisted, such a mate is never found at any threshold
+  // (measured with `hawiya eval` at 100k, three noisy modalities: ~9% of
+  // mated searches with 10, 1.2% with 100). Costs a deeper search and one
+  // exact score per extra subject and modality (docs/PERFORMANCE.md,
+  // "Multi-modal shortlist"). One probed modality: the search lists exactly
+  // max_candidates (its fused score is its own score). 0: max_candidates.
+  size_t shortlist = 100;
 };
 
 class Matcher;
@@ -154,16 +165,6 @@ struct IdentifyOptions {
   float min_score = -std::numeric_limits<float>::infinity();
   // If non-empty, only these subjects are considered.
   std::vector<std::string> restrict_to;
-  // Probes of more than one modality: each probe's own search lists this
-  // many subjects (max_candidates if larger) before the fusion scores them
-  // all exactly. A person whose every modality is mediocre can still be the
-  // best fused; with only each modality's top max_candidates shortlisted,
-  // such a mate is never found at any threshold (measured with `hawiya
-  // eval` at 100k, three noisy modalities: ~9% of mated searches with
-  // max_candidates 10, 1.2% with 100). Costs one exact score per extra
-  // subject and modality. One probed modality: the search lists exactly
-  // max_candidates (its fused score is its own score).
-  size_t fusion_shortlist = 100;
 };
 
 struct GalleryInfo {

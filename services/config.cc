@@ -305,6 +305,14 @@ absl::StatusOr<matcher::FusionOptions> FusionOptions(
     }
     fusion.impostor_min_scores = min_scores;
   }
+  if (config.fusion().has_shortlist()) {
+    if (config.fusion().shortlist() > 10000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fusion.shortlist: ", config.fusion().shortlist(),
+                       " is more than 10000"));
+    }
+    fusion.shortlist = config.fusion().shortlist();
+  }
   const config::AccuracyTargets& targets = config.accuracy_targets();
   if (targets.verification_fmr() < 0.0 || targets.verification_fmr() >= 1.0 ||
       std::isnan(targets.verification_fmr())) {

@@ -91,6 +91,13 @@ TEST(FusionConfigTest, ExampleAndDefaultsLoad) {
   EXPECT_DOUBLE_EQ(config->accuracy_targets().verification_fmr(), 1e-4);
   EXPECT_DOUBLE_EQ(config->accuracy_targets().identification_fpir(), 1e-3);
   EXPECT_EQ(FusionOptions(*config)->rule, matcher::FusionRule::kMean);
+  EXPECT_EQ(FusionOptions(*config)->shortlist, 100u);
+  config = Load(dir, "fusion { shortlist: 0 }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(FusionOptions(*config)->shortlist, 0u);
+  config = Load(dir, "fusion { shortlist: 250 }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(FusionOptions(*config)->shortlist, 250u);
   std::filesystem::remove_all(dir);
 }
 
@@ -107,6 +114,7 @@ TEST(FusionConfigTest, BadEntriesAreNamed) {
       {"fusion { impostor_stats { mean: 0.1 } }",
        "fusion.impostor_stats[0].modality"},
       {"fusion { impostor_min_scores: 0 }", "fusion.impostor_min_scores"},
+      {"fusion { shortlist: 10001 }", "fusion.shortlist"},
       {"accuracy_targets { verification_fmr: 2 }",
        "accuracy_targets.verification_fmr"},
       {"accuracy_targets { identification_fpir: -0.1 }",
