@@ -385,6 +385,21 @@ int RpcFailed(const grpc::Status& status) {
   return kExitRpcBase + status.error_code();
 }
 
+// Prints every page of a List call, 1000 items a page: `call(request,
+// &response)` sends one page request. Exit code as the commands return.
+template <typename Response, typename Request, typename Call>
+int PrintAllPages(Request request, const Call& call) {
+  request.set_page_size(1000);
+  do {
+    Response response;
+    grpc::Status status = call(request, &response);
+    if (!status.ok()) return RpcFailed(status);
+    Print(response);
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return 0;
+}
+
 class Client {
  public:
   Client(const std::string& server,
@@ -531,16 +546,11 @@ int List(Client& client) {
     }
     request.set_state(value);
   }
-  request.set_page_size(1000);
-  do {
-    v1::ListPersonsResponse response;
-    grpc::Status status = client.enrollment().ListPersons(
-        client.Context().get(), request, &response);
-    if (!status.ok()) return RpcFailed(status);
-    Print(response);
-    request.set_page_token(response.next_page_token());
-  } while (!request.page_token().empty());
-  return 0;
+  return PrintAllPages<v1::ListPersonsResponse>(
+      request, [&client](const auto& page, v1::ListPersonsResponse* response) {
+        return client.enrollment().ListPersons(client.Context().get(), page,
+                                               response);
+      });
 }
 
 int Delete(Client& client) {
@@ -628,16 +638,11 @@ void SetTime(absl::Time time, google::protobuf::Timestamp* out) {
 int CasesList(Client& client) {
   v1::ListCasesRequest request;
   request.set_include_decided(absl::GetFlag(FLAGS_include_decided));
-  request.set_page_size(1000);
-  do {
-    v1::ListCasesResponse response;
-    grpc::Status status = client.adjudication().ListCases(
-        client.Context().get(), request, &response);
-    if (!status.ok()) return RpcFailed(status);
-    Print(response);
-    request.set_page_token(response.next_page_token());
-  } while (!request.page_token().empty());
-  return 0;
+  return PrintAllPages<v1::ListCasesResponse>(
+      request, [&client](const auto& page, v1::ListCasesResponse* response) {
+        return client.adjudication().ListCases(client.Context().get(), page,
+                                               response);
+      });
 }
 
 int CasesGet(Client& client) {
@@ -694,16 +699,12 @@ int AuditList(Client& client) {
   if (absl::GetFlag(FLAGS_end_time) != absl::InfiniteFuture()) {
     SetTime(absl::GetFlag(FLAGS_end_time), request.mutable_end_time());
   }
-  request.set_page_size(1000);
-  do {
-    v1::ListAuditRecordsResponse response;
-    grpc::Status status = client.audit().ListAuditRecords(
-        client.Context().get(), request, &response);
-    if (!status.ok()) return RpcFailed(status);
-    Print(response);
-    request.set_page_token(response.next_page_token());
-  } while (!request.page_token().empty());
-  return 0;
+  return PrintAllPages<v1::ListAuditRecordsResponse>(
+      request,
+      [&client](const auto& page, v1::ListAuditRecordsResponse* response) {
+        return client.audit().ListAuditRecords(client.Context().get(), page,
+                                               response);
+      });
 }
 
 // One line on stdout; exit 0 if intact, else 1.
