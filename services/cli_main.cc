@@ -61,6 +61,7 @@
 #include "services/pki.h"
 #include "services/roles.h"
 #include "services/synthetic_requests.h"
+#include "services/version.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(bool, insecure, false,
@@ -2083,6 +2084,7 @@ int DevPki() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  hawiya::services::HandleVersion(argc, argv, "hawiya");
   hawiya::services::HandleHelp(argc, argv, kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   // "admin" and "audit" take a subcommand; every other command stands
