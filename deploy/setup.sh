@@ -8,6 +8,8 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libfaiss-dev libopenblas-openmp-dev libabsl-dev libssl-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # The metrics endpoint (HTTP); promtool and a real Prometheus in its test.
+  libcpp-httplib-dev prometheus
   # `hawiya eval` plots (DET, FNIR vs FPIR) and its test.
   gnuplot-nox
   # The Python partner client example and its test (docs/PARTNERS.md).

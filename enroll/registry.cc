@@ -614,6 +614,13 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
   return registry;
 }
 
+RegistryGauges Registry::Gauges() const {
+  RegistryGauges gauges;
+  gauges.galleries = matcher_->Info();
+  gauges.cases_opened = cases_opened_.load();
+  return gauges;
+}
+
 absl::StatusOr<int64_t> Registry::ChangesSinceSnapshot() {
   absl::StatusOr<int64_t> sequence = store_->ChangeSequence();
   if (!sequence.ok()) return sequence.status();
@@ -864,6 +871,7 @@ absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
   *response.mutable_person() = std::move(written->person);
   if (!written->replayed) {
     response.set_case_id(response.person().case_id());
+    if (!response.case_id().empty()) cases_opened_.fetch_add(1);
     for (v1::Candidate& c : duplicates)
       *response.add_duplicates() = std::move(c);
   } else if (absl::Status s = FillCaseOf(*store_, &response); !s.ok()) {
@@ -991,6 +999,7 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
     *item->mutable_person() = std::move(result.person);
     if (!result.replayed) {
       item->set_case_id(item->person().case_id());
+      if (!item->case_id().empty()) cases_opened_.fetch_add(1);
       for (v1::Candidate& c : duplicates[i]) {
         *item->add_duplicates() = std::move(c);
       }
@@ -1073,6 +1082,9 @@ absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
   absl::StatusOr<WriteResult> written = store_->ReplaceTemplates(
       key, request.subject_id(), *templates, audit, &dedup_case);
   if (!written.ok()) return written.status();
+  if (!written->replayed && !dedup_case.case_id().empty()) {
+    cases_opened_.fetch_add(1);
+  }
   if (!written->replayed) {
     absl::Status s;
     if (written->person.state() == v1::ACTIVE) {

@@ -94,6 +94,13 @@ struct RegistryOptions {
   DedupOptions dedup;
 };
 
+// What the registry holds now, for monitoring.
+struct RegistryGauges {
+  std::vector<matcher::GalleryInfo> galleries;
+  // Dedup cases opened (persons held for adjudication) since Open.
+  int64_t cases_opened = 0;
+};
+
 // How Open got its galleries, for the start-up log.
 struct GalleryLoadReport {
   // The snapshot file the galleries were loaded from; empty if they were
@@ -258,6 +265,10 @@ class Registry {
   // them if the galleries were rebuilt from the store).
   absl::StatusOr<int64_t> ChangesSinceSnapshot();
 
+  // For the metrics endpoint, read at every scrape: no store query and no
+  // audit record (unlike GetStats, a call on the registry's data).
+  RegistryGauges Gauges() const;
+
  private:
   Registry(std::unique_ptr<Store> store,
            std::unique_ptr<matcher::Matcher> matcher, RegistryOptions options);
@@ -397,6 +408,8 @@ class Registry {
   // every change is then "since the snapshot").
   std::atomic<int64_t> snapshot_sequence_{0};
   std::atomic<bool> galleries_diverged_{false};
+  // Dedup cases opened by committed writes since Open.
+  std::atomic<int64_t> cases_opened_{0};
   // The current receipt signing key (with its private half). Receipts are
   // signed under a reader lock, a rotation holds it exclusively, so no
   // receipt is dated after its key was retired.

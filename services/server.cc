@@ -5,6 +5,8 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
+#include <atomic>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -22,6 +24,7 @@
 #include "services/config.h"
 #include "services/grpc_services.h"
 #include "services/log.h"
+#include "services/metrics.h"
 #include "services/pki.h"
 #include "services/roles.h"
 #include "services/work_queue.h"
@@ -49,6 +52,7 @@ class ServerImpl final : public Server {
         credentials_(std::move(credentials)),
         access_(std::move(access)),
         audit_log_(std::move(audit_log)),
+        call_metrics_(KnownMethods()),
         store_queue_(kStoreThreads),
         match_queue_(MatchThreads(options_.config)),
         enrollment_(&context_),
@@ -80,6 +84,11 @@ class ServerImpl final : public Server {
     builder.RegisterService(&audit_);
     builder.RegisterService(&partner_);
     builder.RegisterService(&adjudication_);
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(call_metrics_.InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
       return absl::UnavailableError(
@@ -94,11 +103,22 @@ class ServerImpl final : public Server {
                              v1::AdjudicationService::service_full_name()}) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);
     }
+    if (!options_.metrics_listen.empty()) {
+      absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
+          MetricsEndpoint::Start(options_.metrics_listen,
+                                 [this] { return RenderMetrics(); });
+      if (!metrics.ok()) return metrics.status();
+      metrics_ = *std::move(metrics);
+      Log("INFO", "metrics: http on port ", metrics_->port(), " /metrics");
+    }
     loader_ = std::thread([this] { Load(); });
     return absl::OkStatus();
   }
 
   int port() const override { return port_; }
+  int metrics_port() const override {
+    return metrics_ != nullptr ? metrics_->port() : 0;
+  }
 
   absl::Status WaitUntilReady() override {
     loaded_.WaitForNotification();
@@ -122,6 +142,8 @@ class ServerImpl final : public Server {
     if (loader_.joinable()) loader_.join();
     // Every handler has finished: nothing changes the galleries any more.
     if (registry_ != nullptr && options_.snapshots) WriteSnapshot();
+    // No scrape reads the registry once the endpoint has stopped.
+    metrics_.reset();
     // The registry (and its store) can close.
     context_.registry.store(nullptr);
     registry_.reset();
@@ -249,8 +271,81 @@ class ServerImpl final : public Server {
       Log("WARNING", "snapshot not written: ", report.status().ToString());
       return false;
     }
-    if (report->written) Log("INFO", report->ToString());
+    if (report->written) {
+      Log("INFO", report->ToString());
+      last_snapshot_unix_.store(absl::ToUnixSeconds(absl::Now()));
+    }
     return true;
+  }
+
+  // The methods counted by name in hawiya_rpc_calls_total: those the
+  // access policy knows.
+  static std::set<std::string> KnownMethods() {
+    std::set<std::string> methods;
+    for (const config::MethodRoles& m : AccessPolicy::DefaultMethods()) {
+      methods.insert(m.method());
+    }
+    return methods;
+  }
+
+  // One scrape: counters kept here, gauges read now.
+  std::string RenderMetrics() {
+    MetricsText out;
+    call_metrics_.Write(&out);
+    enroll::Registry* registry = context_.registry.load();
+    out.Family("hawiya_serving", "gauge",
+               "1 once the galleries are loaded and calls are served.");
+    out.Sample("hawiya_serving", {}, registry != nullptr ? 1 : 0);
+    if (registry != nullptr) {
+      const enroll::RegistryGauges gauges = registry->Gauges();
+      out.Family("hawiya_gallery_templates", "gauge",
+                 "Searchable templates (ACTIVE persons), by modality.");
+      for (const matcher::GalleryInfo& info : gauges.galleries) {
+        out.Sample("hawiya_gallery_templates",
+                   {{"modality", v1::Modality_Name(static_cast<v1::Modality>(
+                                     info.spec.modality))},
+                    {"index", info.index_kind}},
+                   static_cast<double>(info.templates));
+      }
+      out.Family("hawiya_dedup_cases_opened_total", "counter",
+                 "Persons held for adjudication by deduplication.");
+      out.Sample("hawiya_dedup_cases_opened_total", {},
+                 static_cast<double>(gauges.cases_opened));
+      if (absl::StatusOr<int64_t> pending = registry->ChangesSinceSnapshot();
+          pending.ok()) {
+        out.Family("hawiya_snapshot_pending_changes", "gauge",
+                   "Store changes not in the newest gallery snapshot: what "
+                   "the next start replays.");
+        out.Sample("hawiya_snapshot_pending_changes", {},
+                   static_cast<double>(*pending));
+      }
+    }
+    out.Family("hawiya_snapshot_last_write_timestamp_seconds", "gauge",
+               "When this process last wrote a gallery snapshot (Unix time; "
+               "0: not yet).");
+    out.Sample("hawiya_snapshot_last_write_timestamp_seconds", {},
+               static_cast<double>(last_snapshot_unix_.load()));
+    out.Family("hawiya_scan_pool_queued", "gauge",
+               "Exact-search queries waiting for a scan pass.");
+    out.Sample("hawiya_scan_pool_queued", {},
+               static_cast<double>(matcher::ScanPool::Default().queued()));
+    const enroll::AuditLog::CommitStats audit = audit_log_->commit_stats();
+    out.Family("hawiya_audit_commit_seconds", "summary",
+               "Group commits of audit records (reads, matches, refusals): "
+               "their number and total time.");
+    out.Sample("hawiya_audit_commit_seconds_sum", {},
+               absl::ToDoubleSeconds(audit.total));
+    out.Sample("hawiya_audit_commit_seconds_count", {},
+               static_cast<double>(audit.commits));
+    out.Family("hawiya_audit_records_committed_total", "counter",
+               "Audit records written by those group commits.");
+    out.Sample("hawiya_audit_records_committed_total", {},
+               static_cast<double>(audit.records));
+    out.Family("hawiya_build_info", "gauge",
+               "The running build: always 1, with its version, commit and "
+               "build type as labels.");
+    out.Sample("hawiya_build_info", options_.build_info, 1);
+    return out.text();
   }
 
   const ServerOptions options_;
@@ -264,6 +359,7 @@ class ServerImpl final : public Server {
   // destroyed after them.
   std::unique_ptr<enroll::Registry> registry_;
   ServiceContext context_;
+  CallMetrics call_metrics_;
   WorkQueue store_queue_;
   WorkQueue match_queue_;
   EnrollmentServiceImpl enrollment_;
@@ -273,6 +369,9 @@ class ServerImpl final : public Server {
   PartnerServiceImpl partner_;
   AdjudicationServiceImpl adjudication_;
   std::unique_ptr<grpc::Server> server_;
+  // Stopped in Shutdown before the registry closes: scrapes read it.
+  std::unique_ptr<MetricsEndpoint> metrics_;
+  std::atomic<int64_t> last_snapshot_unix_{0};
   std::thread loader_;
   absl::Notification loaded_;
   absl::Mutex mu_;

@@ -15,6 +15,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -59,6 +61,13 @@ struct ServerOptions {
   // ...or once any change is not, and the newest one is this old (zero or
   // infinite: never on that ground).
   absl::Duration snapshot_interval = absl::Minutes(10);
+
+  // host:port of the Prometheus endpoint (GET /metrics, plain HTTP; port 0
+  // picks a free one, see Server::metrics_port()); empty: none. Metrics
+  // carry no personal data (services/metrics.h).
+  std::string metrics_listen;
+  // The labels of hawiya_build_info (version, commit, build type).
+  std::vector<std::pair<std::string, std::string>> build_info;
 };
 
 // Whether host:port names a loopback address (127.0.0.0/8, ::1, localhost).
@@ -73,6 +82,8 @@ class Server {
 
   // The bound port.
   virtual int port() const = 0;
+  // The metrics endpoint's port; 0 without ServerOptions::metrics_listen.
+  virtual int metrics_port() const = 0;
 
   // Blocks until the galleries have loaded; returns the load's status.
   virtual absl::Status WaitUntilReady() = 0;

@@ -79,6 +79,9 @@ ABSL_FLAG(int64_t, snapshot_min_changes, 50000,
           "Write a background snapshot once this many store changes are not "
           "in the newest one (the next start replays each, ~0.1 ms apiece on "
           "a busy 2-core machine); 0 never on that ground.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port of a Prometheus endpoint (GET /metrics, plain HTTP; "
+          "no personal data), e.g. 127.0.0.1:9464; empty for none.");
 ABSL_FLAG(std::string, log_format, "text",
           "text: one line per event, \"TIME LEVEL message\"; json: one "
           "JSON object per line with time, level, component (server, grpc) "
@@ -152,6 +155,13 @@ int main(int argc, char** argv) {
   options.snapshots = absl::GetFlag(FLAGS_snapshots);
   options.snapshot_min_changes = absl::GetFlag(FLAGS_snapshot_min_changes);
   options.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  {
+    const hawiya::services::BuildInfo& build = hawiya::services::GetBuildInfo();
+    options.build_info = {{"version", build.version},
+                          {"commit", build.commit},
+                          {"build_type", build.build_type}};
+  }
   absl::StatusOr<std::unique_ptr<hawiya::services::Server>> server =
       hawiya::services::Server::Start(options);
   if (!server.ok()) {
@@ -162,6 +172,12 @@ int main(int argc, char** argv) {
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
   std::printf("hawiya-server: listening on %s:%d\n", host.c_str(),
               (*server)->port());
+  if ((*server)->metrics_port() != 0) {
+    const std::string metrics_host = options.metrics_listen.substr(
+        0, options.metrics_listen.rfind(':'));
+    std::printf("hawiya-server: metrics on %s:%d\n", metrics_host.c_str(),
+                (*server)->metrics_port());
+  }
   std::fflush(stdout);
   Log("INFO", "loading galleries from ", options.data_dir);
   if (absl::Status s = (*server)->WaitUntilReady(); !s.ok()) {
