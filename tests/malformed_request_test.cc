@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -33,8 +32,8 @@
 #include "hawiya/v1/partner.grpc.pb.h"
 #include "matcher/synthetic.h"
 #include "services/server.h"
-#include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/in_process_server.h"
 #include "tests/testing/server_process.h"
 
 namespace hawiya {
@@ -46,8 +45,9 @@ using ::google::protobuf::MethodDescriptor;
 using ::google::protobuf::ServiceDescriptor;
 using ::grpc::StatusCode;
 using ::hawiya::testing::Ctx;
+using ::hawiya::testing::EnrollRequestWithFaces;
+using ::hawiya::testing::InProcessServerTest;
 using ::hawiya::testing::MakeEnrollRequest;
-using ::hawiya::testing::NewTempDir;
 using ::testing::ElementsAre;
 
 // Every service of the API; their methods are read from the descriptors, so
@@ -245,79 +245,15 @@ class RawClient {
   int tag_ = 0;
 };
 
-class MalformedRequestTest : public ::testing::Test {
+class MalformedRequestTest : public InProcessServerTest {
  protected:
-  void SetUp() override {
-    data_dir_ = NewTempDir("hawiya-malformed-request");
-    ASSERT_FALSE(data_dir_.empty());
-  }
-  void TearDown() override {
-    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
-    server_.reset();
-    std::filesystem::remove_all(data_dir_);
-  }
-
   void Start(config::ServerConfig config = {}) {
-    services::ServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.data_dir = data_dir_;
-    options.snapshots = false;
-    options.config = std::move(config);
-    absl::StatusOr<std::unique_ptr<services::Server>> server =
-        services::Server::Start(std::move(options));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    ASSERT_TRUE(server_->WaitUntilReady().ok());
-    auto channel =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                            grpc::InsecureChannelCredentials());
-    raw_ = std::make_unique<RawClient>(channel);
-    enrollment_ = v1::EnrollmentService::NewStub(channel);
-    admin_ = v1::AdminService::NewStub(channel);
-    audit_ = v1::AuditService::NewStub(channel);
-  }
-
-  // The outcomes of the audit records of each method, oldest first.
-  std::map<std::string, std::vector<std::string>> AuditOutcomes() {
-    std::map<std::string, std::vector<std::string>> outcomes;
-    v1::ListAuditRecordsRequest request;
-    request.set_page_size(1000);
-    do {
-      v1::ListAuditRecordsResponse page;
-      const grpc::Status status =
-          audit_->ListAuditRecords(Ctx().get(), request, &page);
-      EXPECT_TRUE(status.ok()) << status.error_message();
-      if (!status.ok()) break;
-      for (const v1::AuditRecord& record : page.records()) {
-        outcomes[record.method()].push_back(record.outcome());
-      }
-      request.set_page_token(page.next_page_token());
-    } while (!request.page_token().empty());
-    return outcomes;
-  }
-
-  int64_t PersonCount() {
-    v1::GetStatsResponse stats;
-    EXPECT_TRUE(
-        admin_->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats).ok());
-    return stats.persons();
-  }
-
-  grpc::Status GetByNationalId(const v1::EnrollRequest& enrolled) {
-    v1::GetPersonRequest request;
-    request.set_national_id(enrolled.person().national_id());
-    request.set_issuing_country(enrolled.person().issuing_country());
-    v1::Person found;
-    return enrollment_->GetPerson(Ctx().get(), request, &found);
+    InProcessServerTest::Start(nullptr, std::move(config));
+    raw_ = std::make_unique<RawClient>(channel_);
   }
 
   matcher::SyntheticModel model_{matcher::SyntheticOptions{}};
-  std::string data_dir_;
-  std::unique_ptr<services::Server> server_;
   std::unique_ptr<RawClient> raw_;
-  std::unique_ptr<v1::EnrollmentService::Stub> enrollment_;
-  std::unique_ptr<v1::AdminService::Stub> admin_;
-  std::unique_ptr<v1::AuditService::Stub> audit_;
 };
 
 TEST_F(MalformedRequestTest, EveryMethodRefusesUnparsableBodiesOnTheRecord) {
@@ -351,13 +287,9 @@ TEST_F(MalformedRequestTest, EveryMethodRefusesUnparsableBodiesOnTheRecord) {
   }
   EXPECT_GE(methods, 20);
   // Each refusal has its record, and nothing was written.
-  const std::map<std::string, std::vector<std::string>> outcomes =
-      AuditOutcomes();
   for (const auto& [path, count] : sent) {
-    const auto found = outcomes.find(path);
-    ASSERT_NE(found, outcomes.end()) << path << ": no audit record";
-    EXPECT_EQ(std::count(found->second.begin(), found->second.end(),
-                         "INVALID_ARGUMENT"),
+    const std::vector<std::string> outcomes = AuditOutcomes(path);
+    EXPECT_EQ(std::count(outcomes.begin(), outcomes.end(), "INVALID_ARGUMENT"),
               static_cast<std::ptrdiff_t>(count))
         << path;
   }
@@ -393,28 +325,17 @@ TEST_F(MalformedRequestTest, BatchEnrollWithAnUnparsableItemCommitsNone) {
               "requests[1]: cannot be parsed as hawiya.v1.EnrollRequest");
   }
   for (const v1::EnrollRequest* request : {&a, &b, &c, &d}) {
-    EXPECT_EQ(GetByNationalId(*request).error_code(), StatusCode::NOT_FOUND);
+    EXPECT_EQ(GetByNationalId(request->person()).error_code(),
+              StatusCode::NOT_FOUND);
   }
   EXPECT_EQ(PersonCount(), 0);
-  EXPECT_THAT(AuditOutcomes()[path],
+  EXPECT_THAT(AuditOutcomes(path),
               ElementsAre("INVALID_ARGUMENT", "INVALID_ARGUMENT"));
   // The same stream without the bad item is committed whole.
   EXPECT_TRUE(raw_->Stream(path, {a.SerializeAsString(), b.SerializeAsString(),
                                   c.SerializeAsString()})
                   .ok());
   EXPECT_EQ(PersonCount(), 3);
-}
-
-// A request with this many face templates (about 2 KiB each).
-v1::EnrollRequest WithFaces(const matcher::SyntheticModel& model, uint64_t n,
-                            int faces) {
-  v1::EnrollRequest request = MakeEnrollRequest(model, n);
-  request.clear_templates();
-  for (int i = 0; i < faces; ++i) {
-    *request.add_templates() =
-        services::SyntheticFaceTemplate(model, n, static_cast<uint64_t>(i));
-  }
-  return request;
 }
 
 TEST_F(MalformedRequestTest, OversizedRequestsAreRefusedOnTheRecord) {
@@ -425,7 +346,7 @@ TEST_F(MalformedRequestTest, OversizedRequestsAreRefusedOnTheRecord) {
   const std::string enroll = "/hawiya.v1.EnrollmentService/Enroll";
   const std::string batch = "/hawiya.v1.EnrollmentService/BatchEnroll";
   // Over the limit, within what the transport hands on (twice the limit).
-  const v1::EnrollRequest large = WithFaces(model_, 1, 40);
+  const v1::EnrollRequest large = EnrollRequestWithFaces(model_, 40);
   ASSERT_GT(large.ByteSizeLong(), kLimit);
   ASSERT_LT(large.ByteSizeLong(), 2 * kLimit);
   grpc::Status status = raw_->Unary(enroll, large.SerializeAsString());
@@ -436,7 +357,7 @@ TEST_F(MalformedRequestTest, OversizedRequestsAreRefusedOnTheRecord) {
                          " bytes, over the limit of 65536 "
                          "(max_receive_message_bytes)"));
   // A streamed item over the limit refuses its call.
-  const v1::EnrollRequest small = WithFaces(model_, 2, 2);
+  const v1::EnrollRequest small = EnrollRequestWithFaces(model_, 2);
   ASSERT_LT(small.ByteSizeLong(), kLimit);
   status = raw_->Stream(batch,
                         {small.SerializeAsString(), large.SerializeAsString()});
@@ -445,13 +366,12 @@ TEST_F(MalformedRequestTest, OversizedRequestsAreRefusedOnTheRecord) {
   EXPECT_THAT(status.error_message(), ::testing::StartsWith("requests[1]: "));
   // Beyond twice the limit gRPC refuses it before any handler runs: no
   // record (docs/SECURITY.md, "Message size").
-  const v1::EnrollRequest huge = WithFaces(model_, 3, 80);
+  const v1::EnrollRequest huge = EnrollRequestWithFaces(model_, 80);
   ASSERT_GT(huge.ByteSizeLong(), 2 * kLimit);
   EXPECT_EQ(raw_->Unary(enroll, huge.SerializeAsString()).error_code(),
             StatusCode::RESOURCE_EXHAUSTED);
-  std::map<std::string, std::vector<std::string>> outcomes = AuditOutcomes();
-  EXPECT_THAT(outcomes[enroll], ElementsAre("RESOURCE_EXHAUSTED"));
-  EXPECT_THAT(outcomes[batch], ElementsAre("RESOURCE_EXHAUSTED"));
+  EXPECT_THAT(AuditOutcomes(enroll), ElementsAre("RESOURCE_EXHAUSTED"));
+  EXPECT_THAT(AuditOutcomes(batch), ElementsAre("RESOURCE_EXHAUSTED"));
   EXPECT_EQ(PersonCount(), 0);
   // Under the limit it is served.
   EXPECT_TRUE(raw_->Unary(enroll, small.SerializeAsString()).ok());
