@@ -32,7 +32,6 @@
 namespace hawiya::services {
 namespace {
 
-constexpr int kDefaultMaxMessageBytes = 16 << 20;
 constexpr int kStoreThreads = 4;
 
 std::string HostOf(const std::string& listen) {
@@ -66,6 +65,9 @@ class ServerImpl final : public Server {
     context_.access = access_.get();
     context_.before_run = options_.before_call;
     context_.audit_log = audit_log_.get();
+    if (options_.config.max_receive_message_bytes() > 0) {
+      context_.max_request_bytes = options_.config.max_receive_message_bytes();
+    }
   }
 
   ~ServerImpl() override { Shutdown(absl::ZeroDuration()); }
@@ -75,9 +77,9 @@ class ServerImpl final : public Server {
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options_.listen, credentials_, &port_);
-    const uint32_t max_bytes = options_.config.max_receive_message_bytes();
-    builder.SetMaxReceiveMessageSize(max_bytes > 0 ? static_cast<int>(max_bytes)
-                                                   : kDefaultMaxMessageBytes);
+    // The handlers enforce the configured limit, on the record.
+    builder.SetMaxReceiveMessageSize(
+        TransportMaxReceiveBytes(context_.max_request_bytes));
     builder.RegisterService(&enrollment_);
     builder.RegisterService(&match_);
     builder.RegisterService(&admin_);

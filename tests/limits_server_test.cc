@@ -2,14 +2,12 @@
 // passes while it waits in a work queue is not run and writes nothing (the
 // queue is held busy through the before_call test seam, so nothing depends
 // on timing), and requests over max_receive_message_bytes are refused.
-#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -21,9 +19,8 @@
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "matcher/synthetic.h"
-#include "services/server.h"
-#include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/in_process_server.h"
 #include "tests/testing/server_process.h"
 
 namespace hawiya {
@@ -31,6 +28,8 @@ namespace {
 
 using ::grpc::StatusCode;
 using ::hawiya::testing::Ctx;
+using ::hawiya::testing::EnrollRequestWithFaces;
+using ::hawiya::testing::InProcessServerTest;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::testing::AnyOf;
@@ -71,86 +70,9 @@ class QueueGate {
   absl::Notification release_;
 };
 
-class LimitsServerTest : public ::testing::Test {
+class LimitsServerTest : public InProcessServerTest {
  protected:
-  void SetUp() override {
-    data_dir_ = NewTempDir("hawiya-limits-server");
-    ASSERT_FALSE(data_dir_.empty());
-  }
-  void TearDown() override {
-    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
-    server_.reset();
-    std::filesystem::remove_all(data_dir_);
-  }
-
-  void Start(QueueGate::Seam before_call = nullptr,
-             config::ServerConfig config = {}) {
-    services::ServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.data_dir = data_dir_;
-    options.snapshots = false;
-    options.config = std::move(config);
-    options.before_call = std::move(before_call);
-    absl::StatusOr<std::unique_ptr<services::Server>> server =
-        services::Server::Start(std::move(options));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    ASSERT_TRUE(server_->WaitUntilReady().ok());
-    auto channel =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                            grpc::InsecureChannelCredentials());
-    enrollment_ = v1::EnrollmentService::NewStub(channel);
-    admin_ = v1::AdminService::NewStub(channel);
-    audit_ = v1::AuditService::NewStub(channel);
-  }
-
-  // The outcomes of the audit records of `method`, oldest first.
-  std::vector<std::string> AuditOutcomes(const std::string& method) {
-    v1::ListAuditRecordsRequest request;
-    request.set_page_size(1000);
-    v1::ListAuditRecordsResponse page;
-    EXPECT_TRUE(
-        audit_->ListAuditRecords(Ctx(absl::Seconds(30)).get(), request, &page)
-            .ok());
-    std::vector<std::string> outcomes;
-    for (const v1::AuditRecord& record : page.records()) {
-      if (record.method() == method) outcomes.push_back(record.outcome());
-    }
-    return outcomes;
-  }
-
-  // Shuts the server down (which waits for every call, the held one
-  // included, to finish) and starts a fresh one on the same data dir.
-  void Restart() {
-    server_->Shutdown(absl::Seconds(5));
-    server_.reset();
-    Start();
-  }
-
-  grpc::Status GetByNationalId(const v1::Person& person) {
-    v1::GetPersonRequest request;
-    request.set_national_id(person.national_id());
-    request.set_issuing_country(person.issuing_country());
-    v1::Person found;
-    return enrollment_->GetPerson(Ctx(absl::Seconds(30)).get(), request,
-                                  &found);
-  }
-
-  int64_t PersonCount() {
-    v1::GetStatsResponse stats;
-    EXPECT_TRUE(admin_
-                    ->GetStats(Ctx(absl::Seconds(30)).get(),
-                               v1::GetStatsRequest(), &stats)
-                    .ok());
-    return stats.persons();
-  }
-
   matcher::SyntheticModel model_{matcher::SyntheticOptions{}};
-  std::string data_dir_;
-  std::unique_ptr<services::Server> server_;
-  std::unique_ptr<v1::EnrollmentService::Stub> enrollment_;
-  std::unique_ptr<v1::AdminService::Stub> admin_;
-  std::unique_ptr<v1::AuditService::Stub> audit_;
 };
 
 TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
@@ -236,22 +158,11 @@ TEST_F(LimitsServerTest, RotateKeyWhoseDeadlinePassedDoesNotRotate) {
   EXPECT_EQ(rotated.templates_reencrypted(), 1);
 }
 
-// A request with this many face templates (about 2 KiB each).
-v1::EnrollRequest WithFaces(const matcher::SyntheticModel& model, int faces) {
-  v1::EnrollRequest request = MakeEnrollRequest(model, 1);
-  request.clear_templates();
-  for (int i = 0; i < faces; ++i) {
-    *request.add_templates() =
-        services::SyntheticFaceTemplate(model, 1, static_cast<uint64_t>(i));
-  }
-  return request;
-}
-
 TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
   config::ServerConfig config;
   config.set_max_receive_message_bytes(64 << 10);
   Start(nullptr, config);
-  const v1::EnrollRequest large = WithFaces(model_, 40);
+  const v1::EnrollRequest large = EnrollRequestWithFaces(model_, 40);
   ASSERT_GT(large.ByteSizeLong(), size_t{64} << 10);
   v1::EnrollResponse response;
   const grpc::Status status =
@@ -260,7 +171,7 @@ TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
       << status.error_message();
   EXPECT_EQ(PersonCount(), 0);
   // Under the limit it is served.
-  const v1::EnrollRequest small = WithFaces(model_, 2);
+  const v1::EnrollRequest small = EnrollRequestWithFaces(model_, 2);
   ASSERT_LT(small.ByteSizeLong(), size_t{64} << 10);
   EXPECT_TRUE(
       enrollment_->Enroll(Ctx(absl::Seconds(30)).get(), small, &response).ok());
@@ -269,7 +180,7 @@ TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
 TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
   Start();
   // 17 MiB of templates (the server refuses it before validating anything).
-  const v1::EnrollRequest large = WithFaces(model_, 1);
+  const v1::EnrollRequest large = EnrollRequestWithFaces(model_, 1);
   v1::EnrollRequest huge = large;
   while (huge.ByteSizeLong() <= size_t{17} << 20) {
     *huge.add_templates() = large.templates(0);
