@@ -5,8 +5,10 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -21,6 +23,7 @@
 #include "services/auth.h"
 #include "services/config.h"
 #include "services/grpc_services.h"
+#include "services/health_server.h"
 #include "services/log.h"
 #include "services/pki.h"
 #include "services/roles.h"
@@ -86,19 +89,32 @@ class ServerImpl final : public Server {
           absl::StrCat("listen: cannot bind ", options_.listen));
     }
     // Each service is checkable by name as well as the whole server ("").
-    for (const char* name : {"", v1::EnrollmentService::service_full_name(),
-                             v1::MatchService::service_full_name(),
-                             v1::AdminService::service_full_name(),
-                             v1::AuditService::service_full_name(),
-                             v1::PartnerService::service_full_name(),
-                             v1::AdjudicationService::service_full_name()}) {
+    const std::vector<std::string> services = {
+        v1::EnrollmentService::service_full_name(),
+        v1::MatchService::service_full_name(),
+        v1::AdminService::service_full_name(),
+        v1::AuditService::service_full_name(),
+        v1::PartnerService::service_full_name(),
+        v1::AdjudicationService::service_full_name()};
+    server_->GetHealthCheckService()->SetServingStatus("", false);
+    for (const std::string& name : services) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);
+    }
+    if (!options_.health_listen.empty()) {
+      absl::StatusOr<std::unique_ptr<HealthServer>> health =
+          HealthServer::Start(options_.health_listen, services, audit_log_);
+      if (!health.ok()) return health.status();
+      health_ = *std::move(health);
     }
     loader_ = std::thread([this] { Load(); });
     return absl::OkStatus();
   }
 
   int port() const override { return port_; }
+
+  int health_port() const override {
+    return health_ != nullptr ? health_->port() : 0;
+  }
 
   absl::Status WaitUntilReady() override {
     loaded_.WaitForNotification();
@@ -113,11 +129,13 @@ class ServerImpl final : public Server {
       shut_down_ = true;  // also stops the background snapshots
     }
     if (server_ != nullptr) {
-      server_->GetHealthCheckService()->SetServingStatus(false);
+      SetServing(false);
       server_->Shutdown(std::chrono::system_clock::now() +
                         absl::ToChronoNanoseconds(grace));
       server_->Wait();
     }
+    // Before the store (and the audit log) closes: its calls are audited.
+    if (health_ != nullptr) health_->Shutdown(absl::ZeroDuration());
     // Waits for a load, or a background snapshot, in progress.
     if (loader_.joinable()) loader_.join();
     // Every handler has finished: nothing changes the galleries any more.
@@ -142,6 +160,12 @@ class ServerImpl final : public Server {
     const int cores =
         std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     return cores + ScanPoolOptions(config).max_batch;
+  }
+
+  // On the main port and the health port alike.
+  void SetServing(bool serving) {
+    server_->GetHealthCheckService()->SetServingStatus(serving);
+    if (health_ != nullptr) health_->SetServing(serving);
   }
 
   // The loading thread: loads the galleries, then writes background
@@ -191,7 +215,7 @@ class ServerImpl final : public Server {
         }
         Log("INFO", registry_->load_report().ToString());
         context_.registry.store(registry_.get());
-        server_->GetHealthCheckService()->SetServingStatus(true);
+        SetServing(true);
       } else {
         status = registry.status();
       }
@@ -273,6 +297,7 @@ class ServerImpl final : public Server {
   PartnerServiceImpl partner_;
   AdjudicationServiceImpl adjudication_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HealthServer> health_;  // null without health_listen
   std::thread loader_;
   absl::Notification loaded_;
   absl::Mutex mu_;
