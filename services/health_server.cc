@@ -103,7 +103,8 @@ class HealthServerImpl final : public HealthServer {
     builder.SetOption(std::make_unique<NoPluginsOption>());
     builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port_);
     // Every method but the health service's lands here: UNIMPLEMENTED, and
-    // audited like the rest.
+    // audited like the rest. It is also the server's one callback service,
+    // without which gRPC builds no server (no frequently polled queue).
     builder.RegisterCallbackGenericService(&unimplemented_);
     std::vector<
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
