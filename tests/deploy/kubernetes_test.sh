@@ -5,7 +5,9 @@
 #     tests/deploy/validate_kubernetes.mjs (kubernetes-models schemas, unknown
 #     fields against @kubernetes/client-node's models, the image is
 #     localhost/hawiya:VERSION of CMakeLists.txt, probes on the health port);
-#  3. yamllint --strict on the manifests and the test data;
+#  3. yamllint --strict on the manifests and the test data; with the path of
+#     a built hawiya-server as argument, every --flag the manifests pass is
+#     one that binary knows;
 #  4. the validator rejects each broken manifest in tests/deploy/testdata, with
 #     the one problem its "# expect:" line names.
 # Installs what is missing, like deploy/setup.sh: yamllint, nodejs and npm
@@ -87,6 +89,27 @@ for overlay in "$root"/deploy/kubernetes/overlays/*/; do
   fi
   if [ -f "$overlay/secret.example.yaml" ]; then
     check "overlay $name: secret.example.yaml valid" "${validate[@]}" "$overlay/secret.example.yaml"
+  fi
+done
+
+# known_flags OVERLAY_YAML: every "- --name=..." argument is a flag of the
+# hawiya-server given as this script's argument.
+server=${1:-}
+known_flags() {
+  local known unknown=0
+  known=$("$server" --helpfull 2>&1 | sed -n 's/^    --\([a-z_0-9]*\) .*/\1/p')
+  [ -n "$known" ] || { echo "$server --helpfull lists no flags"; return 1; }
+  for flag in $(sed -n 's/^ *- --\([a-z_0-9]*\)=.*/\1/p' "$1" | sort -u); do
+    grep -qx "$flag" <<< "$known" || { echo "--$flag: not a flag of $server"; unknown=1; }
+  done
+  return "$unknown"
+}
+for rendered in "$work"/*.yaml; do
+  [ -e "$rendered" ] || continue
+  if [ -n "$server" ]; then
+    check "overlay $(basename "$rendered" .yaml): hawiya-server knows every flag" known_flags "$rendered"
+  else
+    echo "skip: overlay $(basename "$rendered" .yaml): flags (no hawiya-server given)"
   fi
 done
 
