@@ -162,8 +162,11 @@ class ServerImpl final : public Server {
     return cores + ScanPoolOptions(config).max_batch;
   }
 
-  // On the main port and the health port alike.
+  // On the main port and the health port alike. Never SERVING once
+  // shutdown has begun (a load finishing during the drain).
   void SetServing(bool serving) {
+    absl::MutexLock lock(&mu_);
+    if (serving && shut_down_) return;
     server_->GetHealthCheckService()->SetServingStatus(serving);
     if (health_ != nullptr) health_->SetServing(serving);
   }
