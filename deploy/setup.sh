@@ -12,6 +12,8 @@ packages=(
   gnuplot-nox
   # The Python partner client example and its test (docs/PARTNERS.md).
   python3-grpcio python3-grpc-tools python3-protobuf python3-cryptography
+  # systemd-analyze: the unit file test (tests/deploy/systemd_unit_test.sh).
+  systemd
   # Kubernetes manifest checks (tests/deploy/kubernetes_test.sh; kubectl
   # itself: see docs/KUBERNETES.md, Debian 12's is too old to render them).
   yamllint

@@ -38,6 +38,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "enroll/audit.h"
+#include "enroll/backup.h"
 #include "enroll/crypto.h"
 #include "enroll/receipts.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -61,6 +62,7 @@
 #include "services/pki.h"
 #include "services/roles.h"
 #include "services/synthetic_requests.h"
+#include "services/version.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(bool, insecure, false,
@@ -134,7 +136,10 @@ ABSL_FLAG(std::string, state_file, "",
           "import: where the resume position is kept (default "
           "FILE.import-state).");
 ABSL_FLAG(std::string, data_dir, "",
-          "audit verify: verify DIR/hawiya.db offline (no server, no key).");
+          "audit verify: verify DIR/hawiya.db offline (no server, no key); "
+          "admin backup: the data folder to copy; admin restore: the new "
+          "data folder.");
+ABSL_FLAG(std::string, from, "", "admin restore: the backup folder.");
 ABSL_FLAG(std::string, case_id, "", "cases get/decide: the case.");
 ABSL_FLAG(std::string, decision, "",
           "cases decide: DISTINCT, DUPLICATE or FRAUD.");
@@ -255,6 +260,14 @@ constexpr char kUsage[] =
     "  admin gen-key --out=FILE\n"
     "            writes a new key-encryption key (32 random bytes, mode 0600)\n"
     "            for the server's key_file; local, no server involved\n"
+    "  admin backup --data_dir=DIR --out=NEWDIR\n"
+    "            copies DIR's store (one consistent read, beside a running\n"
+    "            server, on the server's host) into NEWDIR with a manifest:\n"
+    "            SHA-256, counts, audit head, key check; never the key\n"
+    "  admin restore --from=BACKUP --data_dir=NEWDIR\n"
+    "            checks a backup (SHA-256, integrity, audit chain up to its\n"
+    "            head) and installs it as NEWDIR's store (NEWDIR new or\n"
+    "            empty); serve it with the same key_file\n"
     "  admin rotate-key [--new_key_file=/ABS/PATH]\n"
     "            makes a new data key and re-encrypts every template\n"
     "            under it, online; prints the new key version. With\n"
@@ -588,6 +601,55 @@ int GenKey() {
                "hawiya: wrote %s; keep it apart from the data and back it "
                "up: without it the store cannot be opened\n",
                out.c_str());
+  return 0;
+}
+
+// Offline or beside a running server: reads DATA_DIR/hawiya.db only.
+int Backup() {
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (data_dir.empty() || out.empty()) {
+    return Usage("admin backup: --data_dir=DIR and --out=NEWDIR are required");
+  }
+  std::fprintf(stderr, "hawiya: backing up %s/hawiya.db to %s ...\n",
+               data_dir.c_str(), out.c_str());
+  absl::StatusOr<hawiya::enroll::BackupManifest> manifest =
+      hawiya::enroll::BackupDataDir(data_dir, out);
+  if (!manifest.ok()) {
+    std::fprintf(stderr, "hawiya: admin backup: %s\n",
+                 std::string(manifest.status().message()).c_str());
+    return kExitInput;
+  }
+  std::printf("backup %s: %s\n", out.c_str(),
+              hawiya::enroll::BackupSummary(*manifest).c_str());
+  std::fprintf(stderr,
+               "hawiya: the key-encryption key is not in the backup: keep "
+               "the key file with key check %s where you can find it\n",
+               manifest->kek_check.c_str());
+  return 0;
+}
+
+int Restore() {
+  const std::string from = absl::GetFlag(FLAGS_from);
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (from.empty() || data_dir.empty()) {
+    return Usage(
+        "admin restore: --from=BACKUP and --data_dir=NEWDIR are required");
+  }
+  absl::StatusOr<hawiya::enroll::BackupManifest> manifest =
+      hawiya::enroll::RestoreDataDir(from, data_dir);
+  if (!manifest.ok()) {
+    std::fprintf(stderr, "hawiya: admin restore: %s\n",
+                 std::string(manifest.status().message()).c_str());
+    return kExitInput;
+  }
+  std::printf("restored %s into %s: %s\n", from.c_str(), data_dir.c_str(),
+              hawiya::enroll::BackupSummary(*manifest).c_str());
+  std::fprintf(stderr,
+               "hawiya: start hawiya-server --data_dir=%s with key_file set "
+               "to the key with key check %s; it rebuilds the galleries from "
+               "the store\n",
+               data_dir.c_str(), manifest->kek_check.c_str());
   return 0;
 }
 
@@ -2083,12 +2145,15 @@ int DevPki() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  hawiya::services::HandleVersion(argc, argv, "hawiya");
   hawiya::services::HandleHelp(argc, argv, kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   // "admin" and "audit" take a subcommand; every other command stands
   // alone.
   const std::map<std::string, std::string> groups = {
-      {"admin", "(gen-key, rotate-key, signing-keys, rotate-signing-key)"},
+      {"admin",
+       "(gen-key, backup, restore, rotate-key, signing-keys, "
+       "rotate-signing-key)"},
       {"audit", "(list, verify)"},
       {"partner", "(verify)"},
       {"receipt", "(verify)"},
@@ -2103,6 +2168,8 @@ int main(int argc, char** argv) {
   const std::string command =
       group ? absl::StrCat(args[1], " ", args[2]) : std::string(args[1]);
   if (command == "admin gen-key") return GenKey();
+  if (command == "admin backup") return Backup();
+  if (command == "admin restore") return Restore();
   if (command == "audit verify" && !absl::GetFlag(FLAGS_data_dir).empty()) {
     return AuditVerifyOffline();
   }

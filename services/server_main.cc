@@ -16,6 +16,8 @@
 #include "services/help.h"
 #include "services/log.h"
 #include "services/server.h"
+#include "services/systemd_notify.h"
+#include "services/version.h"
 
 namespace {
 
@@ -87,6 +89,7 @@ ABSL_FLAG(absl::Duration, snapshot_interval, absl::Minutes(10),
           "any change is not in it; 0 never on that ground.");
 
 int main(int argc, char** argv) {
+  hawiya::services::HandleVersion(argc, argv, "hawiya-server");
   hawiya::services::HandleHelp(
       argc, argv,
       "the Hawiya civil identity and biometric matching server.\n"
@@ -104,6 +107,8 @@ int main(int argc, char** argv) {
   SetOpenMpDefaults();
   absl::ParseCommandLine(argc, argv);
   using hawiya::services::Log;
+  using hawiya::services::NotifySystemd;
+  Log("INFO", hawiya::services::VersionLine("hawiya-server"));
 
   // Block the stop signals in every thread (threads inherit the mask) so the
   // main thread alone receives them, through sigwait.
@@ -167,11 +172,18 @@ int main(int argc, char** argv) {
   std::printf("hawiya-server: serving\n");
   std::fflush(stdout);
   Log("INFO", "serving on port ", (*server)->port());
+  // Under systemd (Type=notify, deploy/systemd/hawiya.service) the unit is
+  // started only now: units ordered after it find the galleries loaded.
+  if (absl::Status s = NotifySystemd("READY=1\nSTATUS=serving"); !s.ok()) {
+    Log("WARNING", "systemd: ", s.ToString());
+  }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   Log("INFO", "signal ", signal_number,
       ": draining in-flight calls, then the last snapshot");
+  NotifySystemd("STOPPING=1\nSTATUS=draining calls, writing snapshot")
+      .IgnoreError();
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
   server->reset();
   Log("INFO", "stopped; store closed");
