@@ -84,6 +84,13 @@ ABSL_FLAG(int64_t, snapshot_min_changes, 50000,
           "Write a background snapshot once this many store changes are not "
           "in the newest one (the next start replays each, ~0.1 ms apiece on "
           "a busy 2-core machine); 0 never on that ground.");
+ABSL_FLAG(std::string, log_format, "text",
+          "text: one line per event, \"TIME LEVEL message\"; json: one "
+          "JSON object per line with time, level, component (server, grpc) "
+          "and message. gRPC's own lines use the same format.");
+ABSL_FLAG(std::string, log_level, "info",
+          "Lowest level logged: debug, info, warning or error. gRPC logs "
+          "only its errors unless this is debug.");
 ABSL_FLAG(absl::Duration, snapshot_interval, absl::Minutes(10),
           "Write a background snapshot once the newest one is this old and "
           "any change is not in it; 0 never on that ground.");
@@ -107,6 +114,20 @@ int main(int argc, char** argv) {
   SetOpenMpDefaults();
   absl::ParseCommandLine(argc, argv);
   using hawiya::services::Log;
+  {
+    absl::StatusOr<hawiya::services::LogFormat> format =
+        hawiya::services::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+    absl::StatusOr<hawiya::services::LogLevel> level =
+        hawiya::services::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+    for (const absl::Status& s : {format.status(), level.status()}) {
+      if (!s.ok()) {
+        std::fprintf(stderr, "hawiya-server: %s\n",
+                     std::string(s.message()).c_str());
+        return 2;
+      }
+    }
+    hawiya::services::ConfigureLogging({*format, *level});
+  }
   using hawiya::services::NotifySystemd;
   Log("INFO", hawiya::services::VersionLine("hawiya-server"));
 

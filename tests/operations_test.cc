@@ -1,16 +1,26 @@
 // What an operator's tooling relies on: --version names the build, and
 // under systemd (Type=notify) the server reports READY only once it serves
 // and STOPPING when told to stop.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <fstream>
 #include <regex>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/testing/server_process.h"
 
@@ -84,6 +94,84 @@ TEST(SystemdNotifyTest, ReadyOnceServingThenStopping) {
   EXPECT_EQ(ready, "READY=1\nSTATUS=serving");
   EXPECT_EQ((*server)->Terminate(), 0);
   EXPECT_THAT(notify.Receive(), HasSubstr("STOPPING=1"));
+}
+
+std::vector<std::string> Lines(const std::string& path) {
+  return absl::StrSplit(testing::ReadFileBytes(path), '\n', absl::SkipEmpty());
+}
+
+// Sends bytes that are no TLS handshake to 127.0.0.1:port.
+void SendGarbage(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
+              sizeof(address)) == 0) {
+    const char garbage[] = "GET / HTTP/1.0\r\n\r\n";
+    (void)!write(fd, garbage, sizeof(garbage) - 1);
+    char buffer[256];
+    (void)!read(fd, buffer, sizeof(buffer));  // until the server hangs up
+  }
+  close(fd);
+}
+
+TEST(LogFormatTest, JsonLogHoldsTheServersAndGrpcCoresLines) {
+  const std::string dir = testing::NewTempDir("json-log");
+  const std::string log = dir + "/stderr";
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+      testing::ServerProcess::StartTls(HAWIYA_SERVER_PATH, dir + "/data",
+                                       {"--log_format=json"}, log);
+  ASSERT_TRUE(server.ok()) << server.status();
+  // A failed TLS handshake is logged by gRPC core itself.
+  SendGarbage((*server)->port());
+  for (int i = 0; i < 600 && !absl::StrContains(testing::ReadFileBytes(log),
+                                                "\"component\":\"grpc\"");
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ((*server)->Terminate(), 0);
+  bool grpc_line = false;
+  const std::vector<std::string> lines = Lines(log);
+  ASSERT_FALSE(lines.empty());
+  for (const std::string& line : lines) {
+    google::protobuf::Struct parsed;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(line, &parsed).ok())
+        << "not JSON: " << line;
+    for (const char* field : {"time", "level", "component", "message"}) {
+      EXPECT_TRUE(parsed.fields().count(field)) << field << " in " << line;
+    }
+    if (parsed.fields().at("component").string_value() == "grpc") {
+      grpc_line = true;
+      EXPECT_THAT(parsed.fields().at("message").string_value(),
+                  HasSubstr("Handshake failed"));
+    }
+  }
+  EXPECT_TRUE(grpc_line);
+}
+
+TEST(LogFormatTest, LogLevelDropsLowerLevels) {
+  const std::string dir = testing::NewTempDir("log-level");
+  const std::string log = dir + "/stderr";
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+      testing::ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data",
+                                    {"--log_level=warning"}, log);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->Terminate(), 0);
+  const std::vector<std::string> lines = Lines(log);
+  // The plaintext warning stays; the INFO lines (serving, stopped) go.
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
+    return absl::StrContains(l, " WARNING plaintext");
+  }));
+  for (const std::string& line : lines) {
+    EXPECT_THAT(line, Not(HasSubstr(" INFO "))) << line;
+  }
+  // A level that does not exist is a usage error.
+  EXPECT_EQ(testing::RunCommand(absl::StrCat(HAWIYA_SERVER_PATH,
+                                             " --log_level=loud 2>/dev/null"))
+                .exit_code,
+            2);
 }
 
 }  // namespace
