@@ -16,7 +16,13 @@ packages=(
   python3-grpcio python3-grpc-tools python3-protobuf python3-cryptography
   # systemd-analyze: the unit file test (tests/deploy/systemd_unit_test.sh).
   systemd
+  # Kubernetes manifest checks (tests/deploy/kubernetes_test.sh; kubectl
+  # itself: see docs/KUBERNETES.md, Debian 12's is too old to render them).
+  yamllint
 )
+# Node.js for the same checks, if none is installed (any 18 or later will do).
+command -v node > /dev/null || packages+=(nodejs)
+command -v npm > /dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <atomic>
 #include <set>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -23,6 +25,7 @@
 #include "services/auth.h"
 #include "services/config.h"
 #include "services/grpc_services.h"
+#include "services/health_server.h"
 #include "services/log.h"
 #include "services/metrics.h"
 #include "services/pki.h"
@@ -97,13 +100,22 @@ class ServerImpl final : public Server {
           absl::StrCat("listen: cannot bind ", options_.listen));
     }
     // Each service is checkable by name as well as the whole server ("").
-    for (const char* name : {"", v1::EnrollmentService::service_full_name(),
-                             v1::MatchService::service_full_name(),
-                             v1::AdminService::service_full_name(),
-                             v1::AuditService::service_full_name(),
-                             v1::PartnerService::service_full_name(),
-                             v1::AdjudicationService::service_full_name()}) {
+    const std::vector<std::string> services = {
+        v1::EnrollmentService::service_full_name(),
+        v1::MatchService::service_full_name(),
+        v1::AdminService::service_full_name(),
+        v1::AuditService::service_full_name(),
+        v1::PartnerService::service_full_name(),
+        v1::AdjudicationService::service_full_name()};
+    server_->GetHealthCheckService()->SetServingStatus("", false);
+    for (const std::string& name : services) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);
+    }
+    if (!options_.health_listen.empty()) {
+      absl::StatusOr<std::unique_ptr<HealthServer>> health =
+          HealthServer::Start(options_.health_listen, services, audit_log_);
+      if (!health.ok()) return health.status();
+      health_ = *std::move(health);
     }
     if (!options_.metrics_listen.empty()) {
       absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
@@ -122,6 +134,10 @@ class ServerImpl final : public Server {
     return metrics_ != nullptr ? metrics_->port() : 0;
   }
 
+  int health_port() const override {
+    return health_ != nullptr ? health_->port() : 0;
+  }
+
   absl::Status WaitUntilReady() override {
     loaded_.WaitForNotification();
     absl::MutexLock lock(&mu_);
@@ -135,11 +151,13 @@ class ServerImpl final : public Server {
       shut_down_ = true;  // also stops the background snapshots
     }
     if (server_ != nullptr) {
-      server_->GetHealthCheckService()->SetServingStatus(false);
+      SetServing(false);
       server_->Shutdown(std::chrono::system_clock::now() +
                         absl::ToChronoNanoseconds(grace));
       server_->Wait();
     }
+    // Before the store (and the audit log) closes: its calls are audited.
+    if (health_ != nullptr) health_->Shutdown(absl::ZeroDuration());
     // Waits for a load, or a background snapshot, in progress.
     if (loader_.joinable()) loader_.join();
     // Every handler has finished: nothing changes the galleries any more.
@@ -166,6 +184,15 @@ class ServerImpl final : public Server {
     const int cores =
         std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     return cores + ScanPoolOptions(config).max_batch;
+  }
+
+  // On the main port and the health port alike. Never SERVING once
+  // shutdown has begun (a load finishing during the drain).
+  void SetServing(bool serving) {
+    absl::MutexLock lock(&mu_);
+    if (serving && shut_down_) return;
+    server_->GetHealthCheckService()->SetServingStatus(serving);
+    if (health_ != nullptr) health_->SetServing(serving);
   }
 
   // The loading thread: loads the galleries, then writes background
@@ -215,7 +242,7 @@ class ServerImpl final : public Server {
         }
         Log("INFO", registry_->load_report().ToString());
         context_.registry.store(registry_.get());
-        server_->GetHealthCheckService()->SetServingStatus(true);
+        SetServing(true);
       } else {
         status = registry.status();
       }
@@ -371,6 +398,7 @@ class ServerImpl final : public Server {
   PartnerServiceImpl partner_;
   AdjudicationServiceImpl adjudication_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HealthServer> health_;  // null without health_listen
   // Stopped in Shutdown before the registry closes: scrapes read it.
   std::unique_ptr<MetricsEndpoint> metrics_;
   std::atomic<int64_t> last_snapshot_unix_{0};

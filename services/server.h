@@ -1,6 +1,7 @@
 // Server: the Hawiya gRPC server. Serves EnrollmentService, MatchService,
 // AdminService, AuditService, PartnerService, grpc.health.v1.Health and
-// server reflection.
+// server reflection; optionally grpc.health.v1.Health alone on a plaintext
+// port of its own (health_listen, services/health_server.h).
 // Every call is audited (enroll/audit.h) from the moment the store opens;
 // calls refused before it opens are held in memory and written then.
 //
@@ -42,6 +43,12 @@ struct ServerOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string client_ca;
+  // host:port of a plaintext port serving grpc.health.v1.Health alone, with
+  // the main port's serving status, for probes that cannot present a client
+  // certificate (Kubernetes); any address, since probes come from the node.
+  // Port 0 picks a free one (see Server::health_port()). Empty: no such
+  // port.
+  std::string health_listen;
   // Test seam: runs on the loading thread before the galleries load.
   std::function<void()> before_load;
   // Test seam: runs on a work queue's thread before each queued call is
@@ -84,6 +91,9 @@ class Server {
   virtual int port() const = 0;
   // The metrics endpoint's port; 0 without ServerOptions::metrics_listen.
   virtual int metrics_port() const = 0;
+
+  // The bound health port; 0 without health_listen.
+  virtual int health_port() const = 0;
 
   // Blocks until the galleries have loaded; returns the load's status.
   virtual absl::Status WaitUntilReady() = 0;
