@@ -2,6 +2,7 @@
 // passes while it waits in a work queue is not run and writes nothing (the
 // queue is held busy through the before_call test seam, so nothing depends
 // on timing), and requests over max_receive_message_bytes are refused.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -279,6 +280,69 @@ TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
                 .error_code(),
             StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(PersonCount(), 0);
+}
+
+// A client with gRPC's default 4 MiB receive limit lists every person,
+// however large the records: a page ends early (with a next_page_token)
+// before it would cross the limit. 12 persons of 10,000 documents (~0.43 MB
+// each, under a raised limit) would make one page of 5.2 MB.
+TEST_F(LimitsServerTest, DefaultClientListsPersonsWithManyDocuments) {
+  config::ServerConfig config;
+  config.mutable_limits()->set_max_documents(10000);
+  Start(nullptr, config);
+  constexpr int kPersons = 12;
+  std::vector<std::string> enrolled;
+  for (int n = 0; n < kPersons; ++n) {
+    v1::EnrollRequest request = services::SyntheticEnrollRequest(model_, n);
+    request.set_request_id(absl::StrCat("enroll-", n));
+    request.mutable_person()->clear_documents();
+    for (int i = 0; i < 10000; ++i) {
+      v1::Document* document = request.mutable_person()->add_documents();
+      document->set_type(v1::PASSPORT);
+      document->set_number(absl::StrCat("P", std::string(23, '0'), 10000000 + i));
+      document->set_issuing_country("KWT");
+    }
+    v1::EnrollResponse response;
+    const grpc::Status status =
+        enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    enrolled.push_back(response.person().subject_id());
+  }
+  std::sort(enrolled.begin(), enrolled.end());
+  std::vector<std::string> listed;
+  v1::ListPersonsRequest request;
+  request.set_page_size(100);
+  int pages = 0;
+  while (true) {
+    v1::ListPersonsResponse page;
+    const grpc::Status status =
+        enrollment_->ListPersons(Ctx(absl::Seconds(60)).get(), request, &page);
+    ASSERT_TRUE(status.ok()) << status.error_code() << " "
+                             << status.error_message();
+    ++pages;
+    for (const v1::Person& person : page.persons()) {
+      listed.push_back(person.subject_id());
+    }
+    if (page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  EXPECT_EQ(listed, enrolled);
+  EXPECT_GE(pages, 2);
+  // More documents than the configured limit are refused, naming the field.
+  v1::EnrollRequest over = services::SyntheticEnrollRequest(model_, 99);
+  over.set_request_id("enroll-99");
+  over.mutable_person()->clear_documents();
+  for (int i = 0; i < 10001; ++i) {
+    v1::Document* document = over.mutable_person()->add_documents();
+    document->set_type(v1::PASSPORT);
+    document->set_number(absl::StrCat("P", i));
+    document->set_issuing_country("KWT");
+  }
+  v1::EnrollResponse response;
+  const grpc::Status refused =
+      enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), over, &response);
+  EXPECT_EQ(refused.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message(), "person.documents: at most 10000, not 10001");
 }
 
 // The registry's own checks, below the gRPC layer: a BatchEnroll whose
