@@ -202,8 +202,7 @@ absl::Status CheckPartnerRequest(const v1::VerifyCivilStatusRequest& request,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckName("name_ar", request.name_ar(), true);
-      !s.ok()) {
+  if (absl::Status s = CheckName("name_ar", request.name_ar(), true); !s.ok()) {
     return s;
   }
   if (absl::Status s = CheckName("name_latin", request.name_latin(), false);

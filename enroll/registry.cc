@@ -109,10 +109,9 @@ absl::Status RequireSubjectId(absl::string_view field,
 // echoed).
 absl::Status CheckPageTokenSize(const std::string& token) {
   if (token.size() > kMaxPageTokenBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_token: at most ", kMaxPageTokenBytes,
-                     " bytes (a token this server returned), is ",
-                     token.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_token: at most ", kMaxPageTokenBytes,
+        " bytes (a token this server returned), is ", token.size()));
   }
   return absl::OkStatus();
 }
@@ -1953,9 +1952,9 @@ absl::StatusOr<v1::Case> Registry::GetCase(const v1::GetCaseRequest& request,
       request.case_id().empty()
           ? absl::InvalidArgumentError("case_id: required")
           : ValidateId("case_id", request.case_id());
-  absl::StatusOr<v1::Case> response =
-      checked.ok() ? store_->GetCase(request.case_id())
-                   : absl::StatusOr<v1::Case>(checked);
+  absl::StatusOr<v1::Case> response = checked.ok()
+                                          ? store_->GetCase(request.case_id())
+                                          : absl::StatusOr<v1::Case>(checked);
   if (response.ok()) {
     audit.event.subject_id = response->person().subject_id();
     for (const v1::CaseCandidate& c : response->candidates()) {

@@ -201,7 +201,6 @@ bool IsLatinLetter(char32_t c) {
          InRange(c, 0x1E00, 0x1EFF);
 }
 
-
 absl::Status ValidateArabicPart(absl::string_view field,
                                 absl::Span<const char32_t> text) {
   bool has_letter = false;
@@ -389,9 +388,9 @@ absl::Status ValidateId(absl::string_view field, absl::string_view id) {
   bool ok = id.size() <= kMaxIdBytes;
   for (char c : id) ok = ok && c > 0x20 && c < 0x7F;
   if (!ok) {
-    return Invalid(field, absl::StrCat("must be at most ", kMaxIdBytes,
-                                       " printable ASCII characters, is ",
-                                       Quote(id)));
+    return Invalid(field,
+                   absl::StrCat("must be at most ", kMaxIdBytes,
+                                " printable ASCII characters, is ", Quote(id)));
   }
   return absl::OkStatus();
 }
@@ -399,12 +398,12 @@ absl::Status ValidateId(absl::string_view field, absl::string_view id) {
 absl::Status ValidatePersonRef(absl::string_view subject_id,
                                absl::string_view national_id,
                                absl::string_view issuing_country) {
-  if (!subject_id.empty() && (!national_id.empty() || !issuing_country.empty())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("subject_id, ",
-                     national_id.empty() ? "issuing_country" : "national_id",
-                     ": give subject_id, or national_id and issuing_country, "
-                     "not both"));
+  if (!subject_id.empty() &&
+      (!national_id.empty() || !issuing_country.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subject_id, ", national_id.empty() ? "issuing_country" : "national_id",
+        ": give subject_id, or national_id and issuing_country, "
+        "not both"));
   }
   return ValidateId("subject_id", subject_id);
 }
@@ -415,9 +414,9 @@ absl::Status ValidateTimestamp(absl::string_view field,
   constexpr int64_t kMinSeconds = -62135596800;
   constexpr int64_t kMaxSeconds = 253402300799;
   if (time.seconds() < kMinSeconds || time.seconds() > kMaxSeconds) {
-    return Invalid(Sub(field, "seconds"),
-                   absl::StrCat(time.seconds(),
-                                " is outside 0001-01-01..9999-12-31"));
+    return Invalid(
+        Sub(field, "seconds"),
+        absl::StrCat(time.seconds(), " is outside 0001-01-01..9999-12-31"));
   }
   if (time.nanos() < 0 || time.nanos() > 999999999) {
     return Invalid(Sub(field, "nanos"),
@@ -607,8 +606,8 @@ absl::Status ValidateTemplates(absl::string_view field,
                      absl::StrCat(t.quality(), " out of range 0-100"));
     }
 
-    if (absl::Status s = ValidateFreeText(Sub(item, "algorithm"),
-                                          t.algorithm(), kMaxTextBytes);
+    if (absl::Status s = ValidateFreeText(Sub(item, "algorithm"), t.algorithm(),
+                                          kMaxTextBytes);
         !s.ok()) {
       return s;
     }

@@ -152,8 +152,8 @@ absl::Status CheckInputLimits(const config::ServerConfig& config) {
   for (const auto& [name, value_and_max] : fields) {
     const auto [value, max] = value_and_max;
     if (value > max) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "limits.", name, ": ", value, " is more than ", max));
+      return absl::InvalidArgumentError(
+          absl::StrCat("limits.", name, ": ", value, " is more than ", max));
     }
   }
   return absl::OkStatus();
@@ -162,7 +162,9 @@ absl::Status CheckInputLimits(const config::ServerConfig& config) {
 enroll::InputLimits InputLimitsOf(const config::ServerConfig& config) {
   const config::InputLimitsConfig& limits = config.limits();
   enroll::InputLimits options;
-  if (limits.max_documents() > 0) options.max_documents = limits.max_documents();
+  if (limits.max_documents() > 0) {
+    options.max_documents = limits.max_documents();
+  }
   if (limits.max_faces() > 0) options.max_faces = limits.max_faces();
   if (limits.max_fingerprints() > 0) {
     options.max_fingerprints = limits.max_fingerprints();

@@ -176,12 +176,10 @@ TEST_F(InputLimitsTest, DocumentsPerPersonAreLimited) {
   AddDocuments(update.mutable_person(), 17);
   update.mutable_update_mask()->add_paths("documents");
   update.set_expected_version(1);
-  ExpectRefused(registry_
-                    ->UpdatePerson(update,
-                                   Actor("EnrollmentService/UpdatePerson"))
-                    .status(),
-                "person.documents: at most 16, not 17",
-                "EnrollmentService/UpdatePerson");
+  ExpectRefused(
+      registry_->UpdatePerson(update, Actor("EnrollmentService/UpdatePerson"))
+          .status(),
+      "person.documents: at most 16, not 17", "EnrollmentService/UpdatePerson");
   v1::GetPersonRequest get;
   get.set_subject_id(subject);
   EXPECT_EQ(registry_->GetPerson(get)->version(), 1);
@@ -300,7 +298,7 @@ TEST_F(InputLimitsTest, ControlCharactersInFreeTextAreRefused) {
   remove.set_reason("duplicate\nDELETED BY admin");
   ExpectRefused(
       registry_->DeletePerson(remove, Actor("EnrollmentService/DeletePerson")),
-                "reason: contains U+000A", "EnrollmentService/DeletePerson");
+      "reason: contains U+000A", "EnrollmentService/DeletePerson");
   v1::ReplaceTemplatesRequest replace;
   replace.set_request_id(std::string("r\0", 2));
   replace.set_subject_id(subject);
@@ -347,8 +345,7 @@ TEST_F(InputLimitsTest, LongIdsAreRefusedBeforeLookupAndNeverEchoed) {
   remove.set_reason("test");
   ExpectRefused(
       registry_->DeletePerson(remove, Actor("EnrollmentService/DeletePerson")),
-                "subject_id: must be at most 64",
-                "EnrollmentService/DeletePerson");
+      "subject_id: must be at most 64", "EnrollmentService/DeletePerson");
   v1::ReplaceTemplatesRequest replace;
   replace.set_request_id("replace-1");
   replace.set_subject_id(huge);
@@ -362,20 +359,17 @@ TEST_F(InputLimitsTest, LongIdsAreRefusedBeforeLookupAndNeverEchoed) {
   update.mutable_person()->set_subject_id(huge);
   update.mutable_update_mask()->add_paths("sex");
   update.set_expected_version(1);
-  ExpectRefused(registry_
-                    ->UpdatePerson(update,
-                                   Actor("EnrollmentService/UpdatePerson"))
-                    .status(),
-                "person.subject_id: must be at most 64",
-                "EnrollmentService/UpdatePerson");
+  ExpectRefused(
+      registry_->UpdatePerson(update, Actor("EnrollmentService/UpdatePerson"))
+          .status(),
+      "person.subject_id: must be at most 64",
+      "EnrollmentService/UpdatePerson");
   update.mutable_person()->set_subject_id("abc");
   update.mutable_update_mask()->set_paths(0, huge);
-  ExpectRefused(registry_
-                    ->UpdatePerson(update,
-                                   Actor("EnrollmentService/UpdatePerson"))
-                    .status(),
-                "update_mask: unknown field 'aaaa",
-                "EnrollmentService/UpdatePerson");
+  ExpectRefused(
+      registry_->UpdatePerson(update, Actor("EnrollmentService/UpdatePerson"))
+          .status(),
+      "update_mask: unknown field 'aaaa", "EnrollmentService/UpdatePerson");
   v1::VerifyRequest verify;
   verify.set_subject_id(huge);
   *verify.add_probes() = services::SyntheticFaceTemplate(model_, 1, 1);
@@ -427,12 +421,10 @@ TEST_F(InputLimitsTest, LongIdsAreRefusedBeforeLookupAndNeverEchoed) {
       "page_token: at most 256 bytes", "AdjudicationService/ListCases");
   v1::ListAuditRecordsRequest audit;
   audit.set_page_token(huge);
-  ExpectRefused(registry_
-                    ->ListAuditRecords(
-                        audit, Actor("AuditService/ListAuditRecords"))
-                    .status(),
-                "page_token: at most 256 bytes",
-                "AuditService/ListAuditRecords");
+  ExpectRefused(
+      registry_->ListAuditRecords(audit, Actor("AuditService/ListAuditRecords"))
+          .status(),
+      "page_token: at most 256 bytes", "AuditService/ListAuditRecords");
 }
 
 TEST_F(InputLimitsTest, SubjectIdAndNationalIdTogetherAreRefused) {
@@ -475,7 +467,9 @@ TEST_F(InputLimitsTest, AuditTimeRangeIsValidated) {
   };
   for (const Bad& bad : std::vector<Bad>{
            // Its microseconds overflow int64 (to a time before every record).
-           {[](auto* r) { r->mutable_start_time()->set_seconds(9223372036855); },
+           {[](auto* r) {
+              r->mutable_start_time()->set_seconds(9223372036855);
+            },
             "start_time.seconds: 9223372036855 is outside"},
            {[](auto* r) { r->mutable_start_time()->set_nanos(-1); },
             "start_time.nanos: -1 out of range"},

@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +24,7 @@
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "matcher/synthetic.h"
+#include "services/config.h"
 #include "services/server.h"
 #include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
@@ -299,7 +302,8 @@ TEST_F(LimitsServerTest, DefaultClientListsPersonsWithManyDocuments) {
     for (int i = 0; i < 10000; ++i) {
       v1::Document* document = request.mutable_person()->add_documents();
       document->set_type(v1::PASSPORT);
-      document->set_number(absl::StrCat("P", std::string(23, '0'), 10000000 + i));
+      document->set_number(
+          absl::StrCat("P", std::string(23, '0'), 10000000 + i));
       document->set_issuing_country("KWT");
     }
     v1::EnrollResponse response;
@@ -317,8 +321,8 @@ TEST_F(LimitsServerTest, DefaultClientListsPersonsWithManyDocuments) {
     v1::ListPersonsResponse page;
     const grpc::Status status =
         enrollment_->ListPersons(Ctx(absl::Seconds(60)).get(), request, &page);
-    ASSERT_TRUE(status.ok()) << status.error_code() << " "
-                             << status.error_message();
+    ASSERT_TRUE(status.ok())
+        << status.error_code() << " " << status.error_message();
     ++pages;
     for (const v1::Person& person : page.persons()) {
       listed.push_back(person.subject_id());
@@ -342,7 +346,52 @@ TEST_F(LimitsServerTest, DefaultClientListsPersonsWithManyDocuments) {
   const grpc::Status refused =
       enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), over, &response);
   EXPECT_EQ(refused.error_code(), StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(refused.error_message(), "person.documents: at most 10000, not 10001");
+  EXPECT_EQ(refused.error_message(),
+            "person.documents: at most 10000, not 10001");
+}
+
+TEST(InputLimitsConfigTest, DefaultsOverridesAndErrorsNameTheField) {
+  absl::StatusOr<config::ServerConfig> example = services::LoadConfig(
+      std::string(HAWIYA_SOURCE_DIR) + "/deploy/hawiya.textproto");
+  ASSERT_TRUE(example.ok()) << example.status();
+  const enroll::InputLimits defaults;
+  enroll::InputLimits limits = services::InputLimitsOf(*example);
+  EXPECT_EQ(limits.max_documents, defaults.max_documents);
+  EXPECT_EQ(limits.max_faces, defaults.max_faces);
+  EXPECT_EQ(limits.max_fingerprints, defaults.max_fingerprints);
+  EXPECT_EQ(limits.max_irises, defaults.max_irises);
+  EXPECT_EQ(defaults.max_documents, 16u);
+  EXPECT_EQ(defaults.max_faces, 5u);
+
+  const std::string dir = NewTempDir("hawiya-limits-config");
+  const std::string path = dir + "/config.textproto";
+  const auto load = [&path](const std::string& text) {
+    std::ofstream(path) << text;
+    return services::LoadConfig(path);
+  };
+  absl::StatusOr<config::ServerConfig> config =
+      load("limits { max_documents: 100 max_faces: 1 max_irises: 1 }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  limits = services::InputLimitsOf(*config);
+  EXPECT_EQ(limits.max_documents, 100u);
+  EXPECT_EQ(limits.max_faces, 1u);
+  EXPECT_EQ(limits.max_fingerprints, 10u);
+  EXPECT_EQ(limits.max_irises, 1u);
+  for (const auto& [text, error] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"limits { max_documents: 10001 }",
+            "limits.max_documents: 10001 is more than 10000"},
+           {"limits { max_faces: 101 }",
+            "limits.max_faces: 101 is more than 100"},
+           {"limits { max_fingerprints: 11 }",
+            "limits.max_fingerprints: 11 is more than 10"},
+           {"limits { max_irises: 3 }",
+            "limits.max_irises: 3 is more than 2"}}) {
+    const absl::Status bad = load(text).status();
+    EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(std::string(bad.message()), ::testing::HasSubstr(error));
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // The registry's own checks, below the gRPC layer: a BatchEnroll whose

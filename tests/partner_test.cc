@@ -733,10 +733,9 @@ TEST_F(PartnerRegistryTest, WrongScriptAndControlsAreRefusedBeforeTheQuota) {
   EXPECT_EQ(refused[4].event.request_id, "case-1\\x1b[2K");
   // LIMITED's quota of 3 is whole.
   for (int i = 0; i < 3; ++i) Verify(Claim(1), kLimited);
-  EXPECT_EQ(registry_->VerifyCivilStatus(Claim(1), Actor(kLimited))
-                .status()
-                .code(),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(
+      registry_->VerifyCivilStatus(Claim(1), Actor(kLimited)).status().code(),
+      absl::StatusCode::kResourceExhausted);
 }
 
 TEST_F(PartnerRegistryTest, DailyQuotaSurvivesRestartAndResetsAtUtcMidnight) {

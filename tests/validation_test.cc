@@ -549,7 +549,8 @@ TEST(ValidateFreeTextTest, RefusesEveryControlAndLineBreak) {
     const absl::Status status = ValidateFreeText("f", text, 8);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument)
         << static_cast<uint32_t>(c);
-    EXPECT_THAT(std::string(status.message()), StartsWith("f: contains U+")) << status;
+    EXPECT_THAT(std::string(status.message()), StartsWith("f: contains U+"))
+        << status;
   }
 }
 
@@ -559,9 +560,8 @@ TEST(QuoteTest, TruncatesOnAUtf8BoundaryAndEscapes) {
   EXPECT_EQ(Quote("\xFF\xC2\x85"), "'\\xff\\u0085'");
   // A 4 MiB value quotes as at most 64 bytes of it, and says how long it was.
   const std::string huge(4 << 20, 'x');
-  EXPECT_EQ(Quote(huge),
-            absl::StrCat("'", std::string(kMaxQuotedBytes, 'x'), "'... (",
-                         huge.size(), " bytes)"));
+  EXPECT_EQ(Quote(huge), absl::StrCat("'", std::string(kMaxQuotedBytes, 'x'),
+                                      "'... (", huge.size(), " bytes)"));
   // Two-byte letters: never half of one.
   const std::string arabic = Repeat("ب", 40);
   const std::string quoted = Quote(arabic);
@@ -840,8 +840,8 @@ TEST(ValidateTemplateSetTest, PerModalityLimits) {
   limits.max_faces = 6;
   EXPECT_TRUE(ValidateTemplateSet("templates", faces, limits).ok());
   limits.max_fingerprints = 2;
-  EXPECT_EQ(ValidateTemplateSet("templates",
-                                {Finger(1), Finger(2), Finger(3)}, limits)
+  EXPECT_EQ(ValidateTemplateSet("templates", {Finger(1), Finger(2), Finger(3)},
+                                limits)
                 .message(),
             "templates[2]: more than 2 FINGERPRINT templates for one person");
   limits.max_irises = 1;
