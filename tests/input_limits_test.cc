@@ -61,6 +61,22 @@ v1::Template Fingerprint(uint32_t position) {
   return t;
 }
 
+// Reads every page of a List method, `list` (request -> StatusOr<page>),
+// from `request` on, passing each to `visit`; expects each page under a
+// default client's receive limit. Returns the number of pages.
+template <typename Request, typename List, typename Visit>
+int ReadAllPages(Request request, const List& list, const Visit& visit) {
+  for (int pages = 1;; ++pages) {
+    auto page = list(request);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) return pages;
+    EXPECT_LT(page->ByteSizeLong(), kDefaultClientReceiveBytes);
+    visit(*page);
+    if (page->next_page_token().empty()) return pages;
+    request.set_page_token(page->next_page_token());
+  }
+}
+
 // `count` documents with 32-character numbers: about 45 bytes each.
 void AddDocuments(v1::Person* person, int count) {
   for (int i = 0; i < count; ++i) {
@@ -112,16 +128,14 @@ class InputLimitsTest : public ::testing::Test {
     std::vector<v1::AuditRecord> records;
     v1::ListAuditRecordsRequest request;
     request.set_page_size(1000);
-    while (true) {
-      absl::StatusOr<v1::ListAuditRecordsResponse> page =
-          registry_->ListAuditRecords(request);
-      EXPECT_TRUE(page.ok()) << page.status();
-      if (!page.ok()) return records;
-      records.insert(records.end(), page->records().begin(),
-                     page->records().end());
-      if (page->next_page_token().empty()) return records;
-      request.set_page_token(page->next_page_token());
-    }
+    ReadAllPages(
+        request,
+        [this](const auto& r) { return registry_->ListAuditRecords(r); },
+        [&records](const v1::ListAuditRecordsResponse& page) {
+          records.insert(records.end(), page.records().begin(),
+                         page.records().end());
+        });
+    return records;
   }
 
   // The record of the last call of `method` ("Service/Method", as Actor
@@ -530,43 +544,33 @@ TEST_F(InputLimitsTest, PersonAndCasePagesStayUnderTheClientLimit) {
     enrolled.insert(response->person().subject_id());
   }
   std::set<std::string> listed;
-  int pages = 0;
-  v1::ListPersonsRequest request;
-  request.set_page_size(100);
-  while (true) {
-    absl::StatusOr<v1::ListPersonsResponse> page =
-        registry_->ListPersons(request);
-    ASSERT_TRUE(page.ok()) << page.status();
-    ++pages;
-    EXPECT_LT(page->ByteSizeLong(), kDefaultClientReceiveBytes);
-    EXPECT_GE(page->persons_size(), 1);
-    for (const v1::Person& person : page->persons()) {
-      EXPECT_TRUE(listed.insert(person.subject_id()).second);
-    }
-    if (page->next_page_token().empty()) break;
-    request.set_page_token(page->next_page_token());
-  }
+  v1::ListPersonsRequest list_persons;
+  list_persons.set_page_size(100);
+  EXPECT_GE(ReadAllPages(
+                list_persons,
+                [this](const auto& r) { return registry_->ListPersons(r); },
+                [&listed](const v1::ListPersonsResponse& page) {
+                  EXPECT_GE(page.persons_size(), 1);
+                  for (const v1::Person& person : page.persons()) {
+                    EXPECT_TRUE(listed.insert(person.subject_id()).second);
+                  }
+                }),
+            2);
   EXPECT_EQ(listed, enrolled);
-  EXPECT_GE(pages, 2);
 
   std::set<std::string> cases;
-  pages = 0;
   v1::ListCasesRequest list_cases;
   list_cases.set_page_size(100);
-  while (true) {
-    absl::StatusOr<v1::ListCasesResponse> page =
-        registry_->ListCases(list_cases);
-    ASSERT_TRUE(page.ok()) << page.status();
-    ++pages;
-    EXPECT_LT(page->ByteSizeLong(), kDefaultClientReceiveBytes);
-    for (const v1::Case& c : page->cases()) {
-      EXPECT_TRUE(cases.insert(c.case_id()).second);
-    }
-    if (page->next_page_token().empty()) break;
-    list_cases.set_page_token(page->next_page_token());
-  }
+  EXPECT_GE(
+      ReadAllPages(
+          list_cases, [this](const auto& r) { return registry_->ListCases(r); },
+          [&cases](const v1::ListCasesResponse& page) {
+            for (const v1::Case& c : page.cases()) {
+              EXPECT_TRUE(cases.insert(c.case_id()).second);
+            }
+          }),
+      2);
   EXPECT_EQ(cases.size(), static_cast<size_t>(kPersons - 1));
-  EXPECT_GE(pages, 2);
 }
 
 // Audit records of ListPersons calls name every subject listed (1,000 ids,
@@ -587,22 +591,18 @@ TEST_F(InputLimitsTest, AuditPagesStayUnderTheClientLimit) {
     ASSERT_EQ(page->persons_size(), 1000);
   }
   std::vector<int64_t> sequences;
-  int pages = 0;
   v1::ListAuditRecordsRequest request;
   request.set_page_size(1000);
-  while (true) {
-    absl::StatusOr<v1::ListAuditRecordsResponse> page =
-        registry_->ListAuditRecords(request);
-    ASSERT_TRUE(page.ok()) << page.status();
-    ++pages;
-    EXPECT_LT(page->ByteSizeLong(), kDefaultClientReceiveBytes);
-    for (const v1::AuditRecord& record : page->records()) {
-      sequences.push_back(record.sequence());
-    }
-    if (page->next_page_token().empty()) break;
-    request.set_page_token(page->next_page_token());
-  }
-  EXPECT_GE(pages, 2);
+  EXPECT_GE(
+      ReadAllPages(
+          request,
+          [this](const auto& r) { return registry_->ListAuditRecords(r); },
+          [&sequences](const v1::ListAuditRecordsResponse& page) {
+            for (const v1::AuditRecord& record : page.records()) {
+              sequences.push_back(record.sequence());
+            }
+          }),
+      2);
   // Every record once, in order: the BatchEnroll, the lists, and the
   // ListAuditRecords calls before the last page was read.
   ASSERT_GE(sequences.size(), static_cast<size_t>(1 + kLists));
