@@ -116,12 +116,15 @@ absl::Status CheckPageTokenSize(const std::string& token) {
   return absl::OkStatus();
 }
 
-// What one more record of `record_bytes` adds to a page (its field tag and
-// length included), and whether it still fits a page holding `count`
-// records of `page_bytes` (Registry::kMaxPageBytes; the first always does).
+// What one more record adds to a page response: the record, its field tag
+// and its length.
 size_t PageEntryBytes(const google::protobuf::Message& record) {
   return record.ByteSizeLong() + 6;
 }
+
+// Whether a record of `record_bytes` still fits a page holding `count`
+// records of `page_bytes` in all (Registry::kMaxPageBytes). The first
+// always does, so that every page moves the listing on.
 bool FitsInPage(size_t page_bytes, size_t count, size_t record_bytes) {
   return count == 0 || page_bytes + record_bytes <= Registry::kMaxPageBytes;
 }
