@@ -44,6 +44,8 @@ constexpr int kMaxPageSize = 1000;
 constexpr uint32_t kDefaultCandidates = 10;
 constexpr uint32_t kMaxCandidates = 100;
 constexpr size_t kMaxGallerySubjects = 10000;
+// ListAuditRecords' principal filter (a certificate's URI SAN or CN).
+constexpr size_t kMaxPrincipalFilterBytes = 1024;
 
 // Person fields a client may set; their sub-fields may be named too.
 constexpr const char* kMutablePaths[] = {
@@ -88,7 +90,7 @@ absl::Status CheckRequestId(const std::string& request_id) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id: at most ", kMaxRequestIdBytes, " bytes"));
   }
-  return absl::OkStatus();
+  return ValidateFreeText("request_id", request_id, kMaxRequestIdBytes);
 }
 
 absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
@@ -100,7 +102,31 @@ absl::Status RequireSubjectId(absl::string_view field,
   if (subject_id.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
   }
+  return ValidateId(field, subject_id);
+}
+
+// A page token is checked for size before it is parsed (its content is not
+// echoed).
+absl::Status CheckPageTokenSize(const std::string& token) {
+  if (token.size() > kMaxPageTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_token: at most ", kMaxPageTokenBytes,
+        " bytes (a token this server returned), is ", token.size()));
+  }
   return absl::OkStatus();
+}
+
+// What one more record adds to a page response: the record, its field tag
+// and its length.
+size_t PageEntryBytes(const google::protobuf::Message& record) {
+  return record.ByteSizeLong() + 6;
+}
+
+// Whether a record of `record_bytes` still fits a page holding `count`
+// records of `page_bytes` in all (Registry::kMaxPageBytes). The first
+// always does, so that every page moves the listing on.
+bool FitsInPage(size_t page_bytes, size_t count, size_t record_bytes) {
+  return count == 0 || page_bytes + record_bytes <= Registry::kMaxPageBytes;
 }
 
 std::vector<v1::Template> ToVector(
@@ -111,9 +137,13 @@ std::vector<v1::Template> ToVector(
 // Validated templates with L2-normalised vectors, as they are stored.
 absl::StatusOr<std::vector<v1::Template>> StorableTemplates(
     const google::protobuf::RepeatedPtrField<v1::Template>& request,
-    const matcher::Matcher& matcher) {
+    const matcher::Matcher& matcher, const InputLimits& limits) {
   std::vector<v1::Template> templates = ToVector(request);
   if (absl::Status s = ValidateTemplates("templates", templates, matcher);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ValidateTemplateSet("templates", templates, limits);
       !s.ok()) {
     return s;
   }
@@ -168,11 +198,11 @@ absl::Status CheckMask(const google::protobuf::FieldMask& mask) {
     if (!FieldMaskUtil::GetFieldDescriptors(v1::Person::descriptor(), path,
                                             nullptr)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("update_mask: unknown field '", path, "'"));
+          absl::StrCat("update_mask: unknown field ", Quote(path)));
     }
     if (!mutable_path) {
       return absl::InvalidArgumentError(
-          absl::StrCat("update_mask: '", path, "' is output only"));
+          absl::StrCat("update_mask: ", Quote(path), " is output only"));
     }
   }
   return absl::OkStatus();
@@ -186,6 +216,7 @@ std::string PageToken(v1::PersonState state, const std::string& last) {
 absl::StatusOr<std::string> ParsePageToken(const std::string& token,
                                            v1::PersonState state) {
   if (token.empty()) return std::string();
+  if (absl::Status s = CheckPageTokenSize(token); !s.ok()) return s;
   std::string raw;
   std::vector<std::string> parts;
   int token_state = 0;
@@ -785,6 +816,11 @@ absl::Status Registry::AddToGalleries(
 absl::StatusOr<v1::Person> Registry::Resolve(
     const std::string& subject_id, const std::string& national_id,
     const std::string& issuing_country) {
+  if (absl::Status s =
+          ValidatePersonRef(subject_id, national_id, issuing_country);
+      !s.ok()) {
+    return s;
+  }
   if (!subject_id.empty()) return store_->GetPerson(subject_id);
   if (national_id.empty() && issuing_country.empty()) {
     return absl::InvalidArgumentError(
@@ -807,12 +843,13 @@ absl::StatusOr<NewPerson> Registry::PrepareEnroll(
   if (!request.has_person()) {
     return absl::InvalidArgumentError("person: required");
   }
-  if (absl::Status s = ValidatePerson("person", request.person(), now);
+  if (absl::Status s =
+          ValidatePerson("person", request.person(), now, options_.limits);
       !s.ok()) {
     return s;
   }
   absl::StatusOr<std::vector<v1::Template>> templates =
-      StorableTemplates(request.templates(), *matcher_);
+      StorableTemplates(request.templates(), *matcher_, options_.limits);
   if (!templates.ok()) return templates.status();
   absl::StatusOr<std::string> subject_id = NewSubjectId();
   if (!subject_id.ok()) return subject_id.status();
@@ -1038,7 +1075,8 @@ absl::StatusOr<v1::Person> Registry::DoUpdatePerson(
   merge.set_replace_repeated_fields(true);
   FieldMaskUtil::MergeMessageTo(request.person(), request.update_mask(), merge,
                                 &updated);
-  if (absl::Status s = ValidatePerson("person", updated, absl::Now());
+  if (absl::Status s =
+          ValidatePerson("person", updated, absl::Now(), options_.limits);
       !s.ok()) {
     return s;
   }
@@ -1053,7 +1091,7 @@ absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
     return s;
   }
   absl::StatusOr<std::vector<v1::Template>> templates =
-      StorableTemplates(request.templates(), *matcher_);
+      StorableTemplates(request.templates(), *matcher_, options_.limits);
   if (!templates.ok()) return templates.status();
   const IdempotencyKey key{request.request_id(), "ReplaceTemplates",
                            Fingerprint(request)};
@@ -1115,6 +1153,11 @@ absl::Status Registry::DoDeletePerson(const v1::DeletePersonRequest& request,
     return absl::InvalidArgumentError(
         absl::StrCat("reason: at most ", kMaxReasonBytes, " bytes"));
   }
+  if (absl::Status s =
+          ValidateFreeText("reason", request.reason(), kMaxReasonBytes);
+      !s.ok()) {
+    return s;
+  }
   absl::MutexLock lock(&write_mu_);
   absl::Status s =
       request.erase()
@@ -1158,7 +1201,17 @@ absl::StatusOr<v1::ListPersonsResponse> Registry::DoListPersons(
       store_->ListPersons(request.state(), page_size, *after);
   if (!page.ok()) return page.status();
   v1::ListPersonsResponse response;
+  size_t page_bytes = 0;
   for (v1::Person& person : page->persons) {
+    const size_t bytes = PageEntryBytes(person);
+    if (!FitsInPage(page_bytes, response.persons_size(), bytes)) {
+      // Ends early: the next page starts at this person.
+      response.set_next_page_token(PageToken(
+          request.state(),
+          response.persons(response.persons_size() - 1).subject_id()));
+      return response;
+    }
+    page_bytes += bytes;
     *response.add_persons() = std::move(person);
   }
   if (!page->last_subject_id.empty()) {
@@ -1218,6 +1271,13 @@ absl::StatusOr<v1::IdentifyResponse> Registry::DoIdentify(
     return absl::InvalidArgumentError(
         absl::StrCat("gallery: at most ", kMaxGallerySubjects, " subject ids"));
   }
+  for (int i = 0; i < request.gallery_size(); ++i) {
+    if (absl::Status s =
+            ValidateId(absl::StrCat("gallery[", i, "]"), request.gallery(i));
+        !s.ok()) {
+      return s;
+    }
+  }
   matcher::IdentifyOptions options;
   options.max_candidates = request.max_candidates() == 0
                                ? kDefaultCandidates
@@ -1250,7 +1310,7 @@ absl::StatusOr<v1::RotateKeyResponse> Registry::DoRotateKey(
     // whatever folder the server was started in.
     if (!std::filesystem::path(request.new_key_file()).is_absolute()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "new_key_file: ", request.new_key_file(),
+          "new_key_file: ", Quote(request.new_key_file()),
           " is not an absolute path (it names a file on the server)"));
     }
     if (request.batch_size() > 0) {
@@ -1328,13 +1388,13 @@ absl::StatusOr<v1::GetStatsResponse> Registry::DoGetStats() {
 
 namespace {
 
-// Resource strings come from the request: bounded, so that a rejected
-// request cannot make a large record.
+// Resource strings come from the request: bounded, and their control
+// characters escaped, so that a refused request can make neither a large
+// record nor one that breaks a line of whatever prints it.
 constexpr size_t kMaxResourceBytes = 256;
 
 std::string Clip(const std::string& value) {
-  return value.size() <= kMaxResourceBytes ? value
-                                           : value.substr(0, kMaxResourceBytes);
+  return AuditText(value, kMaxResourceBytes);
 }
 
 std::string NationalIdResource(const std::string& issuing_country,
@@ -1499,27 +1559,49 @@ absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
   AuditQuery query;
   query.page_size =
       request.page_size() == 0 ? kDefaultPageSize : request.page_size();
+  if (absl::Status s = CheckPageTokenSize(request.page_token()); !s.ok()) {
+    return s;
+  }
   if (!request.page_token().empty() &&
       (!absl::SimpleAtoi(request.page_token(), &query.after_sequence) ||
        query.after_sequence <= 0)) {
     return absl::InvalidArgumentError(
         "page_token: not a token this server returned");
   }
+  if (request.principal().size() > kMaxPrincipalFilterBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "principal: at most ", kMaxPrincipalFilterBytes, " bytes"));
+  }
   query.principal = request.principal();
+  // Checked before any arithmetic: seconds far out of range overflow the
+  // microseconds the store compares.
   if (request.has_start_time()) {
+    if (absl::Status s = ValidateTimestamp("start_time", request.start_time());
+        !s.ok()) {
+      return s;
+    }
     query.start_time_us = Micros(request.start_time());
   }
   if (request.has_end_time()) {
+    if (absl::Status s = ValidateTimestamp("end_time", request.end_time());
+        !s.ok()) {
+      return s;
+    }
     query.end_time_us = Micros(request.end_time());
     if (query.end_time_us <= query.start_time_us) {
       return absl::InvalidArgumentError("end_time: must be after start_time");
     }
+    // The store reads end_time_us 0 as "no upper bound"; no record was
+    // written before 1970.
+    if (query.end_time_us <= 0) return v1::ListAuditRecordsResponse();
   }
   absl::StatusOr<AuditPage> page = store_->ListAudit(query);
   if (!page.ok()) return page.status();
   v1::ListAuditRecordsResponse response;
+  size_t page_bytes = 0;
   for (const AuditRecord& record : page->records) {
-    v1::AuditRecord* out = response.add_records();
+    v1::AuditRecord converted;
+    v1::AuditRecord* out = &converted;
     out->set_sequence(record.sequence);
     out->mutable_time()->set_seconds(record.event.time_us / 1000000);
     out->mutable_time()->set_nanos(
@@ -1543,6 +1625,15 @@ absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
     for (const std::string& name : record.event.disclosed) {
       out->add_disclosed_attributes(name);
     }
+    const size_t bytes = PageEntryBytes(converted);
+    if (!FitsInPage(page_bytes, response.records_size(), bytes)) {
+      // Ends early: the next page starts at this record.
+      response.set_next_page_token(absl::StrCat(
+          response.records(response.records_size() - 1).sequence()));
+      return response;
+    }
+    page_bytes += bytes;
+    *response.add_records() = std::move(converted);
   }
   if (page->last_sequence > 0) {
     response.set_next_page_token(absl::StrCat(page->last_sequence));
@@ -1740,6 +1831,9 @@ absl::StatusOr<v1::ListCasesResponse> Registry::DoListCases(
     return absl::InvalidArgumentError(absl::StrCat(
         "page_size: ", request.page_size(), " out of range 0-", kMaxPageSize));
   }
+  if (absl::Status s = CheckPageTokenSize(request.page_token()); !s.ok()) {
+    return s;
+  }
   int64_t after = 0;
   if (!request.page_token().empty()) {
     absl::string_view token = request.page_token();
@@ -1756,7 +1850,18 @@ absl::StatusOr<v1::ListCasesResponse> Registry::DoListCases(
       request.page_size() == 0 ? kDefaultPageSize : request.page_size(), after);
   if (!page.ok()) return page.status();
   v1::ListCasesResponse response;
-  for (v1::Case& c : page->cases) *response.add_cases() = std::move(c);
+  size_t page_bytes = 0;
+  for (size_t i = 0; i < page->cases.size(); ++i) {
+    const size_t bytes = PageEntryBytes(page->cases[i]);
+    if (!FitsInPage(page_bytes, i, bytes)) {
+      // Ends early: the next page starts at this case.
+      response.set_next_page_token(
+          CasePageToken(request.include_decided(), page->sequences[i - 1]));
+      return response;
+    }
+    page_bytes += bytes;
+    *response.add_cases() = std::move(page->cases[i]);
+  }
   if (page->last_sequence != 0) {
     response.set_next_page_token(
         CasePageToken(request.include_decided(), page->last_sequence));
@@ -1769,6 +1874,13 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
   if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
   if (request.case_id().empty()) {
     return absl::InvalidArgumentError("case_id: required");
+  }
+  if (absl::Status s = ValidateId("case_id", request.case_id()); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ValidateId("duplicate_of", request.duplicate_of());
+      !s.ok()) {
+    return s;
   }
   if (request.decision() == v1::WITHDRAWN) {
     return absl::InvalidArgumentError(
@@ -1789,6 +1901,11 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
     return absl::InvalidArgumentError(
         absl::StrCat("comment: at most ", kMaxCommentBytes, " bytes"));
   }
+  if (absl::Status s =
+          ValidateFreeText("comment", request.comment(), kMaxCommentBytes);
+      !s.ok()) {
+    return s;
+  }
   if (request.decision() != v1::DUPLICATE &&
       (request.merge_templates() || !request.duplicate_of().empty())) {
     return absl::InvalidArgumentError(
@@ -1804,6 +1921,17 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
   decision.request_id = request.request_id();
   decision.duplicate_of = request.duplicate_of();
   decision.merge_templates = request.merge_templates();
+  // A merge may not give the existing person more templates than Enroll
+  // would, nor two of one finger or eye.
+  decision.check_merged =
+      [limits = options_.limits](absl::Span<const v1::Template> merged) {
+        const absl::Status s = ValidateTemplateSet("templates", merged, limits);
+        if (s.ok()) return s;
+        return absl::InvalidArgumentError(absl::StrCat(
+            "merge_templates: the templates duplicate_of would hold (its own, "
+            "then the merged ones) break a limit (",
+            s.message(), "); decide without merge_templates"));
+      };
   audit->event.decision = v1::Decision_Name(request.decision());
 
   absl::MutexLock lock(&write_mu_);
@@ -1835,10 +1963,13 @@ absl::StatusOr<v1::ListCasesResponse> Registry::ListCases(
 absl::StatusOr<v1::Case> Registry::GetCase(const v1::GetCaseRequest& request,
                                            const AuditActor& actor) {
   AuditWrite audit = NewAudit(actor);
-  absl::StatusOr<v1::Case> response =
+  const absl::Status checked =
       request.case_id().empty()
           ? absl::InvalidArgumentError("case_id: required")
-          : store_->GetCase(request.case_id());
+          : ValidateId("case_id", request.case_id());
+  absl::StatusOr<v1::Case> response = checked.ok()
+                                          ? store_->GetCase(request.case_id())
+                                          : absl::StatusOr<v1::Case>(checked);
   if (response.ok()) {
     audit.event.subject_id = response->person().subject_id();
     for (const v1::CaseCandidate& c : response->candidates()) {

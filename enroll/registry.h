@@ -39,6 +39,7 @@
 #include "enroll/audit_log.h"
 #include "enroll/partner.h"
 #include "enroll/store.h"
+#include "enroll/validation.h"
 #include "hawiya/v1/adjudication.pb.h"
 #include "hawiya/v1/admin.pb.h"
 #include "hawiya/v1/audit.pb.h"
@@ -92,6 +93,8 @@ struct RegistryOptions {
   // daily quotas) and of signing key validity.
   std::function<absl::Time()> clock = absl::Now;
   DedupOptions dedup;
+  // What one person may hold (ServerConfig.limits).
+  InputLimits limits;
 };
 
 // What the registry holds now, for monitoring.
@@ -162,6 +165,11 @@ class Registry {
   // The most requests one BatchEnroll takes: bounds a call's memory and the
   // time it holds the write lock.
   static constexpr size_t kMaxBatchEnrollRequests = 10000;
+  // The most bytes of records one page of ListPersons, ListCases or
+  // ListAuditRecords carries: a page ends early, with a next_page_token,
+  // before the record that would cross it (but always holds one record),
+  // so that a client with gRPC's default 4 MiB receive limit can list.
+  static constexpr size_t kMaxPageBytes = 3 << 20;
 
   // Each appends the call's audit record, as `actor` (default: an
   // in-process caller with no principal).

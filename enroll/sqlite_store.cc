@@ -1454,6 +1454,8 @@ class SqliteStore final : public Store {
       page.cases.pop_back();
       page.last_sequence = sequences[page.cases.size() - 1];
     }
+    sequences.resize(page.cases.size());
+    page.sequences = std::move(sequences);
     for (hawiya::v1::Case& c : page.cases) {
       HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&c, false));
     }
@@ -1559,17 +1561,27 @@ class SqliteStore final : public Store {
               hawiya::v1::PersonState_Name(existing->state()),
               "; a person can only duplicate an ACTIVE or pending record"));
         }
+        std::vector<Template> templates;
+        if (decision.merge_templates) {
+          std::vector<TemplateRecord> records;
+          HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject_id, &records));
+          for (TemplateRecord& r : records) {
+            templates.push_back(std::move(r.tmpl));
+          }
+          if (decision.check_merged) {
+            std::vector<TemplateRecord> held;
+            HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(duplicate_of, &held));
+            std::vector<Template> merged;
+            for (TemplateRecord& r : held) merged.push_back(std::move(r.tmpl));
+            merged.insert(merged.end(), templates.begin(), templates.end());
+            HAWIYA_STORE_RETURN_IF_ERROR(decision.check_merged(merged));
+          }
+        }
         HAWIYA_STORE_RETURN_IF_ERROR(
             SetState(subject_id, hawiya::v1::REVOKED,
                      absl::StrCat("duplicate of ", duplicate_of, " (case ",
                                   decision.case_id, ")")));
         if (decision.merge_templates) {
-          std::vector<TemplateRecord> records;
-          HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject_id, &records));
-          std::vector<Template> templates;
-          for (TemplateRecord& r : records) {
-            templates.push_back(std::move(r.tmpl));
-          }
           HAWIYA_STORE_RETURN_IF_ERROR(
               InsertTemplates(duplicate_of, templates).status());
           HAWIYA_STORE_RETURN_IF_ERROR(BumpVersion(duplicate_of, now));

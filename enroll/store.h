@@ -156,6 +156,11 @@ struct CaseDecision {
   // DUPLICATE: a candidate of the case; empty: the best one.
   std::string duplicate_of;
   bool merge_templates = false;
+  // With merge_templates: checks the templates duplicate_of would hold
+  // after the merge (its own, then the merged ones); an error refuses the
+  // decision, which then writes nothing. Null: no check.
+  std::function<absl::Status(absl::Span<const hawiya::v1::Template>)>
+      check_merged;
 };
 
 struct DecideResult {
@@ -171,6 +176,9 @@ struct DecideResult {
 
 struct CasePage {
   std::vector<hawiya::v1::Case> cases;  // oldest first
+  // sequences[i]: the position of cases[i] (what a page token continues
+  // after).
+  std::vector<int64_t> sequences;
   // The last case's position when more may follow, else 0.
   int64_t last_sequence = 0;
 };

@@ -214,6 +214,7 @@ class ServerImpl final : public Server {
       registry_options.key_file = options_.config.key_file();
       registry_options.audit_log = audit_log_;
       registry_options.dedup = DedupOptionsOf(options_.config);
+      registry_options.limits = InputLimitsOf(options_.config);
       absl::StatusOr<enroll::PartnerPolicies> policies =
           enroll::PartnerPolicies::FromConfig(options_.config);
       if (policies.ok()) {

@@ -2,10 +2,14 @@
 // passes while it waits in a work queue is not run and writes nothing (the
 // queue is held busy through the before_call test seam, so nothing depends
 // on timing), and requests over max_receive_message_bytes are refused.
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -19,6 +23,9 @@
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "matcher/synthetic.h"
+#include "services/config.h"
+#include "services/server.h"
+#include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/server_process.h"
@@ -190,6 +197,115 @@ TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
                 .error_code(),
             StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(PersonCount(), 0);
+}
+
+// A client with gRPC's default 4 MiB receive limit lists every person,
+// however large the records: a page ends early (with a next_page_token)
+// before it would cross the limit. 12 persons of 10,000 documents (~0.43 MB
+// each, under a raised limit) would make one page of 5.2 MB.
+TEST_F(LimitsServerTest, DefaultClientListsPersonsWithManyDocuments) {
+  config::ServerConfig config;
+  config.mutable_limits()->set_max_documents(10000);
+  Start(nullptr, config);
+  constexpr int kPersons = 12;
+  std::vector<std::string> enrolled;
+  for (int n = 0; n < kPersons; ++n) {
+    v1::EnrollRequest request = services::SyntheticEnrollRequest(model_, n);
+    request.set_request_id(absl::StrCat("enroll-", n));
+    request.mutable_person()->clear_documents();
+    for (int i = 0; i < 10000; ++i) {
+      v1::Document* document = request.mutable_person()->add_documents();
+      document->set_type(v1::PASSPORT);
+      document->set_number(
+          absl::StrCat("P", std::string(23, '0'), 10000000 + i));
+      document->set_issuing_country("KWT");
+    }
+    v1::EnrollResponse response;
+    const grpc::Status status =
+        enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    enrolled.push_back(response.person().subject_id());
+  }
+  std::sort(enrolled.begin(), enrolled.end());
+  std::vector<std::string> listed;
+  v1::ListPersonsRequest request;
+  request.set_page_size(100);
+  int pages = 0;
+  while (true) {
+    v1::ListPersonsResponse page;
+    const grpc::Status status =
+        enrollment_->ListPersons(Ctx(absl::Seconds(60)).get(), request, &page);
+    ASSERT_TRUE(status.ok())
+        << status.error_code() << " " << status.error_message();
+    ++pages;
+    for (const v1::Person& person : page.persons()) {
+      listed.push_back(person.subject_id());
+    }
+    if (page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  EXPECT_EQ(listed, enrolled);
+  EXPECT_GE(pages, 2);
+  // More documents than the configured limit are refused, naming the field.
+  v1::EnrollRequest over = services::SyntheticEnrollRequest(model_, 99);
+  over.set_request_id("enroll-99");
+  over.mutable_person()->clear_documents();
+  for (int i = 0; i < 10001; ++i) {
+    v1::Document* document = over.mutable_person()->add_documents();
+    document->set_type(v1::PASSPORT);
+    document->set_number(absl::StrCat("P", i));
+    document->set_issuing_country("KWT");
+  }
+  v1::EnrollResponse response;
+  const grpc::Status refused =
+      enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), over, &response);
+  EXPECT_EQ(refused.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message(),
+            "person.documents: at most 10000, not 10001");
+}
+
+TEST(InputLimitsConfigTest, DefaultsOverridesAndErrorsNameTheField) {
+  absl::StatusOr<config::ServerConfig> example = services::LoadConfig(
+      std::string(HAWIYA_SOURCE_DIR) + "/deploy/hawiya.textproto");
+  ASSERT_TRUE(example.ok()) << example.status();
+  const enroll::InputLimits defaults;
+  enroll::InputLimits limits = services::InputLimitsOf(*example);
+  EXPECT_EQ(limits.max_documents, defaults.max_documents);
+  EXPECT_EQ(limits.max_faces, defaults.max_faces);
+  EXPECT_EQ(limits.max_fingerprints, defaults.max_fingerprints);
+  EXPECT_EQ(limits.max_irises, defaults.max_irises);
+  EXPECT_EQ(defaults.max_documents, 16u);
+  EXPECT_EQ(defaults.max_faces, 5u);
+
+  const std::string dir = NewTempDir("hawiya-limits-config");
+  const std::string path = dir + "/config.textproto";
+  const auto load = [&path](const std::string& text) {
+    std::ofstream(path) << text;
+    return services::LoadConfig(path);
+  };
+  absl::StatusOr<config::ServerConfig> config =
+      load("limits { max_documents: 100 max_faces: 1 max_irises: 1 }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  limits = services::InputLimitsOf(*config);
+  EXPECT_EQ(limits.max_documents, 100u);
+  EXPECT_EQ(limits.max_faces, 1u);
+  EXPECT_EQ(limits.max_fingerprints, 10u);
+  EXPECT_EQ(limits.max_irises, 1u);
+  for (const auto& [text, error] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"limits { max_documents: 10001 }",
+            "limits.max_documents: 10001 is more than 10000"},
+           {"limits { max_faces: 101 }",
+            "limits.max_faces: 101 is more than 100"},
+           {"limits { max_fingerprints: 11 }",
+            "limits.max_fingerprints: 11 is more than 10"},
+           {"limits { max_irises: 3 }",
+            "limits.max_irises: 3 is more than 2"}}) {
+    const absl::Status bad = load(text).status();
+    EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(std::string(bad.message()), ::testing::HasSubstr(error));
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // The registry's own checks, below the gRPC layer: a BatchEnroll whose
