@@ -359,6 +359,19 @@ TEST_F(AuditProcessTest, RecordsAllowedAndRefusedCallsAndVerifiesOffline) {
   EXPECT_EQ(tampered.exit_code, 1);
   EXPECT_THAT(tampered.out,
               HasSubstr(absl::StrCat("BROKEN at record ", denied.sequence())));
+  // The denial's principal cast to a BLOB: same bytes, same hash, but no
+  // longer found by a principal filter.
+  const std::string cast = dir_ + "/cast";
+  fs::copy(Data(), cast, fs::copy_options::recursive);
+  testing::RawDb(cast + "/hawiya.db")
+      .Exec(absl::StrCat(
+          "UPDATE audit SET principal = CAST(principal AS BLOB) WHERE seq = ",
+          denied.sequence()));
+  testing::CommandResult recast = Cli("audit verify --data_dir=" + cast);
+  EXPECT_EQ(recast.exit_code, 1);
+  EXPECT_THAT(recast.out,
+              HasSubstr(absl::StrCat("BROKEN at record ", denied.sequence())));
+  EXPECT_THAT(recast.out, HasSubstr("principal is stored as BLOB"));
   // Its tail cut off: a valid shorter chain, caught by the anchor.
   const std::string cut = dir_ + "/cut";
   fs::copy(Data(), cut, fs::copy_options::recursive);
