@@ -435,7 +435,7 @@ void AuditCandidates(const std::vector<v1::Candidate>& candidates,
 }
 
 // Fills an EnrollResponse's case from the store (a replay answers with the
-// case its first response opened).
+// person as it is now: the case still holding it back, if any).
 absl::Status FillCaseOf(Store& store, v1::EnrollResponse* response) {
   const std::string& case_id = response->person().case_id();
   if (case_id.empty()) return absl::OkStatus();
@@ -1919,6 +1919,7 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
   decision.adjudicator = audit->event.principal;
   decision.comment = request.comment();
   decision.request_id = request.request_id();
+  decision.fingerprint = Fingerprint(request);
   decision.duplicate_of = request.duplicate_of();
   decision.merge_templates = request.merge_templates();
   // A merge may not give the existing person more templates than Enroll

@@ -77,7 +77,9 @@ struct ServerOptions {
   std::vector<std::pair<std::string, std::string>> build_info;
 };
 
-// Whether host:port names a loopback address (127.0.0.0/8, ::1, localhost).
+// Whether host:port names a loopback address: a literal IPv4 address in
+// 127.0.0.0/8, ::1 (as [::1]:port), or localhost. Any other host name is
+// refused whatever it resolves to (no DNS at start-up).
 bool IsLoopback(const std::string& listen);
 
 class Server {

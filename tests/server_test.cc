@@ -1152,6 +1152,28 @@ TEST(ServerOptionsTest, PlaintextOnlyOnLoopback) {
   EXPECT_THAT(std::string(server.status().message()), StartsWith("listen"));
 }
 
+// A host name may resolve to any address: only literal loopback addresses
+// and localhost pass, whatever the name looks like.
+TEST(ServerOptionsTest, PlaintextRefusesHostNamesThatLookLikeLoopback) {
+  EXPECT_TRUE(services::IsLoopback("127.255.0.9:1"));
+  for (const char* listen :
+       {"127.attacker.test:50051", "127.0.0.1.attacker.test:50051",
+        "127.evil:50051", "localhost.attacker.test:50051", "localhost.:1",
+        "[::1.attacker.test]:1", "::1.attacker.test:1", "127.1:50051",
+        "[::ffff:10.0.0.1]:1", "[::]:1", "128.0.0.1:1", "attacker.test:1"}) {
+    EXPECT_FALSE(services::IsLoopback(listen)) << listen;
+  }
+  services::ServerOptions options;
+  options.listen = "127.attacker.test:0";
+  absl::StatusOr<std::unique_ptr<services::Server>> server =
+      services::Server::Start(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition)
+      << server.status();
+  EXPECT_THAT(std::string(server.status().message()),
+              StartsWith("listen: plaintext (--insecure) is only served on "
+                         "loopback addresses, not 127.attacker.test:0"));
+}
+
 }  // namespace
 }  // namespace hawiya
 

@@ -315,6 +315,59 @@ TEST_F(StoreTest, ReplayReturnsFirstResultAndWritesNothing) {
             absl::StatusCode::kNotFound);
 }
 
+// The idempotency row names the subject only: after an update a replay
+// answers with the record as it is now, and no copy of the old one is kept.
+TEST_F(StoreTest, ReplayAfterUpdateAnswersWithThePersonAsItIsNow) {
+  WriteResult first = Create(MakePerson("s-1", "123"), {Face(0.1f)}, "req-1");
+  ASSERT_EQ(first.person.name_latin().given(), "Given 123");
+  Person renamed = first.person;
+  renamed.mutable_name_latin()->set_given("Renamed");
+  ASSERT_TRUE(store_->UpdatePerson(renamed, 1).ok());
+
+  absl::StatusOr<WriteResult> replay = store_->CreatePerson(
+      Key("req-1"), MakePerson("s-retry", "123"), {Face(0.1f)});
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(replay->replayed);
+  EXPECT_EQ(replay->person.subject_id(), "s-1");
+  EXPECT_EQ(replay->person.name_latin().given(), "Renamed");
+  EXPECT_EQ(replay->person.version(), 2);
+  EXPECT_EQ(replay->person.SerializeAsString(),
+            store_->GetPerson("s-1")->SerializeAsString());
+  RawDb raw(path_);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency WHERE "
+                    "instr(response, 'Given 123') > 0"),
+            0);
+  Person stub;
+  ASSERT_TRUE(stub.ParseFromString(
+      raw.Blob("SELECT response FROM idempotency WHERE request_id = 'req-1'")));
+  EXPECT_EQ(stub.ShortDebugString(), "subject_id: \"s-1\"");
+}
+
+// Rows an older version wrote with the whole record are reduced to the
+// subject id once, at open; replays still answer.
+TEST_F(StoreTest, OpenReducesResponsesOlderVersionsStoredWhole) {
+  WriteResult first = Create(MakePerson("s-1", "123"), {Face(0.1f)}, "req-1");
+  {
+    RawDb raw(path_);
+    raw.ExecBlob("UPDATE idempotency SET response = ?1",
+                 first.person.SerializeAsString());
+    raw.Exec("DELETE FROM meta WHERE key = 'responses_scrubbed'");
+  }
+  Reopen();
+  RawDb raw(path_);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency WHERE "
+                    "instr(response, 'Given 123') > 0"),
+            0);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM meta WHERE key = "
+                    "'responses_scrubbed'"),
+            1);
+  absl::StatusOr<WriteResult> replay =
+      store_->CreatePerson(Key("req-1"), MakePerson("s-retry", "123"), {});
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_EQ(replay->person.SerializeAsString(),
+            first.person.SerializeAsString());
+}
+
 TEST_F(StoreTest, CreatePersonsIsOneTransactionNamingTheFailedItem) {
   Create(MakePerson("s-0", "100"), {Face(0.1f)}, "req-0");
   RawDb raw(path_);
@@ -475,6 +528,24 @@ TEST_F(StoreTest, UpdateIsCompareAndSet) {
   absl::StatusOr<Person> missing = store_->UpdatePerson(ghost, 1);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(missing.status().message(), "subject_id: no person ghost");
+}
+
+// A revoked record stays as it was withdrawn: UpdatePerson refuses it, as
+// ReplaceTemplates does.
+TEST_F(StoreTest, RevokedRecordCannotBeUpdated) {
+  WriteResult created = Create(MakePerson("s-1", "123"));
+  ASSERT_TRUE(store_->RevokePerson("s-1", "fraudulent enrollment").ok());
+  Person change = created.person;
+  change.clear_state();
+  change.mutable_name_latin()->set_given("Renamed");
+  absl::StatusOr<Person> refused = store_->UpdatePerson(change, 2);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(), "person.subject_id: person is REVOKED");
+  absl::StatusOr<Person> kept = store_->GetPerson("s-1");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->version(), 2);
+  EXPECT_EQ(kept->name_latin().given(), "Given 123");
+  EXPECT_EQ(kept->state(), hawiya::v1::REVOKED);
 }
 
 TEST_F(StoreTest, UpdateWithoutStateKeepsStoredState) {
