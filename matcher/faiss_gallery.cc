@@ -72,6 +72,7 @@
 #include "matcher/kernels.h"
 #include "matcher/scan_pool.h"
 #include "matcher/snapshot.h"
+#include "matcher/top_hits.h"
 
 // The Fortran BLAS entry point, declared as FAISS (faiss/utils/distances.cpp)
 // does: FAISS links the system BLAS (OpenBLAS on Debian 12), and every BLAS
@@ -104,31 +105,6 @@ constexpr size_t kBlasProbeBlock = 1024;
 // Search needs: room for rounding differences at the cut, so that the proof
 // in the file comment rarely fails and sends the probe to the exact path.
 size_t BlasCandidates(size_t fetch) { return fetch + 8 + fetch / 8; }
-
-// Adds hits [first, first + n) with the given scores to a top-`keep` list:
-// filled in order until it holds keep hits, then kept as a heap whose front
-// is its worst hit. Never allocates if list->capacity() >= keep.
-void CollectTop(const float* scores, size_t n, size_t first, size_t keep,
-                std::vector<ScanHit>* list) {
-  size_t i = 0;
-  for (; i < n && list->size() < keep; ++i) {
-    list->push_back({scores[i], first + i});
-    if (list->size() == keep) {
-      std::make_heap(list->begin(), list->end(), BetterHit);
-    }
-  }
-  if (i == n) return;
-  float worst = list->front().score;
-  for (; i < n; ++i) {
-    if (scores[i] < worst) continue;
-    const ScanHit hit{scores[i], first + i};
-    if (!BetterHit(hit, list->front())) continue;
-    std::pop_heap(list->begin(), list->end(), BetterHit);
-    list->back() = hit;
-    std::push_heap(list->begin(), list->end(), BetterHit);
-    worst = list->front().score;
-  }
-}
 
 class FaissGallery final : public Gallery {
  public:
@@ -442,7 +418,8 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
         sgemm_("T", "N", &mi, &ni, &di, &one, base + r0 * d, &di,
                units + p0 * d, &di, &zero, ip, &mi);
         for (size_t p = 0; p < probes; ++p) {
-          CollectTop(ip + p * rows, rows, r0, keep, &lists[t][p0 + p]);
+          AddToTop(ip + p * rows, rows, r0, /*live=*/nullptr, keep,
+                   &lists[t][p0 + p]);
         }
       }
     }
@@ -463,11 +440,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
     for (auto& per_thread : lists) {
       merged.insert(merged.end(), per_thread[i].begin(), per_thread[i].end());
     }
-    if (merged.size() > keep) {
-      std::nth_element(merged.begin(), merged.begin() + (keep - 1),
-                       merged.end(), BetterHit);
-      merged.resize(keep);
-    }
+    SortBest(keep, &merged);
     // Every row left out has an sgemm score of at most `cut`.
     float cut = std::numeric_limits<float>::infinity();
     const float* unit = units + i * d;

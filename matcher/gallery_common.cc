@@ -161,11 +161,11 @@ std::vector<SubjectScore> ExactSubjects(const float* unit, const float* rows,
                                         absl::Span<const int64_t> row_label,
                                         const SubjectBook& book, size_t fetch,
                                         float* boundary) {
-  std::vector<RowHit> top;
+  std::vector<ScanHit> top;
   TopRowsFp32(unit, rows, n, d, fetch, live, 0, &top);
   std::vector<LabelHit> hits;
   hits.reserve(top.size());
-  for (const RowHit& hit : top) {
+  for (const ScanHit& hit : top) {
     hits.push_back(LabelHit{hit.score, row_label[hit.row]});
   }
   return CollapseToSubjects(hits, book, boundary);
