@@ -65,7 +65,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "faiss/IndexFlat.h"
-#include "faiss/impl/FaissException.h"
 #include "matcher/gallery.h"
 #include "matcher/gallery_common.h"
 #include "matcher/gallery_kinds.h"
@@ -89,10 +88,6 @@ namespace {
 using FaissLabel = faiss::Index::idx_t;
 static_assert(std::is_same_v<FaissLabel, int64_t>,
               "gallery labels are passed to FAISS without conversion");
-
-absl::Status FaissError(absl::string_view operation, const std::exception& e) {
-  return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
-}
 
 // Rows per sgemm call: 1024 rows x 512 floats (2 MiB) per block, as FAISS's
 // exhaustive_inner_product_blas; every probe of a block is scored at once.
@@ -237,8 +232,6 @@ absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
   }
   try {
     flat_.add(static_cast<FaissLabel>(entries.size()), vectors->data());
-  } catch (const faiss::FaissException& e) {
-    return FaissError("add", e);
   } catch (const std::exception& e) {
     return FaissError("add", e);
   }
@@ -756,8 +749,6 @@ absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
     const GalleryOptions& options, SnapshotReader* in) {
   try {
     return FaissGallery::Load(options, in);
-  } catch (const faiss::FaissException& e) {
-    return FaissError("load", e);
   } catch (const std::exception& e) {
     // bad_alloc for a gallery larger than memory.
     return FaissError("load", e);
@@ -815,8 +806,6 @@ absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
         options.scan_pool != nullptr ? options.scan_pool : &ScanPool::Default();
     return std::unique_ptr<Gallery>(
         std::make_unique<FaissGallery>(options.dimension, pool));
-  } catch (const faiss::FaissException& e) {
-    return FaissError("open", e);
   } catch (const std::exception& e) {
     return FaissError("open", e);
   }

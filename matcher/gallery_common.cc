@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <string>
 #include <utility>
@@ -20,6 +21,10 @@
 #include "matcher/snapshot.h"
 
 namespace hawiya::matcher {
+
+absl::Status FaissError(absl::string_view operation, const std::exception& e) {
+  return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
+}
 
 bool BetterSubject(const SubjectScore& a, const SubjectScore& b) {
   if (a.score != b.score) return a.score > b.score;

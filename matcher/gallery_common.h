@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,11 @@ inline constexpr size_t kExactBatchBlasMinProbes = 20;
 // them normalised, concatenated in order.
 absl::StatusOr<std::vector<float>> NormalizedProbes(
     absl::Span<const std::vector<float>> probes, int dimension);
+
+// INTERNAL "faiss <operation>: <what>". FAISS (and the allocation around
+// it) fails by exception; galleries catch it and return this instead, so no
+// exception leaves the matcher.
+absl::Status FaissError(absl::string_view operation, const std::exception& e);
 
 // Longest subject id a snapshot may hold; longer ones mean a corrupt stream.
 inline constexpr size_t kMaxSnapshotSubjectBytes = 1024;

@@ -63,7 +63,6 @@
 #include "absl/types/span.h"
 #include "faiss/IndexHNSW.h"
 #include "faiss/impl/AuxIndexStructures.h"
-#include "faiss/impl/FaissException.h"
 #include "faiss/impl/HNSW.h"
 #include "faiss/impl/IDSelector.h"
 #include "faiss/utils/Heap.h"
@@ -94,10 +93,6 @@ constexpr size_t kRebuildChunkNodes = 4096;
 constexpr size_t kFinalReplayTemplates = 256;
 // ...for at most this many rounds (writes could outpace the replay).
 constexpr int kMaxReplayRounds = 8;
-
-absl::Status FaissError(absl::string_view operation, const std::exception& e) {
-  return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
-}
 
 // Filters tombstones out of FAISS's HNSW results.
 class LiveSelector final : public faiss::IDSelector {
