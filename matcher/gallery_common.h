@@ -30,7 +30,7 @@ inline constexpr size_t kMaxIndexRows = 0x7fffffff;
 
 // Gallery::SearchBatch on an exact gallery scores batches of at least this
 // many probes with one BLAS sgemm per block of rows instead of the scan
-// pool's multi-query passes (measured crossover, see faiss_gallery.cc).
+// pool's multi-query passes (measured crossover, see exact_gallery.cc).
 inline constexpr size_t kExactBatchBlasMinProbes = 20;
 
 // Validates every probe (INVALID_ARGUMENT naming "probes[i]") and returns

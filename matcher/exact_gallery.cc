@@ -101,14 +101,14 @@ constexpr size_t kBlasProbeBlock = 1024;
 // in the file comment rarely fails and sends the probe to the exact path.
 size_t BlasCandidates(size_t fetch) { return fetch + 8 + fetch / 8; }
 
-class FaissGallery final : public Gallery {
+class ExactGallery final : public Gallery {
  public:
   // REQUIRES: pool != nullptr, outlives the gallery.
-  FaissGallery(int dimension, ScanPool* pool)
+  ExactGallery(int dimension, ScanPool* pool)
       : dimension_(dimension), pool_(pool), flat_(dimension) {}
 
-  FaissGallery(const FaissGallery&) = delete;
-  FaissGallery& operator=(const FaissGallery&) = delete;
+  ExactGallery(const ExactGallery&) = delete;
+  ExactGallery& operator=(const ExactGallery&) = delete;
 
   absl::Status Add(absl::Span<const GalleryEntry> entries) override;
   size_t RemoveSubject(absl::string_view subject_id) override;
@@ -201,7 +201,7 @@ class FaissGallery final : public Gallery {
   std::vector<size_t> subjects_with_count_ ABSL_GUARDED_BY(mu_);
 };
 
-void FaissGallery::Recount(size_t from, size_t to) {
+void ExactGallery::Recount(size_t from, size_t to) {
   if (from > 0) --subjects_with_count_[from];
   if (to > 0) {
     if (subjects_with_count_.size() <= to) subjects_with_count_.resize(to + 1);
@@ -212,7 +212,7 @@ void FaissGallery::Recount(size_t from, size_t to) {
   }
 }
 
-absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
+absl::Status ExactGallery::Add(absl::Span<const GalleryEntry> entries) {
   // Validate and normalise before taking the lock: this is the expensive part
   // and touches no shared state.
   absl::StatusOr<std::vector<float>> vectors =
@@ -246,7 +246,7 @@ absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
   return absl::OkStatus();
 }
 
-size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
+size_t ExactGallery::RemoveSubject(absl::string_view subject_id) {
   absl::WriterMutexLock lock(&mu_);
   auto it = subject_labels_.find(subject_id);
   if (it == subject_labels_.end()) return 0;
@@ -278,7 +278,7 @@ size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
   return removed;
 }
 
-size_t FaissGallery::TemplatesToFetch(size_t k) const {
+size_t ExactGallery::TemplatesToFetch(size_t k) const {
   const size_t total = row_label_.size();
   if (k >= subject_labels_.size()) return total;
   const size_t per_subject = MaxTemplatesPerSubject();
@@ -288,7 +288,7 @@ size_t FaissGallery::TemplatesToFetch(size_t k) const {
   return std::min(total, k * per_subject + 1);
 }
 
-std::vector<SubjectScore> FaissGallery::Collapse(absl::Span<const ScanHit> hits,
+std::vector<SubjectScore> ExactGallery::Collapse(absl::Span<const ScanHit> hits,
                                                  float* boundary) const {
   absl::flat_hash_map<absl::string_view, float> best;
   *boundary = std::numeric_limits<float>::infinity();
@@ -308,7 +308,7 @@ std::vector<SubjectScore> FaissGallery::Collapse(absl::Span<const ScanHit> hits,
   return out;
 }
 
-std::vector<std::vector<SubjectScore>> FaissGallery::SearchOnPool(
+std::vector<std::vector<SubjectScore>> ExactGallery::SearchOnPool(
     absl::Span<const float* const> units, size_t k) const {
   std::vector<std::vector<SubjectScore>> out(units.size());
   const size_t total = row_label_.size();
@@ -351,7 +351,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchOnPool(
   return out;
 }
 
-absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
+absl::StatusOr<std::vector<SubjectScore>> ExactGallery::Search(
     absl::Span<const float> probe, size_t k) const {
   absl::StatusOr<std::vector<float>> normalized =
       NormalizedProbe(probe, dimension_);
@@ -362,7 +362,7 @@ absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
   return std::move(SearchOnPool(absl::MakeConstSpan(&unit, 1), k)[0]);
 }
 
-std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
+std::vector<std::vector<SubjectScore>> ExactGallery::SearchWithBlas(
     const float* units, size_t n, size_t k) const {
   const size_t d = static_cast<size_t>(dimension_);
   const size_t total = row_label_.size();
@@ -468,7 +468,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
 }
 
 absl::StatusOr<std::vector<std::vector<SubjectScore>>>
-FaissGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
+ExactGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
                           size_t k) const {
   absl::StatusOr<std::vector<float>> units =
       NormalizedProbes(probes, dimension_);
@@ -501,7 +501,7 @@ FaissGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
   }
 }
 
-absl::StatusOr<float> FaissGallery::ScoreSubject(
+absl::StatusOr<float> ExactGallery::ScoreSubject(
     absl::string_view subject_id, absl::Span<const float> probe) const {
   absl::StatusOr<std::vector<float>> normalized =
       NormalizedProbe(probe, dimension_);
@@ -532,7 +532,7 @@ absl::StatusOr<float> FaissGallery::ScoreSubject(
 //   i64s   end offset of each subject id in those bytes
 //   i32s   index of each row's subject among those ids
 //   bytes  the rows: normalised fp32 vectors, dimension floats per row
-absl::Status FaissGallery::Save(SnapshotWriter* out) const {
+absl::Status ExactGallery::Save(SnapshotWriter* out) const {
   // The subject table below allocates; running out of memory is an error
   // for the caller (a snapshot not written), not an exception.
   try {
@@ -542,7 +542,7 @@ absl::Status FaissGallery::Save(SnapshotWriter* out) const {
   }
 }
 
-absl::Status FaissGallery::SaveOrThrow(SnapshotWriter* out) const {
+absl::Status ExactGallery::SaveOrThrow(SnapshotWriter* out) const {
   // A reader lock: searches go on, writers wait, so the rows, labels and
   // subjects written are those of one instant.
   absl::ReaderMutexLock lock(&mu_);
@@ -578,14 +578,14 @@ absl::Status FaissGallery::SaveOrThrow(SnapshotWriter* out) const {
 
 // The maps of a gallery being loaded, built apart from it so that a second
 // thread can build them while the first reads the vectors.
-struct FaissGallery::Maps {
+struct ExactGallery::Maps {
   absl::flat_hash_map<int64_t, size_t> label_row;
   absl::flat_hash_map<int64_t, std::string> label_subject;
   absl::flat_hash_map<std::string, std::vector<int64_t>> subject_labels;
   std::vector<size_t> subjects_with_count;
 };
 
-absl::Status FaissGallery::BuildMaps(absl::Span<const int64_t> labels,
+absl::Status ExactGallery::BuildMaps(absl::Span<const int64_t> labels,
                                      absl::Span<const absl::string_view> ids,
                                      absl::Span<const uint32_t> counts,
                                      absl::Span<const int32_t> row_subject,
@@ -632,7 +632,7 @@ absl::Status FaissGallery::BuildMaps(absl::Span<const int64_t> labels,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
+absl::StatusOr<std::unique_ptr<Gallery>> ExactGallery::Load(
     const GalleryOptions& options, SnapshotReader* in) {
   const size_t d = static_cast<size_t>(options.dimension);
   absl::StatusOr<uint64_t> dimension = in->ReadU64();
@@ -726,7 +726,7 @@ absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
                      codes.size(), " bytes of vectors (", d, " floats each)"));
   }
 
-  auto gallery = std::make_unique<FaissGallery>(
+  auto gallery = std::make_unique<ExactGallery>(
       options.dimension,
       options.scan_pool != nullptr ? options.scan_pool : &ScanPool::Default());
   {
@@ -748,64 +748,20 @@ absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
 absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
     const GalleryOptions& options, SnapshotReader* in) {
   try {
-    return FaissGallery::Load(options, in);
+    return ExactGallery::Load(options, in);
   } catch (const std::exception& e) {
     // bad_alloc for a gallery larger than memory.
     return FaissError("load", e);
   }
 }
 
-absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
-    const GalleryOptions& options, SnapshotReader* in) {
-  if (options.dimension <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dimension: must be positive, got ", options.dimension));
-  }
-  if (absl::Status s = CheckIndexOptions(options.index); !s.ok()) return s;
-  // Kind names are short; a longer one is corruption, not a new kind.
-  constexpr size_t kMaxKindNameBytes = 64;
-  absl::StatusOr<std::string> name = in->ReadString(kMaxKindNameBytes);
-  if (!name.ok()) return name.status();
-  absl::StatusOr<IndexKind> kind = ParseIndexKind(*name);
-  if (!kind.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("snapshot: unknown index kind \"", *name, "\""));
-  }
-  if (*kind != options.index.kind) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("index.kind: the snapshot holds a ", *name,
-                     " gallery, the options ask "
-                     "for ",
-                     IndexKindName(options.index.kind)));
-  }
-  switch (*kind) {
-    case IndexKind::kExact:
-      return LoadExactGallery(options, in);
-    case IndexKind::kExactSq8:
-      return LoadExactSq8Gallery(options, in);
-    case IndexKind::kHnsw:
-    case IndexKind::kAuto:
-      return LoadHnswGallery(options, in);
-  }
-  return absl::DataLossError(
-      absl::StrCat("snapshot: unknown index kind \"", *name, "\""));
-}
-
-absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
+absl::StatusOr<std::unique_ptr<Gallery>> OpenExactGallery(
     const GalleryOptions& options) {
-  if (options.dimension <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dimension: must be positive, got ", options.dimension));
-  }
-  if (absl::Status s = CheckIndexOptions(options.index); !s.ok()) return s;
-  if (options.index.kind != IndexKind::kExact) {
-    return OpenApproximateGallery(options);
-  }
   try {
     ScanPool* pool =
         options.scan_pool != nullptr ? options.scan_pool : &ScanPool::Default();
     return std::unique_ptr<Gallery>(
-        std::make_unique<FaissGallery>(options.dimension, pool));
+        std::make_unique<ExactGallery>(options.dimension, pool));
   } catch (const std::exception& e) {
     return FaissError("open", e);
   }
