@@ -116,6 +116,43 @@ std::vector<int64_t> SubjectBook::RemoveSubject(absl::string_view subject_id) {
   return labels;
 }
 
+absl::Status SubjectBook::AddSubjects(absl::Span<const absl::string_view> ids,
+                                      absl::Span<const uint32_t> counts,
+                                      absl::Span<const int32_t> row_subject,
+                                      absl::Span<const int64_t> labels) {
+  const size_t subjects = ids.size();
+  subject_labels_.reserve(subjects);
+  for (size_t i = 0; i < subjects; ++i) {
+    if (counts[i] == 0) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot: subject ", i, " has no template"));
+    }
+    auto [it, inserted] = subject_labels_.try_emplace(ids[i]);
+    if (!inserted) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot: subject ", ids[i], " is listed twice"));
+    }
+    it->second.reserve(counts[i]);
+    Recount(0, counts[i]);
+  }
+  // Every subject is in: the map no longer rehashes, so these pointers stay
+  // valid while the rows are filled in.
+  std::vector<std::vector<int64_t>*> subject_labels(subjects);
+  for (size_t i = 0; i < subjects; ++i) {
+    subject_labels[i] = &subject_labels_.find(ids[i])->second;
+  }
+  label_subject_.reserve(labels.size());
+  for (size_t row = 0; row < labels.size(); ++row) {
+    const auto subject = static_cast<size_t>(row_subject[row]);
+    if (!label_subject_.emplace(labels[row], ids[subject]).second) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot: label ", labels[row], " is held twice"));
+    }
+    subject_labels[subject]->push_back(labels[row]);
+  }
+  return absl::OkStatus();
+}
+
 const std::string* SubjectBook::SubjectOf(int64_t label) const {
   auto it = label_subject_.find(label);
   return it == label_subject_.end() ? nullptr : &it->second;

@@ -57,7 +57,7 @@ void GrowCapacity(V& v, size_t n) {
 // Best score first, ties by subject_id (the Gallery::Search order).
 bool BetterSubject(const SubjectScore& a, const SubjectScore& b);
 
-// Validates entries exactly as the exact gallery does (INVALID_ARGUMENT
+// Validates entries (INVALID_ARGUMENT
 // naming entries[i].subject_id or entries[i].vector) and returns their
 // vectors normalised, concatenated in entry order.
 absl::StatusOr<std::vector<float>> NormalizedEntries(
@@ -71,7 +71,7 @@ absl::StatusOr<std::vector<float>> NormalizedProbe(
 class SubjectBook {
  public:
   // ALREADY_EXISTS naming entries[i].label if a label is present or repeated
-  // within the batch, as the exact gallery reports it.
+  // within the batch.
   absl::Status CheckNewLabels(absl::Span<const GalleryEntry> entries) const;
 
   // REQUIRES: label is not present.
@@ -88,10 +88,28 @@ class SubjectBook {
   size_t templates() const { return label_subject_.size(); }
   size_t subjects() const { return subject_labels_.size(); }
 
+  // Every subject's labels, for snapshots (iteration order is arbitrary).
+  const absl::flat_hash_map<std::string, std::vector<int64_t>>& by_subject()
+      const {
+    return subject_labels_;
+  }
+
+  // Adds a snapshot's subject table at once, with one lookup per subject
+  // rather than one per label as Add: subject i is ids[i], and row r holds
+  // label labels[r] of subject ids[row_subject[r]]. DATA_LOSS if a subject
+  // has no template or is listed twice, or a label repeats. REQUIRES: the
+  // book is empty; every row_subject[r] < ids.size(), and counts[i] is the
+  // number of rows of subject i.
+  absl::Status AddSubjects(absl::Span<const absl::string_view> ids,
+                           absl::Span<const uint32_t> counts,
+                           absl::Span<const int32_t> row_subject,
+                           absl::Span<const int64_t> labels);
+
   // How many template hits guarantee that the best k subjects are among
   // them: no subject fills more than its number of templates, and one hit
-  // more than the top k subjects can hold bounds every subject not fetched.
-  // The same rule as the exact gallery. REQUIRES: k > 0.
+  // more than the top k subjects can hold is a strict bound on every subject
+  // not fetched (so a search rescans only on real ties, MustRescan).
+  // REQUIRES: k > 0.
   size_t TemplatesToFetch(size_t k) const;
 
  private:
@@ -101,7 +119,9 @@ class SubjectBook {
   absl::flat_hash_map<int64_t, std::string> label_subject_;
   absl::flat_hash_map<std::string, std::vector<int64_t>> subject_labels_;
   // subjects_with_count_[n]: subjects with exactly n templates; the last
-  // element is never zero (so size() - 1 is the current maximum).
+  // element is never zero (so size() - 1 is the current maximum). A
+  // histogram rather than a high-water mark keeps searches from
+  // over-fetching forever after one subject with many templates has left.
   std::vector<size_t> subjects_with_count_;
 };
 
