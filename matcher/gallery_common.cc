@@ -1,6 +1,7 @@
 #include "matcher/gallery_common.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -295,6 +296,55 @@ absl::Status WriteChunkedI64s(SnapshotWriter* out,
 absl::Status ReadChunkedI64s(SnapshotReader* in, size_t count,
                              std::vector<int64_t>* values) {
   return ReadChunked(in, count, values, &SnapshotReader::ReadI64s);
+}
+
+absl::Status WriteKindHeader(SnapshotWriter* out, IndexKind kind,
+                             uint32_t version, int dimension) {
+  absl::Status s = out->WriteString(IndexKindName(kind));
+  if (s.ok()) s = out->WriteU32(version);
+  if (s.ok()) s = out->WriteU32(static_cast<uint32_t>(dimension));
+  return s;
+}
+
+absl::Status ReadKindHeader(SnapshotReader* in, absl::string_view format,
+                            uint32_t version, int dimension) {
+  absl::StatusOr<uint32_t> saved_version = in->ReadU32();
+  if (!saved_version.ok()) return saved_version.status();
+  if (*saved_version != version) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot: ", format, " format version ", *saved_version,
+        " is not supported (expected ", version, ")"));
+  }
+  absl::StatusOr<uint32_t> saved_dimension = in->ReadU32();
+  if (!saved_dimension.ok()) return saved_dimension.status();
+  if (*saved_dimension != static_cast<uint32_t>(dimension)) {
+    return OptionMismatch("dimension", *saved_dimension, dimension);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteSq8Ranges(SnapshotWriter* out, absl::Span<const float> vmin,
+                            absl::Span<const float> vdiff) {
+  absl::Status s = out->WriteFloats(vmin);
+  if (s.ok()) s = out->WriteFloats(vdiff);
+  return s;
+}
+
+absl::Status ReadSq8Ranges(SnapshotReader* in, size_t d,
+                           std::vector<float>* vmin,
+                           std::vector<float>* vdiff) {
+  if (absl::Status s = in->ReadFloats(d, vmin); !s.ok()) return s;
+  if (absl::Status s = in->ReadFloats(d, vdiff); !s.ok()) return s;
+  if (vmin->size() != d || vdiff->size() != d) {
+    return absl::DataLossError("snapshot: SQ8 ranges of the wrong size");
+  }
+  for (size_t j = 0; j < d; ++j) {
+    if (!std::isfinite((*vmin)[j]) || !std::isfinite((*vdiff)[j]) ||
+        (*vdiff)[j] < 0.0f) {
+      return absl::DataLossError("snapshot: SQ8 ranges are not valid");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status OptionMismatch(absl::string_view field, uint64_t saved,

@@ -172,6 +172,23 @@ absl::Status WriteChunkedI64s(SnapshotWriter* out,
 absl::Status ReadChunkedI64s(SnapshotReader* in, size_t count,
                              std::vector<int64_t>* values);
 
+// The header of every kind's snapshot but kExact's (whose layout predates
+// it): the kind name (gallery_kinds.h), u32 format version, u32 dimension.
+absl::Status WriteKindHeader(SnapshotWriter* out, IndexKind kind,
+                             uint32_t version, int dimension);
+// Reads that header after the kind name (which Gallery::Load reads):
+// DATA_LOSS "snapshot: <format> format version V is not supported (expected
+// E)" for another version, OptionMismatch for another dimension.
+absl::Status ReadKindHeader(SnapshotReader* in, absl::string_view format,
+                            uint32_t version, int dimension);
+
+// SQ8 ranges (row_scan.h) in a snapshot: d floats vmin, then d floats vdiff.
+absl::Status WriteSq8Ranges(SnapshotWriter* out, absl::Span<const float> vmin,
+                            absl::Span<const float> vdiff);
+// DATA_LOSS unless both hold d finite floats and no vdiff is negative.
+absl::Status ReadSq8Ranges(SnapshotReader* in, size_t d,
+                           std::vector<float>* vmin, std::vector<float>* vdiff);
+
 // FAILED_PRECONDITION: "snapshot was written with <field> = <saved>, the
 // options say <wanted>".
 absl::Status OptionMismatch(absl::string_view field, uint64_t saved,

@@ -223,9 +223,8 @@ absl::StatusOr<float> HnswGallery::ScoreSubject(
 // it needs one.
 absl::Status HnswGallery::Save(SnapshotWriter* out) const {
   absl::ReaderMutexLock lock(&rebuilder_.mu());
-  absl::Status s = out->WriteString(IndexKindName(options_.index.kind));
-  if (s.ok()) s = out->WriteU32(kFormatVersion);
-  if (s.ok()) s = out->WriteU32(static_cast<uint32_t>(options_.dimension));
+  absl::Status s = WriteKindHeader(out, options_.index.kind, kFormatVersion,
+                                   options_.dimension);
   if (s.ok()) s = out->WriteU32(static_cast<uint32_t>(options_.index.hnsw.m));
   if (s.ok()) s = out->WriteU32(options_.index.hnsw.sq8_storage ? 1 : 0);
   if (s.ok()) s = rebuilder_.current().Save(out, book_);
@@ -234,17 +233,10 @@ absl::Status HnswGallery::Save(SnapshotWriter* out) const {
 
 absl::StatusOr<std::unique_ptr<Gallery>> HnswGallery::Load(
     const GalleryOptions& options, SnapshotReader* in) {
-  absl::StatusOr<uint32_t> version = in->ReadU32();
-  if (!version.ok()) return version.status();
-  if (*version != kFormatVersion) {
-    return absl::DataLossError(
-        absl::StrCat("snapshot: HNSW format version ", *version,
-                     " is not supported (expected ", kFormatVersion, ")"));
-  }
-  absl::StatusOr<uint32_t> dimension = in->ReadU32();
-  if (!dimension.ok()) return dimension.status();
-  if (*dimension != static_cast<uint32_t>(options.dimension)) {
-    return OptionMismatch("dimension", *dimension, options.dimension);
+  if (absl::Status s =
+          ReadKindHeader(in, "HNSW", kFormatVersion, options.dimension);
+      !s.ok()) {
+    return s;
   }
   absl::StatusOr<uint32_t> m = in->ReadU32();
   if (!m.ok()) return m.status();

@@ -231,8 +231,8 @@ absl::Status HnswGeneration::Save(SnapshotWriter* out,
   if (s.ok()) s = out->WriteU32(has_graph() ? 1 : 0);
   if (s.ok()) s = out->WriteU32(sq8() ? 1 : 0);
   if (s.ok() && sq8()) {
-    s = out->WriteFloats(absl::MakeConstSpan(sq8_->vmin(), d_));
-    if (s.ok()) s = out->WriteFloats(absl::MakeConstSpan(sq8_->vdiff(), d_));
+    s = WriteSq8Ranges(out, absl::MakeConstSpan(sq8_->vmin(), d_),
+                       absl::MakeConstSpan(sq8_->vdiff(), d_));
   }
   if (s.ok()) {
     s = WriteChunkedFloats(out,
@@ -305,16 +305,8 @@ absl::StatusOr<std::unique_ptr<HnswGeneration>> HnswGeneration::Load(
   std::vector<float> vmin;
   std::vector<float> vdiff;
   if (*sq8 == 1) {
-    if (absl::Status s = in->ReadFloats(dim, &vmin); !s.ok()) return s;
-    if (absl::Status s = in->ReadFloats(dim, &vdiff); !s.ok()) return s;
-    if (vmin.size() != dim || vdiff.size() != dim) {
-      return absl::DataLossError("snapshot: SQ8 ranges of the wrong size");
-    }
-    for (size_t j = 0; j < dim; ++j) {
-      if (!std::isfinite(vmin[j]) || !std::isfinite(vdiff[j]) ||
-          vdiff[j] < 0.0f) {
-        return absl::DataLossError("snapshot: SQ8 ranges are not valid");
-      }
+    if (absl::Status s = ReadSq8Ranges(in, dim, &vmin, &vdiff); !s.ok()) {
+      return s;
     }
   }
   auto index =
