@@ -263,14 +263,7 @@ std::vector<std::vector<SubjectScore>> ExactGallery::SearchOnPool(
   for (size_t i = 0; i < units.size(); ++i) {
     float boundary = 0.0f;
     out[i] = Collapse(hits[i], &boundary);
-    // A subject that was not fetched scores at most `boundary`. If the k-th
-    // subject sits exactly on it, an unfetched subject may tie and win on
-    // subject_id; such exact ties (duplicate enrolments of one image) are
-    // rare enough that a full scan is the simplest exact answer.
-    if (fetch < total && out[i].size() >= k &&
-        out[i][k - 1].score <= boundary) {
-      rescan.push_back(i);
-    }
+    if (MustRescan(out[i], k, boundary, fetch, total)) rescan.push_back(i);
   }
   if (!rescan.empty()) {
     queries.clear();
@@ -384,8 +377,8 @@ std::vector<std::vector<SubjectScore>> ExactGallery::SearchWithBlas(
       merged.resize(fetch);
       float boundary = 0.0f;
       out[i] = Collapse(merged, &boundary);
-      // Search's rescan rule (fetch < total, as keep <= total).
-      settled = !(out[i].size() >= k && out[i][k - 1].score <= boundary);
+      // Search's rescan rule.
+      settled = !MustRescan(out[i], k, boundary, fetch, total);
     }
     if (settled) {
       if (out[i].size() > k) out[i].resize(k);

@@ -216,6 +216,12 @@ std::vector<SubjectScore> ExactSubjects(const float* unit, const float* rows,
 
 }  // namespace
 
+bool MustRescan(absl::Span<const SubjectScore> subjects, size_t k,
+                float boundary, size_t fetch, size_t total) {
+  return fetch < total && subjects.size() >= k &&
+         subjects[k - 1].score <= boundary;
+}
+
 std::vector<SubjectScore> ExactSearch(const float* unit, const float* rows,
                                       size_t n, size_t d, const uint8_t* live,
                                       absl::Span<const int64_t> row_label,
@@ -225,11 +231,7 @@ std::vector<SubjectScore> ExactSearch(const float* unit, const float* rows,
   float boundary = 0.0f;
   std::vector<SubjectScore> subjects =
       ExactSubjects(unit, rows, n, d, live, row_label, book, fetch, &boundary);
-  // A subject not fetched scores at most `boundary`: if the k-th subject sits
-  // on it, an unfetched one may tie and win on subject_id (as in the exact
-  // gallery, a full rescan settles these rare exact ties).
-  if (fetch < total && subjects.size() >= k &&
-      subjects[k - 1].score <= boundary) {
+  if (MustRescan(subjects, k, boundary, fetch, total)) {
     fetch = total;
     subjects = ExactSubjects(unit, rows, n, d, live, row_label, book, fetch,
                              &boundary);

@@ -138,11 +138,20 @@ std::vector<SubjectScore> CollapseToSubjects(absl::Span<const LabelHit> hits,
                                              const SubjectBook& book,
                                              float* boundary = nullptr);
 
+// Whether an exact search that fetched `fetch` of `total` template hits,
+// collapsed to `subjects` (best first) with `boundary` the lowest fetched
+// score, must rescan every template: a subject not fetched scores at most
+// `boundary`, so if the k-th subject sits on it, an unfetched one may tie
+// and win on subject_id. Such exact ties (duplicate enrolments of one
+// image) are rare enough that a full scan is the simplest exact answer.
+bool MustRescan(absl::Span<const SubjectScore> subjects, size_t k,
+                float boundary, size_t fetch, size_t total);
+
 // The exact answer to Gallery::Search over n contiguous unit rows (row i
 // holds the template row_label[i]; rows with live[i] == 0 are skipped when
 // `live` is not null), as the exact gallery computes it: fetch
 // book.TemplatesToFetch(k) template hits, collapse them to subjects, and
-// rescan everything when the k-th subject ties the best unfetched score.
+// rescan everything when MustRescan says so.
 // REQUIRES: unit holds d floats, rows n * d, row_label n labels the book
 // holds for every live row; k > 0.
 std::vector<SubjectScore> ExactSearch(const float* unit, const float* rows,
