@@ -438,11 +438,9 @@ absl::StatusOr<float> ExactGallery::ScoreSubject(
   const std::vector<float>& unit = *normalized;
   const size_t d = static_cast<size_t>(dimension_);
   absl::ReaderMutexLock lock(&mu_);
-  const std::vector<int64_t>* labels = book_.LabelsOf(subject_id);
-  if (labels == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("subject_id: no template of ", subject_id));
-  }
+  absl::StatusOr<absl::Span<const int64_t>> labels =
+      book_.FindLabels(subject_id);
+  if (!labels.ok()) return labels.status();
   float best = -std::numeric_limits<float>::infinity();
   for (int64_t label : *labels) {
     // Bit-identical to the batched kernel Search scans with.

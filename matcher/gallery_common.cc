@@ -165,6 +165,16 @@ const std::vector<int64_t>* SubjectBook::LabelsOf(
   return it == subject_labels_.end() ? nullptr : &it->second;
 }
 
+absl::StatusOr<absl::Span<const int64_t>> SubjectBook::FindLabels(
+    absl::string_view subject_id) const {
+  const std::vector<int64_t>* labels = LabelsOf(subject_id);
+  if (labels == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("subject_id: no template of ", subject_id));
+  }
+  return absl::MakeConstSpan(*labels);
+}
+
 size_t SubjectBook::TemplatesToFetch(size_t k) const {
   const size_t total = templates();
   if (k >= subjects()) return total;

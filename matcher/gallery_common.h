@@ -84,6 +84,9 @@ class SubjectBook {
   const std::string* SubjectOf(int64_t label) const;
   // nullptr if the subject has no template.
   const std::vector<int64_t>* LabelsOf(absl::string_view subject_id) const;
+  // The same, or Gallery::ScoreSubject's NOT_FOUND naming subject_id.
+  absl::StatusOr<absl::Span<const int64_t>> FindLabels(
+      absl::string_view subject_id) const;
 
   size_t templates() const { return label_subject_.size(); }
   size_t subjects() const { return subject_labels_.size(); }

@@ -195,11 +195,9 @@ absl::StatusOr<float> HnswGallery::ScoreSubject(
       NormalizedProbe(probe, options_.dimension);
   if (!unit.ok()) return unit.status();
   absl::ReaderMutexLock lock(&rebuilder_.mu());
-  const std::vector<int64_t>* labels = book_.LabelsOf(subject_id);
-  if (labels == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("subject_id: no template of ", subject_id));
-  }
+  absl::StatusOr<absl::Span<const int64_t>> labels =
+      book_.FindLabels(subject_id);
+  if (!labels.ok()) return labels.status();
   float best = -std::numeric_limits<float>::infinity();
   for (int64_t label : *labels) {
     best = std::max(best, rebuilder_.current().Score(unit->data(), label));

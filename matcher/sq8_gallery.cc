@@ -285,11 +285,9 @@ absl::StatusOr<float> ExactSq8Gallery::ScoreSubject(
   absl::StatusOr<std::vector<float>> unit = NormalizedProbe(probe, dimension_);
   if (!unit.ok()) return unit.status();
   absl::ReaderMutexLock lock(&mu_);
-  const std::vector<int64_t>* labels = book_.LabelsOf(subject_id);
-  if (labels == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("subject_id: no template of ", subject_id));
-  }
+  absl::StatusOr<absl::Span<const int64_t>> labels =
+      book_.FindLabels(subject_id);
+  if (!labels.ok()) return labels.status();
   float best = -std::numeric_limits<float>::infinity();
   for (int64_t label : *labels) {
     best = std::max(best,
