@@ -71,8 +71,8 @@
 #include "matcher/approximate_testing.h"
 #include "matcher/gallery.h"
 #include "matcher/kernels.h"
-#include "matcher/top_hits.h"
 #include "matcher/synthetic.h"
+#include "matcher/top_hits.h"
 #include "services/help.h"
 
 ABSL_FLAG(std::vector<std::string>, sizes, std::vector<std::string>({"100000"}),

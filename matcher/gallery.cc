@@ -75,10 +75,9 @@ absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
         absl::StrCat("snapshot: unknown index kind \"", *name, "\""));
   }
   if (*kind != options.index.kind) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("index.kind: the snapshot holds a ", *name,
-                     " gallery, the options ask for ",
-                     IndexKindName(options.index.kind)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "index.kind: the snapshot holds a ", *name,
+        " gallery, the options ask for ", IndexKindName(options.index.kind)));
   }
   switch (*kind) {
     case IndexKind::kExact:

@@ -323,9 +323,9 @@ absl::Status ReadKindHeader(SnapshotReader* in, absl::string_view format,
   absl::StatusOr<uint32_t> saved_version = in->ReadU32();
   if (!saved_version.ok()) return saved_version.status();
   if (*saved_version != version) {
-    return absl::DataLossError(absl::StrCat(
-        "snapshot: ", format, " format version ", *saved_version,
-        " is not supported (expected ", version, ")"));
+    return absl::DataLossError(
+        absl::StrCat("snapshot: ", format, " format version ", *saved_version,
+                     " is not supported (expected ", version, ")"));
   }
   absl::StatusOr<uint32_t> saved_dimension = in->ReadU32();
   if (!saved_dimension.ok()) return saved_dimension.status();

@@ -81,7 +81,7 @@ void HnswGeneration::SetEfSearch(int ef_search) {
 }
 
 absl::Status HnswGeneration::Append(absl::Span<const int64_t> labels,
-                               const float* vectors) {
+                                    const float* vectors) {
   const size_t n = labels.size();
   if (n == 0) return absl::OkStatus();
   const size_t n0 = nodes();
@@ -148,14 +148,14 @@ bool HnswGeneration::Remove(int64_t label) {
 }
 
 std::vector<SubjectScore> HnswGeneration::ExactSearch(const float* unit,
-                                                 const SubjectBook& book,
-                                                 size_t k) const {
+                                                      const SubjectBook& book,
+                                                      size_t k) const {
   return matcher::ExactSearch(unit, flat_->get_xb(), nodes(), d_, live_.data(),
                               node_label_, book, k);
 }
 
 absl::Status HnswGeneration::GraphCandidates(const float* unit, size_t hits,
-                                        std::vector<LabelHit>* out) const {
+                                             std::vector<LabelHit>* out) const {
   out->clear();
   std::vector<float> distances(hits);
   std::vector<FaissIdx> found(hits);
@@ -191,8 +191,9 @@ absl::Status HnswGeneration::GraphCandidates(const float* unit, size_t hits,
   return absl::OkStatus();
 }
 
-void HnswGeneration::CopyLive(size_t begin, size_t end, std::vector<int64_t>* labels,
-                         std::vector<float>* rows) const {
+void HnswGeneration::CopyLive(size_t begin, size_t end,
+                              std::vector<int64_t>* labels,
+                              std::vector<float>* rows) const {
   labels->clear();
   rows->clear();
   for (size_t node = begin; node < end; ++node) {
@@ -213,7 +214,7 @@ void HnswGeneration::CopyLive(size_t begin, size_t end, std::vector<int64_t>* la
 //   as the levels imply), i64 entry_point, i64 max_level, string rng state.
 // The SQ8 codes are not written: our EncodeSq8 rebuilds them bit for bit.
 absl::Status HnswGeneration::Save(SnapshotWriter* out,
-                             const SubjectBook& book) const {
+                                  const SubjectBook& book) const {
   absl::Status s = out->WriteU64(nodes());
   if (s.ok()) s = out->WriteU64(tombstones_);
   if (s.ok()) s = WriteChunkedI64s(out, node_label_);

@@ -83,9 +83,8 @@ void HnswRebuilder::Remove(absl::Span<const int64_t> labels) {
       }
     }
     journal_templates_ += labels.size();
-    journal_.push_back(
-        JournalOp{false, std::vector<int64_t>(labels.begin(), labels.end()),
-                  {}});
+    journal_.push_back(JournalOp{
+        false, std::vector<int64_t>(labels.begin(), labels.end()), {}});
   }
   MaybeScheduleRebuild();
 }

@@ -154,8 +154,8 @@ class ScanPool {
   ScanPool& operator=(const ScanPool&) = delete;
 
   // The min(fetch, source.rows()) best rows of `source` against `query`, in
-  // BetterHit order (top_hits.h; best first). Blocks until done. Scores are whatever
-  // source.Score gives, bit for bit.
+  // BetterHit order (top_hits.h; best first). Blocks until done. Scores
+  // are whatever source.Score gives, bit for bit.
   // REQUIRES: fetch >= 1; source, query and the rows they describe stay
   // valid and unchanged until this returns, and so do those of every source
   // with the same batch_key() that is in a Search call meanwhile (see the
