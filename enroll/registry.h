@@ -257,8 +257,10 @@ class Registry {
   // plaintext templates encrypted).
   const KeyReport& key_report() const { return key_report_; }
 
-  // Writes a snapshot of the galleries to data_dir/snapshots, then keeps it
-  // and the newest older usable one and removes the rest. Writes wait while
+  // Writes a snapshot of the galleries to data_dir/snapshots, labelled with
+  // the change sequence they hold (after bringing them up to any change
+  // another writer made to the store) and recorded in the store, then keeps
+  // it and the newest older usable one and removes the rest. Writes wait while
   // the galleries are copied to memory (or, if memory is short, written to
   // the file); reads and matches go on. Writes nothing if nothing changed since
   // the last snapshot written or loaded. An error never affects a request, and
