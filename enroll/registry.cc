@@ -330,6 +330,11 @@ absl::StatusOr<LoadedSnapshot> LoadSnapshot(
       !s.ok()) {
     return s;
   }
+  if (absl::Status s =
+          CheckSnapshotRecorded(loaded.header, (*reader)->file_id(), store);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<std::unique_ptr<matcher::Matcher>> matcher =
       matcher::Matcher::Load({modalities, fusion}, reader->get());
   if (!matcher.ok()) return matcher.status();
@@ -482,10 +487,12 @@ std::string SnapshotReport::ToString() const {
                       ", ", changes_pruned, " change-log rows pruned");
 }
 
-Registry::Registry(std::unique_ptr<Store> store,
+Registry::Registry(std::shared_ptr<const DataDirLock> data_dir_lock,
+                   std::unique_ptr<Store> store,
                    std::unique_ptr<matcher::Matcher> matcher,
                    RegistryOptions options)
-    : store_(std::move(store)),
+    : data_dir_lock_(std::move(data_dir_lock)),
+      store_(std::move(store)),
       matcher_(std::move(matcher)),
       options_(std::move(options)),
       audit_log_(options_.audit_log) {}
@@ -495,11 +502,22 @@ Registry::~Registry() { audit_log_->Detach(); }
 absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     const RegistryOptions& options) {
   const absl::Time start = absl::Now();
+  // Before anything in the folder is opened (the lock creates the folder).
+  std::shared_ptr<const DataDirLock> data_dir_lock = options.data_dir_lock;
   std::error_code error;
-  std::filesystem::create_directories(options.data_dir, error);
-  if (error) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("data_dir ", options.data_dir, ": ", error.message()));
+  if (data_dir_lock == nullptr) {
+    absl::StatusOr<std::unique_ptr<DataDirLock>> acquired =
+        DataDirLock::Acquire(options.data_dir);
+    if (!acquired.ok()) return acquired.status();
+    data_dir_lock = *std::move(acquired);
+  } else if (!std::filesystem::equivalent(
+                 data_dir_lock->path(),
+                 std::filesystem::path(options.data_dir) /
+                     DataDirLock::kFileName,
+                 error)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data_dir_lock: holds ", data_dir_lock->data_dir(),
+                     ", not data_dir ", options.data_dir));
   }
   StoreOptions store_options;
   store_options.path =
@@ -589,8 +607,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     if (!empty.ok()) return empty.status();
     matcher = *std::move(empty);
   }
-  std::unique_ptr<Registry> registry(new Registry(
-      *std::move(store), std::move(matcher), std::move(registry_options)));
+  std::unique_ptr<Registry> registry(
+      new Registry(std::move(data_dir_lock), *std::move(store),
+                   std::move(matcher), std::move(registry_options)));
   std::move(detach).Cancel();
   {
     std::vector<matcher::ModalitySpec> specs = options.modalities;
@@ -623,10 +642,15 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     }
   }
   if (rebuild) {
-    if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
+    // Read first: the galleries then hold at least every change up to it.
     absl::StatusOr<int64_t> sequence = registry->store_->ChangeSequence();
     if (!sequence.ok()) return sequence.status();
     report.sequence = *sequence;
+    if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
+  }
+  {
+    absl::MutexLock lock(&registry->write_mu_);
+    registry->galleries_sequence_ = report.sequence;
   }
   report.templates = TemplateCount(*registry->matcher_);
   report.elapsed = absl::Now() - start;
@@ -702,6 +726,7 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot(bool force) {
   const uint64_t gallery_bytes = GalleryBytes(*matcher_);
   report.buffered = gallery_bytes <= limit;
   matcher::ChunkedSnapshotWriter buffer;
+  int64_t create_time_us = 0;
   // The buffer's pages are faulted in before writes are made to wait, which
   // halves what they wait for.
   if (report.buffered) {
@@ -727,24 +752,35 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot(bool force) {
           "snapshots: a gallery change failed after its store commit, so the "
           "galleries may differ from the store until a restart rebuilds them");
     }
-    absl::StatusOr<int64_t> sequence = store_->ChangeSequence();
-    if (!sequence.ok()) return sequence.status();
-    report.sequence = *sequence;
-    if (*sequence == snapshot_sequence_.load() && !force) return report;
+    // Labelled with what the galleries hold, which is the store's latest
+    // change unless another writer has written the store since this
+    // registry's last write: then they are brought up to it first.
+    absl::StatusOr<int64_t> store_sequence = store_->ChangeSequence();
+    if (!store_sequence.ok()) return store_sequence.status();
+    if (*store_sequence != galleries_sequence_) {
+      if (absl::Status s = CatchUp(); !s.ok()) {
+        GalleriesDiverged();
+        return s;
+      }
+    }
+    const int64_t sequence = galleries_sequence_;
+    report.sequence = sequence;
+    if (sequence == snapshot_sequence_.load() && !force) return report;
     SnapshotHeader header;
     header.store_id = store_id_;
-    header.sequence = *sequence;
-    if (*sequence > 0) {
-      absl::StatusOr<Change> change = store_->GetChange(*sequence);
+    header.sequence = sequence;
+    if (sequence > 0) {
+      absl::StatusOr<Change> change = store_->GetChange(sequence);
       if (!change.ok()) return change.status();
       header.change_time_us = change->time_us;
       header.change_subject_id = change->subject_id;
     }
     header.create_time_us = absl::ToUnixMicros(absl::Now());
+    create_time_us = header.create_time_us;
     header.modalities = options_.modalities;
-    file.sequence = *sequence;
+    file.sequence = sequence;
     file.path =
-        (std::filesystem::path(snapshot_dir_) / SnapshotFileName(*sequence))
+        (std::filesystem::path(snapshot_dir_) / SnapshotFileName(sequence))
             .string();
     matcher::SnapshotWriter* out = &buffer;
     if (!report.buffered) {
@@ -760,16 +796,29 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot(bool force) {
     if (absl::Status s = buffer.MoveTo(writer.get()); !s.ok()) return s;
   }
   if (absl::Status s = writer->Commit(); !s.ok()) return s;
+  // Open loads only a snapshot the store recorded; unrecorded, the file
+  // would only be refused.
+  if (absl::Status s = store_->RecordSnapshot(
+          {file.sequence, writer->file_id(), create_time_us});
+      !s.ok()) {
+    std::error_code error;
+    std::filesystem::remove(file.path, error);
+    return s;
+  }
   snapshot_sequence_ = file.sequence;
   refused_snapshots_.erase(file.path);
   PruneSnapshots(snapshot_dir_, file, refused_snapshots_);
   // The change log is only read to replay onto a snapshot: rows older than
-  // the oldest snapshot left are never read again. Best effort, like the
-  // pruning of files: the rows are kept for the next snapshot to prune.
+  // the oldest snapshot left are never read again; nor are the records of
+  // the files removed. Best effort, like the pruning of files: what is left
+  // the next snapshot prunes.
   int64_t oldest_kept = file.sequence;
+  std::vector<int64_t> kept_sequences;
   for (const SnapshotFileInfo& kept : ListSnapshots(snapshot_dir_)) {
     oldest_kept = std::min(oldest_kept, kept.sequence);
+    kept_sequences.push_back(kept.sequence);
   }
+  store_->ForgetSnapshots(kept_sequences).IgnoreError();
   if (absl::StatusOr<int64_t> pruned = store_->PruneChangesBefore(oldest_kept);
       pruned.ok()) {
     report.changes_pruned = *pruned;
@@ -805,6 +854,28 @@ absl::Status Registry::LoadGalleries() {
       });
   if (!s.ok()) return s;
   return flush();
+}
+
+void Registry::FollowWrite(const AuditWrite& audit) {
+  if (audit.last_change == 0) return;
+  if (audit.first_change == galleries_sequence_ + 1) {
+    galleries_sequence_ = audit.last_change;
+    return;
+  }
+  // Another writer's changes came before this write's: the galleries miss
+  // them (and this write was checked against galleries without them).
+  if (!CatchUp().ok()) GalleriesDiverged();
+}
+
+absl::Status Registry::CatchUp() {
+  absl::StatusOr<ChangedSubjects> changed =
+      store_->SubjectsChangedAfter(galleries_sequence_);
+  if (!changed.ok()) return changed.status();
+  for (const std::string& subject_id : changed->subject_ids) {
+    if (absl::Status s = SyncGalleries(subject_id); !s.ok()) return s;
+  }
+  galleries_sequence_ = changed->sequence;
+  return absl::OkStatus();
 }
 
 absl::Status Registry::AddToGalleries(
@@ -871,7 +942,7 @@ absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
   absl::StatusOr<NewPerson> prepared = PrepareEnroll(request, absl::Now());
   if (!prepared.ok()) return prepared.status();
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   // Searched under the write lock: no other write can commit between the
   // search and this one, so two enrollments of one person cannot both
   // become ACTIVE.
@@ -964,7 +1035,7 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
                : absl::OkStatus();
   };
   if (absl::Status s = abandoned(); !s.ok()) return s;
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   if (absl::Status s = abandoned(); !s.ok()) return s;
   // Each item against the galleries and the earlier items of the batch.
   std::vector<std::vector<v1::Candidate>> duplicates(persons.size());
@@ -1060,7 +1131,7 @@ absl::StatusOr<v1::Person> Registry::DoUpdatePerson(
   }
   if (absl::Status s = CheckMask(request.update_mask()); !s.ok()) return s;
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   absl::StatusOr<v1::Person> current =
       store_->GetPerson(request.person().subject_id());
   if (!current.ok()) return current.status();
@@ -1096,7 +1167,7 @@ absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
   const IdempotencyKey key{request.request_id(), "ReplaceTemplates",
                            Fingerprint(request)};
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   // New templates of an ACTIVE person are deduplicated (biometrically: the
   // record's demographics did not change); a pending person is already
   // held by its case.
@@ -1158,7 +1229,7 @@ absl::Status Registry::DoDeletePerson(const v1::DeletePersonRequest& request,
       !s.ok()) {
     return s;
   }
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   absl::Status s =
       request.erase()
           ? store_->ErasePerson(request.subject_id(), audit)
@@ -1935,7 +2006,7 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
       };
   audit->event.decision = v1::Decision_Name(request.decision());
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   absl::StatusOr<DecideResult> result = store_->DecideCase(decision, audit);
   if (!result.ok()) return result.status();
   if (!result->replayed) {

@@ -245,6 +245,16 @@ CREATE TABLE name_keys (
 ) WITHOUT ROWID;
 CREATE INDEX name_keys_by_subject ON name_keys (subject_id);
 )sql",
+    // 8: the gallery snapshots written from this store, one per file (a
+    // file is named by its sequence): a snapshot file the store has no
+    // record of, or another file under a recorded name, is not loaded.
+    R"sql(
+CREATE TABLE snapshots (
+  sequence INTEGER PRIMARY KEY,
+  file_id TEXT NOT NULL,
+  create_time_us INTEGER NOT NULL
+);
+)sql",
 };
 constexpr int64_t kSchemaVersion =
     static_cast<int64_t>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -433,9 +443,18 @@ class Connection {
     return stmt.Int(0);
   }
 
+  // The change-log rows the open write transaction appended, first and last
+  // sequence (0 if none); Transaction::Begin clears it.
+  struct AppendedChanges {
+    int64_t first = 0;
+    int64_t last = 0;
+  };
+  AppendedChanges& appended_changes() { return appended_changes_; }
+
  private:
   explicit Connection(DbPtr db) : db_(std::move(db)) {}
 
+  AppendedChanges appended_changes_;
   // Members are destroyed in reverse order: statements are finalized before
   // the connection closes.
   DbPtr db_;
@@ -466,6 +485,7 @@ class Transaction {
     HAWIYA_STORE_RETURN_IF_ERROR(connection_->Exec(
         mode == Mode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED"));
     active_ = true;
+    connection_->appended_changes() = {};
     return absl::OkStatus();
   }
 
@@ -1307,6 +1327,67 @@ class SqliteStore final : public Store {
     }
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
     return changed;
+  }
+
+  absl::Status RecordSnapshot(const SnapshotRecord& snapshot) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement insert,
+          connection_->Prepare("INSERT OR REPLACE INTO snapshots (sequence, "
+                               "file_id, create_time_us) VALUES (?1, ?2, ?3)"));
+      insert.BindInt(1, snapshot.sequence)
+          .BindText(2, snapshot.file_id)
+          .BindInt(3, snapshot.create_time_us);
+      HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    }
+    return txn.Commit();
+  }
+
+  absl::StatusOr<SnapshotRecord> GetSnapshot(int64_t sequence) override {
+    absl::MutexLock lock(&mu_);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare("SELECT file_id, create_time_us FROM snapshots "
+                             "WHERE sequence = ?1"));
+    select.BindInt(1, sequence);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) {
+      return absl::NotFoundError(
+          absl::StrCat("sequence: no snapshot recorded at change ", sequence));
+    }
+    return SnapshotRecord{sequence, select.Text(0), select.Int(1)};
+  }
+
+  absl::StatusOr<int64_t> ForgetSnapshots(
+      absl::Span<const int64_t> kept) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    std::vector<int64_t> forgotten;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare("SELECT sequence FROM snapshots"));
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        if (std::find(kept.begin(), kept.end(), select.Int(0)) == kept.end()) {
+          forgotten.push_back(select.Int(0));
+        }
+      }
+    }
+    for (int64_t sequence : forgotten) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement erase,
+          connection_->Prepare("DELETE FROM snapshots WHERE sequence = ?1"));
+      erase.BindInt(1, sequence);
+      HAWIYA_STORE_RETURN_IF_ERROR(erase.Run());
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return static_cast<int64_t>(forgotten.size());
   }
 
   absl::StatusOr<int64_t> PruneChangesBefore(int64_t sequence) override {
@@ -2541,7 +2622,11 @@ class SqliteStore final : public Store {
       HAWIYA_STORE_ASSIGN_OR_RETURN(sequence, InsertAudit(&audit->event, now));
     }
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
-    if (audit != nullptr) audit->sequence = sequence;
+    if (audit != nullptr) {
+      audit->sequence = sequence;
+      audit->first_change = connection_->appended_changes().first;
+      audit->last_change = connection_->appended_changes().last;
+    }
     return absl::OkStatus();
   }
 
@@ -2553,7 +2638,12 @@ class SqliteStore final : public Store {
         connection_->Prepare("INSERT INTO changes (subject_id, kind, time_us) "
                              "VALUES (?1, ?2, ?3)"));
     insert.BindText(1, subject_id).BindText(2, kind).BindInt(3, now);
-    return insert.Run();
+    HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    // seq is the rowid; within one write transaction the numbers follow on.
+    Connection::AppendedChanges& appended = connection_->appended_changes();
+    appended.last = sqlite3_last_insert_rowid(connection_->db());
+    if (appended.first == 0) appended.first = appended.last;
+    return absl::OkStatus();
   }
 
   absl::Status BumpVersion(absl::string_view subject_id, int64_t now)

@@ -233,6 +233,23 @@ struct AuditPage {
 struct AuditWrite {
   AuditEvent event;
   int64_t sequence = 0;
+  // Once committed, the change-log sequences of the first and the last
+  // change the write appended (both 0 if none, as for a replay): a caller
+  // that keeps derived data in step with the store (the registry's
+  // galleries) tells from them whether another writer's changes came in
+  // between.
+  int64_t first_change = 0;
+  int64_t last_change = 0;
+};
+
+// A gallery snapshot the registry wrote from this store (snapshots.h),
+// recorded so that a snapshot file is only trusted if the store knows it.
+struct SnapshotRecord {
+  // The change sequence the snapshot's galleries hold, which names its file.
+  int64_t sequence = 0;
+  // matcher::SnapshotFileWriter::file_id(): random per file.
+  std::string file_id;
+  int64_t create_time_us = 0;
 };
 
 // A receipt signing key (enroll/receipts.h): Ed25519, raw 32-byte halves.
@@ -368,6 +385,17 @@ class Store {
   // The subjects with a change whose sequence is greater than `after`.
   virtual absl::StatusOr<ChangedSubjects> SubjectsChangedAfter(
       int64_t after) = 0;
+
+  // Records a snapshot written (replacing the record of an earlier one at
+  // its sequence), in one transaction.
+  virtual absl::Status RecordSnapshot(const SnapshotRecord& snapshot) = 0;
+  // The snapshot recorded at this sequence; NOT_FOUND naming "sequence" if
+  // there is none.
+  virtual absl::StatusOr<SnapshotRecord> GetSnapshot(int64_t sequence) = 0;
+  // Deletes the records of every snapshot whose sequence is not in `kept`
+  // (the files left). Returns how many were deleted.
+  virtual absl::StatusOr<int64_t> ForgetSnapshots(
+      absl::Span<const int64_t> kept) = 0;
 
   // Deletes the change rows with a sequence below `sequence`, the oldest a
   // kept snapshot still needs (GetChange(sequence) and SubjectsChangedAfter

@@ -4,11 +4,15 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <set>
 #include <string>
+#include <cerrno>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -21,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "enroll/data_dir_lock.h"
 #include "enroll/registry.h"
 #include "matcher/scan_pool.h"
 #include "services/auth.h"
@@ -45,13 +50,42 @@ std::string HostOf(const std::string& listen) {
   return listen.substr(0, listen.rfind(':'));
 }
 
+// Whether another socket is bound to host:port, which is why gRPC (which
+// logs the cause but returns none) could not listen there: a socket of our
+// own, set up as gRPC's are (SO_REUSEADDR, no SO_REUSEPORT), is refused.
+bool AddressInUse(const std::string& listen) {
+  const std::string host = HostOf(listen);
+  const std::string port = listen.substr(listen.rfind(':') + 1);
+  addrinfo hints = {};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* addresses = nullptr;
+  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints,
+                  &addresses) != 0) {
+    return false;
+  }
+  bool in_use = false;
+  for (addrinfo* a = addresses; a != nullptr && !in_use; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    const int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    in_use = bind(fd, a->ai_addr, a->ai_addrlen) != 0 && errno == EADDRINUSE;
+    close(fd);
+  }
+  freeaddrinfo(addresses);
+  return in_use;
+}
+
 class ServerImpl final : public Server {
  public:
   ServerImpl(ServerOptions options,
+             std::shared_ptr<const enroll::DataDirLock> data_dir_lock,
              std::shared_ptr<grpc::ServerCredentials> credentials,
              std::shared_ptr<const AccessPolicy> access,
              std::shared_ptr<enroll::AuditLog> audit_log)
-      : options_(std::move(options)),
+      : data_dir_lock_(std::move(data_dir_lock)),
+        options_(std::move(options)),
         credentials_(std::move(credentials)),
         access_(std::move(access)),
         audit_log_(std::move(audit_log)),
@@ -80,6 +114,9 @@ class ServerImpl final : public Server {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
+    // gRPC sets SO_REUSEPORT by default, so a second server on a port in use
+    // would bind too and share its calls with the first.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.AddListeningPort(options_.listen, credentials_, &port_);
     // The handlers enforce the configured limit, on the record.
     builder.SetMaxReceiveMessageSize(
@@ -97,6 +134,10 @@ class ServerImpl final : public Server {
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
+      if (AddressInUse(options_.listen)) {
+        return absl::UnavailableError(
+            absl::StrCat("listen: ", options_.listen, " is already in use"));
+      }
       return absl::UnavailableError(
           absl::StrCat("listen: cannot bind ", options_.listen));
     }
@@ -209,6 +250,7 @@ class ServerImpl final : public Server {
     if (specs.ok()) {
       enroll::RegistryOptions registry_options;
       registry_options.data_dir = options_.data_dir;
+      registry_options.data_dir_lock = data_dir_lock_;
       registry_options.modalities = *specs;
       registry_options.fusion = *fusion;
       registry_options.snapshots = options_.snapshots;
@@ -379,6 +421,8 @@ class ServerImpl final : public Server {
     return out.text();
   }
 
+  // Declared first: held until everything else is gone.
+  const std::shared_ptr<const enroll::DataDirLock> data_dir_lock_;
   const ServerOptions options_;
   const std::shared_ptr<grpc::ServerCredentials> credentials_;
   const std::shared_ptr<const AccessPolicy> access_;
@@ -527,7 +571,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
           "principals)");
     }
     credentials = grpc::InsecureServerCredentials();
-  } else {
+  }
+  // One server per data folder, locked before anything in it is opened or
+  // written (the development PKI, the store).
+  absl::StatusOr<std::unique_ptr<enroll::DataDirLock>> data_dir_lock =
+      enroll::DataDirLock::Acquire(options.data_dir);
+  if (!data_dir_lock.ok()) return data_dir_lock.status();
+  if (credentials == nullptr) {
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
         TlsCredentials(options, access,
                        std::shared_ptr<RateLimiter>(*std::move(limits)),
@@ -536,9 +586,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     credentials = *std::move(tls);
   }
   if (absl::Status s = ConfigureScanPool(options.config); !s.ok()) return s;
-  auto server =
-      std::make_unique<ServerImpl>(std::move(options), std::move(credentials),
-                                   std::move(access), std::move(audit_log));
+  auto server = std::make_unique<ServerImpl>(
+      std::move(options), *std::move(data_dir_lock), std::move(credentials),
+      std::move(access), std::move(audit_log));
   if (absl::Status s = server->Bind(); !s.ok()) return s;
   return server;
 }

@@ -84,6 +84,12 @@ bool IsLoopback(const std::string& listen);
 
 class Server {
  public:
+  // Takes the data folder's lock (enroll/data_dir_lock.h) before anything
+  // in the folder is opened, holding it until the server is destroyed:
+  // FAILED_PRECONDITION naming the folder and the process holding it if
+  // another server (or registry) has it. UNAVAILABLE "listen: H:P is already
+  // in use" if another socket is bound to the address (SO_REUSEPORT is off,
+  // so two servers never share a port).
   static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
 
   // Shuts down (as Shutdown with a zero grace period) if still running.

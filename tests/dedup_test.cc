@@ -407,6 +407,7 @@ TEST_F(DedupTest, MigrationToSchema6IndexesExistingDatesOfBirth) {
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ + "/hawiya.db").c_str(), &raw), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE snapshots; "
                          "DROP TABLE distinct_pairs; DROP TABLE name_keys; "
                          "DROP TABLE cases; DROP INDEX persons_by_birth_date; "
                          "DROP INDEX persons_by_national_id; "

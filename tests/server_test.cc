@@ -2,6 +2,8 @@
 // temporary data dir, driven through the generated v1 stubs.
 #include "services/server.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -123,6 +125,21 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
+
+// A second hawiya-server on the data folder exits 2, naming the folder and
+// the process that holds it, and the first one serves on.
+TEST_F(ServerTest, SecondServerOnTheDataDirExitsNamingTheHolder) {
+  // `timeout`: a second server that wrongly started would serve forever.
+  const testing::CommandResult second = testing::RunCommand(absl::StrCat(
+      "timeout 300 ", HAWIYA_SERVER_PATH,
+      " --insecure --listen=127.0.0.1:0 --data_dir=", data_dir_, " 2>&1"));
+  EXPECT_EQ(second.exit_code, 2) << second.out;
+  EXPECT_THAT(second.out, HasSubstr(absl::StrCat("data_dir ", data_dir_,
+                                                 " is in use by process ",
+                                                 server_->pid())));
+  MustEnroll(1);
+  EXPECT_EQ(PersonCount(), 1);
+}
 
 TEST_F(ServerTest, ReportsServingAndStats) {
   grpc::health::v1::HealthCheckResponse health;
@@ -1136,6 +1153,58 @@ TEST(HealthPortOptionsTest, UnbindableHealthPortFailsStart) {
   EXPECT_THAT(std::string(server.status().message()),
               StartsWith("health_listen"));
   std::filesystem::remove_all(data_dir);
+// One server per data folder, refused before it writes anything there.
+TEST(ServerLockTest, SecondServerOnTheDataDirIsRefused) {
+  const std::string data_dir = NewTempDir("hawiya-lock-test");
+  services::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = data_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> first =
+      services::Server::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->WaitUntilReady().ok());
+  const std::string in_use =
+      absl::StrCat("data_dir ", data_dir, " is in use by process ", getpid());
+  absl::StatusOr<std::unique_ptr<services::Server>> second =
+      services::Server::Start(options);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(in_use));
+  // Over TLS it would first write the development PKI into the folder.
+  options.insecure = false;
+  second = services::Server::Start(options);
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(in_use));
+  EXPECT_FALSE(std::filesystem::exists(data_dir + "/pki"));
+
+  // Free again once the first has stopped.
+  first->reset();
+  options.insecure = true;
+  second = services::Server::Start(options);
+  EXPECT_TRUE(second.ok()) << second.status();
+  second->reset();
+  std::filesystem::remove_all(data_dir);
+}
+
+// gRPC's default (SO_REUSEPORT) would let a second server bind the port
+// and take half of its calls.
+TEST(ServerLockTest, PortInUseIsRefused) {
+  const std::string first_dir = NewTempDir("hawiya-port-test");
+  const std::string second_dir = NewTempDir("hawiya-port-test");
+  services::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = first_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> first =
+      services::Server::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  options.listen = absl::StrCat("127.0.0.1:", (*first)->port());
+  options.data_dir = second_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> second =
+      services::Server::Start(options);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(second.status().message(),
+            absl::StrCat("listen: ", options.listen, " is already in use"));
+  first->reset();
+  std::filesystem::remove_all(first_dir);
+  std::filesystem::remove_all(second_dir);
 }
 
 TEST(ServerOptionsTest, PlaintextOnlyOnLoopback) {
