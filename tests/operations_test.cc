@@ -2,9 +2,12 @@
 // under systemd (Type=notify) the server reports READY only once it serves
 // and STOPPING when told to stop.
 #include <arpa/inet.h>
+#include <httplib.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +25,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "hawiya/v1/admin.grpc.pb.h"
 #include "tests/testing/server_process.h"
 
 namespace hawiya {
@@ -172,6 +176,118 @@ TEST(LogFormatTest, LogLevelDropsLowerLevels) {
                                              " --log_level=loud 2>/dev/null"))
                 .exit_code,
             2);
+}
+
+// A loopback port nothing listens on now.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&address), length) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// The first sample's value of an instant query, "" if there is none yet.
+std::string QueryPrometheus(int port, const std::string& query) {
+  httplib::Client client("127.0.0.1", port);
+  httplib::Result result =
+      client.Get("/api/v1/query", {{"query", query}}, httplib::Headers());
+  if (!result || result->status != 200) return "";
+  google::protobuf::Struct body;
+  if (!google::protobuf::util::JsonStringToMessage(result->body, &body).ok()) {
+    return "";
+  }
+  const auto& data = body.fields().at("data").struct_value().fields();
+  const auto& samples = data.at("result").list_value().values();
+  if (samples.empty()) return "";
+  return samples[0]
+      .struct_value()
+      .fields()
+      .at("value")
+      .list_value()
+      .values(1)
+      .string_value();
+}
+
+// The server's metrics pass promtool's lint, and a real Prometheus (the
+// Debian package) scrapes them: a call made here is a counter it can query.
+TEST(MetricsProcessTest, PromtoolAcceptsThemAndPrometheusScrapesThem) {
+  const std::string dir = testing::NewTempDir("metrics");
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+      testing::ServerProcess::Start(HAWIYA_SERVER_PATH, dir + "/data",
+                                    {"--metrics_listen=127.0.0.1:0"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int metrics_port = (*server)->metrics_port();
+  ASSERT_GT(metrics_port, 0);
+  auto admin = v1::AdminService::NewStub((*server)->NewChannel());
+  v1::GetStatsResponse stats;
+  ASSERT_TRUE(
+      admin->GetStats(testing::Ctx().get(), v1::GetStatsRequest(), &stats)
+          .ok());
+
+  httplib::Client client("127.0.0.1", metrics_port);
+  httplib::Result scrape = client.Get("/metrics");
+  ASSERT_TRUE(scrape);
+  EXPECT_EQ(scrape->status, 200);
+  EXPECT_THAT(scrape->body,
+              HasSubstr("hawiya_rpc_calls_total{method=\"/hawiya.v1."
+                        "AdminService/GetStats\",code=\"OK\"} 1\n"));
+  EXPECT_THAT(scrape->body, HasSubstr("hawiya_serving 1\n"));
+  EXPECT_THAT(scrape->body,
+              HasSubstr("hawiya_gallery_templates{modality=\"FACE\""));
+  EXPECT_EQ(client.Get("/other")->status, 404);
+  {
+    std::ofstream out(dir + "/scrape.txt");
+    out << scrape->body;
+  }
+  const testing::CommandResult lint = testing::RunCommand(
+      absl::StrCat("promtool check metrics < ", dir, "/scrape.txt 2>&1"));
+  EXPECT_EQ(lint.exit_code, 0) << lint.out;
+  EXPECT_EQ(lint.out, "") << "promtool's lint findings";
+
+  const int prometheus_port = FreePort();
+  ASSERT_GT(prometheus_port, 0);
+  {
+    std::ofstream config(dir + "/prometheus.yml");
+    config << "global:\n  scrape_interval: 1s\n"
+           << "scrape_configs:\n  - job_name: hawiya\n"
+           << "    static_configs:\n      - targets: ['127.0.0.1:"
+           << metrics_port << "']\n";
+  }
+  const pid_t prometheus = fork();
+  if (prometheus == 0) {
+    const std::string config = "--config.file=" + dir + "/prometheus.yml";
+    const std::string storage = "--storage.tsdb.path=" + dir + "/tsdb";
+    const std::string listen =
+        absl::StrCat("--web.listen-address=127.0.0.1:", prometheus_port);
+    const std::string log = dir + "/prometheus.log";
+    freopen(log.c_str(), "w", stdout);
+    freopen(log.c_str(), "a", stderr);
+    execlp("prometheus", "prometheus", config.c_str(), storage.c_str(),
+           listen.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(prometheus, 0);
+  // Bounded: the scrape interval is 1 s; a minute covers a loaded machine.
+  std::string value;
+  const std::string query =
+      "hawiya_rpc_calls_total{method=\"/hawiya.v1.AdminService/GetStats\","
+      "code=\"OK\"}";
+  for (int i = 0; i < 600 && value.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    value = QueryPrometheus(prometheus_port, query);
+  }
+  kill(prometheus, SIGTERM);
+  int status = 0;
+  waitpid(prometheus, &status, 0);
+  EXPECT_EQ(value, "1") << testing::ReadFileBytes(dir + "/prometheus.log");
 }
 
 }  // namespace

@@ -1153,6 +1153,8 @@ TEST(HealthPortOptionsTest, UnbindableHealthPortFailsStart) {
   EXPECT_THAT(std::string(server.status().message()),
               StartsWith("health_listen"));
   std::filesystem::remove_all(data_dir);
+}
+
 // One server per data folder, refused before it writes anything there.
 TEST(ServerLockTest, SecondServerOnTheDataDirIsRefused) {
   const std::string data_dir = NewTempDir("hawiya-lock-test");

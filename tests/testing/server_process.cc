@@ -77,6 +77,11 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
       if (!absl::SimpleAtoi(port, &server->port_)) {
         return absl::InternalError(absl::StrCat("bad line: ", text));
       }
+    } else if (absl::StrContains(text, "metrics on ")) {
+      absl::string_view port = text.substr(text.rfind(':') + 1);
+      if (!absl::SimpleAtoi(port, &server->metrics_port_)) {
+        return absl::InternalError(absl::StrCat("bad line: ", text));
+      }
     } else if (absl::StrContains(text, "serving")) {
       return server;
     }

@@ -49,6 +49,8 @@ class ServerProcess {
   ~ServerProcess();
 
   int port() const { return port_; }
+  // The --metrics_listen port the server reported; 0 if none.
+  int metrics_port() const { return metrics_port_; }
   pid_t pid() const { return pid_; }
   std::string address() const;
   std::shared_ptr<grpc::Channel> NewChannel() const;
@@ -69,6 +71,7 @@ class ServerProcess {
   pid_t pid_;
   FILE* out_;
   int port_ = 0;
+  int metrics_port_ = 0;
 };
 
 // A fresh, empty folder for one test (unique even across parallel tests).
