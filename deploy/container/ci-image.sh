@@ -17,9 +17,12 @@
 # image still exists. HAWIYA_CONTAINER_TEST=always forces a rebuild and test,
 # =never skips the step.
 #
-# Usage: deploy/container/ci-image.sh [BUILD_DIR]   (default: build)
+# Usage: deploy/container/ci-image.sh [--key] [BUILD_DIR]   (default: build)
+#   --key: print the inputs' key and exit.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+print_key=false
+if [ "${1:-}" = --key ]; then print_key=true; shift; fi
 build_dir=$(realpath "${1:-$repo/build}")
 cache=${HAWIYA_CI_CACHE:-/var/cache/hawiya-ci}
 stamp="$cache/container-image.key"
@@ -28,7 +31,7 @@ mode=${HAWIYA_CONTAINER_TEST:-changed}
 # shellcheck source=deploy/container/common.sh
 source "$repo/deploy/container/common.sh"
 
-case "$mode" in
+$print_key || case "$mode" in
   never) echo "container image: skipped (HAWIYA_CONTAINER_TEST=never)" >&2; exit 0 ;;
   changed | always) ;;
   *) echo "container image: HAWIYA_CONTAINER_TEST must be changed, always or never" >&2; exit 2 ;;
@@ -49,6 +52,7 @@ inputs_key() {
 }
 
 key=$(inputs_key)
+if $print_key; then echo "$key"; exit 0; fi
 image=$(hawiya_image)
 if [ "$mode" = changed ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ] \
   && podman image exists "$image" 2>/dev/null; then
