@@ -1,6 +1,10 @@
-# Shared by the container scripts (sourced, not run).
+# shellcheck shell=bash
+# Shared by the container scripts (sourced, not run; the caller sets $repo,
+# the checkout's root).
+# shellcheck disable=SC2154
 
 # The image's user and group id (fixed, so volume ownership is predictable).
+# shellcheck disable=SC2034
 HAWIYA_UID=10001
 
 # The CMake project version: the image tag.
