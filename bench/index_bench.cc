@@ -71,8 +71,8 @@
 #include "matcher/approximate_testing.h"
 #include "matcher/gallery.h"
 #include "matcher/kernels.h"
-#include "matcher/row_scan.h"
 #include "matcher/synthetic.h"
+#include "matcher/top_hits.h"
 #include "services/help.h"
 
 ABSL_FLAG(std::vector<std::string>, sizes, std::vector<std::string>({"100000"}),
@@ -200,7 +200,7 @@ int Cores() {
 }
 
 // The exact top-k rows of each of the q probes (best first, ties by row,
-// as matcher::BetterRow), by brute force with our kernels: the rows are
+// as matcher::BetterHit), by brute force with our kernels: the rows are
 // split across Cores() threads, and each thread reads its rows in blocks
 // that stay in its L2 cache while InnerProductsMulti scores groups of 8
 // probes against them, so memory sees about one pass over the base instead
@@ -214,12 +214,9 @@ std::vector<std::vector<int64_t>> ExactTops(const float* probes, size_t q,
   const size_t block_rows = std::max<size_t>(64, (256 << 10) / (dim * 4));
   const int threads = Cores();
   k = std::min(k, n);
-  // best[t][j]: thread t's best rows of probe j, a heap (worst on top).
-  std::vector<std::vector<std::vector<matcher::RowHit>>> best(
-      threads, std::vector<std::vector<matcher::RowHit>>(q));
-  const auto worse = [](const matcher::RowHit& a, const matcher::RowHit& b) {
-    return matcher::BetterRow(a, b);
-  };
+  // best[t][j]: thread t's best rows of probe j (matcher::AddToTop).
+  std::vector<std::vector<std::vector<matcher::ScanHit>>> best(
+      threads, std::vector<std::vector<matcher::ScanHit>>(q));
   std::atomic<size_t> rows_done{0};
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {
@@ -236,19 +233,8 @@ std::vector<std::vector<int64_t>> ExactTops(const float* probes, size_t q,
           matcher::InnerProductsMulti(group.data(), m, base + begin * dim, rows,
                                       dim, scores.data());
           for (size_t i = 0; i < m; ++i) {
-            std::vector<matcher::RowHit>& heap = best[t][g + i];
-            const float* row_scores = scores.data() + i * rows;
-            for (size_t r = 0; r < rows; ++r) {
-              const matcher::RowHit hit{row_scores[r], begin + r};
-              if (heap.size() < k) {
-                heap.push_back(hit);
-                std::push_heap(heap.begin(), heap.end(), worse);
-              } else if (matcher::BetterRow(hit, heap.front())) {
-                std::pop_heap(heap.begin(), heap.end(), worse);
-                heap.back() = hit;
-                std::push_heap(heap.begin(), heap.end(), worse);
-              }
-            }
+            matcher::AddToTop(scores.data() + i * rows, rows, begin,
+                              /*live=*/nullptr, k, &best[t][g + i]);
           }
         }
         if (progress != nullptr) progress->Update(rows_done += rows);
@@ -258,12 +244,12 @@ std::vector<std::vector<int64_t>> ExactTops(const float* probes, size_t q,
   for (std::thread& w : workers) w.join();
   std::vector<std::vector<int64_t>> tops(q);
   for (size_t j = 0; j < q; ++j) {
-    std::vector<matcher::RowHit> all;
+    std::vector<matcher::ScanHit> all;
     for (int t = 0; t < threads; ++t) {
       all.insert(all.end(), best[t][j].begin(), best[t][j].end());
     }
-    std::sort(all.begin(), all.end(), matcher::BetterRow);
-    for (size_t r = 0; r < std::min(k, all.size()); ++r) {
+    matcher::SortBest(k, &all);
+    for (size_t r = 0; r < all.size(); ++r) {
       tops[j].push_back(static_cast<int64_t>(all[r].row));
     }
   }

@@ -8,13 +8,21 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libfaiss-dev libopenblas-openmp-dev libabsl-dev libssl-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # The metrics endpoint (HTTP); promtool and a real Prometheus in its test.
+  libcpp-httplib-dev prometheus
   # `hawiya eval` plots (DET, FNIR vs FPIR) and its test.
   gnuplot-nox
   # The Python partner client example and its test (docs/PARTNERS.md).
   python3-grpcio python3-grpc-tools python3-protobuf python3-cryptography
   # systemd-analyze: the unit file test (tests/deploy/systemd_unit_test.sh).
   systemd
+  # Kubernetes manifest checks (tests/deploy/kubernetes_test.sh; kubectl
+  # itself: see docs/KUBERNETES.md, Debian 12's is too old to render them).
+  yamllint
 )
+# Node.js for the same checks, if none is installed (any 18 or later will do).
+command -v node > /dev/null || packages+=(nodejs)
+command -v npm > /dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <iterator>
 #include <memory>
 #include <utility>
 
@@ -36,6 +37,55 @@ struct DbCloser {
 struct StmtFinalizer {
   void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
 };
+
+// The columns VerifyAuditDatabase reads, in order, with the storage class
+// the store writes each with.
+struct AuditColumn {
+  const char* name;
+  int type;
+};
+constexpr AuditColumn kAuditColumns[] = {
+    {"seq", SQLITE_INTEGER},      {"time_us", SQLITE_INTEGER},
+    {"principal", SQLITE_TEXT},   {"role", SQLITE_TEXT},
+    {"method", SQLITE_TEXT},      {"subject_id", SQLITE_TEXT},
+    {"national_id", SQLITE_TEXT}, {"request_id", SQLITE_TEXT},
+    {"outcome", SQLITE_INTEGER},  {"subject_ids", SQLITE_TEXT},
+    {"prev_hash", SQLITE_BLOB},   {"hash", SQLITE_BLOB},
+    {"purpose", SQLITE_TEXT},     {"decision", SQLITE_TEXT},
+    {"disclosed", SQLITE_TEXT},
+};
+// Without the partner columns (purpose, decision, disclosed).
+constexpr int kAuditColumnsBeforePartners = 12;
+
+const char* StorageClassName(int type) {
+  switch (type) {
+    case SQLITE_INTEGER:
+      return "INTEGER";
+    case SQLITE_FLOAT:
+      return "REAL";
+    case SQLITE_TEXT:
+      return "TEXT";
+    case SQLITE_BLOB:
+      return "BLOB";
+    default:
+      return "NULL";
+  }
+}
+
+// Why the current row of `stmt` is not stored as the store writes it;
+// empty if it is. Must run before any value is read (reading converts).
+std::string WrongStorageClass(sqlite3_stmt* stmt, int columns) {
+  for (int i = 0; i < columns; ++i) {
+    const int type = sqlite3_column_type(stmt, i);
+    if (type != kAuditColumns[i].type) {
+      return absl::StrCat(kAuditColumns[i].name, " is stored as ",
+                          StorageClassName(type), ", not ",
+                          StorageClassName(kAuditColumns[i].type),
+                          " (the record was edited)");
+    }
+  }
+  return "";
+}
 
 std::string Column(sqlite3_stmt* stmt, int column) {
   const void* bytes = sqlite3_column_blob(stmt, column);
@@ -165,6 +215,11 @@ bool AuditChainVerifier::Add(const AuditRecord& record) {
   return true;
 }
 
+bool AuditChainVerifier::Reject(int64_t sequence, std::string reason) {
+  if (result_.intact) Break(sequence, std::move(reason));
+  return false;
+}
+
 AuditVerification AuditChainVerifier::Finish() {
   if (result_.intact && anchor_.sequence > 0 && !anchor_seen_) {
     Break(anchor_.sequence,
@@ -222,6 +277,13 @@ absl::StatusOr<AuditVerification> VerifyAuditDatabase(
     if (step != SQLITE_ROW) {
       return absl::InternalError(absl::StrCat(
           db_path, ": reading the audit log: ", sqlite3_errmsg(db.get())));
+    }
+    const std::string wrong = WrongStorageClass(
+        stmt.get(), partner_columns ? static_cast<int>(std::size(kAuditColumns))
+                                    : kAuditColumnsBeforePartners);
+    if (!wrong.empty()) {
+      verifier.Reject(sqlite3_column_int64(stmt.get(), 0), wrong);
+      break;
     }
     AuditRecord record;
     record.sequence = sqlite3_column_int64(stmt.get(), 0);

@@ -147,6 +147,9 @@ class AuditChainVerifier {
   explicit AuditChainVerifier(AuditAnchor anchor = {});
 
   bool Add(const AuditRecord& record);
+  // Breaks the chain at record `sequence`, which the caller found stored
+  // otherwise than the store writes it (`reason`); returns false.
+  bool Reject(int64_t sequence, std::string reason);
   AuditVerification Finish();
 
  private:
@@ -159,8 +162,11 @@ class AuditChainVerifier {
 
 // Verifies the audit table of a Hawiya database (hawiya.db) on a read-only
 // connection of its own: needs no key, and while a server runs it reads
-// one consistent snapshot without holding up its writes. NOT_FOUND if the
-// file does not exist; FAILED_PRECONDITION if it has no audit table.
+// one consistent snapshot without holding up its writes. Each value must
+// also have the storage class the store writes (INTEGER, TEXT, BLOB): the
+// hash covers a value's bytes, not its type, and a principal cast to a
+// BLOB would hash the same yet match no ListAuditRecords filter. NOT_FOUND
+// if the file does not exist; FAILED_PRECONDITION if it has no audit table.
 absl::StatusOr<AuditVerification> VerifyAuditDatabase(
     const std::string& db_path, const AuditAnchor& anchor = {});
 

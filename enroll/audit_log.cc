@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/types/span.h"
 #include "enroll/store.h"
 
@@ -65,13 +66,23 @@ absl::Status AuditLog::Append(AuditEvent event) {
     committing_ = true;
     Store* store = store_;
     mu_.Unlock();
+    const absl::Time start = absl::Now();
     status = store->AppendAudit(absl::MakeSpan(mine->events));
+    const absl::Duration took = absl::Now() - start;
     mu_.Lock();
     committing_ = false;
+    ++stats_.commits;
+    stats_.records += static_cast<int64_t>(mine->events.size());
+    stats_.total += took;
   }
   mine->done = true;
   mine->status = status;
   return status;
+}
+
+AuditLog::CommitStats AuditLog::commit_stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
 }
 
 }  // namespace hawiya::enroll

@@ -21,6 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "enroll/audit.h"
 
 namespace hawiya::enroll {
@@ -48,6 +49,15 @@ class AuditLog {
   // describes must fail.
   absl::Status Append(AuditEvent event);
 
+  // Group commits written so far (the store transactions Append ran), the
+  // records in them, and their total wall time: for the metrics endpoint.
+  struct CommitStats {
+    int64_t commits = 0;
+    int64_t records = 0;
+    absl::Duration total;
+  };
+  CommitStats commit_stats() const;
+
  private:
   // The records one commit writes, and its outcome.
   struct Batch {
@@ -56,7 +66,7 @@ class AuditLog {
     absl::Status status;
   };
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool detached_ ABSL_GUARDED_BY(mu_) = false;
   // A commit runs (its leader has released mu_ while the store writes).
@@ -65,6 +75,7 @@ class AuditLog {
   std::shared_ptr<Batch> open_ ABSL_GUARDED_BY(mu_);
   // Before Attach.
   std::vector<AuditEvent> pending_ ABSL_GUARDED_BY(mu_);
+  CommitStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace hawiya::enroll

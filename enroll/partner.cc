@@ -38,9 +38,12 @@ bool SameDate(const v1::Date& a, const v1::Date& b) {
   return a.year() == b.year() && a.month() == b.month() && a.day() == b.day();
 }
 
-// Structural limits only: a claimed name is whatever the partner holds
-// (a passport's transliteration), so script rules are not enforced.
-absl::Status CheckName(absl::string_view field, const v1::PersonName& name) {
+// A claimed name may be partial (any part may be left out), but each part
+// given follows the rules of a recorded one, script included: an Arabic
+// name in name_latin is refused, before any quota is charged, as Enroll
+// refuses it.
+absl::Status CheckName(absl::string_view field, const v1::PersonName& name,
+                       bool arabic) {
   const std::pair<const char*, const std::string*> parts[] = {
       {"given", &name.given()},
       {"father", &name.father()},
@@ -52,7 +55,8 @@ absl::Status CheckName(absl::string_view field, const v1::PersonName& name) {
           field, ".", part, ": at most ", kMaxNamePartBytes, " bytes"));
     }
   }
-  return absl::OkStatus();
+  return arabic ? ValidateArabicName(field, name)
+                : ValidateLatinName(field, name);
 }
 
 Check* AddCheck(Response* response, absl::string_view attribute,
@@ -162,6 +166,12 @@ absl::Status CheckPartnerRequest(const v1::VerifyCivilStatusRequest& request,
     return absl::InvalidArgumentError(
         absl::StrCat("request_id: at most ", kMaxRequestIdBytes, " bytes"));
   }
+  // Echoed in the response, the signed receipt and the audit log.
+  if (absl::Status s = ValidateFreeText("request_id", request.request_id(),
+                                        kMaxRequestIdBytes);
+      !s.ok()) {
+    return s;
+  }
   if (request.purpose() == v1::PURPOSE_UNSPECIFIED) {
     return absl::InvalidArgumentError(
         "purpose: required (BORDER_CROSSING, RESIDENCE_APPLICATION, ...)");
@@ -178,6 +188,11 @@ absl::Status CheckPartnerRequest(const v1::VerifyCivilStatusRequest& request,
     return absl::InvalidArgumentError(
         absl::StrCat("purpose_text: at most ", kMaxPurposeTextBytes, " bytes"));
   }
+  if (absl::Status s = ValidateFreeText("purpose_text", request.purpose_text(),
+                                        kMaxPurposeTextBytes);
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = ValidateNationalId("national_id", request.national_id());
       !s.ok()) {
     return s;
@@ -187,10 +202,11 @@ absl::Status CheckPartnerRequest(const v1::VerifyCivilStatusRequest& request,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckName("name_ar", request.name_ar()); !s.ok()) {
+  if (absl::Status s = CheckName("name_ar", request.name_ar(), true); !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckName("name_latin", request.name_latin()); !s.ok()) {
+  if (absl::Status s = CheckName("name_latin", request.name_latin(), false);
+      !s.ok()) {
     return s;
   }
   if (request.has_date_of_birth() && !Empty(request.date_of_birth())) {
@@ -356,13 +372,14 @@ v1::VerifyCivilStatusResponse EvaluateClaim(
 }
 
 std::string AuditPurpose(const v1::VerifyCivilStatusRequest& request) {
-  std::string purpose =
+  const std::string purpose =
       absl::StrCat(v1::Purpose_IsValid(request.purpose())
                        ? v1::Purpose_Name(request.purpose())
                        : absl::StrCat(static_cast<int>(request.purpose())),
                    ": ", request.purpose_text());
-  if (purpose.size() > 300) purpose.resize(300);
-  return purpose;
+  // A refused request's text too: clipped on a UTF-8 boundary, controls
+  // escaped.
+  return AuditText(purpose, 300);
 }
 
 }  // namespace hawiya::enroll

@@ -44,6 +44,8 @@ constexpr int kMaxPageSize = 1000;
 constexpr uint32_t kDefaultCandidates = 10;
 constexpr uint32_t kMaxCandidates = 100;
 constexpr size_t kMaxGallerySubjects = 10000;
+// ListAuditRecords' principal filter (a certificate's URI SAN or CN).
+constexpr size_t kMaxPrincipalFilterBytes = 1024;
 
 // Person fields a client may set; their sub-fields may be named too.
 constexpr const char* kMutablePaths[] = {
@@ -88,7 +90,7 @@ absl::Status CheckRequestId(const std::string& request_id) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id: at most ", kMaxRequestIdBytes, " bytes"));
   }
-  return absl::OkStatus();
+  return ValidateFreeText("request_id", request_id, kMaxRequestIdBytes);
 }
 
 absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
@@ -100,7 +102,31 @@ absl::Status RequireSubjectId(absl::string_view field,
   if (subject_id.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
   }
+  return ValidateId(field, subject_id);
+}
+
+// A page token is checked for size before it is parsed (its content is not
+// echoed).
+absl::Status CheckPageTokenSize(const std::string& token) {
+  if (token.size() > kMaxPageTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_token: at most ", kMaxPageTokenBytes,
+        " bytes (a token this server returned), is ", token.size()));
+  }
   return absl::OkStatus();
+}
+
+// What one more record adds to a page response: the record, its field tag
+// and its length.
+size_t PageEntryBytes(const google::protobuf::Message& record) {
+  return record.ByteSizeLong() + 6;
+}
+
+// Whether a record of `record_bytes` still fits a page holding `count`
+// records of `page_bytes` in all (Registry::kMaxPageBytes). The first
+// always does, so that every page moves the listing on.
+bool FitsInPage(size_t page_bytes, size_t count, size_t record_bytes) {
+  return count == 0 || page_bytes + record_bytes <= Registry::kMaxPageBytes;
 }
 
 std::vector<v1::Template> ToVector(
@@ -111,9 +137,13 @@ std::vector<v1::Template> ToVector(
 // Validated templates with L2-normalised vectors, as they are stored.
 absl::StatusOr<std::vector<v1::Template>> StorableTemplates(
     const google::protobuf::RepeatedPtrField<v1::Template>& request,
-    const matcher::Matcher& matcher) {
+    const matcher::Matcher& matcher, const InputLimits& limits) {
   std::vector<v1::Template> templates = ToVector(request);
   if (absl::Status s = ValidateTemplates("templates", templates, matcher);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ValidateTemplateSet("templates", templates, limits);
       !s.ok()) {
     return s;
   }
@@ -168,11 +198,11 @@ absl::Status CheckMask(const google::protobuf::FieldMask& mask) {
     if (!FieldMaskUtil::GetFieldDescriptors(v1::Person::descriptor(), path,
                                             nullptr)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("update_mask: unknown field '", path, "'"));
+          absl::StrCat("update_mask: unknown field ", Quote(path)));
     }
     if (!mutable_path) {
       return absl::InvalidArgumentError(
-          absl::StrCat("update_mask: '", path, "' is output only"));
+          absl::StrCat("update_mask: ", Quote(path), " is output only"));
     }
   }
   return absl::OkStatus();
@@ -186,6 +216,7 @@ std::string PageToken(v1::PersonState state, const std::string& last) {
 absl::StatusOr<std::string> ParsePageToken(const std::string& token,
                                            v1::PersonState state) {
   if (token.empty()) return std::string();
+  if (absl::Status s = CheckPageTokenSize(token); !s.ok()) return s;
   std::string raw;
   std::vector<std::string> parts;
   int token_state = 0;
@@ -299,6 +330,11 @@ absl::StatusOr<LoadedSnapshot> LoadSnapshot(
       !s.ok()) {
     return s;
   }
+  if (absl::Status s =
+          CheckSnapshotRecorded(loaded.header, (*reader)->file_id(), store);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<std::unique_ptr<matcher::Matcher>> matcher =
       matcher::Matcher::Load({modalities, fusion}, reader->get());
   if (!matcher.ok()) return matcher.status();
@@ -404,7 +440,7 @@ void AuditCandidates(const std::vector<v1::Candidate>& candidates,
 }
 
 // Fills an EnrollResponse's case from the store (a replay answers with the
-// case its first response opened).
+// person as it is now: the case still holding it back, if any).
 absl::Status FillCaseOf(Store& store, v1::EnrollResponse* response) {
   const std::string& case_id = response->person().case_id();
   if (case_id.empty()) return absl::OkStatus();
@@ -451,10 +487,12 @@ std::string SnapshotReport::ToString() const {
                       ", ", changes_pruned, " change-log rows pruned");
 }
 
-Registry::Registry(std::unique_ptr<Store> store,
+Registry::Registry(std::shared_ptr<const DataDirLock> data_dir_lock,
+                   std::unique_ptr<Store> store,
                    std::unique_ptr<matcher::Matcher> matcher,
                    RegistryOptions options)
-    : store_(std::move(store)),
+    : data_dir_lock_(std::move(data_dir_lock)),
+      store_(std::move(store)),
       matcher_(std::move(matcher)),
       options_(std::move(options)),
       audit_log_(options_.audit_log) {}
@@ -464,11 +502,22 @@ Registry::~Registry() { audit_log_->Detach(); }
 absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     const RegistryOptions& options) {
   const absl::Time start = absl::Now();
+  // Before anything in the folder is opened (the lock creates the folder).
+  std::shared_ptr<const DataDirLock> data_dir_lock = options.data_dir_lock;
   std::error_code error;
-  std::filesystem::create_directories(options.data_dir, error);
-  if (error) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("data_dir ", options.data_dir, ": ", error.message()));
+  if (data_dir_lock == nullptr) {
+    absl::StatusOr<std::unique_ptr<DataDirLock>> acquired =
+        DataDirLock::Acquire(options.data_dir);
+    if (!acquired.ok()) return acquired.status();
+    data_dir_lock = *std::move(acquired);
+  } else if (!std::filesystem::equivalent(
+                 data_dir_lock->path(),
+                 std::filesystem::path(options.data_dir) /
+                     DataDirLock::kFileName,
+                 error)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data_dir_lock: holds ", data_dir_lock->data_dir(),
+                     ", not data_dir ", options.data_dir));
   }
   StoreOptions store_options;
   store_options.path =
@@ -558,8 +607,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     if (!empty.ok()) return empty.status();
     matcher = *std::move(empty);
   }
-  std::unique_ptr<Registry> registry(new Registry(
-      *std::move(store), std::move(matcher), std::move(registry_options)));
+  std::unique_ptr<Registry> registry(
+      new Registry(std::move(data_dir_lock), *std::move(store),
+                   std::move(matcher), std::move(registry_options)));
   std::move(detach).Cancel();
   {
     std::vector<matcher::ModalitySpec> specs = options.modalities;
@@ -592,10 +642,15 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     }
   }
   if (rebuild) {
-    if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
+    // Read first: the galleries then hold at least every change up to it.
     absl::StatusOr<int64_t> sequence = registry->store_->ChangeSequence();
     if (!sequence.ok()) return sequence.status();
     report.sequence = *sequence;
+    if (absl::Status s = registry->LoadGalleries(); !s.ok()) return s;
+  }
+  {
+    absl::MutexLock lock(&registry->write_mu_);
+    registry->galleries_sequence_ = report.sequence;
   }
   report.templates = TemplateCount(*registry->matcher_);
   report.elapsed = absl::Now() - start;
@@ -612,6 +667,13 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(
     registry->refused_snapshots_ = std::move(refused_paths);
   }
   return registry;
+}
+
+RegistryGauges Registry::Gauges() const {
+  RegistryGauges gauges;
+  gauges.galleries = matcher_->Info();
+  gauges.cases_opened = cases_opened_.load();
+  return gauges;
 }
 
 absl::StatusOr<int64_t> Registry::ChangesSinceSnapshot() {
@@ -664,6 +726,7 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot(bool force) {
   const uint64_t gallery_bytes = GalleryBytes(*matcher_);
   report.buffered = gallery_bytes <= limit;
   matcher::ChunkedSnapshotWriter buffer;
+  int64_t create_time_us = 0;
   // The buffer's pages are faulted in before writes are made to wait, which
   // halves what they wait for.
   if (report.buffered) {
@@ -689,24 +752,35 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot(bool force) {
           "snapshots: a gallery change failed after its store commit, so the "
           "galleries may differ from the store until a restart rebuilds them");
     }
-    absl::StatusOr<int64_t> sequence = store_->ChangeSequence();
-    if (!sequence.ok()) return sequence.status();
-    report.sequence = *sequence;
-    if (*sequence == snapshot_sequence_.load() && !force) return report;
+    // Labelled with what the galleries hold, which is the store's latest
+    // change unless another writer has written the store since this
+    // registry's last write: then they are brought up to it first.
+    absl::StatusOr<int64_t> store_sequence = store_->ChangeSequence();
+    if (!store_sequence.ok()) return store_sequence.status();
+    if (*store_sequence != galleries_sequence_) {
+      if (absl::Status s = CatchUp(); !s.ok()) {
+        GalleriesDiverged();
+        return s;
+      }
+    }
+    const int64_t sequence = galleries_sequence_;
+    report.sequence = sequence;
+    if (sequence == snapshot_sequence_.load() && !force) return report;
     SnapshotHeader header;
     header.store_id = store_id_;
-    header.sequence = *sequence;
-    if (*sequence > 0) {
-      absl::StatusOr<Change> change = store_->GetChange(*sequence);
+    header.sequence = sequence;
+    if (sequence > 0) {
+      absl::StatusOr<Change> change = store_->GetChange(sequence);
       if (!change.ok()) return change.status();
       header.change_time_us = change->time_us;
       header.change_subject_id = change->subject_id;
     }
     header.create_time_us = absl::ToUnixMicros(absl::Now());
+    create_time_us = header.create_time_us;
     header.modalities = options_.modalities;
-    file.sequence = *sequence;
+    file.sequence = sequence;
     file.path =
-        (std::filesystem::path(snapshot_dir_) / SnapshotFileName(*sequence))
+        (std::filesystem::path(snapshot_dir_) / SnapshotFileName(sequence))
             .string();
     matcher::SnapshotWriter* out = &buffer;
     if (!report.buffered) {
@@ -722,16 +796,29 @@ absl::StatusOr<SnapshotReport> Registry::WriteSnapshot(bool force) {
     if (absl::Status s = buffer.MoveTo(writer.get()); !s.ok()) return s;
   }
   if (absl::Status s = writer->Commit(); !s.ok()) return s;
+  // Open loads only a snapshot the store recorded; unrecorded, the file
+  // would only be refused.
+  if (absl::Status s = store_->RecordSnapshot(
+          {file.sequence, writer->file_id(), create_time_us});
+      !s.ok()) {
+    std::error_code error;
+    std::filesystem::remove(file.path, error);
+    return s;
+  }
   snapshot_sequence_ = file.sequence;
   refused_snapshots_.erase(file.path);
   PruneSnapshots(snapshot_dir_, file, refused_snapshots_);
   // The change log is only read to replay onto a snapshot: rows older than
-  // the oldest snapshot left are never read again. Best effort, like the
-  // pruning of files: the rows are kept for the next snapshot to prune.
+  // the oldest snapshot left are never read again; nor are the records of
+  // the files removed. Best effort, like the pruning of files: what is left
+  // the next snapshot prunes.
   int64_t oldest_kept = file.sequence;
+  std::vector<int64_t> kept_sequences;
   for (const SnapshotFileInfo& kept : ListSnapshots(snapshot_dir_)) {
     oldest_kept = std::min(oldest_kept, kept.sequence);
+    kept_sequences.push_back(kept.sequence);
   }
+  store_->ForgetSnapshots(kept_sequences).IgnoreError();
   if (absl::StatusOr<int64_t> pruned = store_->PruneChangesBefore(oldest_kept);
       pruned.ok()) {
     report.changes_pruned = *pruned;
@@ -769,6 +856,28 @@ absl::Status Registry::LoadGalleries() {
   return flush();
 }
 
+void Registry::FollowWrite(const AuditWrite& audit) {
+  if (audit.last_change == 0) return;
+  if (audit.first_change == galleries_sequence_ + 1) {
+    galleries_sequence_ = audit.last_change;
+    return;
+  }
+  // Another writer's changes came before this write's: the galleries miss
+  // them (and this write was checked against galleries without them).
+  if (!CatchUp().ok()) GalleriesDiverged();
+}
+
+absl::Status Registry::CatchUp() {
+  absl::StatusOr<ChangedSubjects> changed =
+      store_->SubjectsChangedAfter(galleries_sequence_);
+  if (!changed.ok()) return changed.status();
+  for (const std::string& subject_id : changed->subject_ids) {
+    if (absl::Status s = SyncGalleries(subject_id); !s.ok()) return s;
+  }
+  galleries_sequence_ = changed->sequence;
+  return absl::OkStatus();
+}
+
 absl::Status Registry::AddToGalleries(
     const std::string& subject_id,
     const std::vector<TemplateRecord>& templates) {
@@ -778,6 +887,11 @@ absl::Status Registry::AddToGalleries(
 absl::StatusOr<v1::Person> Registry::Resolve(
     const std::string& subject_id, const std::string& national_id,
     const std::string& issuing_country) {
+  if (absl::Status s =
+          ValidatePersonRef(subject_id, national_id, issuing_country);
+      !s.ok()) {
+    return s;
+  }
   if (!subject_id.empty()) return store_->GetPerson(subject_id);
   if (national_id.empty() && issuing_country.empty()) {
     return absl::InvalidArgumentError(
@@ -800,12 +914,13 @@ absl::StatusOr<NewPerson> Registry::PrepareEnroll(
   if (!request.has_person()) {
     return absl::InvalidArgumentError("person: required");
   }
-  if (absl::Status s = ValidatePerson("person", request.person(), now);
+  if (absl::Status s =
+          ValidatePerson("person", request.person(), now, options_.limits);
       !s.ok()) {
     return s;
   }
   absl::StatusOr<std::vector<v1::Template>> templates =
-      StorableTemplates(request.templates(), *matcher_);
+      StorableTemplates(request.templates(), *matcher_, options_.limits);
   if (!templates.ok()) return templates.status();
   absl::StatusOr<std::string> subject_id = NewSubjectId();
   if (!subject_id.ok()) return subject_id.status();
@@ -827,7 +942,7 @@ absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
   absl::StatusOr<NewPerson> prepared = PrepareEnroll(request, absl::Now());
   if (!prepared.ok()) return prepared.status();
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   // Searched under the write lock: no other write can commit between the
   // search and this one, so two enrollments of one person cannot both
   // become ACTIVE.
@@ -864,6 +979,7 @@ absl::StatusOr<v1::EnrollResponse> Registry::DoEnroll(
   *response.mutable_person() = std::move(written->person);
   if (!written->replayed) {
     response.set_case_id(response.person().case_id());
+    if (!response.case_id().empty()) cases_opened_.fetch_add(1);
     for (v1::Candidate& c : duplicates)
       *response.add_duplicates() = std::move(c);
   } else if (absl::Status s = FillCaseOf(*store_, &response); !s.ok()) {
@@ -919,7 +1035,7 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
                : absl::OkStatus();
   };
   if (absl::Status s = abandoned(); !s.ok()) return s;
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   if (absl::Status s = abandoned(); !s.ok()) return s;
   // Each item against the galleries and the earlier items of the batch.
   std::vector<std::vector<v1::Candidate>> duplicates(persons.size());
@@ -991,6 +1107,7 @@ absl::StatusOr<v1::BatchEnrollResponse> Registry::DoBatchEnroll(
     *item->mutable_person() = std::move(result.person);
     if (!result.replayed) {
       item->set_case_id(item->person().case_id());
+      if (!item->case_id().empty()) cases_opened_.fetch_add(1);
       for (v1::Candidate& c : duplicates[i]) {
         *item->add_duplicates() = std::move(c);
       }
@@ -1014,7 +1131,7 @@ absl::StatusOr<v1::Person> Registry::DoUpdatePerson(
   }
   if (absl::Status s = CheckMask(request.update_mask()); !s.ok()) return s;
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   absl::StatusOr<v1::Person> current =
       store_->GetPerson(request.person().subject_id());
   if (!current.ok()) return current.status();
@@ -1029,7 +1146,8 @@ absl::StatusOr<v1::Person> Registry::DoUpdatePerson(
   merge.set_replace_repeated_fields(true);
   FieldMaskUtil::MergeMessageTo(request.person(), request.update_mask(), merge,
                                 &updated);
-  if (absl::Status s = ValidatePerson("person", updated, absl::Now());
+  if (absl::Status s =
+          ValidatePerson("person", updated, absl::Now(), options_.limits);
       !s.ok()) {
     return s;
   }
@@ -1044,12 +1162,12 @@ absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
     return s;
   }
   absl::StatusOr<std::vector<v1::Template>> templates =
-      StorableTemplates(request.templates(), *matcher_);
+      StorableTemplates(request.templates(), *matcher_, options_.limits);
   if (!templates.ok()) return templates.status();
   const IdempotencyKey key{request.request_id(), "ReplaceTemplates",
                            Fingerprint(request)};
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   // New templates of an ACTIVE person are deduplicated (biometrically: the
   // record's demographics did not change); a pending person is already
   // held by its case.
@@ -1073,6 +1191,9 @@ absl::StatusOr<v1::Person> Registry::DoReplaceTemplates(
   absl::StatusOr<WriteResult> written = store_->ReplaceTemplates(
       key, request.subject_id(), *templates, audit, &dedup_case);
   if (!written.ok()) return written.status();
+  if (!written->replayed && !dedup_case.case_id().empty()) {
+    cases_opened_.fetch_add(1);
+  }
   if (!written->replayed) {
     absl::Status s;
     if (written->person.state() == v1::ACTIVE) {
@@ -1103,7 +1224,12 @@ absl::Status Registry::DoDeletePerson(const v1::DeletePersonRequest& request,
     return absl::InvalidArgumentError(
         absl::StrCat("reason: at most ", kMaxReasonBytes, " bytes"));
   }
-  absl::MutexLock lock(&write_mu_);
+  if (absl::Status s =
+          ValidateFreeText("reason", request.reason(), kMaxReasonBytes);
+      !s.ok()) {
+    return s;
+  }
+  WriteLock lock(this, audit);
   absl::Status s =
       request.erase()
           ? store_->ErasePerson(request.subject_id(), audit)
@@ -1146,7 +1272,17 @@ absl::StatusOr<v1::ListPersonsResponse> Registry::DoListPersons(
       store_->ListPersons(request.state(), page_size, *after);
   if (!page.ok()) return page.status();
   v1::ListPersonsResponse response;
+  size_t page_bytes = 0;
   for (v1::Person& person : page->persons) {
+    const size_t bytes = PageEntryBytes(person);
+    if (!FitsInPage(page_bytes, response.persons_size(), bytes)) {
+      // Ends early: the next page starts at this person.
+      response.set_next_page_token(PageToken(
+          request.state(),
+          response.persons(response.persons_size() - 1).subject_id()));
+      return response;
+    }
+    page_bytes += bytes;
     *response.add_persons() = std::move(person);
   }
   if (!page->last_subject_id.empty()) {
@@ -1206,6 +1342,13 @@ absl::StatusOr<v1::IdentifyResponse> Registry::DoIdentify(
     return absl::InvalidArgumentError(
         absl::StrCat("gallery: at most ", kMaxGallerySubjects, " subject ids"));
   }
+  for (int i = 0; i < request.gallery_size(); ++i) {
+    if (absl::Status s =
+            ValidateId(absl::StrCat("gallery[", i, "]"), request.gallery(i));
+        !s.ok()) {
+      return s;
+    }
+  }
   matcher::IdentifyOptions options;
   options.max_candidates = request.max_candidates() == 0
                                ? kDefaultCandidates
@@ -1238,7 +1381,7 @@ absl::StatusOr<v1::RotateKeyResponse> Registry::DoRotateKey(
     // whatever folder the server was started in.
     if (!std::filesystem::path(request.new_key_file()).is_absolute()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "new_key_file: ", request.new_key_file(),
+          "new_key_file: ", Quote(request.new_key_file()),
           " is not an absolute path (it names a file on the server)"));
     }
     if (request.batch_size() > 0) {
@@ -1316,13 +1459,13 @@ absl::StatusOr<v1::GetStatsResponse> Registry::DoGetStats() {
 
 namespace {
 
-// Resource strings come from the request: bounded, so that a rejected
-// request cannot make a large record.
+// Resource strings come from the request: bounded, and their control
+// characters escaped, so that a refused request can make neither a large
+// record nor one that breaks a line of whatever prints it.
 constexpr size_t kMaxResourceBytes = 256;
 
 std::string Clip(const std::string& value) {
-  return value.size() <= kMaxResourceBytes ? value
-                                           : value.substr(0, kMaxResourceBytes);
+  return AuditText(value, kMaxResourceBytes);
 }
 
 std::string NationalIdResource(const std::string& issuing_country,
@@ -1487,27 +1630,49 @@ absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
   AuditQuery query;
   query.page_size =
       request.page_size() == 0 ? kDefaultPageSize : request.page_size();
+  if (absl::Status s = CheckPageTokenSize(request.page_token()); !s.ok()) {
+    return s;
+  }
   if (!request.page_token().empty() &&
       (!absl::SimpleAtoi(request.page_token(), &query.after_sequence) ||
        query.after_sequence <= 0)) {
     return absl::InvalidArgumentError(
         "page_token: not a token this server returned");
   }
+  if (request.principal().size() > kMaxPrincipalFilterBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "principal: at most ", kMaxPrincipalFilterBytes, " bytes"));
+  }
   query.principal = request.principal();
+  // Checked before any arithmetic: seconds far out of range overflow the
+  // microseconds the store compares.
   if (request.has_start_time()) {
+    if (absl::Status s = ValidateTimestamp("start_time", request.start_time());
+        !s.ok()) {
+      return s;
+    }
     query.start_time_us = Micros(request.start_time());
   }
   if (request.has_end_time()) {
+    if (absl::Status s = ValidateTimestamp("end_time", request.end_time());
+        !s.ok()) {
+      return s;
+    }
     query.end_time_us = Micros(request.end_time());
     if (query.end_time_us <= query.start_time_us) {
       return absl::InvalidArgumentError("end_time: must be after start_time");
     }
+    // The store reads end_time_us 0 as "no upper bound"; no record was
+    // written before 1970.
+    if (query.end_time_us <= 0) return v1::ListAuditRecordsResponse();
   }
   absl::StatusOr<AuditPage> page = store_->ListAudit(query);
   if (!page.ok()) return page.status();
   v1::ListAuditRecordsResponse response;
+  size_t page_bytes = 0;
   for (const AuditRecord& record : page->records) {
-    v1::AuditRecord* out = response.add_records();
+    v1::AuditRecord converted;
+    v1::AuditRecord* out = &converted;
     out->set_sequence(record.sequence);
     out->mutable_time()->set_seconds(record.event.time_us / 1000000);
     out->mutable_time()->set_nanos(
@@ -1531,6 +1696,15 @@ absl::StatusOr<v1::ListAuditRecordsResponse> Registry::DoListAuditRecords(
     for (const std::string& name : record.event.disclosed) {
       out->add_disclosed_attributes(name);
     }
+    const size_t bytes = PageEntryBytes(converted);
+    if (!FitsInPage(page_bytes, response.records_size(), bytes)) {
+      // Ends early: the next page starts at this record.
+      response.set_next_page_token(absl::StrCat(
+          response.records(response.records_size() - 1).sequence()));
+      return response;
+    }
+    page_bytes += bytes;
+    *response.add_records() = std::move(converted);
   }
   if (page->last_sequence > 0) {
     response.set_next_page_token(absl::StrCat(page->last_sequence));
@@ -1728,6 +1902,9 @@ absl::StatusOr<v1::ListCasesResponse> Registry::DoListCases(
     return absl::InvalidArgumentError(absl::StrCat(
         "page_size: ", request.page_size(), " out of range 0-", kMaxPageSize));
   }
+  if (absl::Status s = CheckPageTokenSize(request.page_token()); !s.ok()) {
+    return s;
+  }
   int64_t after = 0;
   if (!request.page_token().empty()) {
     absl::string_view token = request.page_token();
@@ -1744,7 +1921,18 @@ absl::StatusOr<v1::ListCasesResponse> Registry::DoListCases(
       request.page_size() == 0 ? kDefaultPageSize : request.page_size(), after);
   if (!page.ok()) return page.status();
   v1::ListCasesResponse response;
-  for (v1::Case& c : page->cases) *response.add_cases() = std::move(c);
+  size_t page_bytes = 0;
+  for (size_t i = 0; i < page->cases.size(); ++i) {
+    const size_t bytes = PageEntryBytes(page->cases[i]);
+    if (!FitsInPage(page_bytes, i, bytes)) {
+      // Ends early: the next page starts at this case.
+      response.set_next_page_token(
+          CasePageToken(request.include_decided(), page->sequences[i - 1]));
+      return response;
+    }
+    page_bytes += bytes;
+    *response.add_cases() = std::move(page->cases[i]);
+  }
   if (page->last_sequence != 0) {
     response.set_next_page_token(
         CasePageToken(request.include_decided(), page->last_sequence));
@@ -1757,6 +1945,13 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
   if (absl::Status s = CheckRequestId(request.request_id()); !s.ok()) return s;
   if (request.case_id().empty()) {
     return absl::InvalidArgumentError("case_id: required");
+  }
+  if (absl::Status s = ValidateId("case_id", request.case_id()); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ValidateId("duplicate_of", request.duplicate_of());
+      !s.ok()) {
+    return s;
   }
   if (request.decision() == v1::WITHDRAWN) {
     return absl::InvalidArgumentError(
@@ -1777,6 +1972,11 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
     return absl::InvalidArgumentError(
         absl::StrCat("comment: at most ", kMaxCommentBytes, " bytes"));
   }
+  if (absl::Status s =
+          ValidateFreeText("comment", request.comment(), kMaxCommentBytes);
+      !s.ok()) {
+    return s;
+  }
   if (request.decision() != v1::DUPLICATE &&
       (request.merge_templates() || !request.duplicate_of().empty())) {
     return absl::InvalidArgumentError(
@@ -1790,11 +1990,23 @@ absl::StatusOr<v1::Case> Registry::DoDecideCase(
   decision.adjudicator = audit->event.principal;
   decision.comment = request.comment();
   decision.request_id = request.request_id();
+  decision.fingerprint = Fingerprint(request);
   decision.duplicate_of = request.duplicate_of();
   decision.merge_templates = request.merge_templates();
+  // A merge may not give the existing person more templates than Enroll
+  // would, nor two of one finger or eye.
+  decision.check_merged =
+      [limits = options_.limits](absl::Span<const v1::Template> merged) {
+        const absl::Status s = ValidateTemplateSet("templates", merged, limits);
+        if (s.ok()) return s;
+        return absl::InvalidArgumentError(absl::StrCat(
+            "merge_templates: the templates duplicate_of would hold (its own, "
+            "then the merged ones) break a limit (",
+            s.message(), "); decide without merge_templates"));
+      };
   audit->event.decision = v1::Decision_Name(request.decision());
 
-  absl::MutexLock lock(&write_mu_);
+  WriteLock lock(this, audit);
   absl::StatusOr<DecideResult> result = store_->DecideCase(decision, audit);
   if (!result.ok()) return result.status();
   if (!result->replayed) {
@@ -1823,10 +2035,13 @@ absl::StatusOr<v1::ListCasesResponse> Registry::ListCases(
 absl::StatusOr<v1::Case> Registry::GetCase(const v1::GetCaseRequest& request,
                                            const AuditActor& actor) {
   AuditWrite audit = NewAudit(actor);
-  absl::StatusOr<v1::Case> response =
+  const absl::Status checked =
       request.case_id().empty()
           ? absl::InvalidArgumentError("case_id: required")
-          : store_->GetCase(request.case_id());
+          : ValidateId("case_id", request.case_id());
+  absl::StatusOr<v1::Case> response = checked.ok()
+                                          ? store_->GetCase(request.case_id())
+                                          : absl::StatusOr<v1::Case>(checked);
   if (response.ok()) {
     audit.event.subject_id = response->person().subject_id();
     for (const v1::CaseCandidate& c : response->candidates()) {

@@ -17,7 +17,15 @@
 // Snapshots: the galleries are derived data, so instead of rebuilding them
 // from every template in the store at each start, Open loads the newest
 // usable snapshot under data_dir/snapshots (enroll/snapshots.h) and replays
-// the store changes made after it; WriteSnapshot writes one.
+// the store changes made after it; WriteSnapshot writes one. A snapshot is
+// labelled with the change sequence its galleries hold, and recorded in the
+// store; Open loads only a snapshot the store recorded.
+//
+// One process at a time: Open takes the data folder's lock
+// (enroll/data_dir_lock.h), held until the registry closes. Should the
+// store still be written by another writer (a tool on hawiya.db), the
+// registry notices at its next write or snapshot (the change sequence does
+// not follow on from its own) and brings the galleries up to the store.
 #ifndef HAWIYA_ENROLL_REGISTRY_H_
 #define HAWIYA_ENROLL_REGISTRY_H_
 
@@ -37,8 +45,10 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "enroll/audit_log.h"
+#include "enroll/data_dir_lock.h"
 #include "enroll/partner.h"
 #include "enroll/store.h"
+#include "enroll/validation.h"
 #include "hawiya/v1/adjudication.pb.h"
 #include "hawiya/v1/admin.pb.h"
 #include "hawiya/v1/audit.pb.h"
@@ -65,6 +75,10 @@ struct DedupOptions {
 struct RegistryOptions {
   // Folder of the embedded store (hawiya.db); created if absent.
   std::string data_dir;
+  // The lock on data_dir, if the caller already holds it (a server takes it
+  // before it writes anything in the folder, its development PKI included).
+  // Null: Open takes it.
+  std::shared_ptr<const DataDirLock> data_dir_lock;
   // StoreOptions::key_file: the key-encryption key file. Empty:
   // data_dir/keys/kek.key, created on first start (a development key).
   std::string key_file;
@@ -92,6 +106,15 @@ struct RegistryOptions {
   // daily quotas) and of signing key validity.
   std::function<absl::Time()> clock = absl::Now;
   DedupOptions dedup;
+  // What one person may hold (ServerConfig.limits).
+  InputLimits limits;
+};
+
+// What the registry holds now, for monitoring.
+struct RegistryGauges {
+  std::vector<matcher::GalleryInfo> galleries;
+  // Dedup cases opened (persons held for adjudication) since Open.
+  int64_t cases_opened = 0;
 };
 
 // How Open got its galleries, for the start-up log.
@@ -142,8 +165,11 @@ struct SnapshotReport {
 
 class Registry {
  public:
-  // Opens the store and rebuilds every gallery from it. Serving may start
-  // when this returns.
+  // Takes the data folder's lock (unless options.data_dir_lock is given:
+  // INVALID_ARGUMENT if that is another folder's), opens the store and
+  // loads the galleries. FAILED_PRECONDITION naming the folder and the
+  // holder's process id if another process (or registry) holds the lock.
+  // Serving may start when this returns.
   static absl::StatusOr<std::unique_ptr<Registry>> Open(
       const RegistryOptions& options);
 
@@ -155,6 +181,11 @@ class Registry {
   // The most requests one BatchEnroll takes: bounds a call's memory and the
   // time it holds the write lock.
   static constexpr size_t kMaxBatchEnrollRequests = 10000;
+  // The most bytes of records one page of ListPersons, ListCases or
+  // ListAuditRecords carries: a page ends early, with a next_page_token,
+  // before the record that would cross it (but always holds one record),
+  // so that a client with gRPC's default 4 MiB receive limit can list.
+  static constexpr size_t kMaxPageBytes = 3 << 20;
 
   // Each appends the call's audit record, as `actor` (default: an
   // in-process caller with no principal).
@@ -241,8 +272,10 @@ class Registry {
   // plaintext templates encrypted).
   const KeyReport& key_report() const { return key_report_; }
 
-  // Writes a snapshot of the galleries to data_dir/snapshots, then keeps it
-  // and the newest older usable one and removes the rest. Writes wait while
+  // Writes a snapshot of the galleries to data_dir/snapshots, labelled with
+  // the change sequence they hold (after bringing them up to any change
+  // another writer made to the store) and recorded in the store, then keeps
+  // it and the newest older usable one and removes the rest. Writes wait while
   // the galleries are copied to memory (or, if memory is short, written to
   // the file); reads and matches go on. Writes nothing if nothing changed since
   // the last snapshot written or loaded. An error never affects a request, and
@@ -258,9 +291,43 @@ class Registry {
   // them if the galleries were rebuilt from the store).
   absl::StatusOr<int64_t> ChangesSinceSnapshot();
 
+  // For the metrics endpoint, read at every scrape: no store query and no
+  // audit record (unlike GetStats, a call on the registry's data).
+  RegistryGauges Gauges() const;
+
  private:
-  Registry(std::unique_ptr<Store> store,
+  Registry(std::shared_ptr<const DataDirLock> data_dir_lock,
+           std::unique_ptr<Store> store,
            std::unique_ptr<matcher::Matcher> matcher, RegistryOptions options);
+
+  // write_mu_ for one write: held across its store commit and its gallery
+  // change; on release, FollowWrite of the write's audit record.
+  class ABSL_SCOPED_LOCKABLE WriteLock {
+   public:
+    WriteLock(Registry* registry, const AuditWrite* audit)
+        ABSL_EXCLUSIVE_LOCK_FUNCTION(registry->write_mu_)
+        : registry_(registry), audit_(audit) {
+      registry_->write_mu_.Lock();
+    }
+    ~WriteLock() ABSL_UNLOCK_FUNCTION() {
+      registry_->FollowWrite(*audit_);
+      registry_->write_mu_.Unlock();
+    }
+    WriteLock(const WriteLock&) = delete;
+    WriteLock& operator=(const WriteLock&) = delete;
+
+   private:
+    Registry* const registry_;
+    const AuditWrite* const audit_;
+  };
+  // After a write (its changes committed and applied to the galleries):
+  // advances galleries_sequence_ over its changes if they follow on from
+  // it, else (another writer's changes came in between) CatchUp.
+  void FollowWrite(const AuditWrite& audit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Brings the galleries up to the store's changes after
+  // galleries_sequence_, subject by subject, as a replay does.
+  absl::Status CatchUp() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   // The request methods, without their audit: `audit` is the call's
   // record, which they fill in (resource, subjects) and, for a write, pass
@@ -371,6 +438,8 @@ class Registry {
   absl::Status AddToGalleries(const std::string& subject_id,
                               const std::vector<TemplateRecord>& templates);
 
+  // Declared first: released after the store has closed.
+  const std::shared_ptr<const DataDirLock> data_dir_lock_;
   const std::unique_ptr<Store> store_;
   const std::unique_ptr<matcher::Matcher> matcher_;
   const RegistryOptions options_;
@@ -393,10 +462,15 @@ class Registry {
   absl::Mutex snapshot_mu_;
   // Snapshot files Open refused: never kept as the older snapshot.
   std::set<std::string> refused_snapshots_ ABSL_GUARDED_BY(snapshot_mu_);
+  // The galleries hold every store change up to this sequence: what a
+  // snapshot of them is labelled with.
+  int64_t galleries_sequence_ ABSL_GUARDED_BY(write_mu_) = 0;
   // The sequence of the last snapshot written or loaded (0 after a rebuild:
   // every change is then "since the snapshot").
   std::atomic<int64_t> snapshot_sequence_{0};
   std::atomic<bool> galleries_diverged_{false};
+  // Dedup cases opened by committed writes since Open.
+  std::atomic<int64_t> cases_opened_{0};
   // The current receipt signing key (with its private half). Receipts are
   // signed under a reader lock, a rotation holds it exclusively, so no
   // receipt is dated after its key was retired.

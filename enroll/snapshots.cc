@@ -224,6 +224,25 @@ absl::Status CheckSnapshotHeader(
   return absl::OkStatus();
 }
 
+absl::Status CheckSnapshotRecorded(const SnapshotHeader& header,
+                                   absl::string_view file_id, Store& store) {
+  absl::StatusOr<SnapshotRecord> recorded = store.GetSnapshot(header.sequence);
+  if (absl::IsNotFound(recorded.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the store has no record of a snapshot at change ", header.sequence,
+        ": not written by this store's server, or before the store recorded "
+        "its snapshots"));
+  }
+  if (!recorded.ok()) return recorded.status();
+  if (recorded->file_id != file_id) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "file ", file_id, " is not the snapshot the store recorded at change ",
+        header.sequence, " (", recorded->file_id,
+        "): written by another process"));
+  }
+  return absl::OkStatus();
+}
+
 std::string SnapshotFileName(int64_t sequence) {
   return absl::StrFormat("%s%020d%s", kPrefix, sequence, kSuffix);
 }

@@ -54,6 +54,14 @@ absl::Status CheckSnapshotHeader(
     const SnapshotHeader& header, Store& store, absl::string_view store_id,
     int64_t store_sequence, absl::Span<const matcher::ModalitySpec> modalities);
 
+// Whether the store recorded this snapshot file (Store::RecordSnapshot) at
+// header.sequence, `file_id` being the file's (SnapshotFileReader::file_id):
+// FAILED_PRECONDITION if it recorded none there (a file this store's
+// registry did not write, or wrote before the store recorded snapshots) or
+// another file (one another process wrote under that name).
+absl::Status CheckSnapshotRecorded(const SnapshotHeader& header,
+                                   absl::string_view file_id, Store& store);
+
 // "snapshot-<sequence, 20 digits>.hws": names sort by sequence.
 std::string SnapshotFileName(int64_t sequence);
 

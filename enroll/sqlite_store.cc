@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <memory>
@@ -244,6 +245,16 @@ CREATE TABLE name_keys (
 ) WITHOUT ROWID;
 CREATE INDEX name_keys_by_subject ON name_keys (subject_id);
 )sql",
+    // 8: the gallery snapshots written from this store, one per file (a
+    // file is named by its sequence): a snapshot file the store has no
+    // record of, or another file under a recorded name, is not loaded.
+    R"sql(
+CREATE TABLE snapshots (
+  sequence INTEGER PRIMARY KEY,
+  file_id TEXT NOT NULL,
+  create_time_us INTEGER NOT NULL
+);
+)sql",
 };
 constexpr int64_t kSchemaVersion =
     static_cast<int64_t>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -432,9 +443,18 @@ class Connection {
     return stmt.Int(0);
   }
 
+  // The change-log rows the open write transaction appended, first and last
+  // sequence (0 if none); Transaction::Begin clears it.
+  struct AppendedChanges {
+    int64_t first = 0;
+    int64_t last = 0;
+  };
+  AppendedChanges& appended_changes() { return appended_changes_; }
+
  private:
   explicit Connection(DbPtr db) : db_(std::move(db)) {}
 
+  AppendedChanges appended_changes_;
   // Members are destroyed in reverse order: statements are finalized before
   // the connection closes.
   DbPtr db_;
@@ -465,6 +485,7 @@ class Transaction {
     HAWIYA_STORE_RETURN_IF_ERROR(connection_->Exec(
         mode == Mode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED"));
     active_ = true;
+    connection_->appended_changes() = {};
     return absl::OkStatus();
   }
 
@@ -630,6 +651,14 @@ Person AsInserted(const Person& person, int64_t now,
   return stored;
 }
 
+// The response an idempotency row keeps: a hawiya.v1.Person naming only
+// the subject, never its record (a replay reads the record as it is now).
+std::string ResponseStub(absl::string_view subject_id) {
+  Person stub;
+  stub.set_subject_id(std::string(subject_id));
+  return stub.SerializeAsString();
+}
+
 absl::Status NoPerson(absl::string_view subject_id) {
   return absl::NotFoundError(
       absl::StrCat("subject_id: no person ", subject_id));
@@ -705,6 +734,50 @@ class SqliteStore final : public Store {
       : connection_(std::move(connection)), path_(std::move(path)) {}
 
   const std::string& path() const override { return path_; }
+
+  // Idempotency rows an older version wrote keep the whole person record as
+  // first returned, a copy UpdatePerson never corrected: reduced once to
+  // the subject id (ResponseStub), which meta records, then the WAL that
+  // held the old pages is checkpointed away. Part of Open.
+  absl::Status ScrubStoredResponses() {
+    absl::MutexLock lock(&mu_);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        int64_t scrubbed,
+        connection_->QueryInt("SELECT COUNT(*) FROM meta WHERE key = "
+                              "'responses_scrubbed'"));
+    if (scrubbed > 0) return absl::OkStatus();
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    std::vector<std::pair<std::string, std::string>> stubs;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare("SELECT request_id, subject_id, response FROM "
+                               "idempotency WHERE length(response) > 0"));
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        std::string stub = ResponseStub(select.Text(1));
+        if (select.Blob(2) != stub) {
+          stubs.emplace_back(select.Text(0), std::move(stub));
+        }
+      }
+    }
+    for (const auto& [request_id, stub] : stubs) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement update,
+          connection_->Prepare(
+              "UPDATE idempotency SET response = ?2 WHERE request_id = ?1"));
+      update.BindText(1, request_id).BindBlob(2, stub);
+      HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        connection_->Exec("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                          "('responses_scrubbed', '1')"));
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    if (!stubs.empty()) CheckpointWal();
+    return absl::OkStatus();
+  }
 
   // Loads the key-encryption key (creating the default one for a store
   // without data keys), makes the first data key if there is none, unwraps
@@ -891,6 +964,12 @@ class SqliteStore final : public Store {
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
 
+    // A REVOKED record stays as it was withdrawn (ReplaceTemplates refuses
+    // it too). A DECEASED one is still a civil record, open to correction.
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        RequireState("person.subject_id", person.subject_id(),
+                     {hawiya::v1::ACTIVE, hawiya::v1::PENDING_ADJUDICATION,
+                      hawiya::v1::DECEASED}));
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> version,
                                   ReadVersion(person.subject_id()));
     if (!version.has_value()) return NoPerson(person.subject_id());
@@ -966,25 +1045,11 @@ class SqliteStore final : public Store {
       return *std::move(replay);
     }
 
-    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<int64_t> version,
-                                  ReadVersion(subject_id));
-    if (!version.has_value()) return NoPerson(subject_id);
-    // Checked after the replay lookup, so a replay still gets its first
-    // response after the person was revoked.
-    {
-      HAWIYA_STORE_ASSIGN_OR_RETURN(
-          Statement select,
-          connection_->Prepare(
-              "SELECT state FROM persons WHERE subject_id = ?1"));
-      select.BindText(1, subject_id);
-      HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-      const auto state = static_cast<PersonState>(row ? select.Int(0) : 0);
-      if (state != hawiya::v1::ACTIVE &&
-          state != hawiya::v1::PENDING_ADJUDICATION) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "subject_id: person is ", hawiya::v1::PersonState_Name(state)));
-      }
-    }
+    // Checked after the replay lookup, so a replay still answers after the
+    // person was revoked.
+    HAWIYA_STORE_RETURN_IF_ERROR(
+        RequireState("subject_id", subject_id,
+                     {hawiya::v1::ACTIVE, hawiya::v1::PENDING_ADJUDICATION}));
 
     const int64_t now = NowMicros();
     {
@@ -1011,8 +1076,7 @@ class SqliteStore final : public Store {
       return absl::InternalError("store: updated person vanished");
     }
     result.person = *std::move(stored);
-    HAWIYA_STORE_RETURN_IF_ERROR(
-        RecordRequest(key, subject_id, result.person, now));
+    HAWIYA_STORE_RETURN_IF_ERROR(RecordRequest(key, subject_id, now));
     HAWIYA_STORE_RETURN_IF_ERROR(CommitWithAudit(txn, audit, now));
     return result;
   }
@@ -1265,6 +1329,67 @@ class SqliteStore final : public Store {
     return changed;
   }
 
+  absl::Status RecordSnapshot(const SnapshotRecord& snapshot) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement insert,
+          connection_->Prepare("INSERT OR REPLACE INTO snapshots (sequence, "
+                               "file_id, create_time_us) VALUES (?1, ?2, ?3)"));
+      insert.BindInt(1, snapshot.sequence)
+          .BindText(2, snapshot.file_id)
+          .BindInt(3, snapshot.create_time_us);
+      HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    }
+    return txn.Commit();
+  }
+
+  absl::StatusOr<SnapshotRecord> GetSnapshot(int64_t sequence) override {
+    absl::MutexLock lock(&mu_);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare("SELECT file_id, create_time_us FROM snapshots "
+                             "WHERE sequence = ?1"));
+    select.BindInt(1, sequence);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) {
+      return absl::NotFoundError(
+          absl::StrCat("sequence: no snapshot recorded at change ", sequence));
+    }
+    return SnapshotRecord{sequence, select.Text(0), select.Int(1)};
+  }
+
+  absl::StatusOr<int64_t> ForgetSnapshots(
+      absl::Span<const int64_t> kept) override {
+    absl::MutexLock lock(&mu_);
+    Transaction txn(connection_.get());
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    std::vector<int64_t> forgotten;
+    {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement select,
+          connection_->Prepare("SELECT sequence FROM snapshots"));
+      while (true) {
+        HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        if (std::find(kept.begin(), kept.end(), select.Int(0)) == kept.end()) {
+          forgotten.push_back(select.Int(0));
+        }
+      }
+    }
+    for (int64_t sequence : forgotten) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(
+          Statement erase,
+          connection_->Prepare("DELETE FROM snapshots WHERE sequence = ?1"));
+      erase.BindInt(1, sequence);
+      HAWIYA_STORE_RETURN_IF_ERROR(erase.Run());
+    }
+    HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
+    return static_cast<int64_t>(forgotten.size());
+  }
+
   absl::StatusOr<int64_t> PruneChangesBefore(int64_t sequence) override {
     // Rows per transaction: a few milliseconds of work, so a write waits at
     // most that long for the store's mutex.
@@ -1454,6 +1579,8 @@ class SqliteStore final : public Store {
       page.cases.pop_back();
       page.last_sequence = sequences[page.cases.size() - 1];
     }
+    sequences.resize(page.cases.size());
+    page.sequences = std::move(sequences);
     for (hawiya::v1::Case& c : page.cases) {
       HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&c, false));
     }
@@ -1466,6 +1593,14 @@ class SqliteStore final : public Store {
     absl::MutexLock lock(&mu_);
     Transaction txn(connection_.get());
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Begin(Transaction::Mode::kWrite));
+    // The request ids of every write method are one key space: one an
+    // Enroll used, or another DecideCase request, is ALREADY_EXISTS.
+    const IdempotencyKey key{decision.request_id, "DecideCase",
+                             decision.fingerprint};
+    std::optional<CommittedRequest> committed;
+    if (!key.request_id.empty()) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(committed, FindRequest(key));
+    }
     HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<StoredCase> found,
                                   ReadCase(decision.case_id));
     if (!found.has_value()) return NoCase(decision.case_id);
@@ -1480,9 +1615,12 @@ class SqliteStore final : public Store {
     DecideResult result;
     const int64_t now = NowMicros();
     if (c.decision() != hawiya::v1::DECISION_UNSPECIFIED) {
-      if (!decision.request_id.empty() &&
-          found->request_id == decision.request_id &&
-          c.decision() == decision.decision) {
+      // A replay: the same request committed (or, for a case decided
+      // before decisions kept an idempotency row, the same request_id and
+      // decision).
+      if (committed.has_value() || (!decision.request_id.empty() &&
+                                    found->request_id == decision.request_id &&
+                                    c.decision() == decision.decision)) {
         result.replayed = true;
         HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&c, true));
         result.decided = std::move(c);
@@ -1559,17 +1697,27 @@ class SqliteStore final : public Store {
               hawiya::v1::PersonState_Name(existing->state()),
               "; a person can only duplicate an ACTIVE or pending record"));
         }
+        std::vector<Template> templates;
+        if (decision.merge_templates) {
+          std::vector<TemplateRecord> records;
+          HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject_id, &records));
+          for (TemplateRecord& r : records) {
+            templates.push_back(std::move(r.tmpl));
+          }
+          if (decision.check_merged) {
+            std::vector<TemplateRecord> held;
+            HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(duplicate_of, &held));
+            std::vector<Template> merged;
+            for (TemplateRecord& r : held) merged.push_back(std::move(r.tmpl));
+            merged.insert(merged.end(), templates.begin(), templates.end());
+            HAWIYA_STORE_RETURN_IF_ERROR(decision.check_merged(merged));
+          }
+        }
         HAWIYA_STORE_RETURN_IF_ERROR(
             SetState(subject_id, hawiya::v1::REVOKED,
                      absl::StrCat("duplicate of ", duplicate_of, " (case ",
                                   decision.case_id, ")")));
         if (decision.merge_templates) {
-          std::vector<TemplateRecord> records;
-          HAWIYA_STORE_RETURN_IF_ERROR(ReadTemplates(subject_id, &records));
-          std::vector<Template> templates;
-          for (TemplateRecord& r : records) {
-            templates.push_back(std::move(r.tmpl));
-          }
           HAWIYA_STORE_RETURN_IF_ERROR(
               InsertTemplates(duplicate_of, templates).status());
           HAWIYA_STORE_RETURN_IF_ERROR(BumpVersion(duplicate_of, now));
@@ -1626,6 +1774,9 @@ class SqliteStore final : public Store {
           .BindInt(7, merged ? 1 : 0)
           .BindText(8, decision.request_id);
       HAWIYA_STORE_RETURN_IF_ERROR(update.Run());
+    }
+    if (!key.request_id.empty()) {
+      HAWIYA_STORE_RETURN_IF_ERROR(RecordRequest(key, subject_id, now));
     }
     HAWIYA_STORE_ASSIGN_OR_RETURN(found, ReadCase(decision.case_id));
     HAWIYA_STORE_RETURN_IF_ERROR(FillCasePersons(&found->record, true));
@@ -2277,7 +2428,7 @@ class SqliteStore final : public Store {
   }
 
   // The body of CreatePerson, inside the caller's write transaction. A replay
-  // writes nothing and returns the first result.
+  // writes nothing and returns the person as it is now.
   absl::StatusOr<WriteResult> InsertPerson(
       const IdempotencyKey& key, const Person& person,
       absl::Span<const Template> templates, int64_t now,
@@ -2332,50 +2483,71 @@ class SqliteStore final : public Store {
           InsertCase(*dedup_case, person.subject_id(), now));
       result.person.set_case_id(dedup_case->case_id());
     }
-    HAWIYA_STORE_RETURN_IF_ERROR(
-        RecordRequest(key, person.subject_id(), result.person, now));
+    HAWIYA_STORE_RETURN_IF_ERROR(RecordRequest(key, person.subject_id(), now));
     return result;
   }
 
-  // The replayed result for a request_id already committed with the same
-  // method and fingerprint; nullopt for a new one.
-  absl::StatusOr<std::optional<WriteResult>> Replay(const IdempotencyKey& key)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // A request_id committed before, by any write method (Enroll,
+  // BatchEnroll, ReplaceTemplates and DecideCase share one key space).
+  struct CommittedRequest {
+    std::string subject_id;
+    // The person it wrote was erased since (its response was dropped).
+    bool erased = false;
+  };
+
+  // The request committed under key.request_id; nullopt if none.
+  // ALREADY_EXISTS naming "request_id" if it was committed by another
+  // method or with another fingerprint.
+  absl::StatusOr<std::optional<CommittedRequest>> FindRequest(
+      const IdempotencyKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     HAWIYA_STORE_ASSIGN_OR_RETURN(
         Statement select,
-        connection_->Prepare("SELECT method, fingerprint, response FROM "
-                             "idempotency WHERE request_id = ?1"));
+        connection_->Prepare("SELECT method, fingerprint, length(response), "
+                             "subject_id FROM idempotency WHERE request_id = "
+                             "?1"));
     select.BindText(1, key.request_id);
     HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
-    if (!row) return std::optional<WriteResult>();
+    if (!row) return std::optional<CommittedRequest>();
     if (select.Text(0) != key.method || select.Blob(1) != key.fingerprint) {
       return absl::AlreadyExistsError(
           "request_id: already used for a different request");
     }
-    if (select.Blob(2).empty()) {
+    CommittedRequest committed;
+    committed.erased = select.Int(2) == 0;
+    committed.subject_id = select.Text(3);
+    return std::optional<CommittedRequest>(std::move(committed));
+  }
+
+  // The replayed result for a request_id already committed with the same
+  // method and fingerprint; nullopt for a new one. The person is read as it
+  // is now: the stored response names only the subject, so that a later
+  // UpdatePerson leaves no stale copy of the record behind.
+  absl::StatusOr<std::optional<WriteResult>> Replay(const IdempotencyKey& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(std::optional<CommittedRequest> committed,
+                                  FindRequest(key));
+    if (!committed.has_value()) return std::optional<WriteResult>();
+    std::optional<Person> person;
+    if (!committed->erased) {
+      HAWIYA_STORE_ASSIGN_OR_RETURN(person, ReadPerson(committed->subject_id));
+    }
+    if (!person.has_value()) {
       return absl::FailedPreconditionError(
           "request_id: the person this request wrote has been erased; "
           "a new enrollment needs a new request_id");
     }
     WriteResult result;
     result.replayed = true;
-    if (!result.person.ParseFromString(select.Blob(2))) {
-      // Not naming the request id: clients choose it, and this message is
-      // logged (it could carry what a client put in it).
-      return absl::InternalError(
-          "store: corrupt stored response of an idempotency record");
-    }
+    result.person = *std::move(person);
     return std::optional<WriteResult>(std::move(result));
   }
 
+  // Commits key for subject_id. The stored response is a hawiya.v1.Person
+  // holding only the subject id (see Replay).
   absl::Status RecordRequest(const IdempotencyKey& key,
-                             absl::string_view subject_id,
-                             const Person& response, int64_t now)
+                             absl::string_view subject_id, int64_t now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::string bytes;
-    if (!response.SerializeToString(&bytes)) {
-      return absl::InternalError("store: cannot serialize response");
-    }
+    const std::string bytes = ResponseStub(subject_id);
     HAWIYA_STORE_ASSIGN_OR_RETURN(
         Statement insert,
         connection_->Prepare(
@@ -2450,7 +2622,11 @@ class SqliteStore final : public Store {
       HAWIYA_STORE_ASSIGN_OR_RETURN(sequence, InsertAudit(&audit->event, now));
     }
     HAWIYA_STORE_RETURN_IF_ERROR(txn.Commit());
-    if (audit != nullptr) audit->sequence = sequence;
+    if (audit != nullptr) {
+      audit->sequence = sequence;
+      audit->first_change = connection_->appended_changes().first;
+      audit->last_change = connection_->appended_changes().last;
+    }
     return absl::OkStatus();
   }
 
@@ -2462,7 +2638,12 @@ class SqliteStore final : public Store {
         connection_->Prepare("INSERT INTO changes (subject_id, kind, time_us) "
                              "VALUES (?1, ?2, ?3)"));
     insert.BindText(1, subject_id).BindText(2, kind).BindInt(3, now);
-    return insert.Run();
+    HAWIYA_STORE_RETURN_IF_ERROR(insert.Run());
+    // seq is the rowid; within one write transaction the numbers follow on.
+    Connection::AppendedChanges& appended = connection_->appended_changes();
+    appended.last = sqlite3_last_insert_rowid(connection_->db());
+    if (appended.first == 0) appended.first = appended.last;
+    return absl::OkStatus();
   }
 
   absl::Status BumpVersion(absl::string_view subject_id, int64_t now)
@@ -2523,6 +2704,27 @@ class SqliteStore final : public Store {
       records.push_back(std::move(record));
     }
     return records;
+  }
+
+  // NOT_FOUND if there is no such person; FAILED_PRECONDITION naming
+  // `field` if its state is not one of `allowed`.
+  absl::Status RequireState(absl::string_view field,
+                            absl::string_view subject_id,
+                            std::initializer_list<PersonState> allowed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HAWIYA_STORE_ASSIGN_OR_RETURN(
+        Statement select,
+        connection_->Prepare(
+            "SELECT state FROM persons WHERE subject_id = ?1"));
+    select.BindText(1, subject_id);
+    HAWIYA_STORE_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return NoPerson(subject_id);
+    const auto state = static_cast<PersonState>(select.Int(0));
+    if (std::find(allowed.begin(), allowed.end(), state) == allowed.end()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ": person is ", hawiya::v1::PersonState_Name(state)));
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::optional<int64_t>> ReadVersion(
@@ -2983,6 +3185,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
   auto store =
       std::make_unique<SqliteStore>(std::move(connection), options.path);
   HAWIYA_STORE_RETURN_IF_ERROR(store->LoadKeys(options));
+  HAWIYA_STORE_RETURN_IF_ERROR(store->ScrubStoredResponses());
   return std::unique_ptr<Store>(std::move(store));
 }
 

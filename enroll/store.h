@@ -113,6 +113,9 @@ struct RewrapKeysResult {
 // An idempotency key: a write carrying a request_id already committed with
 // the same fingerprint returns the committed result and writes nothing; with
 // another fingerprint (or method) it is ALREADY_EXISTS naming "request_id".
+// One key space for every write method, DecideCase included. The committed
+// result is the subject it wrote, read as it is now: the store keeps no
+// copy of the person record with the key.
 struct IdempotencyKey {
   std::string request_id;   // REQUIRES: non-empty
   std::string method;       // e.g. "Enroll"
@@ -153,9 +156,17 @@ struct CaseDecision {
   std::string adjudicator;  // the principal
   std::string comment;
   std::string request_id;
+  // Digest of the whole request (as IdempotencyKey::fingerprint): the
+  // request_id is committed with it, in the key space of every write.
+  std::string fingerprint;
   // DUPLICATE: a candidate of the case; empty: the best one.
   std::string duplicate_of;
   bool merge_templates = false;
+  // With merge_templates: checks the templates duplicate_of would hold
+  // after the merge (its own, then the merged ones); an error refuses the
+  // decision, which then writes nothing. Null: no check.
+  std::function<absl::Status(absl::Span<const hawiya::v1::Template>)>
+      check_merged;
 };
 
 struct DecideResult {
@@ -171,6 +182,9 @@ struct DecideResult {
 
 struct CasePage {
   std::vector<hawiya::v1::Case> cases;  // oldest first
+  // sequences[i]: the position of cases[i] (what a page token continues
+  // after).
+  std::vector<int64_t> sequences;
   // The last case's position when more may follow, else 0.
   int64_t last_sequence = 0;
 };
@@ -219,6 +233,23 @@ struct AuditPage {
 struct AuditWrite {
   AuditEvent event;
   int64_t sequence = 0;
+  // Once committed, the change-log sequences of the first and the last
+  // change the write appended (both 0 if none, as for a replay): a caller
+  // that keeps derived data in step with the store (the registry's
+  // galleries) tells from them whether another writer's changes came in
+  // between.
+  int64_t first_change = 0;
+  int64_t last_change = 0;
+};
+
+// A gallery snapshot the registry wrote from this store (snapshots.h),
+// recorded so that a snapshot file is only trusted if the store knows it.
+struct SnapshotRecord {
+  // The change sequence the snapshot's galleries hold, which names its file.
+  int64_t sequence = 0;
+  // matcher::SnapshotFileWriter::file_id(): random per file.
+  std::string file_id;
+  int64_t create_time_us = 0;
 };
 
 // A receipt signing key (enroll/receipts.h): Ed25519, raw 32-byte halves.
@@ -284,15 +315,17 @@ class Store {
 
   // Writes `person` (the full new record, subject_id naming it) if the stored
   // version equals expected_version; bumps version and update_time.
-  // NOT_FOUND, ABORTED ("expected_version: ..."), ALREADY_EXISTS
-  // ("person.national_id: ...").
+  // NOT_FOUND, FAILED_PRECONDITION ("person.subject_id: person is
+  // REVOKED": a withdrawn record is kept as it was withdrawn), ABORTED
+  // ("expected_version: ..."), ALREADY_EXISTS ("person.national_id: ...").
   virtual absl::StatusOr<hawiya::v1::Person> UpdatePerson(
       const hawiya::v1::Person& person, int64_t expected_version,
       AuditWrite* audit = nullptr) = 0;
 
   // Replaces every template of the subject; bumps version. NOT_FOUND;
   // FAILED_PRECONDITION ("subject_id: person is REVOKED") unless the person
-  // is ACTIVE or PENDING_ADJUDICATION (a replay still gets its first result).
+  // is ACTIVE or PENDING_ADJUDICATION (a replay still answers, with the
+  // person as it is now).
   // With dedup_case (case_id set) the person also becomes
   // PENDING_ADJUDICATION and the case is opened, in the same transaction.
   virtual absl::StatusOr<WriteResult> ReplaceTemplates(
@@ -353,6 +386,17 @@ class Store {
   virtual absl::StatusOr<ChangedSubjects> SubjectsChangedAfter(
       int64_t after) = 0;
 
+  // Records a snapshot written (replacing the record of an earlier one at
+  // its sequence), in one transaction.
+  virtual absl::Status RecordSnapshot(const SnapshotRecord& snapshot) = 0;
+  // The snapshot recorded at this sequence; NOT_FOUND naming "sequence" if
+  // there is none.
+  virtual absl::StatusOr<SnapshotRecord> GetSnapshot(int64_t sequence) = 0;
+  // Deletes the records of every snapshot whose sequence is not in `kept`
+  // (the files left). Returns how many were deleted.
+  virtual absl::StatusOr<int64_t> ForgetSnapshots(
+      absl::Span<const int64_t> kept) = 0;
+
   // Deletes the change rows with a sequence below `sequence`, the oldest a
   // kept snapshot still needs (GetChange(sequence) and SubjectsChangedAfter
   // of it and later keep working; ChangeSequence and the numbering of later
@@ -403,9 +447,14 @@ class Store {
   // every candidate (AdjudicatedDistinct); DUPLICATE revokes it ("duplicate
   // of S (case C)") and, with merge_templates, copies its templates to S
   // (re-sealed for S); FRAUD revokes it and flags every candidate
-  // "fraud:<case_id>". NOT_FOUND ("case_id"); FAILED_PRECONDITION naming
-  // "case_id" if it is decided or withdrawn (unless the same request_id and
-  // decision: a replay) or its person is no longer pending, naming
+  // "fraud:<case_id>". The request_id is committed as the writes'
+  // IdempotencyKeys are (method "DecideCase"): ALREADY_EXISTS naming
+  // "request_id" if any write committed it for another request; the same
+  // request again is a replay (the case as decided, nothing written but
+  // the audit record). NOT_FOUND ("case_id"); FAILED_PRECONDITION naming
+  // "case_id" if it is decided or withdrawn (unless a replay, or, for a
+  // decision committed before request ids were shared, the same request_id
+  // and decision) or its person is no longer pending, naming
   // "duplicate_of" if that was erased or is neither ACTIVE nor pending;
   // INVALID_ARGUMENT naming "duplicate_of" if that is not a candidate,
   // naming "decision" unless DISTINCT, DUPLICATE or FRAUD.

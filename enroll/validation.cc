@@ -1,8 +1,11 @@
 #include "enroll/validation.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -13,6 +16,7 @@
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "hawiya/v1/types.pb.h"
 #include "matcher/gallery.h"
 #include "matcher/matcher.h"
@@ -40,45 +44,51 @@ std::string Indexed(absl::string_view field, size_t i) {
   return absl::StrCat(field, "[", i, "]");
 }
 
-// Strict UTF-8 (RFC 3629): rejects overlong forms, surrogates and code
-// points above U+10FFFF, all of which a lenient decoder would let through
-// and which can make two byte strings that look alike compare unequal.
+// Decodes the code point at s[i] as strict UTF-8 (RFC 3629): rejects
+// overlong forms, surrogates and code points above U+10FFFF, all of which a
+// lenient decoder would let through and which can make two byte strings
+// that look alike compare unequal. Returns its length in bytes, 0 if the
+// bytes there are not valid UTF-8.
+size_t DecodeOne(absl::string_view s, size_t i, char32_t* out) {
+  const unsigned char lead = static_cast<unsigned char>(s[i]);
+  if (lead < 0x80) {
+    *out = lead;
+    return 1;
+  }
+  size_t length;
+  char32_t cp;
+  char32_t min;
+  if ((lead & 0xE0) == 0xC0) {
+    length = 2;
+    cp = lead & 0x1F;
+    min = 0x80;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3;
+    cp = lead & 0x0F;
+    min = 0x800;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4;
+    cp = lead & 0x07;
+    min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < length) return 0;
+  for (size_t k = 1; k < length; ++k) {
+    const unsigned char c = static_cast<unsigned char>(s[i + k]);
+    if ((c & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (c & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  *out = cp;
+  return length;
+}
+
 bool DecodeUtf8(absl::string_view s, std::vector<char32_t>* out) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char lead = static_cast<unsigned char>(s[i]);
-    if (lead < 0x80) {
-      out->push_back(lead);
-      ++i;
-      continue;
-    }
-    size_t length;
+  for (size_t i = 0; i < s.size();) {
     char32_t cp;
-    char32_t min;
-    if ((lead & 0xE0) == 0xC0) {
-      length = 2;
-      cp = lead & 0x1F;
-      min = 0x80;
-    } else if ((lead & 0xF0) == 0xE0) {
-      length = 3;
-      cp = lead & 0x0F;
-      min = 0x800;
-    } else if ((lead & 0xF8) == 0xF0) {
-      length = 4;
-      cp = lead & 0x07;
-      min = 0x10000;
-    } else {
-      return false;
-    }
-    if (s.size() - i < length) return false;
-    for (size_t k = 1; k < length; ++k) {
-      const unsigned char c = static_cast<unsigned char>(s[i + k]);
-      if ((c & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (c & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
+    const size_t length = DecodeOne(s, i, &cp);
+    if (length == 0) return false;
     out->push_back(cp);
     i += length;
   }
@@ -100,6 +110,53 @@ absl::Status ValidateText(absl::string_view field, absl::string_view text,
 
 bool InRange(char32_t c, char32_t lo, char32_t hi) {
   return c >= lo && c <= hi;
+}
+
+// Unicode general category Cc.
+bool IsControl(char32_t c) { return c < 0x20 || InRange(c, 0x7F, 0x9F); }
+
+// What may not appear in free text: controls, and the separators that end a
+// line as surely as LF does.
+bool IsLineBreaking(char32_t c) {
+  return IsControl(c) || c == 0x2028 || c == 0x2029;
+}
+
+// Appends `value` with controls, line separators and invalid bytes escaped
+// (and backslashes and single quotes if `quoting`), cut on a UTF-8 boundary
+// so that at most `max_bytes` are appended. Returns whether it was cut.
+bool AppendEscaped(absl::string_view value, size_t max_bytes, bool quoting,
+                   std::string* out) {
+  size_t written = 0;
+  size_t i = 0;
+  std::string piece;
+  while (i < value.size()) {
+    char32_t cp = 0;
+    size_t length = DecodeOne(value, i, &cp);
+    piece.clear();
+    if (length == 0) {
+      piece = absl::StrFormat("\\x%02x", static_cast<unsigned char>(value[i]));
+      length = 1;
+    } else if (cp == '\n') {
+      piece = "\\n";
+    } else if (cp == '\r') {
+      piece = "\\r";
+    } else if (cp == '\t') {
+      piece = "\\t";
+    } else if (cp < 0x80 && IsControl(cp)) {
+      piece = absl::StrFormat("\\x%02x", static_cast<uint32_t>(cp));
+    } else if (IsLineBreaking(cp)) {
+      piece = absl::StrFormat("\\u%04x", static_cast<uint32_t>(cp));
+    } else if (quoting && (cp == '\\' || cp == '\'')) {
+      piece = {'\\', static_cast<char>(cp)};
+    } else {
+      piece = std::string(value.substr(i, length));
+    }
+    if (written + piece.size() > max_bytes) break;
+    out->append(piece);
+    written += piece.size();
+    i += length;
+  }
+  return i < value.size();
 }
 
 bool IsArabicBlock(char32_t c) {
@@ -143,8 +200,6 @@ bool IsLatinLetter(char32_t c) {
          (InRange(c, 0x00C0, 0x024F) && c != 0x00D7 && c != 0x00F7) ||
          InRange(c, 0x1E00, 0x1EFF);
 }
-
-bool IsControl(char32_t c) { return c < 0x20 || InRange(c, 0x7F, 0x9F); }
 
 absl::Status ValidateArabicPart(absl::string_view field,
                                 absl::Span<const char32_t> text) {
@@ -294,6 +349,92 @@ absl::Status ValidateDocument(absl::string_view field,
 
 }  // namespace
 
+std::string Quote(absl::string_view value) {
+  std::string out = "'";
+  const bool cut = AppendEscaped(value, kMaxQuotedBytes, true, &out);
+  out.push_back('\'');
+  if (cut) absl::StrAppend(&out, "... (", value.size(), " bytes)");
+  return out;
+}
+
+std::string AuditText(absl::string_view value, size_t max_bytes) {
+  std::string out;
+  AppendEscaped(value, max_bytes, false, &out);
+  return out;
+}
+
+absl::Status ValidateFreeText(absl::string_view field, absl::string_view text,
+                              size_t max_bytes) {
+  if (text.size() > max_bytes) {
+    return Invalid(field, absl::StrCat("is ", text.size(), " bytes, at most ",
+                                       max_bytes, " allowed"));
+  }
+  for (size_t i = 0; i < text.size();) {
+    char32_t cp;
+    const size_t length = DecodeOne(text, i, &cp);
+    if (length == 0) return Invalid(field, "is not valid UTF-8");
+    if (IsLineBreaking(cp)) {
+      return Invalid(field, absl::StrFormat("contains U+%04X at byte %d; "
+                                            "control characters and line "
+                                            "breaks are not allowed",
+                                            static_cast<uint32_t>(cp), i));
+    }
+    i += length;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateId(absl::string_view field, absl::string_view id) {
+  bool ok = id.size() <= kMaxIdBytes;
+  for (char c : id) ok = ok && c > 0x20 && c < 0x7F;
+  if (!ok) {
+    return Invalid(field,
+                   absl::StrCat("must be at most ", kMaxIdBytes,
+                                " printable ASCII characters, is ", Quote(id)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePersonRef(absl::string_view subject_id,
+                               absl::string_view national_id,
+                               absl::string_view issuing_country) {
+  if (!subject_id.empty() &&
+      (!national_id.empty() || !issuing_country.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subject_id, ", national_id.empty() ? "issuing_country" : "national_id",
+        ": give subject_id, or national_id and issuing_country, "
+        "not both"));
+  }
+  return ValidateId("subject_id", subject_id);
+}
+
+absl::Status ValidateTimestamp(absl::string_view field,
+                               const google::protobuf::Timestamp& time) {
+  // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in Unix seconds.
+  constexpr int64_t kMinSeconds = -62135596800;
+  constexpr int64_t kMaxSeconds = 253402300799;
+  if (time.seconds() < kMinSeconds || time.seconds() > kMaxSeconds) {
+    return Invalid(
+        Sub(field, "seconds"),
+        absl::StrCat(time.seconds(), " is outside 0001-01-01..9999-12-31"));
+  }
+  if (time.nanos() < 0 || time.nanos() > 999999999) {
+    return Invalid(Sub(field, "nanos"),
+                   absl::StrCat(time.nanos(), " out of range 0-999999999"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateArabicName(absl::string_view field,
+                                const hawiya::v1::PersonName& name) {
+  return ValidateName(field, name, Script::kArabic);
+}
+
+absl::Status ValidateLatinName(absl::string_view field,
+                               const hawiya::v1::PersonName& name) {
+  return ValidateName(field, name, Script::kLatin);
+}
+
 absl::Status ValidateNationalId(absl::string_view field,
                                 absl::string_view national_id) {
   bool ok = !national_id.empty() && national_id.size() <= kMaxNationalIdLength;
@@ -328,7 +469,8 @@ absl::Status ValidateDate(absl::string_view field, const hawiya::v1::Date& date,
 }
 
 absl::Status ValidatePerson(absl::string_view field,
-                            const hawiya::v1::Person& person, absl::Time now) {
+                            const hawiya::v1::Person& person, absl::Time now,
+                            const InputLimits& limits) {
   if (absl::Status s =
           ValidateNationalId(Sub(field, "national_id"), person.national_id());
       !s.ok()) {
@@ -363,13 +505,10 @@ absl::Status ValidatePerson(absl::string_view field,
       !s.ok()) {
     return s;
   }
-  if (!person.place_of_birth().empty()) {
-    std::vector<char32_t> text;
-    if (absl::Status s = ValidateText(Sub(field, "place_of_birth"),
-                                      person.place_of_birth(), &text);
-        !s.ok()) {
-      return s;
-    }
+  if (absl::Status s = ValidateFreeText(Sub(field, "place_of_birth"),
+                                        person.place_of_birth(), kMaxTextBytes);
+      !s.ok()) {
+    return s;
   }
   if (!hawiya::v1::Sex_IsValid(person.sex())) {
     return Invalid(Sub(field, "sex"),
@@ -383,6 +522,11 @@ absl::Status ValidatePerson(absl::string_view field,
   if (!hawiya::v1::CivilStatus_IsValid(person.civil_status())) {
     return Invalid(Sub(field, "civil_status"),
                    absl::StrCat("unknown value ", person.civil_status()));
+  }
+  if (static_cast<size_t>(person.documents_size()) > limits.max_documents) {
+    return Invalid(Sub(field, "documents"),
+                   absl::StrCat("at most ", limits.max_documents, ", not ",
+                                person.documents_size()));
   }
   for (int i = 0; i < person.documents_size(); ++i) {
     if (absl::Status s = ValidateDocument(Indexed(Sub(field, "documents"), i),
@@ -462,13 +606,52 @@ absl::Status ValidateTemplates(absl::string_view field,
                      absl::StrCat(t.quality(), " out of range 0-100"));
     }
 
-    if (!t.algorithm().empty()) {
-      std::vector<char32_t> text;
-      if (absl::Status s =
-              ValidateText(Sub(item, "algorithm"), t.algorithm(), &text);
-          !s.ok()) {
-        return s;
+    if (absl::Status s = ValidateFreeText(Sub(item, "algorithm"), t.algorithm(),
+                                          kMaxTextBytes);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTemplateSet(
+    absl::string_view field, absl::Span<const hawiya::v1::Template> templates,
+    const InputLimits& limits) {
+  // Where each finger or eye was first given.
+  std::map<std::pair<int, uint32_t>, size_t> first_at;
+  std::map<int, size_t> count;
+  for (size_t i = 0; i < templates.size(); ++i) {
+    const hawiya::v1::Template& t = templates[i];
+    const std::string& modality_name = hawiya::v1::Modality_Name(t.modality());
+    if (t.modality() != hawiya::v1::FACE) {
+      const auto [first, inserted] =
+          first_at.emplace(std::make_pair(t.modality(), t.position()), i);
+      if (!inserted) {
+        return Invalid(Indexed(field, i),
+                       absl::StrCat("a second ", modality_name, " at position ",
+                                    t.position(), ", after ",
+                                    Indexed(field, first->second)));
       }
+    }
+    size_t limit = templates.size();
+    switch (t.modality()) {
+      case hawiya::v1::FACE:
+        limit = limits.max_faces;
+        break;
+      case hawiya::v1::FINGERPRINT:
+        limit = limits.max_fingerprints;
+        break;
+      case hawiya::v1::IRIS:
+        limit = limits.max_irises;
+        break;
+      default:
+        break;
+    }
+    if (++count[t.modality()] > limit) {
+      return Invalid(Indexed(field, i),
+                     absl::StrCat("more than ", limit, " ", modality_name,
+                                  " templates for one person"));
     }
   }
   return absl::OkStatus();

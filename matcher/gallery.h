@@ -144,7 +144,7 @@ class Gallery {
   // one reader lock (one state for all probes); kExact scores batches of at
   // least kExactBatchBlasMinProbes probes (gallery_common.h) with BLAS
   // sgemm, smaller ones and kExactSq8's on the scan pool's shared passes.
-  // See faiss_gallery.cc for why sgemm's rounding cannot change the result.
+  // See exact_gallery.cc for why sgemm's rounding cannot change the result.
   virtual absl::StatusOr<std::vector<std::vector<SubjectScore>>> SearchBatch(
       absl::Span<const std::vector<float>> probes, size_t k) const;
 

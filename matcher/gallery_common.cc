@@ -1,8 +1,10 @@
 #include "matcher/gallery_common.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <string>
 #include <utility>
@@ -20,6 +22,10 @@
 #include "matcher/snapshot.h"
 
 namespace hawiya::matcher {
+
+absl::Status FaissError(absl::string_view operation, const std::exception& e) {
+  return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
+}
 
 bool BetterSubject(const SubjectScore& a, const SubjectScore& b) {
   if (a.score != b.score) return a.score > b.score;
@@ -111,6 +117,43 @@ std::vector<int64_t> SubjectBook::RemoveSubject(absl::string_view subject_id) {
   return labels;
 }
 
+absl::Status SubjectBook::AddSubjects(absl::Span<const absl::string_view> ids,
+                                      absl::Span<const uint32_t> counts,
+                                      absl::Span<const int32_t> row_subject,
+                                      absl::Span<const int64_t> labels) {
+  const size_t subjects = ids.size();
+  subject_labels_.reserve(subjects);
+  for (size_t i = 0; i < subjects; ++i) {
+    if (counts[i] == 0) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot: subject ", i, " has no template"));
+    }
+    auto [it, inserted] = subject_labels_.try_emplace(ids[i]);
+    if (!inserted) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot: subject ", ids[i], " is listed twice"));
+    }
+    it->second.reserve(counts[i]);
+    Recount(0, counts[i]);
+  }
+  // Every subject is in: the map no longer rehashes, so these pointers stay
+  // valid while the rows are filled in.
+  std::vector<std::vector<int64_t>*> subject_labels(subjects);
+  for (size_t i = 0; i < subjects; ++i) {
+    subject_labels[i] = &subject_labels_.find(ids[i])->second;
+  }
+  label_subject_.reserve(labels.size());
+  for (size_t row = 0; row < labels.size(); ++row) {
+    const auto subject = static_cast<size_t>(row_subject[row]);
+    if (!label_subject_.emplace(labels[row], ids[subject]).second) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot: label ", labels[row], " is held twice"));
+    }
+    subject_labels[subject]->push_back(labels[row]);
+  }
+  return absl::OkStatus();
+}
+
 const std::string* SubjectBook::SubjectOf(int64_t label) const {
   auto it = label_subject_.find(label);
   return it == label_subject_.end() ? nullptr : &it->second;
@@ -120,6 +163,16 @@ const std::vector<int64_t>* SubjectBook::LabelsOf(
     absl::string_view subject_id) const {
   auto it = subject_labels_.find(subject_id);
   return it == subject_labels_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<absl::Span<const int64_t>> SubjectBook::FindLabels(
+    absl::string_view subject_id) const {
+  const std::vector<int64_t>* labels = LabelsOf(subject_id);
+  if (labels == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("subject_id: no template of ", subject_id));
+  }
+  return absl::MakeConstSpan(*labels);
 }
 
 size_t SubjectBook::TemplatesToFetch(size_t k) const {
@@ -161,17 +214,23 @@ std::vector<SubjectScore> ExactSubjects(const float* unit, const float* rows,
                                         absl::Span<const int64_t> row_label,
                                         const SubjectBook& book, size_t fetch,
                                         float* boundary) {
-  std::vector<RowHit> top;
+  std::vector<ScanHit> top;
   TopRowsFp32(unit, rows, n, d, fetch, live, 0, &top);
   std::vector<LabelHit> hits;
   hits.reserve(top.size());
-  for (const RowHit& hit : top) {
+  for (const ScanHit& hit : top) {
     hits.push_back(LabelHit{hit.score, row_label[hit.row]});
   }
   return CollapseToSubjects(hits, book, boundary);
 }
 
 }  // namespace
+
+bool MustRescan(absl::Span<const SubjectScore> subjects, size_t k,
+                float boundary, size_t fetch, size_t total) {
+  return fetch < total && subjects.size() >= k &&
+         subjects[k - 1].score <= boundary;
+}
 
 std::vector<SubjectScore> ExactSearch(const float* unit, const float* rows,
                                       size_t n, size_t d, const uint8_t* live,
@@ -182,11 +241,7 @@ std::vector<SubjectScore> ExactSearch(const float* unit, const float* rows,
   float boundary = 0.0f;
   std::vector<SubjectScore> subjects =
       ExactSubjects(unit, rows, n, d, live, row_label, book, fetch, &boundary);
-  // A subject not fetched scores at most `boundary`: if the k-th subject sits
-  // on it, an unfetched one may tie and win on subject_id (as in the exact
-  // gallery, a full rescan settles these rare exact ties).
-  if (fetch < total && subjects.size() >= k &&
-      subjects[k - 1].score <= boundary) {
+  if (MustRescan(subjects, k, boundary, fetch, total)) {
     fetch = total;
     subjects = ExactSubjects(unit, rows, n, d, live, row_label, book, fetch,
                              &boundary);
@@ -253,6 +308,55 @@ absl::Status WriteChunkedI64s(SnapshotWriter* out,
 absl::Status ReadChunkedI64s(SnapshotReader* in, size_t count,
                              std::vector<int64_t>* values) {
   return ReadChunked(in, count, values, &SnapshotReader::ReadI64s);
+}
+
+absl::Status WriteKindHeader(SnapshotWriter* out, IndexKind kind,
+                             uint32_t version, int dimension) {
+  absl::Status s = out->WriteString(IndexKindName(kind));
+  if (s.ok()) s = out->WriteU32(version);
+  if (s.ok()) s = out->WriteU32(static_cast<uint32_t>(dimension));
+  return s;
+}
+
+absl::Status ReadKindHeader(SnapshotReader* in, absl::string_view format,
+                            uint32_t version, int dimension) {
+  absl::StatusOr<uint32_t> saved_version = in->ReadU32();
+  if (!saved_version.ok()) return saved_version.status();
+  if (*saved_version != version) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot: ", format, " format version ", *saved_version,
+                     " is not supported (expected ", version, ")"));
+  }
+  absl::StatusOr<uint32_t> saved_dimension = in->ReadU32();
+  if (!saved_dimension.ok()) return saved_dimension.status();
+  if (*saved_dimension != static_cast<uint32_t>(dimension)) {
+    return OptionMismatch("dimension", *saved_dimension, dimension);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteSq8Ranges(SnapshotWriter* out, absl::Span<const float> vmin,
+                            absl::Span<const float> vdiff) {
+  absl::Status s = out->WriteFloats(vmin);
+  if (s.ok()) s = out->WriteFloats(vdiff);
+  return s;
+}
+
+absl::Status ReadSq8Ranges(SnapshotReader* in, size_t d,
+                           std::vector<float>* vmin,
+                           std::vector<float>* vdiff) {
+  if (absl::Status s = in->ReadFloats(d, vmin); !s.ok()) return s;
+  if (absl::Status s = in->ReadFloats(d, vdiff); !s.ok()) return s;
+  if (vmin->size() != d || vdiff->size() != d) {
+    return absl::DataLossError("snapshot: SQ8 ranges of the wrong size");
+  }
+  for (size_t j = 0; j < d; ++j) {
+    if (!std::isfinite((*vmin)[j]) || !std::isfinite((*vdiff)[j]) ||
+        (*vdiff)[j] < 0.0f) {
+      return absl::DataLossError("snapshot: SQ8 ranges are not valid");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status OptionMismatch(absl::string_view field, uint64_t saved,

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -29,13 +30,18 @@ inline constexpr size_t kMaxIndexRows = 0x7fffffff;
 
 // Gallery::SearchBatch on an exact gallery scores batches of at least this
 // many probes with one BLAS sgemm per block of rows instead of the scan
-// pool's multi-query passes (measured crossover, see faiss_gallery.cc).
+// pool's multi-query passes (measured crossover, see exact_gallery.cc).
 inline constexpr size_t kExactBatchBlasMinProbes = 20;
 
 // Validates every probe (INVALID_ARGUMENT naming "probes[i]") and returns
 // them normalised, concatenated in order.
 absl::StatusOr<std::vector<float>> NormalizedProbes(
     absl::Span<const std::vector<float>> probes, int dimension);
+
+// INTERNAL "faiss <operation>: <what>". FAISS (and the allocation around
+// it) fails by exception; galleries catch it and return this instead, so no
+// exception leaves the matcher.
+absl::Status FaissError(absl::string_view operation, const std::exception& e);
 
 // Longest subject id a snapshot may hold; longer ones mean a corrupt stream.
 inline constexpr size_t kMaxSnapshotSubjectBytes = 1024;
@@ -51,7 +57,7 @@ void GrowCapacity(V& v, size_t n) {
 // Best score first, ties by subject_id (the Gallery::Search order).
 bool BetterSubject(const SubjectScore& a, const SubjectScore& b);
 
-// Validates entries exactly as the exact gallery does (INVALID_ARGUMENT
+// Validates entries (INVALID_ARGUMENT
 // naming entries[i].subject_id or entries[i].vector) and returns their
 // vectors normalised, concatenated in entry order.
 absl::StatusOr<std::vector<float>> NormalizedEntries(
@@ -65,7 +71,7 @@ absl::StatusOr<std::vector<float>> NormalizedProbe(
 class SubjectBook {
  public:
   // ALREADY_EXISTS naming entries[i].label if a label is present or repeated
-  // within the batch, as the exact gallery reports it.
+  // within the batch.
   absl::Status CheckNewLabels(absl::Span<const GalleryEntry> entries) const;
 
   // REQUIRES: label is not present.
@@ -78,14 +84,35 @@ class SubjectBook {
   const std::string* SubjectOf(int64_t label) const;
   // nullptr if the subject has no template.
   const std::vector<int64_t>* LabelsOf(absl::string_view subject_id) const;
+  // The same, or Gallery::ScoreSubject's NOT_FOUND naming subject_id.
+  absl::StatusOr<absl::Span<const int64_t>> FindLabels(
+      absl::string_view subject_id) const;
 
   size_t templates() const { return label_subject_.size(); }
   size_t subjects() const { return subject_labels_.size(); }
 
+  // Every subject's labels, for snapshots (iteration order is arbitrary).
+  const absl::flat_hash_map<std::string, std::vector<int64_t>>& by_subject()
+      const {
+    return subject_labels_;
+  }
+
+  // Adds a snapshot's subject table at once, with one lookup per subject
+  // rather than one per label as Add: subject i is ids[i], and row r holds
+  // label labels[r] of subject ids[row_subject[r]]. DATA_LOSS if a subject
+  // has no template or is listed twice, or a label repeats. REQUIRES: the
+  // book is empty; every row_subject[r] < ids.size(), and counts[i] is the
+  // number of rows of subject i.
+  absl::Status AddSubjects(absl::Span<const absl::string_view> ids,
+                           absl::Span<const uint32_t> counts,
+                           absl::Span<const int32_t> row_subject,
+                           absl::Span<const int64_t> labels);
+
   // How many template hits guarantee that the best k subjects are among
   // them: no subject fills more than its number of templates, and one hit
-  // more than the top k subjects can hold bounds every subject not fetched.
-  // The same rule as the exact gallery. REQUIRES: k > 0.
+  // more than the top k subjects can hold is a strict bound on every subject
+  // not fetched (so a search rescans only on real ties, MustRescan).
+  // REQUIRES: k > 0.
   size_t TemplatesToFetch(size_t k) const;
 
  private:
@@ -95,7 +122,9 @@ class SubjectBook {
   absl::flat_hash_map<int64_t, std::string> label_subject_;
   absl::flat_hash_map<std::string, std::vector<int64_t>> subject_labels_;
   // subjects_with_count_[n]: subjects with exactly n templates; the last
-  // element is never zero (so size() - 1 is the current maximum).
+  // element is never zero (so size() - 1 is the current maximum). A
+  // histogram rather than a high-water mark keeps searches from
+  // over-fetching forever after one subject with many templates has left.
   std::vector<size_t> subjects_with_count_;
 };
 
@@ -112,11 +141,20 @@ std::vector<SubjectScore> CollapseToSubjects(absl::Span<const LabelHit> hits,
                                              const SubjectBook& book,
                                              float* boundary = nullptr);
 
+// Whether an exact search that fetched `fetch` of `total` template hits,
+// collapsed to `subjects` (best first) with `boundary` the lowest fetched
+// score, must rescan every template: a subject not fetched scores at most
+// `boundary`, so if the k-th subject sits on it, an unfetched one may tie
+// and win on subject_id. Such exact ties (duplicate enrolments of one
+// image) are rare enough that a full scan is the simplest exact answer.
+bool MustRescan(absl::Span<const SubjectScore> subjects, size_t k,
+                float boundary, size_t fetch, size_t total);
+
 // The exact answer to Gallery::Search over n contiguous unit rows (row i
 // holds the template row_label[i]; rows with live[i] == 0 are skipped when
 // `live` is not null), as the exact gallery computes it: fetch
 // book.TemplatesToFetch(k) template hits, collapse them to subjects, and
-// rescan everything when the k-th subject ties the best unfetched score.
+// rescan everything when MustRescan says so.
 // REQUIRES: unit holds d floats, rows n * d, row_label n labels the book
 // holds for every live row; k > 0.
 std::vector<SubjectScore> ExactSearch(const float* unit, const float* rows,
@@ -145,6 +183,23 @@ absl::Status WriteChunkedI64s(SnapshotWriter* out,
                               absl::Span<const int64_t> values);
 absl::Status ReadChunkedI64s(SnapshotReader* in, size_t count,
                              std::vector<int64_t>* values);
+
+// The header of every kind's snapshot but kExact's (whose layout predates
+// it): the kind name (gallery_kinds.h), u32 format version, u32 dimension.
+absl::Status WriteKindHeader(SnapshotWriter* out, IndexKind kind,
+                             uint32_t version, int dimension);
+// Reads that header after the kind name (which Gallery::Load reads):
+// DATA_LOSS "snapshot: <format> format version V is not supported (expected
+// E)" for another version, OptionMismatch for another dimension.
+absl::Status ReadKindHeader(SnapshotReader* in, absl::string_view format,
+                            uint32_t version, int dimension);
+
+// SQ8 ranges (row_scan.h) in a snapshot: d floats vmin, then d floats vdiff.
+absl::Status WriteSq8Ranges(SnapshotWriter* out, absl::Span<const float> vmin,
+                            absl::Span<const float> vdiff);
+// DATA_LOSS unless both hold d finite floats and no vdiff is negative.
+absl::Status ReadSq8Ranges(SnapshotReader* in, size_t d,
+                           std::vector<float>* vmin, std::vector<float>* vdiff);
 
 // FAILED_PRECONDITION: "snapshot was written with <field> = <saved>, the
 // options say <wanted>".

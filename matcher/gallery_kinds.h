@@ -16,8 +16,12 @@
 
 namespace hawiya::matcher {
 
-// kExact (faiss_gallery.cc; Gallery::Open builds it directly).
-// REQUIRES: options were checked by Gallery::Open / Gallery::Load.
+// Every factory REQUIRES options checked by Gallery::Open / Gallery::Load
+// (gallery.cc), which dispatch on options.index.kind.
+
+// kExact (exact_gallery.cc).
+absl::StatusOr<std::unique_ptr<Gallery>> OpenExactGallery(
+    const GalleryOptions& options);
 absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
     const GalleryOptions& options, SnapshotReader* in);
 
@@ -32,12 +36,6 @@ absl::StatusOr<std::unique_ptr<Gallery>> OpenHnswGallery(
     const GalleryOptions& options);
 absl::StatusOr<std::unique_ptr<Gallery>> LoadHnswGallery(
     const GalleryOptions& options, SnapshotReader* in);
-
-// The approximate kinds' dispatch (index_options.cc): calls the Open* above
-// for kExactSq8, kHnsw and kAuto (INVALID_ARGUMENT for kExact). Gallery::Load
-// (faiss_gallery.cc) dispatches snapshots of all four kinds.
-absl::StatusOr<std::unique_ptr<Gallery>> OpenApproximateGallery(
-    const GalleryOptions& options);
 
 }  // namespace hawiya::matcher
 

@@ -21,10 +21,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "matcher/earlier_sets.h"
 #include "matcher/gallery.h"
 #include "matcher/gallery_common.h"
 #include "matcher/impostor_stats.h"
-#include "matcher/kernels.h"
 
 namespace hawiya::matcher {
 namespace {
@@ -648,40 +648,20 @@ MatcherImpl::IdentifyAgainstEarlier(
   const absl::flat_hash_set<absl::string_view> restrict_to(
       options.restrict_to.begin(), options.restrict_to.end());
 
-  // Per modality: every set's vectors normalised as the exact gallery stores
-  // templates and normalises probes, as contiguous rows in set order, so the
-  // sets before set j own exactly rows [0, first row of j).
-  struct Rows {
-    std::vector<float> units;
-    // Per set: its rows [begin[i], begin[i + 1]).
-    std::vector<size_t> begin;
-  };
-  std::array<Rows, kAllModalities.size()> rows;
+  // Built before the lock: they read only the probes.
+  std::array<std::optional<EarlierSetsScorer>, kAllModalities.size()> scorers;
   for (Modality modality : kAllModalities) {
     if (spec(modality) == nullptr) continue;
-    Rows& r = rows[Slot(modality)];
-    r.begin.push_back(0);
-    for (const std::vector<Probe>& set : probe_sets) {
-      size_t count = 0;
-      for (const Probe& probe : set) {
-        if (probe.modality != modality) continue;
-        const std::vector<float> unit = Normalized(probe.vector);
-        r.units.insert(r.units.end(), unit.begin(), unit.end());
-        ++count;
-      }
-      r.begin.push_back(r.begin.back() + count);
-    }
+    scorers[Slot(modality)].emplace(probe_sets, modality,
+                                    spec(modality)->dimension);
   }
 
   // Not for the galleries (untouched): for the impostor statistics the z
   // scores below share with this matcher's own searches.
   absl::ReaderMutexLock lock(&mu_);
-  std::vector<float> dots;
-  // best[slot][i]: set i's best score in that modality against set j's
-  // probes (ScoreSubject's max over templates, then Score's max over
-  // probes); NaN while not computed.
+  // best[slot][i]: set i's best score in that modality against set j
+  // (EarlierSetsScorer::Score).
   std::array<std::vector<float>, kAllModalities.size()> best;
-  std::vector<std::pair<float, size_t>> ranked;  // (score, set)
   for (size_t j = 0; j < n; ++j) {
     std::vector<bool> candidate(j, false);
     const size_t depth =
@@ -689,38 +669,7 @@ MatcherImpl::IdentifyAgainstEarlier(
     for (Modality modality : kAllModalities) {
       if (spec(modality) == nullptr) continue;
       const size_t slot = Slot(modality);
-      const Rows& r = rows[slot];
-      const size_t d = static_cast<size_t>(spec(modality)->dimension);
-      const size_t earlier = r.begin[j];
-      best[slot].assign(j, std::numeric_limits<float>::quiet_NaN());
-      dots.resize(earlier);
-      for (size_t row = r.begin[j]; row < r.begin[j + 1]; ++row) {
-        // Bit for bit InnerProduct per row, as the exact gallery scores.
-        if (earlier > 0) {
-          InnerProducts(&r.units[row * d], r.units.data(), earlier, d,
-                        dots.data());
-        }
-        ranked.clear();
-        for (size_t i = 0; i < j; ++i) {
-          if (r.begin[i] == r.begin[i + 1]) continue;  // no template here
-          float score = -std::numeric_limits<float>::infinity();
-          for (size_t t = r.begin[i]; t < r.begin[i + 1]; ++t) {
-            score = std::max(score, dots[t]);
-          }
-          ranked.emplace_back(score, i);
-          float& b = best[slot][i];
-          b = std::isnan(b) ? score : std::max(b, score);
-        }
-        // This probe's Search: its top subjects, ties by subject_id.
-        const size_t k = std::min(depth, ranked.size());
-        std::partial_sort(ranked.begin(), ranked.begin() + k, ranked.end(),
-                          [&](const auto& a, const auto& b) {
-                            if (a.first != b.first) return a.first > b.first;
-                            return subject_ids[a.second] <
-                                   subject_ids[b.second];
-                          });
-        for (size_t c = 0; c < k; ++c) candidate[ranked[c].second] = true;
-      }
+      scorers[slot]->Score(j, depth, subject_ids, &best[slot], &candidate);
     }
     std::vector<Match>& matches = results[j];
     for (size_t i = 0; i < j; ++i) {
@@ -805,55 +754,6 @@ std::vector<GalleryInfo> MatcherImpl::Info() const {
 }
 
 }  // namespace
-
-absl::string_view ModalityName(Modality modality) {
-  switch (modality) {
-    case Modality::kFace:
-      return "FACE";
-    case Modality::kFingerprint:
-      return "FINGERPRINT";
-    case Modality::kIris:
-      return "IRIS";
-  }
-  return static_cast<int>(modality) == 0 ? "MODALITY_UNSPECIFIED"
-                                         : "UNKNOWN_MODALITY";
-}
-
-absl::string_view FusionRuleName(FusionRule rule) {
-  return rule == FusionRule::kZScore ? "zscore" : "mean";
-}
-
-absl::StatusOr<FusionRule> ParseFusionRule(absl::string_view name) {
-  if (name == "mean") return FusionRule::kMean;
-  if (name == "zscore") return FusionRule::kZScore;
-  return absl::InvalidArgumentError(
-      absl::StrCat("fusion rule must be mean or zscore, got '", name, "'"));
-}
-
-absl::string_view ImpostorSourceName(ImpostorSource source) {
-  switch (source) {
-    case ImpostorSource::kModel:
-      return "MODEL";
-    case ImpostorSource::kGallery:
-      return "GALLERY";
-    case ImpostorSource::kConfigured:
-      return "CONFIGURED";
-  }
-  return "UNKNOWN";
-}
-
-float ZScore(const ImpostorEstimate& stats, float cosine) {
-  return static_cast<float>((static_cast<double>(cosine) - stats.mean) /
-                            stats.std);
-}
-
-std::vector<ModalitySpec> DefaultModalities() {
-  return {
-      ModalitySpec{Modality::kFace, 512, 0.40f, IndexOptions()},
-      ModalitySpec{Modality::kFingerprint, 256, 0.45f, IndexOptions()},
-      ModalitySpec{Modality::kIris, 256, 0.45f, IndexOptions()},
-  };
-}
 
 absl::StatusOr<std::unique_ptr<Matcher>> Matcher::Open(
     const MatcherOptions& options) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "matcher/kernels.h"
+#include "matcher/top_hits.h"
 
 namespace hawiya::matcher {
 namespace {
@@ -16,58 +17,28 @@ namespace {
 // scores stay in L1/L2.
 constexpr size_t kBlockRows = 8192;
 
-// Keeps the best `fetch` hits seen; a min-heap on BetterRow.
-class TopHits {
- public:
-  explicit TopHits(size_t fetch) : fetch_(fetch) { heap_.reserve(fetch + 1); }
-
-  void Offer(float score, size_t row) {
-    if (fetch_ == 0) return;
-    const RowHit hit{score, row};
-    if (heap_.size() < fetch_) {
-      heap_.push_back(hit);
-      std::push_heap(heap_.begin(), heap_.end(), BetterRow);
-    } else if (BetterRow(hit, heap_.front())) {
-      std::pop_heap(heap_.begin(), heap_.end(), BetterRow);
-      heap_.back() = hit;
-      std::push_heap(heap_.begin(), heap_.end(), BetterRow);
-    }
-  }
-
-  void SortedInto(std::vector<RowHit>* out) {
-    std::sort(heap_.begin(), heap_.end(), BetterRow);
-    out->swap(heap_);
-  }
-
- private:
-  const size_t fetch_;
-  // With BetterRow as the "less" of the std heap functions, front() is the
-  // worst hit kept.
-  std::vector<RowHit> heap_;
-};
-
 template <typename ScoreBlock>
 void ScanTop(size_t n, size_t fetch, const uint8_t* live, size_t first_row,
-             ScoreBlock score_block, std::vector<RowHit>* out) {
+             ScoreBlock score_block, std::vector<ScanHit>* out) {
   thread_local std::vector<float> block;
   block.resize(std::min(kBlockRows, n));
-  TopHits top(std::min(fetch, n));
+  const size_t keep = std::min(fetch, n);
+  out->clear();
+  out->reserve(keep);
   for (size_t start = 0; start < n; start += kBlockRows) {
     const size_t count = std::min(kBlockRows, n - start);
     score_block(start, count, block.data());
-    for (size_t i = 0; i < count; ++i) {
-      if (live != nullptr && live[start + i] == 0) continue;
-      top.Offer(block[i], first_row + start + i);
-    }
+    AddToTop(block.data(), count, first_row + start,
+             live != nullptr ? live + start : nullptr, keep, out);
   }
-  top.SortedInto(out);
+  SortBest(keep, out);
 }
 
 }  // namespace
 
 void TopRowsFp32(const float* query, const float* base, size_t n, size_t d,
                  size_t fetch, const uint8_t* live, size_t first_row,
-                 std::vector<RowHit>* out) {
+                 std::vector<ScanHit>* out) {
   ScanTop(
       n, fetch, live, first_row,
       [&](size_t start, size_t count, float* scores) {
@@ -78,7 +49,7 @@ void TopRowsFp32(const float* query, const float* base, size_t n, size_t d,
 
 void TopRowsSq8(const Sq8Query& query, const uint8_t* codes, size_t n,
                 size_t fetch, const uint8_t* live, size_t first_row,
-                std::vector<RowHit>* out) {
+                std::vector<ScanHit>* out) {
   const size_t d = query.scale.size();
   ScanTop(
       n, fetch, live, first_row,

@@ -4,9 +4,9 @@
 //
 // The scans are self-contained (no gallery state, no locks, no allocation
 // beyond the output and a thread-local score block), so a scan pool can run
-// them over shards of one gallery and merge the hits: rows are numbered from
-// `first_row`, and the tie order (lower row first) is the same in every
-// shard.
+// them over shards of one gallery and merge the hits (SortBest): rows are
+// numbered from `first_row`, and the tie order (top_hits.h) is the same in
+// every shard.
 #ifndef HAWIYA_MATCHER_ROW_SCAN_H_
 #define HAWIYA_MATCHER_ROW_SCAN_H_
 
@@ -15,27 +15,17 @@
 #include <vector>
 
 #include "matcher/kernels.h"
+#include "matcher/top_hits.h"
 
 namespace hawiya::matcher {
 
-struct RowHit {
-  float score = 0.0f;
-  size_t row = 0;
-};
-
-// Whether a ranks above b: higher score, then lower row.
-inline bool BetterRow(const RowHit& a, const RowHit& b) {
-  if (a.score != b.score) return a.score > b.score;
-  return a.row < b.row;
-}
-
 // The best `fetch` of the n rows base[i * d .. i * d + d) by inner product
-// with `query`, best first (BetterRow), rows numbered first_row + i. Rows
+// with `query`, best first (BetterHit), rows numbered first_row + i. Rows
 // with live[i] == 0 are skipped when `live` is not null.
 // REQUIRES: query holds d floats, base n * d, live (if given) n bytes.
 void TopRowsFp32(const float* query, const float* base, size_t n, size_t d,
                  size_t fetch, const uint8_t* live, size_t first_row,
-                 std::vector<RowHit>* out);
+                 std::vector<ScanHit>* out);
 
 // The same over SQ8 codes (FAISS QT_8bit layout, d = query.scale.size()
 // bytes per row), scored with InnerProductsSq8: approximate scores, for
@@ -43,7 +33,7 @@ void TopRowsFp32(const float* query, const float* base, size_t n, size_t d,
 // REQUIRES: codes holds n * d bytes, live (if given) n bytes.
 void TopRowsSq8(const Sq8Query& query, const uint8_t* codes, size_t n,
                 size_t fetch, const uint8_t* live, size_t first_row,
-                std::vector<RowHit>* out);
+                std::vector<ScanHit>* out);
 
 // SQ8 ranges: per-dimension min and max over the rows observed, widened by
 // `margin` times the spread on each side (FAISS's RS_minmax with

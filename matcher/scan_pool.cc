@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "matcher/kernels.h"
+#include "matcher/top_hits.h"
 
 namespace hawiya::matcher {
 namespace {
@@ -40,32 +41,6 @@ size_t ChunkRows(size_t rows, size_t queries, int threads) {
   const size_t per_thread = static_cast<size_t>(threads) * kChunksPerThread;
   const size_t balanced = (rows + per_thread - 1) / per_thread;
   return std::max(kMinChunkRows, std::min(kMaxChunkScores / queries, balanced));
-}
-
-// Adds rows [first, first + n) with the given scores to a top-`fetch` list:
-// filled in order until it holds fetch hits, then kept as a heap whose
-// front is its worst hit (BetterHit as the heap's "less").
-void Collect(const float* scores, size_t n, size_t first, size_t fetch,
-             std::vector<ScanHit>* list) {
-  size_t i = 0;
-  for (; i < n && list->size() < fetch; ++i) {
-    list->push_back({scores[i], first + i});
-    if (list->size() == fetch) {
-      std::make_heap(list->begin(), list->end(), BetterHit);
-    }
-  }
-  if (i == n) return;
-  float worst = list->front().score;
-  for (; i < n; ++i) {
-    // Most rows lose on the score alone; ties go through BetterHit.
-    if (scores[i] < worst) continue;
-    const ScanHit hit{scores[i], first + i};
-    if (!BetterHit(hit, list->front())) continue;
-    std::pop_heap(list->begin(), list->end(), BetterHit);
-    list->back() = hit;
-    std::push_heap(list->begin(), list->end(), BetterHit);
-    worst = list->front().score;
-  }
 }
 
 int DefaultThreads() {
@@ -311,8 +286,8 @@ void ScanPool::ScanChunks(Pass* pass, size_t slot, std::vector<float>* scores) {
     const size_t n = end - begin;
     pass->source->Score(pass->queries, begin, end, scores->data());
     for (size_t k = 0; k < q; ++k) {
-      Collect(scores->data() + k * n, n, begin, pass->requests[k]->fetch,
-              &lists[k]);
+      AddToTop(scores->data() + k * n, n, begin, /*live=*/nullptr,
+               pass->requests[k]->fetch, &lists[k]);
     }
   }
 }
@@ -328,12 +303,7 @@ void ScanPool::Finish(Pass* pass) {
         merged.insert(merged.end(), slot[k].begin(), slot[k].end());
       }
     }
-    if (merged.size() > request->fetch) {
-      std::nth_element(merged.begin(), merged.begin() + request->fetch,
-                       merged.end(), BetterHit);
-      merged.resize(request->fetch);
-    }
-    std::sort(merged.begin(), merged.end(), BetterHit);
+    SortBest(request->fetch, &merged);
     request->result = std::move(merged);
     // The caller may return, destroying *request, as soon as this is done.
     request->done.Notify();

@@ -45,22 +45,9 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "matcher/kernels.h"
+#include "matcher/top_hits.h"
 
 namespace hawiya::matcher {
-
-// One scored row of a source.
-struct ScanHit {
-  float score = 0.0f;
-  size_t row = 0;
-};
-
-// The order of ScanPool results: higher score first, then lower row. It is a
-// total order, so which rows make the cut among equal scores does not depend
-// on the number of threads or on the batch.
-inline bool BetterHit(const ScanHit& a, const ScanHit& b) {
-  if (a.score != b.score) return a.score > b.score;
-  return a.row < b.row;
-}
 
 // The rows a pass scans and how to score them, supplied by an index.
 class ScanSource {
@@ -167,8 +154,8 @@ class ScanPool {
   ScanPool& operator=(const ScanPool&) = delete;
 
   // The min(fetch, source.rows()) best rows of `source` against `query`, in
-  // BetterHit order (best first). Blocks until done. Scores are whatever
-  // source.Score gives, bit for bit.
+  // BetterHit order (top_hits.h; best first). Blocks until done. Scores
+  // are whatever source.Score gives, bit for bit.
   // REQUIRES: fetch >= 1; source, query and the rows they describe stay
   // valid and unchanged until this returns, and so do those of every source
   // with the same batch_key() that is in a Search call meanwhile (see the

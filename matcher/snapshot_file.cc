@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "matcher/xxh64.h"
@@ -53,6 +54,13 @@ constexpr uint64_t kMaxPayloadBytes = (uint64_t{1} << 36) - 32;
 // Large enough that syscalls and hash calls are amortised, small enough to
 // stay in L2 between hashing a chunk and copying it to the page cache.
 constexpr size_t kChunkBytes = 1 << 20;
+
+// The file's nonce, in hex: random per file, and authenticated with the
+// payload (it is part of the AAD).
+std::string FileIdOf(const char* head) {
+  return absl::BytesToHexString(
+      absl::string_view(head + kHeadBytes - kNonceBytes, kNonceBytes));
+}
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path,
                         int error) {
@@ -238,6 +246,7 @@ absl::StatusOr<std::unique_ptr<SnapshotFileWriter>> SnapshotFileWriter::Create(
   if (fd < 0) return ErrnoError("create", temp_path, errno);
   std::unique_ptr<SnapshotFileWriter> writer(
       new SnapshotFileWriter(path, temp_path, fd, std::move(options)));
+  writer->file_id_ = FileIdOf(head);
   writer->cipher_ = std::move(cipher);
   writer->bytes_ += kHeadBytes;
   if (absl::Status s = writer->WriteFile(head, kHeadBytes); !s.ok()) {
@@ -462,9 +471,11 @@ absl::StatusOr<std::unique_ptr<SnapshotFileReader>> SnapshotFileReader::Open(
   }
   // Read front to back, once or twice (Verify, then the payload).
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  return std::unique_ptr<SnapshotFileReader>(
+  std::unique_ptr<SnapshotFileReader> reader(
       new SnapshotFileReader(path, fd, size, size - kTrailerBytes, checksum,
                              key_version, std::move(cipher)));
+  reader->file_id_ = FileIdOf(head);
+  return reader;
 }
 
 absl::Status SnapshotFileReader::Verify() {

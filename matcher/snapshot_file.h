@@ -89,6 +89,10 @@ class SnapshotFileWriter final : public SnapshotWriter {
 
   // Bytes handed to Write so far, framing included.
   uint64_t bytes() const { return bytes_; }
+  // Names this file among all snapshot files: the hex of its nonce, random
+  // per file and authenticated with the payload. SnapshotFileReader::file_id
+  // reads it back.
+  const std::string& file_id() const { return file_id_; }
 
  private:
   SnapshotFileWriter(std::string path, std::string temp_path, int fd,
@@ -112,6 +116,7 @@ class SnapshotFileWriter final : public SnapshotWriter {
   uint64_t written_ = 0;  // to the file
   absl::Status status_;   // the first error; every later call returns it
   bool committed_ = false;
+  std::string file_id_;
 };
 
 // Whether `path` is a snapshot of format version 1, which held templates in
@@ -160,6 +165,8 @@ class SnapshotFileReader final : public SnapshotReader {
 
   uint64_t file_size() const { return file_size_; }
   uint64_t key_version() const { return key_version_; }
+  // SnapshotFileWriter::file_id of the writer; authenticated by CheckAtEnd.
+  const std::string& file_id() const { return file_id_; }
 
  private:
   SnapshotFileReader(std::string path, int fd, uint64_t file_size,
@@ -182,6 +189,7 @@ class SnapshotFileReader final : public SnapshotReader {
   std::vector<char> buffer_;
   size_t begin_ = 0;
   size_t end_ = 0;
+  std::string file_id_;
 };
 
 }  // namespace hawiya::matcher

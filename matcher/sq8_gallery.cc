@@ -285,11 +285,9 @@ absl::StatusOr<float> ExactSq8Gallery::ScoreSubject(
   absl::StatusOr<std::vector<float>> unit = NormalizedProbe(probe, dimension_);
   if (!unit.ok()) return unit.status();
   absl::ReaderMutexLock lock(&mu_);
-  const std::vector<int64_t>* labels = book_.LabelsOf(subject_id);
-  if (labels == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("subject_id: no template of ", subject_id));
-  }
+  absl::StatusOr<absl::Span<const int64_t>> labels =
+      book_.FindLabels(subject_id);
+  if (!labels.ok()) return labels.status();
   float best = -std::numeric_limits<float>::infinity();
   for (int64_t label : *labels) {
     best = std::max(best,
@@ -306,9 +304,8 @@ absl::StatusOr<float> ExactSq8Gallery::ScoreSubject(
 // and the ranges.
 absl::Status ExactSq8Gallery::Save(SnapshotWriter* out) const {
   absl::ReaderMutexLock lock(&mu_);
-  absl::Status s = out->WriteString(IndexKindName(IndexKind::kExactSq8));
-  if (s.ok()) s = out->WriteU32(kFormatVersion);
-  if (s.ok()) s = out->WriteU32(static_cast<uint32_t>(dimension_));
+  absl::Status s =
+      WriteKindHeader(out, IndexKind::kExactSq8, kFormatVersion, dimension_);
   if (s.ok()) s = out->WriteU64(row_label_.size());
   if (s.ok()) s = WriteChunkedI64s(out, row_label_);
   for (size_t row = 0; s.ok() && row < row_label_.size(); ++row) {
@@ -316,24 +313,16 @@ absl::Status ExactSq8Gallery::Save(SnapshotWriter* out) const {
   }
   if (s.ok()) s = WriteChunkedFloats(out, rows_);
   if (s.ok()) s = out->WriteU32(trained_ ? 1 : 0);
-  if (s.ok() && trained_) s = out->WriteFloats(vmin_);
-  if (s.ok() && trained_) s = out->WriteFloats(vdiff_);
+  if (s.ok() && trained_) s = WriteSq8Ranges(out, vmin_, vdiff_);
   return s;
 }
 
 absl::StatusOr<std::unique_ptr<Gallery>> ExactSq8Gallery::Load(
     const GalleryOptions& options, SnapshotReader* in) {
-  absl::StatusOr<uint32_t> version = in->ReadU32();
-  if (!version.ok()) return version.status();
-  if (*version != kFormatVersion) {
-    return absl::DataLossError(
-        absl::StrCat("snapshot: exact_sq8 format version ", *version,
-                     " is not supported (expected ", kFormatVersion, ")"));
-  }
-  absl::StatusOr<uint32_t> dimension = in->ReadU32();
-  if (!dimension.ok()) return dimension.status();
-  if (*dimension != static_cast<uint32_t>(options.dimension)) {
-    return OptionMismatch("dimension", *dimension, options.dimension);
+  if (absl::Status s =
+          ReadKindHeader(in, "exact_sq8", kFormatVersion, options.dimension);
+      !s.ok()) {
+    return s;
   }
   absl::StatusOr<uint64_t> rows = in->ReadU64();
   if (!rows.ok()) return rows.status();
@@ -375,16 +364,9 @@ absl::StatusOr<std::unique_ptr<Gallery>> ExactSq8Gallery::Load(
     return absl::DataLossError("snapshot: trained flag is neither 0 nor 1");
   }
   if (*trained == 1) {
-    if (absl::Status s = in->ReadFloats(g.d(), &g.vmin_); !s.ok()) return s;
-    if (absl::Status s = in->ReadFloats(g.d(), &g.vdiff_); !s.ok()) return s;
-    if (g.vmin_.size() != g.d() || g.vdiff_.size() != g.d()) {
-      return absl::DataLossError("snapshot: SQ8 ranges of the wrong size");
-    }
-    for (size_t j = 0; j < g.d(); ++j) {
-      if (!std::isfinite(g.vmin_[j]) || !std::isfinite(g.vdiff_[j]) ||
-          g.vdiff_[j] < 0.0f) {
-        return absl::DataLossError("snapshot: SQ8 ranges are not valid");
-      }
+    if (absl::Status s = ReadSq8Ranges(in, g.d(), &g.vmin_, &g.vdiff_);
+        !s.ok()) {
+      return s;
     }
     g.codes_.resize(g.rows_.size());
     for (size_t row = 0; row < *rows; ++row) {

@@ -222,16 +222,12 @@ absl::StatusOr<AccessPolicy> AccessPolicy::FromConfig(
 
 std::string AccessPolicy::PrincipalOf(const grpc::AuthContext& auth) {
   if (!auth.IsPeerAuthenticated()) return "";
-  for (const char* property :
-       {GRPC_PEER_URI_PROPERTY_NAME, GRPC_X509_SAN_PROPERTY_NAME}) {
-    for (const grpc::string_ref& value : auth.FindPropertyValues(property)) {
-      // x509_subject_alternative_name mixes DNS names, IPs and URIs.
-      if (absl::StrContains(absl::string_view(value.data(), value.size()),
-                            "://")) {
-        return std::string(value.data(), value.size());
-      }
-    }
-  }
+  // peer_uri holds the URI SANs only. Never x509_subject_alternative_name:
+  // it mixes DNS, email, IP and URI SANs, so a DNS or email SAN spelled
+  // hawiya://dev/admin would pass for a URI.
+  std::vector<grpc::string_ref> uris =
+      auth.FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME);
+  if (!uris.empty()) return std::string(uris[0].data(), uris[0].size());
   std::vector<grpc::string_ref> cn =
       auth.FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
   return cn.empty() ? "" : std::string(cn[0].data(), cn[0].size());

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -133,7 +134,43 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("config ", path, ": ", s.message()));
   }
+  if (absl::Status s = CheckInputLimits(config); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, ": ", s.message()));
+  }
   return config;
+}
+
+absl::Status CheckInputLimits(const config::ServerConfig& config) {
+  const config::InputLimitsConfig& limits = config.limits();
+  const std::pair<const char*, std::pair<uint32_t, uint32_t>> fields[] = {
+      {"max_documents", {limits.max_documents(), 10000}},
+      {"max_faces", {limits.max_faces(), 100}},
+      {"max_fingerprints", {limits.max_fingerprints(), 10}},
+      {"max_irises", {limits.max_irises(), 2}},
+  };
+  for (const auto& [name, value_and_max] : fields) {
+    const auto [value, max] = value_and_max;
+    if (value > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("limits.", name, ": ", value, " is more than ", max));
+    }
+  }
+  return absl::OkStatus();
+}
+
+enroll::InputLimits InputLimitsOf(const config::ServerConfig& config) {
+  const config::InputLimitsConfig& limits = config.limits();
+  enroll::InputLimits options;
+  if (limits.max_documents() > 0) {
+    options.max_documents = limits.max_documents();
+  }
+  if (limits.max_faces() > 0) options.max_faces = limits.max_faces();
+  if (limits.max_fingerprints() > 0) {
+    options.max_fingerprints = limits.max_fingerprints();
+  }
+  if (limits.max_irises() > 0) options.max_irises = limits.max_irises();
+  return options;
 }
 
 absl::Status CheckDedup(const config::ServerConfig& config) {

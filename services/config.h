@@ -38,6 +38,13 @@ absl::Status CheckDedup(const config::ServerConfig& config);
 // dedup message. REQUIRES: CheckDedup(config) is OK.
 enroll::DedupOptions DedupOptionsOf(const config::ServerConfig& config);
 
+// Checks the limits fields; INVALID_ARGUMENT naming the field.
+absl::Status CheckInputLimits(const config::ServerConfig& config);
+
+// What one person may hold: defaults overridden by the config's limits
+// message. REQUIRES: CheckInputLimits(config) is OK.
+enroll::InputLimits InputLimitsOf(const config::ServerConfig& config);
+
 // The modality specs: defaults overridden by the config's entries
 // (modalities, and fusion.impostor_stats for the z-score normalisation).
 absl::StatusOr<std::vector<matcher::ModalitySpec>> ModalitySpecs(

@@ -156,6 +156,9 @@ absl::StatusOr<Cert> MakeCert(const CertSpec& spec, EVP_PKEY* key, bool ca,
     for (const std::string& uri : spec.uris) {
       names.push_back(absl::StrCat("URI:", uri));
     }
+    for (const std::string& email : spec.emails) {
+      names.push_back(absl::StrCat("email:", email));
+    }
     if (!names.empty()) {
       extensions.push_back({NID_subject_alt_name, absl::StrJoin(names, ",")});
     }

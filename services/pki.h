@@ -21,6 +21,7 @@ struct CertSpec {
   std::vector<std::string> dns_names;     // SAN DNS
   std::vector<std::string> ip_addresses;  // SAN IP, "127.0.0.1" or "::1"
   std::vector<std::string> uris;          // SAN URI, "hawiya://dev/admin"
+  std::vector<std::string> emails;        // SAN email (rfc822Name)
   bool server = false;                    // extendedKeyUsage serverAuth
   bool client = false;                    // extendedKeyUsage clientAuth
   absl::Time not_before = absl::Now() - absl::Hours(1);

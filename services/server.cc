@@ -1,12 +1,21 @@
 #include "services/server.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <set>
+#include <string>
+#include <cerrno>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -16,12 +25,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "enroll/data_dir_lock.h"
 #include "enroll/registry.h"
 #include "matcher/scan_pool.h"
 #include "services/auth.h"
 #include "services/config.h"
 #include "services/grpc_services.h"
+#include "services/health_server.h"
 #include "services/log.h"
+#include "services/metrics.h"
 #include "services/pki.h"
 #include "services/roles.h"
 #include "services/work_queue.h"
@@ -29,7 +41,6 @@
 namespace hawiya::services {
 namespace {
 
-constexpr int kDefaultMaxMessageBytes = 16 << 20;
 constexpr int kStoreThreads = 4;
 
 std::string HostOf(const std::string& listen) {
@@ -39,16 +50,46 @@ std::string HostOf(const std::string& listen) {
   return listen.substr(0, listen.rfind(':'));
 }
 
+// Whether another socket is bound to host:port, which is why gRPC (which
+// logs the cause but returns none) could not listen there: a socket of our
+// own, set up as gRPC's are (SO_REUSEADDR, no SO_REUSEPORT), is refused.
+bool AddressInUse(const std::string& listen) {
+  const std::string host = HostOf(listen);
+  const std::string port = listen.substr(listen.rfind(':') + 1);
+  addrinfo hints = {};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* addresses = nullptr;
+  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints,
+                  &addresses) != 0) {
+    return false;
+  }
+  bool in_use = false;
+  for (addrinfo* a = addresses; a != nullptr && !in_use; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    const int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    in_use = bind(fd, a->ai_addr, a->ai_addrlen) != 0 && errno == EADDRINUSE;
+    close(fd);
+  }
+  freeaddrinfo(addresses);
+  return in_use;
+}
+
 class ServerImpl final : public Server {
  public:
   ServerImpl(ServerOptions options,
+             std::shared_ptr<const enroll::DataDirLock> data_dir_lock,
              std::shared_ptr<grpc::ServerCredentials> credentials,
              std::shared_ptr<const AccessPolicy> access,
              std::shared_ptr<enroll::AuditLog> audit_log)
-      : options_(std::move(options)),
+      : data_dir_lock_(std::move(data_dir_lock)),
+        options_(std::move(options)),
         credentials_(std::move(credentials)),
         access_(std::move(access)),
         audit_log_(std::move(audit_log)),
+        call_metrics_(KnownMethods()),
         store_queue_(kStoreThreads),
         match_queue_(MatchThreads(options_.config)),
         enrollment_(&context_),
@@ -62,6 +103,9 @@ class ServerImpl final : public Server {
     context_.access = access_.get();
     context_.before_run = options_.before_call;
     context_.audit_log = audit_log_.get();
+    if (options_.config.max_receive_message_bytes() > 0) {
+      context_.max_request_bytes = options_.config.max_receive_message_bytes();
+    }
   }
 
   ~ServerImpl() override { Shutdown(absl::ZeroDuration()); }
@@ -70,35 +114,71 @@ class ServerImpl final : public Server {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
+    // gRPC sets SO_REUSEPORT by default, so a second server on a port in use
+    // would bind too and share its calls with the first.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.AddListeningPort(options_.listen, credentials_, &port_);
-    const uint32_t max_bytes = options_.config.max_receive_message_bytes();
-    builder.SetMaxReceiveMessageSize(max_bytes > 0 ? static_cast<int>(max_bytes)
-                                                   : kDefaultMaxMessageBytes);
+    // The handlers enforce the configured limit, on the record.
+    builder.SetMaxReceiveMessageSize(
+        TransportMaxReceiveBytes(context_.max_request_bytes));
     builder.RegisterService(&enrollment_);
     builder.RegisterService(&match_);
     builder.RegisterService(&admin_);
     builder.RegisterService(&audit_);
     builder.RegisterService(&partner_);
     builder.RegisterService(&adjudication_);
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(call_metrics_.InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
+      if (AddressInUse(options_.listen)) {
+        return absl::UnavailableError(
+            absl::StrCat("listen: ", options_.listen, " is already in use"));
+      }
       return absl::UnavailableError(
           absl::StrCat("listen: cannot bind ", options_.listen));
     }
     // Each service is checkable by name as well as the whole server ("").
-    for (const char* name : {"", v1::EnrollmentService::service_full_name(),
-                             v1::MatchService::service_full_name(),
-                             v1::AdminService::service_full_name(),
-                             v1::AuditService::service_full_name(),
-                             v1::PartnerService::service_full_name(),
-                             v1::AdjudicationService::service_full_name()}) {
+    const std::vector<std::string> services = {
+        v1::EnrollmentService::service_full_name(),
+        v1::MatchService::service_full_name(),
+        v1::AdminService::service_full_name(),
+        v1::AuditService::service_full_name(),
+        v1::PartnerService::service_full_name(),
+        v1::AdjudicationService::service_full_name()};
+    server_->GetHealthCheckService()->SetServingStatus("", false);
+    for (const std::string& name : services) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);
+    }
+    if (!options_.health_listen.empty()) {
+      absl::StatusOr<std::unique_ptr<HealthServer>> health =
+          HealthServer::Start(options_.health_listen, services, audit_log_);
+      if (!health.ok()) return health.status();
+      health_ = *std::move(health);
+    }
+    if (!options_.metrics_listen.empty()) {
+      absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
+          MetricsEndpoint::Start(options_.metrics_listen,
+                                 [this] { return RenderMetrics(); });
+      if (!metrics.ok()) return metrics.status();
+      metrics_ = *std::move(metrics);
+      Log("INFO", "metrics: http on port ", metrics_->port(), " /metrics");
     }
     loader_ = std::thread([this] { Load(); });
     return absl::OkStatus();
   }
 
   int port() const override { return port_; }
+  int metrics_port() const override {
+    return metrics_ != nullptr ? metrics_->port() : 0;
+  }
+
+  int health_port() const override {
+    return health_ != nullptr ? health_->port() : 0;
+  }
 
   absl::Status WaitUntilReady() override {
     loaded_.WaitForNotification();
@@ -113,15 +193,19 @@ class ServerImpl final : public Server {
       shut_down_ = true;  // also stops the background snapshots
     }
     if (server_ != nullptr) {
-      server_->GetHealthCheckService()->SetServingStatus(false);
+      SetServing(false);
       server_->Shutdown(std::chrono::system_clock::now() +
                         absl::ToChronoNanoseconds(grace));
       server_->Wait();
     }
+    // Before the store (and the audit log) closes: its calls are audited.
+    if (health_ != nullptr) health_->Shutdown(absl::ZeroDuration());
     // Waits for a load, or a background snapshot, in progress.
     if (loader_.joinable()) loader_.join();
     // Every handler has finished: nothing changes the galleries any more.
     if (registry_ != nullptr && options_.snapshots) WriteSnapshot();
+    // No scrape reads the registry once the endpoint has stopped.
+    metrics_.reset();
     // The registry (and its store) can close.
     context_.registry.store(nullptr);
     registry_.reset();
@@ -144,6 +228,15 @@ class ServerImpl final : public Server {
     return cores + ScanPoolOptions(config).max_batch;
   }
 
+  // On the main port and the health port alike. Never SERVING once
+  // shutdown has begun (a load finishing during the drain).
+  void SetServing(bool serving) {
+    absl::MutexLock lock(&mu_);
+    if (serving && shut_down_) return;
+    server_->GetHealthCheckService()->SetServingStatus(serving);
+    if (health_ != nullptr) health_->SetServing(serving);
+  }
+
   // The loading thread: loads the galleries, then writes background
   // snapshots until Shutdown.
   void Load() {
@@ -157,12 +250,14 @@ class ServerImpl final : public Server {
     if (specs.ok()) {
       enroll::RegistryOptions registry_options;
       registry_options.data_dir = options_.data_dir;
+      registry_options.data_dir_lock = data_dir_lock_;
       registry_options.modalities = *specs;
       registry_options.fusion = *fusion;
       registry_options.snapshots = options_.snapshots;
       registry_options.key_file = options_.config.key_file();
       registry_options.audit_log = audit_log_;
       registry_options.dedup = DedupOptionsOf(options_.config);
+      registry_options.limits = InputLimitsOf(options_.config);
       absl::StatusOr<enroll::PartnerPolicies> policies =
           enroll::PartnerPolicies::FromConfig(options_.config);
       if (policies.ok()) {
@@ -191,7 +286,7 @@ class ServerImpl final : public Server {
         }
         Log("INFO", registry_->load_report().ToString());
         context_.registry.store(registry_.get());
-        server_->GetHealthCheckService()->SetServingStatus(true);
+        SetServing(true);
       } else {
         status = registry.status();
       }
@@ -249,10 +344,85 @@ class ServerImpl final : public Server {
       Log("WARNING", "snapshot not written: ", report.status().ToString());
       return false;
     }
-    if (report->written) Log("INFO", report->ToString());
+    if (report->written) {
+      Log("INFO", report->ToString());
+      last_snapshot_unix_.store(absl::ToUnixSeconds(absl::Now()));
+    }
     return true;
   }
 
+  // The methods counted by name in hawiya_rpc_calls_total: those the
+  // access policy knows.
+  static std::set<std::string> KnownMethods() {
+    std::set<std::string> methods;
+    for (const config::MethodRoles& m : AccessPolicy::DefaultMethods()) {
+      methods.insert(m.method());
+    }
+    return methods;
+  }
+
+  // One scrape: counters kept here, gauges read now.
+  std::string RenderMetrics() {
+    MetricsText out;
+    call_metrics_.Write(&out);
+    enroll::Registry* registry = context_.registry.load();
+    out.Family("hawiya_serving", "gauge",
+               "1 once the galleries are loaded and calls are served.");
+    out.Sample("hawiya_serving", {}, registry != nullptr ? 1 : 0);
+    if (registry != nullptr) {
+      const enroll::RegistryGauges gauges = registry->Gauges();
+      out.Family("hawiya_gallery_templates", "gauge",
+                 "Searchable templates (ACTIVE persons), by modality.");
+      for (const matcher::GalleryInfo& info : gauges.galleries) {
+        out.Sample("hawiya_gallery_templates",
+                   {{"modality", v1::Modality_Name(static_cast<v1::Modality>(
+                                     info.spec.modality))},
+                    {"index", info.index_kind}},
+                   static_cast<double>(info.templates));
+      }
+      out.Family("hawiya_dedup_cases_opened_total", "counter",
+                 "Persons held for adjudication by deduplication.");
+      out.Sample("hawiya_dedup_cases_opened_total", {},
+                 static_cast<double>(gauges.cases_opened));
+      if (absl::StatusOr<int64_t> pending = registry->ChangesSinceSnapshot();
+          pending.ok()) {
+        out.Family("hawiya_snapshot_pending_changes", "gauge",
+                   "Store changes not in the newest gallery snapshot: what "
+                   "the next start replays.");
+        out.Sample("hawiya_snapshot_pending_changes", {},
+                   static_cast<double>(*pending));
+      }
+    }
+    out.Family("hawiya_snapshot_last_write_timestamp_seconds", "gauge",
+               "When this process last wrote a gallery snapshot (Unix time; "
+               "0: not yet).");
+    out.Sample("hawiya_snapshot_last_write_timestamp_seconds", {},
+               static_cast<double>(last_snapshot_unix_.load()));
+    out.Family("hawiya_scan_pool_queued", "gauge",
+               "Exact-search queries waiting for a scan pass.");
+    out.Sample("hawiya_scan_pool_queued", {},
+               static_cast<double>(matcher::ScanPool::Default().queued()));
+    const enroll::AuditLog::CommitStats audit = audit_log_->commit_stats();
+    out.Family("hawiya_audit_commit_seconds", "summary",
+               "Group commits of audit records (reads, matches, refusals): "
+               "their number and total time.");
+    out.Sample("hawiya_audit_commit_seconds_sum", {},
+               absl::ToDoubleSeconds(audit.total));
+    out.Sample("hawiya_audit_commit_seconds_count", {},
+               static_cast<double>(audit.commits));
+    out.Family("hawiya_audit_records_committed_total", "counter",
+               "Audit records written by those group commits.");
+    out.Sample("hawiya_audit_records_committed_total", {},
+               static_cast<double>(audit.records));
+    out.Family("hawiya_build_info", "gauge",
+               "The running build: always 1, with its version, commit and "
+               "build type as labels.");
+    out.Sample("hawiya_build_info", options_.build_info, 1);
+    return out.text();
+  }
+
+  // Declared first: held until everything else is gone.
+  const std::shared_ptr<const enroll::DataDirLock> data_dir_lock_;
   const ServerOptions options_;
   const std::shared_ptr<grpc::ServerCredentials> credentials_;
   const std::shared_ptr<const AccessPolicy> access_;
@@ -264,6 +434,7 @@ class ServerImpl final : public Server {
   // destroyed after them.
   std::unique_ptr<enroll::Registry> registry_;
   ServiceContext context_;
+  CallMetrics call_metrics_;
   WorkQueue store_queue_;
   WorkQueue match_queue_;
   EnrollmentServiceImpl enrollment_;
@@ -273,6 +444,10 @@ class ServerImpl final : public Server {
   PartnerServiceImpl partner_;
   AdjudicationServiceImpl adjudication_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HealthServer> health_;  // null without health_listen
+  // Stopped in Shutdown before the registry closes: scrapes read it.
+  std::unique_ptr<MetricsEndpoint> metrics_;
+  std::atomic<int64_t> last_snapshot_unix_{0};
   std::thread loader_;
   absl::Notification loaded_;
   absl::Mutex mu_;
@@ -347,7 +522,17 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
 
 bool IsLoopback(const std::string& listen) {
   const std::string host = HostOf(listen);
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+  // Literal addresses only: a host name (127.attacker.test) may resolve
+  // anywhere. localhost is the one name; gRPC resolves it through the
+  // system resolver (/etc/hosts), which maps it to loopback.
+  if (host == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+         IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
@@ -386,7 +571,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
           "principals)");
     }
     credentials = grpc::InsecureServerCredentials();
-  } else {
+  }
+  // One server per data folder, locked before anything in it is opened or
+  // written (the development PKI, the store).
+  absl::StatusOr<std::unique_ptr<enroll::DataDirLock>> data_dir_lock =
+      enroll::DataDirLock::Acquire(options.data_dir);
+  if (!data_dir_lock.ok()) return data_dir_lock.status();
+  if (credentials == nullptr) {
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
         TlsCredentials(options, access,
                        std::shared_ptr<RateLimiter>(*std::move(limits)),
@@ -395,9 +586,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     credentials = *std::move(tls);
   }
   if (absl::Status s = ConfigureScanPool(options.config); !s.ok()) return s;
-  auto server =
-      std::make_unique<ServerImpl>(std::move(options), std::move(credentials),
-                                   std::move(access), std::move(audit_log));
+  auto server = std::make_unique<ServerImpl>(
+      std::move(options), *std::move(data_dir_lock), std::move(credentials),
+      std::move(access), std::move(audit_log));
   if (absl::Status s = server->Bind(); !s.ok()) return s;
   return server;
 }

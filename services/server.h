@@ -1,6 +1,7 @@
 // Server: the Hawiya gRPC server. Serves EnrollmentService, MatchService,
 // AdminService, AuditService, PartnerService, grpc.health.v1.Health and
-// server reflection.
+// server reflection; optionally grpc.health.v1.Health alone on a plaintext
+// port of its own (health_listen, services/health_server.h).
 // Every call is audited (enroll/audit.h) from the moment the store opens;
 // calls refused before it opens are held in memory and written then.
 //
@@ -15,6 +16,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -40,6 +43,12 @@ struct ServerOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string client_ca;
+  // host:port of a plaintext port serving grpc.health.v1.Health alone, with
+  // the main port's serving status, for probes that cannot present a client
+  // certificate (Kubernetes); any address, since probes come from the node.
+  // Port 0 picks a free one (see Server::health_port()). Empty: no such
+  // port.
+  std::string health_listen;
   // Test seam: runs on the loading thread before the galleries load.
   std::function<void()> before_load;
   // Test seam: runs on a work queue's thread before each queued call is
@@ -59,13 +68,28 @@ struct ServerOptions {
   // ...or once any change is not, and the newest one is this old (zero or
   // infinite: never on that ground).
   absl::Duration snapshot_interval = absl::Minutes(10);
+
+  // host:port of the Prometheus endpoint (GET /metrics, plain HTTP; port 0
+  // picks a free one, see Server::metrics_port()); empty: none. Metrics
+  // carry no personal data (services/metrics.h).
+  std::string metrics_listen;
+  // The labels of hawiya_build_info (version, commit, build type).
+  std::vector<std::pair<std::string, std::string>> build_info;
 };
 
-// Whether host:port names a loopback address (127.0.0.0/8, ::1, localhost).
+// Whether host:port names a loopback address: a literal IPv4 address in
+// 127.0.0.0/8, ::1 (as [::1]:port), or localhost. Any other host name is
+// refused whatever it resolves to (no DNS at start-up).
 bool IsLoopback(const std::string& listen);
 
 class Server {
  public:
+  // Takes the data folder's lock (enroll/data_dir_lock.h) before anything
+  // in the folder is opened, holding it until the server is destroyed:
+  // FAILED_PRECONDITION naming the folder and the process holding it if
+  // another server (or registry) has it. UNAVAILABLE "listen: H:P is already
+  // in use" if another socket is bound to the address (SO_REUSEPORT is off,
+  // so two servers never share a port).
   static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
 
   // Shuts down (as Shutdown with a zero grace period) if still running.
@@ -73,6 +97,11 @@ class Server {
 
   // The bound port.
   virtual int port() const = 0;
+  // The metrics endpoint's port; 0 without ServerOptions::metrics_listen.
+  virtual int metrics_port() const = 0;
+
+  // The bound health port; 0 without health_listen.
+  virtual int health_port() const = 0;
 
   // Blocks until the galleries have loaded; returns the load's status.
   virtual absl::Status WaitUntilReady() = 0;

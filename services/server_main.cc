@@ -68,6 +68,11 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, client_ca, "",
           "PEM CA certificate(s): a client must present a certificate that "
           "chains to one of them.");
+ABSL_FLAG(std::string, health_listen, "",
+          "Address (host:port) of a plaintext port serving "
+          "grpc.health.v1.Health alone, with the main port's status, for "
+          "probes that cannot present a client certificate (Kubernetes gRPC "
+          "probes); every call on it is audited. Empty: no such port.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 ABSL_FLAG(bool, snapshots, true,
@@ -79,6 +84,9 @@ ABSL_FLAG(int64_t, snapshot_min_changes, 50000,
           "Write a background snapshot once this many store changes are not "
           "in the newest one (the next start replays each, ~0.1 ms apiece on "
           "a busy 2-core machine); 0 never on that ground.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port of a Prometheus endpoint (GET /metrics, plain HTTP; "
+          "no personal data), e.g. 127.0.0.1:9464; empty for none.");
 ABSL_FLAG(std::string, log_format, "text",
           "text: one line per event, \"TIME LEVEL message\"; json: one "
           "JSON object per line with time, level, component (server, grpc) "
@@ -97,7 +105,7 @@ int main(int argc, char** argv) {
       "the Hawiya civil identity and biometric matching server.\n"
       "Usage: hawiya-server [--tls_cert=F --tls_key=F --client_ca=F | "
       "--insecure] [--listen=127.0.0.1:50051] [--data_dir=./hawiya-data] "
-      "[--config=FILE]\n"
+      "[--config=FILE] [--health_listen=HOST:PORT]\n"
       "Serves mutual TLS: every caller presents a client certificate from "
       "--client_ca, and its principal (URI SAN, else CN) must hold a role "
       "the config allows for the method. With no TLS flags, uses (and on "
@@ -149,9 +157,17 @@ int main(int argc, char** argv) {
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.client_ca = absl::GetFlag(FLAGS_client_ca);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.snapshots = absl::GetFlag(FLAGS_snapshots);
   options.snapshot_min_changes = absl::GetFlag(FLAGS_snapshot_min_changes);
   options.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  {
+    const hawiya::services::BuildInfo& build = hawiya::services::GetBuildInfo();
+    options.build_info = {{"version", build.version},
+                          {"commit", build.commit},
+                          {"build_type", build.build_type}};
+  }
   absl::StatusOr<std::unique_ptr<hawiya::services::Server>> server =
       hawiya::services::Server::Start(options);
   if (!server.ok()) {
@@ -162,6 +178,18 @@ int main(int argc, char** argv) {
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
   std::printf("hawiya-server: listening on %s:%d\n", host.c_str(),
               (*server)->port());
+  if ((*server)->health_port() != 0) {
+    const std::string& health = options.health_listen;
+    std::printf("hawiya-server: health on %s:%d\n",
+                health.substr(0, health.rfind(':')).c_str(),
+                (*server)->health_port());
+  }
+  if ((*server)->metrics_port() != 0) {
+    const std::string& metrics = options.metrics_listen;
+    std::printf("hawiya-server: metrics on %s:%d\n",
+                metrics.substr(0, metrics.rfind(':')).c_str(),
+                (*server)->metrics_port());
+  }
   std::fflush(stdout);
   Log("INFO", "loading galleries from ", options.data_dir);
   if (absl::Status s = (*server)->WaitUntilReady(); !s.ok()) {

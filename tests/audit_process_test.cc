@@ -131,6 +131,67 @@ v1::AuditRecord Find(const std::vector<v1::AuditRecord>& records,
   return found;
 }
 
+// Only a URI SAN names a principal (else the CN): a certificate from the
+// trusted CA whose DNS or email SAN spells an admin principal is not the
+// admin, and the audit log names it by its CN.
+TEST_F(AuditProcessTest, OnlyAUriSanOrTheCnNamesThePrincipal) {
+  const std::string admin = services::DevPrincipal("admin");
+  struct Case {
+    const char* kind;
+    services::CertSpec spec;
+    bool is_admin;
+  };
+  std::vector<Case> cases(4);
+  cases[0].kind = "DNS SAN";
+  cases[0].spec.common_name = "spoof-dns";
+  cases[0].spec.dns_names = {admin};
+  cases[1].kind = "email SAN";
+  cases[1].spec.common_name = "spoof-email";
+  cases[1].spec.emails = {admin};
+  cases[2].kind = "URI SAN";
+  cases[2].spec.common_name = "real-uri";
+  cases[2].spec.uris = {admin};
+  cases[2].is_admin = true;
+  cases[3].kind = "CN only";
+  cases[3].spec.common_name = admin;
+  cases[3].is_admin = true;
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.kind);
+    c.spec.client = true;
+    absl::StatusOr<services::KeyAndCert> cert = pki_->ca().Issue(c.spec);
+    ASSERT_TRUE(cert.ok()) << cert.status();
+    v1::GetStatsResponse stats;
+    const grpc::Status status = v1::AdminService::NewStub(As(*cert))->GetStats(
+        Ctx().get(), v1::GetStatsRequest(), &stats);
+    if (c.is_admin) {
+      EXPECT_TRUE(status.ok()) << status.error_message();
+    } else {
+      EXPECT_EQ(status.error_code(), StatusCode::UNAUTHENTICATED);
+      EXPECT_EQ(status.error_message(),
+                absl::StrCat("principal ", c.spec.common_name,
+                             " is not known to this server"));
+    }
+  }
+  const std::vector<v1::AuditRecord> all = List({});
+  for (const Case& c : cases) {
+    if (c.is_admin) continue;
+    SCOPED_TRACE(c.kind);
+    const v1::AuditRecord record =
+        Find(all, c.spec.common_name, "/hawiya.v1.AdminService/GetStats");
+    EXPECT_EQ(record.outcome(), "UNAUTHENTICATED");
+    EXPECT_EQ(record.role(), "");
+  }
+  // The admin's records are the two genuine calls only.
+  v1::ListAuditRecordsRequest as_admin;
+  as_admin.set_principal(admin);
+  const std::vector<v1::AuditRecord> admin_records = List(as_admin);
+  ASSERT_EQ(admin_records.size(), 2u);
+  for (const v1::AuditRecord& record : admin_records) {
+    EXPECT_EQ(record.outcome(), "OK");
+    EXPECT_EQ(record.role(), "admin");
+  }
+}
+
 TEST_F(AuditProcessTest, RecordsAllowedAndRefusedCallsAndVerifiesOffline) {
   const std::string e = "/hawiya.v1.EnrollmentService/";
   // Allowed: an enrolment, a 1:1 and a 1:N search, a read.
@@ -298,6 +359,19 @@ TEST_F(AuditProcessTest, RecordsAllowedAndRefusedCallsAndVerifiesOffline) {
   EXPECT_EQ(tampered.exit_code, 1);
   EXPECT_THAT(tampered.out,
               HasSubstr(absl::StrCat("BROKEN at record ", denied.sequence())));
+  // The denial's principal cast to a BLOB: same bytes, same hash, but no
+  // longer found by a principal filter.
+  const std::string cast = dir_ + "/cast";
+  fs::copy(Data(), cast, fs::copy_options::recursive);
+  testing::RawDb(cast + "/hawiya.db")
+      .Exec(absl::StrCat(
+          "UPDATE audit SET principal = CAST(principal AS BLOB) WHERE seq = ",
+          denied.sequence()));
+  testing::CommandResult recast = Cli("audit verify --data_dir=" + cast);
+  EXPECT_EQ(recast.exit_code, 1);
+  EXPECT_THAT(recast.out,
+              HasSubstr(absl::StrCat("BROKEN at record ", denied.sequence())));
+  EXPECT_THAT(recast.out, HasSubstr("principal is stored as BLOB"));
   // Its tail cut off: a valid shorter chain, caught by the anchor.
   const std::string cut = dir_ + "/cut";
   fs::copy(Data(), cut, fs::copy_options::recursive);

@@ -145,6 +145,36 @@ TEST_F(AuditChainTest, EditedFieldIsDetectedAtThatRecord) {
   }
 }
 
+// A cast keeps a value's bytes, so its hash still checks out; but the store
+// compares stored values by type (a BLOB principal matches no principal
+// filter), so a value of another storage class breaks the chain there. (A
+// number cast to TEXT or REAL is turned back into an INTEGER by the
+// column's affinity; a BLOB is stored as it is.)
+TEST_F(AuditChainTest, ValueCastToAnotherStorageClassIsDetected) {
+  for (const char* edit :
+       {"principal = CAST(principal AS BLOB)", "method = CAST(method AS BLOB)",
+        "national_id = CAST(national_id AS BLOB)",
+        "time_us = CAST(time_us AS BLOB)", "outcome = CAST(outcome AS BLOB)",
+        "hash = CAST(hash AS TEXT)", "purpose = CAST(purpose AS BLOB)"}) {
+    SCOPED_TRACE(edit);
+    Build();
+    RawDb(path_).Exec(
+        absl::StrCat("UPDATE audit SET ", edit, " WHERE seq = 4"));
+    const AuditVerification result = Verify();
+    EXPECT_FALSE(result.intact);
+    EXPECT_EQ(result.first_broken_sequence, 4);
+    EXPECT_THAT(result.reason, HasSubstr("is stored as"));
+    EXPECT_EQ(result.records_checked, 3);
+    EXPECT_EQ(result.head_sequence, 3);
+  }
+  // The exact message, for one.
+  Build();
+  RawDb(path_).Exec(
+      "UPDATE audit SET principal = CAST(principal AS BLOB) WHERE seq = 2");
+  EXPECT_EQ(Verify().reason,
+            "principal is stored as BLOB, not TEXT (the record was edited)");
+}
+
 TEST_F(AuditChainTest, EditWithARecomputedHashIsDetectedAtTheNextRecord) {
   // Whoever edits record 4 and recomputes its hash breaks record 5's link.
   RawDb raw(path_);
@@ -486,6 +516,35 @@ TEST_F(RegistryAuditTest, PaginatesAndFilters) {
   bad.set_page_token("x");
   EXPECT_TRUE(
       absl::IsInvalidArgument(registry_->ListAuditRecords(bad).status()));
+}
+
+// The principal cast to a BLOB hides the record from the principal filter;
+// online verification (VerifyAuditLog) reports the record, as offline does.
+TEST_F(RegistryAuditTest, RecordHiddenFromThePrincipalFilterIsBroken) {
+  const AuditActor admin{"hawiya://dev/admin", "admin",
+                         "/hawiya.v1.AdminService/GetStats"};
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(registry_->GetStats(admin).ok());
+  RawDb(Db()).Exec(
+      "UPDATE audit SET principal = CAST(principal AS BLOB) WHERE seq = 2");
+  v1::ListAuditRecordsRequest by_admin;
+  by_admin.set_principal("hawiya://dev/admin");
+  absl::StatusOr<v1::ListAuditRecordsResponse> listed =
+      registry_->ListAuditRecords(by_admin);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->records_size(), 2);  // what the cast hides
+  EXPECT_EQ(listed->records(1).sequence(), 3);
+
+  absl::StatusOr<v1::VerifyAuditLogResponse> online =
+      registry_->VerifyAuditLog(v1::VerifyAuditLogRequest());
+  ASSERT_TRUE(online.ok()) << online.status();
+  EXPECT_FALSE(online->intact());
+  EXPECT_EQ(online->first_broken_sequence(), 2);
+  EXPECT_EQ(online->reason(),
+            "principal is stored as BLOB, not TEXT (the record was edited)");
+  absl::StatusOr<AuditVerification> offline = VerifyAuditDatabase(Db());
+  ASSERT_TRUE(offline.ok()) << offline.status();
+  EXPECT_FALSE(offline->intact);
+  EXPECT_EQ(offline->first_broken_sequence, 2);
 }
 
 // A write whose audit record cannot be appended fails, and leaves nothing

@@ -142,6 +142,14 @@ TEST(CliTest, WalkthroughWithScriptableExitCodes) {
   EXPECT_EQ(RunCli("audit verify --anchor_sequence=3" + at).exit_code,
             10 + 3);  // INVALID_ARGUMENT: no anchor_hash
 
+  // Offline while the server runs: read-only, so it neither needs nor takes
+  // the data folder's lock, which the server keeps.
+  const std::string lock = dir + "/data/LOCK";
+  Result beside = RunCli("audit verify --data_dir=" + dir + "/data");
+  EXPECT_EQ(beside.exit_code, 0);
+  EXPECT_THAT(beside.out, StartsWith("audit log intact: "));
+  EXPECT_EQ(testing::ReadFileBytes(lock), absl::StrCat((*server)->pid(), "\n"));
+
   server->reset();
   EXPECT_EQ(RunCli("stats --timeout=2s" + at).exit_code,
             10 + 14);  // UNAVAILABLE

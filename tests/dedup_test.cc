@@ -407,6 +407,7 @@ TEST_F(DedupTest, MigrationToSchema6IndexesExistingDatesOfBirth) {
   sqlite3* raw = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ + "/hawiya.db").c_str(), &raw), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE snapshots; "
                          "DROP TABLE distinct_pairs; DROP TABLE name_keys; "
                          "DROP TABLE cases; DROP INDEX persons_by_birth_date; "
                          "DROP INDEX persons_by_national_id; "
@@ -752,6 +753,48 @@ TEST_F(DedupTest, ADecisionIsFinalAndReplaysByRequestId) {
   ASSERT_TRUE(replay.ok()) << replay.status();
   EXPECT_EQ(replay->decision(), v1::DISTINCT);
   EXPECT_EQ(Get(b_.person().subject_id()).state(), v1::ACTIVE);
+}
+
+// DecideCase's request_id is in the key space of Enroll's and
+// ReplaceTemplates': a key any of them committed cannot be reused for
+// another request, by any method.
+TEST_F(DedupTest, DecideCaseRequestIdsShareTheKeySpaceOfEveryWrite) {
+  EnrollPair();
+  const v1::EnrollResponse c = Enroll(3, 7, 2);  // a second open case
+  ASSERT_EQ(c.person().state(), v1::PENDING_ADJUDICATION);
+  const auto expect_taken = [](const absl::Status& status) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists) << status;
+    EXPECT_EQ(status.message(),
+              "request_id: already used for a different request");
+  };
+  // Enroll's key, for a decision: refused, the case still open.
+  expect_taken(Decide(b_.case_id(), v1::DISTINCT, "enroll-1").status());
+  EXPECT_EQ(GetCaseOf(b_.case_id()).decision(), v1::DECISION_UNSPECIFIED);
+
+  ASSERT_TRUE(Decide(b_.case_id(), v1::DISTINCT, "decide-b").ok());
+  // The decision's key, for another case, another comment, an Enroll or a
+  // ReplaceTemplates: refused, nothing written.
+  expect_taken(Decide(c.case_id(), v1::DISTINCT, "decide-b").status());
+  EXPECT_EQ(GetCaseOf(c.case_id()).decision(), v1::DECISION_UNSPECIFIED);
+  v1::DecideCaseRequest reworded;
+  reworded.set_request_id("decide-b");
+  reworded.set_case_id(b_.case_id());
+  reworded.set_decision(v1::DISTINCT);
+  reworded.set_comment("another comment");
+  expect_taken(registry_->DecideCase(reworded, Adjudicator()).status());
+  v1::EnrollRequest enroll;
+  enroll.set_request_id("decide-b");
+  *enroll.mutable_person() = DistinctPerson(4);
+  expect_taken(registry_->Enroll(enroll).status());
+  v1::ReplaceTemplatesRequest replace;
+  replace.set_request_id("decide-b");
+  replace.set_subject_id(a_.person().subject_id());
+  expect_taken(registry_->ReplaceTemplates(replace).status());
+  // The same request again is a replay.
+  absl::StatusOr<v1::Case> replay =
+      Decide(b_.case_id(), v1::DISTINCT, "decide-b");
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_EQ(replay->decision(), v1::DISTINCT);
 }
 
 TEST_F(DedupTest, DecideCaseValidatesItsRequest) {

@@ -211,7 +211,7 @@ TEST_F(ExactSnapshotTest, EveryTruncationIsDataLoss) {
 }
 
 TEST_F(ExactSnapshotTest, InconsistentStreamsAreDataLoss) {
-  // Hand-made streams: the layout of FaissGallery::Save with one field off.
+  // Hand-made streams: the layout of ExactGallery::Save with one field off.
   auto stream = [](std::vector<int64_t> labels, size_t rows_of_floats,
                    std::string ids, std::vector<int64_t> ends,
                    std::vector<int32_t> row_subject) {

@@ -2,14 +2,16 @@
 // passes while it waits in a work queue is not run and writes nothing (the
 // queue is held busy through the before_call test seam, so nothing depends
 // on timing), and requests over max_receive_message_bytes are refused.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -21,9 +23,11 @@
 #include "hawiya/v1/audit.grpc.pb.h"
 #include "hawiya/v1/enrollment.grpc.pb.h"
 #include "matcher/synthetic.h"
+#include "services/config.h"
 #include "services/server.h"
 #include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/in_process_server.h"
 #include "tests/testing/server_process.h"
 
 namespace hawiya {
@@ -31,6 +35,8 @@ namespace {
 
 using ::grpc::StatusCode;
 using ::hawiya::testing::Ctx;
+using ::hawiya::testing::EnrollRequestWithFaces;
+using ::hawiya::testing::InProcessServerTest;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::hawiya::testing::NewTempDir;
 using ::testing::AnyOf;
@@ -71,86 +77,9 @@ class QueueGate {
   absl::Notification release_;
 };
 
-class LimitsServerTest : public ::testing::Test {
+class LimitsServerTest : public InProcessServerTest {
  protected:
-  void SetUp() override {
-    data_dir_ = NewTempDir("hawiya-limits-server");
-    ASSERT_FALSE(data_dir_.empty());
-  }
-  void TearDown() override {
-    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
-    server_.reset();
-    std::filesystem::remove_all(data_dir_);
-  }
-
-  void Start(QueueGate::Seam before_call = nullptr,
-             config::ServerConfig config = {}) {
-    services::ServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.data_dir = data_dir_;
-    options.snapshots = false;
-    options.config = std::move(config);
-    options.before_call = std::move(before_call);
-    absl::StatusOr<std::unique_ptr<services::Server>> server =
-        services::Server::Start(std::move(options));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    ASSERT_TRUE(server_->WaitUntilReady().ok());
-    auto channel =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                            grpc::InsecureChannelCredentials());
-    enrollment_ = v1::EnrollmentService::NewStub(channel);
-    admin_ = v1::AdminService::NewStub(channel);
-    audit_ = v1::AuditService::NewStub(channel);
-  }
-
-  // The outcomes of the audit records of `method`, oldest first.
-  std::vector<std::string> AuditOutcomes(const std::string& method) {
-    v1::ListAuditRecordsRequest request;
-    request.set_page_size(1000);
-    v1::ListAuditRecordsResponse page;
-    EXPECT_TRUE(
-        audit_->ListAuditRecords(Ctx(absl::Seconds(30)).get(), request, &page)
-            .ok());
-    std::vector<std::string> outcomes;
-    for (const v1::AuditRecord& record : page.records()) {
-      if (record.method() == method) outcomes.push_back(record.outcome());
-    }
-    return outcomes;
-  }
-
-  // Shuts the server down (which waits for every call, the held one
-  // included, to finish) and starts a fresh one on the same data dir.
-  void Restart() {
-    server_->Shutdown(absl::Seconds(5));
-    server_.reset();
-    Start();
-  }
-
-  grpc::Status GetByNationalId(const v1::Person& person) {
-    v1::GetPersonRequest request;
-    request.set_national_id(person.national_id());
-    request.set_issuing_country(person.issuing_country());
-    v1::Person found;
-    return enrollment_->GetPerson(Ctx(absl::Seconds(30)).get(), request,
-                                  &found);
-  }
-
-  int64_t PersonCount() {
-    v1::GetStatsResponse stats;
-    EXPECT_TRUE(admin_
-                    ->GetStats(Ctx(absl::Seconds(30)).get(),
-                               v1::GetStatsRequest(), &stats)
-                    .ok());
-    return stats.persons();
-  }
-
   matcher::SyntheticModel model_{matcher::SyntheticOptions{}};
-  std::string data_dir_;
-  std::unique_ptr<services::Server> server_;
-  std::unique_ptr<v1::EnrollmentService::Stub> enrollment_;
-  std::unique_ptr<v1::AdminService::Stub> admin_;
-  std::unique_ptr<v1::AuditService::Stub> audit_;
 };
 
 TEST_F(LimitsServerTest, EnrollWhoseDeadlinePassedInTheQueueWritesNothing) {
@@ -236,22 +165,11 @@ TEST_F(LimitsServerTest, RotateKeyWhoseDeadlinePassedDoesNotRotate) {
   EXPECT_EQ(rotated.templates_reencrypted(), 1);
 }
 
-// A request with this many face templates (about 2 KiB each).
-v1::EnrollRequest WithFaces(const matcher::SyntheticModel& model, int faces) {
-  v1::EnrollRequest request = MakeEnrollRequest(model, 1);
-  request.clear_templates();
-  for (int i = 0; i < faces; ++i) {
-    *request.add_templates() =
-        services::SyntheticFaceTemplate(model, 1, static_cast<uint64_t>(i));
-  }
-  return request;
-}
-
 TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
   config::ServerConfig config;
   config.set_max_receive_message_bytes(64 << 10);
   Start(nullptr, config);
-  const v1::EnrollRequest large = WithFaces(model_, 40);
+  const v1::EnrollRequest large = EnrollRequestWithFaces(model_, 40);
   ASSERT_GT(large.ByteSizeLong(), size_t{64} << 10);
   v1::EnrollResponse response;
   const grpc::Status status =
@@ -260,7 +178,7 @@ TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
       << status.error_message();
   EXPECT_EQ(PersonCount(), 0);
   // Under the limit it is served.
-  const v1::EnrollRequest small = WithFaces(model_, 2);
+  const v1::EnrollRequest small = EnrollRequestWithFaces(model_, 2);
   ASSERT_LT(small.ByteSizeLong(), size_t{64} << 10);
   EXPECT_TRUE(
       enrollment_->Enroll(Ctx(absl::Seconds(30)).get(), small, &response).ok());
@@ -269,7 +187,7 @@ TEST_F(LimitsServerTest, RequestOverMaxReceiveMessageBytesIsRefused) {
 TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
   Start();
   // 17 MiB of templates (the server refuses it before validating anything).
-  const v1::EnrollRequest large = WithFaces(model_, 1);
+  const v1::EnrollRequest large = EnrollRequestWithFaces(model_, 1);
   v1::EnrollRequest huge = large;
   while (huge.ByteSizeLong() <= size_t{17} << 20) {
     *huge.add_templates() = large.templates(0);
@@ -279,6 +197,115 @@ TEST_F(LimitsServerTest, DefaultLimitIs16MiB) {
                 .error_code(),
             StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(PersonCount(), 0);
+}
+
+// A client with gRPC's default 4 MiB receive limit lists every person,
+// however large the records: a page ends early (with a next_page_token)
+// before it would cross the limit. 12 persons of 10,000 documents (~0.43 MB
+// each, under a raised limit) would make one page of 5.2 MB.
+TEST_F(LimitsServerTest, DefaultClientListsPersonsWithManyDocuments) {
+  config::ServerConfig config;
+  config.mutable_limits()->set_max_documents(10000);
+  Start(nullptr, config);
+  constexpr int kPersons = 12;
+  std::vector<std::string> enrolled;
+  for (int n = 0; n < kPersons; ++n) {
+    v1::EnrollRequest request = services::SyntheticEnrollRequest(model_, n);
+    request.set_request_id(absl::StrCat("enroll-", n));
+    request.mutable_person()->clear_documents();
+    for (int i = 0; i < 10000; ++i) {
+      v1::Document* document = request.mutable_person()->add_documents();
+      document->set_type(v1::PASSPORT);
+      document->set_number(
+          absl::StrCat("P", std::string(23, '0'), 10000000 + i));
+      document->set_issuing_country("KWT");
+    }
+    v1::EnrollResponse response;
+    const grpc::Status status =
+        enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    enrolled.push_back(response.person().subject_id());
+  }
+  std::sort(enrolled.begin(), enrolled.end());
+  std::vector<std::string> listed;
+  v1::ListPersonsRequest request;
+  request.set_page_size(100);
+  int pages = 0;
+  while (true) {
+    v1::ListPersonsResponse page;
+    const grpc::Status status =
+        enrollment_->ListPersons(Ctx(absl::Seconds(60)).get(), request, &page);
+    ASSERT_TRUE(status.ok())
+        << status.error_code() << " " << status.error_message();
+    ++pages;
+    for (const v1::Person& person : page.persons()) {
+      listed.push_back(person.subject_id());
+    }
+    if (page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  EXPECT_EQ(listed, enrolled);
+  EXPECT_GE(pages, 2);
+  // More documents than the configured limit are refused, naming the field.
+  v1::EnrollRequest over = services::SyntheticEnrollRequest(model_, 99);
+  over.set_request_id("enroll-99");
+  over.mutable_person()->clear_documents();
+  for (int i = 0; i < 10001; ++i) {
+    v1::Document* document = over.mutable_person()->add_documents();
+    document->set_type(v1::PASSPORT);
+    document->set_number(absl::StrCat("P", i));
+    document->set_issuing_country("KWT");
+  }
+  v1::EnrollResponse response;
+  const grpc::Status refused =
+      enrollment_->Enroll(Ctx(absl::Seconds(60)).get(), over, &response);
+  EXPECT_EQ(refused.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message(),
+            "person.documents: at most 10000, not 10001");
+}
+
+TEST(InputLimitsConfigTest, DefaultsOverridesAndErrorsNameTheField) {
+  absl::StatusOr<config::ServerConfig> example = services::LoadConfig(
+      std::string(HAWIYA_SOURCE_DIR) + "/deploy/hawiya.textproto");
+  ASSERT_TRUE(example.ok()) << example.status();
+  const enroll::InputLimits defaults;
+  enroll::InputLimits limits = services::InputLimitsOf(*example);
+  EXPECT_EQ(limits.max_documents, defaults.max_documents);
+  EXPECT_EQ(limits.max_faces, defaults.max_faces);
+  EXPECT_EQ(limits.max_fingerprints, defaults.max_fingerprints);
+  EXPECT_EQ(limits.max_irises, defaults.max_irises);
+  EXPECT_EQ(defaults.max_documents, 16u);
+  EXPECT_EQ(defaults.max_faces, 5u);
+
+  const std::string dir = NewTempDir("hawiya-limits-config");
+  const std::string path = dir + "/config.textproto";
+  const auto load = [&path](const std::string& text) {
+    std::ofstream(path) << text;
+    return services::LoadConfig(path);
+  };
+  absl::StatusOr<config::ServerConfig> config =
+      load("limits { max_documents: 100 max_faces: 1 max_irises: 1 }");
+  ASSERT_TRUE(config.ok()) << config.status();
+  limits = services::InputLimitsOf(*config);
+  EXPECT_EQ(limits.max_documents, 100u);
+  EXPECT_EQ(limits.max_faces, 1u);
+  EXPECT_EQ(limits.max_fingerprints, 10u);
+  EXPECT_EQ(limits.max_irises, 1u);
+  for (const auto& [text, error] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"limits { max_documents: 10001 }",
+            "limits.max_documents: 10001 is more than 10000"},
+           {"limits { max_faces: 101 }",
+            "limits.max_faces: 101 is more than 100"},
+           {"limits { max_fingerprints: 11 }",
+            "limits.max_fingerprints: 11 is more than 10"},
+           {"limits { max_irises: 3 }",
+            "limits.max_irises: 3 is more than 2"}}) {
+    const absl::Status bad = load(text).status();
+    EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(std::string(bad.message()), ::testing::HasSubstr(error));
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // The registry's own checks, below the gRPC layer: a BatchEnroll whose

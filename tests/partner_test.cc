@@ -696,6 +696,48 @@ TEST_F(PartnerRegistryTest, PolicyMatrix) {
   }
 }
 
+// Claimed names follow Enroll's script rules, and free text that reaches
+// the receipt and the audit log holds no control character; each refusal
+// names the field, is audited, and takes nothing from the quota.
+TEST_F(PartnerRegistryTest, WrongScriptAndControlsAreRefusedBeforeTheQuota) {
+  for (const auto& [mutate, error] :
+       std::vector<std::pair<std::function<void(v1::VerifyCivilStatusRequest*)>,
+                             std::string>>{
+           {[](auto* r) { r->mutable_name_latin()->set_given("محمد"); },
+            "name_latin.given: must not contain Arabic letters"},
+           {[](auto* r) { r->mutable_name_ar()->set_family("Al-Sabah"); },
+            "name_ar.family: must be in Arabic script"},
+           {[](auto* r) { r->set_purpose_text("post 7\nDECISION: MATCH"); },
+            "purpose_text: contains U+000A at byte 6"},
+           {[](auto* r) { r->set_purpose_text(std::string("post\0", 5)); },
+            "purpose_text: contains U+0000 at byte 4"},
+           {[](auto* r) { r->set_request_id("case-1\x1b[2K"); },
+            "request_id: contains U+001B at byte 6"}}) {
+    v1::VerifyCivilStatusRequest request = Claim(1);
+    mutate(&request);
+    absl::StatusOr<Response> refused =
+        registry_->VerifyCivilStatus(request, Actor(kLimited));
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument)
+        << error;
+    EXPECT_THAT(refused.status().message(), HasSubstr(error));
+  }
+  const std::vector<AuditRecord> refused = AuditOf(kLimited);
+  ASSERT_EQ(refused.size(), 5u);
+  for (const AuditRecord& record : refused) {
+    EXPECT_EQ(record.event.outcome,
+              static_cast<int>(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(record.event.purpose.find('\n'), std::string::npos);
+  }
+  EXPECT_EQ(refused[2].event.purpose,
+            "BORDER_CROSSING: post 7\\nDECISION: MATCH");
+  EXPECT_EQ(refused[4].event.request_id, "case-1\\x1b[2K");
+  // LIMITED's quota of 3 is whole.
+  for (int i = 0; i < 3; ++i) Verify(Claim(1), kLimited);
+  EXPECT_EQ(
+      registry_->VerifyCivilStatus(Claim(1), Actor(kLimited)).status().code(),
+      absl::StatusCode::kResourceExhausted);
+}
+
 TEST_F(PartnerRegistryTest, DailyQuotaSurvivesRestartAndResetsAtUtcMidnight) {
   // A refused call takes nothing from the quota.
   v1::VerifyCivilStatusRequest refused = Claim(1);

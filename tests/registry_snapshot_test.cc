@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "enroll/data_dir_lock.h"
 #include "enroll/registry.h"
 #include "enroll/snapshots.h"
 #include "gmock/gmock.h"
@@ -224,6 +225,48 @@ class RegistrySnapshotTest : public ::testing::Test {
     return Galleries(*rebuilt);
   }
 
+  // The best candidate for a fresh capture of identity n ("" if none).
+  std::string Found(Registry& registry, uint64_t n) {
+    v1::IdentifyRequest identify;
+    *identify.add_probes() = services::SyntheticFaceTemplate(model_, n, 1);
+    absl::StatusOr<v1::IdentifyResponse> found = registry.Identify(identify);
+    EXPECT_TRUE(found.ok()) << found.status();
+    return found.ok() && found->candidates_size() > 0
+               ? found->candidates(0).subject_id()
+               : "";
+  }
+
+  // Empty galleries labelled with the store's latest change, sealed under
+  // its current data key: what a registry whose galleries missed every
+  // change (another process wrote the store) would have written.
+  void WriteEmptySnapshot(const std::string& path) {
+    absl::StatusOr<std::unique_ptr<Store>> store =
+        Store::Open({data_dir_ + "/hawiya.db"});
+    ASSERT_TRUE(store.ok()) << store.status();
+    SnapshotHeader header;
+    header.store_id = *(*store)->StoreId();
+    header.sequence = *(*store)->ChangeSequence();
+    ASSERT_GT(header.sequence, 0);
+    absl::StatusOr<Change> change = (*store)->GetChange(header.sequence);
+    ASSERT_TRUE(change.ok()) << change.status();
+    header.change_time_us = change->time_us;
+    header.change_subject_id = change->subject_id;
+    const RegistryOptions options = Options(data_dir_);
+    header.modalities = options.modalities;
+    absl::StatusOr<std::unique_ptr<matcher::Matcher>> empty =
+        matcher::Matcher::Open({options.modalities, options.fusion});
+    ASSERT_TRUE(empty.ok());
+    absl::StatusOr<matcher::SnapshotFileWriter::Options> key =
+        CurrentKeyOf(path);
+    ASSERT_TRUE(key.ok()) << key.status();
+    absl::StatusOr<std::unique_ptr<matcher::SnapshotFileWriter>> writer =
+        matcher::SnapshotFileWriter::Create(path, *std::move(key));
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE(WriteSnapshotHeader(header, writer->get()).ok());
+    ASSERT_TRUE((*empty)->Save(writer->get()).ok());
+    ASSERT_TRUE((*writer)->Commit().ok());
+  }
+
   size_t Templates(const Contents& contents) {
     size_t n = 0;
     for (const auto& [modality, rows] : contents) n += rows.size();
@@ -411,10 +454,121 @@ TEST_F(RegistrySnapshotTest, ReplayingChangesTheSnapshotHoldsIsHarmless) {
   ASSERT_TRUE((*hybrid)->Write(body.data(), body.size()).ok());
   ASSERT_TRUE((*hybrid)->Commit().ok());
 
+  // Recorded, as the registry records the snapshots it writes.
+  ASSERT_TRUE((*Store::Open({StoreOf(old_report->path)}))
+                  ->RecordSnapshot({6, (*hybrid)->file_id(), 0})
+                  .ok());
+
   Reopen();
   EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(6));
   EXPECT_EQ(registry_->load_report().replayed_subjects, 4);
   EXPECT_EQ(Galleries(*registry_), live);
+}
+
+// One registry (one server) at a time per data folder.
+TEST_F(RegistrySnapshotTest, SecondRegistryOnTheDataDirIsRefused) {
+  Reopen();
+  const std::string lock = data_dir_ + "/LOCK";
+  EXPECT_EQ(Slurp(lock), absl::StrCat(getpid(), "\n"));
+  absl::StatusOr<std::unique_ptr<Registry>> second =
+      Registry::Open(Options(data_dir_));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr(absl::StrCat("data_dir ", data_dir_,
+                                     " is in use by process ", getpid())));
+  // The refused open left the holder's id in place.
+  EXPECT_EQ(Slurp(lock), absl::StrCat(getpid(), "\n"));
+
+  // A lock held on another folder opens nothing.
+  absl::StatusOr<std::unique_ptr<DataDirLock>> other =
+      DataDirLock::Acquire(root_ + "/other");
+  ASSERT_TRUE(other.ok()) << other.status();
+  RegistryOptions options = Options(data_dir_);
+  options.data_dir_lock = *std::move(other);
+  EXPECT_EQ(Registry::Open(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Closed, the registry releases the folder and names no holder any more.
+  registry_.reset();
+  EXPECT_EQ(Slurp(lock), "");
+  Reopen();
+}
+
+// Two registries on one store, each writing in turn (as two servers on one
+// data folder did before the folder was locked; sharing one lock is the
+// only way to open them now): neither serves, nor snapshots, galleries that
+// differ from the store.
+TEST_F(RegistrySnapshotTest, WritesBehindARegistrysBackReachItsGalleries) {
+  absl::StatusOr<std::unique_ptr<DataDirLock>> lock =
+      DataDirLock::Acquire(data_dir_);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  RegistryOptions options = Options(data_dir_);
+  options.data_dir_lock = *std::move(lock);
+  std::unique_ptr<Registry> a = MustOpen(options);
+  ASSERT_NE(a, nullptr);
+  std::vector<std::string> subjects;
+  for (uint64_t n = 0; n < 3; ++n) subjects.push_back(Enroll(*a, n));
+  std::unique_ptr<Registry> b = MustOpen(options);
+  ASSERT_NE(b, nullptr);
+  // Behind a's back: its galleries do not hold 3 and 4.
+  subjects.push_back(Enroll(*b, 3));
+  subjects.push_back(Enroll(*b, 4));
+  // a's next write notices that the store's changes do not follow on from
+  // its own, and brings its galleries up to the store.
+  subjects.push_back(Enroll(*a, 5));
+  EXPECT_EQ(Found(*a, 3), subjects[3]);
+  EXPECT_EQ(Found(*a, 4), subjects[4]);
+  // So does its next snapshot, and labels it with what its galleries hold.
+  subjects.push_back(Enroll(*b, 6));
+  absl::StatusOr<SnapshotReport> written = a->WriteSnapshot();
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(written->sequence, 7);
+  EXPECT_EQ(Found(*a, 6), subjects[6]);
+  a.reset();
+  b.reset();
+  options.data_dir_lock.reset();
+
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(7));
+  for (uint64_t n = 0; n < 7; ++n) {
+    EXPECT_EQ(Found(*registry_, n), subjects[n]) << "person " << n;
+  }
+  EXPECT_EQ(Galleries(*registry_), RebuiltGalleries());
+}
+
+// A snapshot file is trusted only if the store recorded it: one it has no
+// record of, or another file under a recorded name, is refused and the
+// galleries are rebuilt, whatever its header says.
+TEST_F(RegistrySnapshotTest, SnapshotTheStoreDidNotRecordIsRefused) {
+  Reopen();
+  for (uint64_t n = 0; n < 5; ++n) Enroll(*registry_, n);
+  registry_.reset();
+  const std::string path = SnapshotDir() + "/" + SnapshotFileName(5);
+  WriteEmptySnapshot(path);
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, "");
+  EXPECT_THAT(registry_->load_report().refused,
+              ElementsAre(HasSubstr(
+                  "the store has no record of a snapshot at change 5")));
+  EXPECT_EQ(registry_->load_report().templates, 5u);
+
+  // Its own snapshot the registry records, and loads.
+  absl::StatusOr<SnapshotReport> written = registry_->WriteSnapshot();
+  ASSERT_TRUE(written.ok()) << written.status();
+  ASSERT_EQ(written->path, path);
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, SnapshotFileName(5));
+  EXPECT_EQ(registry_->load_report().templates, 5u);
+
+  // Another file under that name.
+  registry_.reset();
+  WriteEmptySnapshot(path);
+  Reopen();
+  EXPECT_EQ(registry_->load_report().snapshot, "");
+  EXPECT_THAT(registry_->load_report().refused,
+              ElementsAre(HasSubstr("is not the snapshot the store recorded "
+                                    "at change 5")));
+  EXPECT_EQ(registry_->load_report().templates, 5u);
 }
 
 TEST_F(RegistrySnapshotTest, DamagedNewestFallsBackToTheOlderOne) {
@@ -919,8 +1073,9 @@ TEST_F(RegistrySnapshotTest, OlderSchemaGainsAStoreId) {
   ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
   // Schema 1: no meta (2), no data keys or key versions (3), no audit (4),
   // no signing keys or partner quotas (5), no cases (6), no DISTINCT pairs
-  // or name keys (7).
+  // or name keys (7), no snapshot records (8).
   ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TABLE snapshots; "
                          "DROP TABLE distinct_pairs; DROP TABLE name_keys; "
                          "DROP TABLE cases; DROP INDEX persons_by_birth_date; "
                          "DROP INDEX persons_by_national_id; "

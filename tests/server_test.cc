@@ -2,6 +2,8 @@
 // temporary data dir, driven through the generated v1 stubs.
 #include "services/server.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "hawiya/v1/admin.grpc.pb.h"
 #include "hawiya/v1/audit.grpc.pb.h"
@@ -23,6 +26,7 @@
 #include "hawiya/v1/match.grpc.pb.h"
 #include "matcher/synthetic.h"
 #include "services/config.h"
+#include "services/health_server.h"
 #include "services/synthetic_requests.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/server_process.h"
@@ -121,6 +125,21 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
+
+// A second hawiya-server on the data folder exits 2, naming the folder and
+// the process that holds it, and the first one serves on.
+TEST_F(ServerTest, SecondServerOnTheDataDirExitsNamingTheHolder) {
+  // `timeout`: a second server that wrongly started would serve forever.
+  const testing::CommandResult second = testing::RunCommand(absl::StrCat(
+      "timeout 300 ", HAWIYA_SERVER_PATH,
+      " --insecure --listen=127.0.0.1:0 --data_dir=", data_dir_, " 2>&1"));
+  EXPECT_EQ(second.exit_code, 2) << second.out;
+  EXPECT_THAT(second.out, HasSubstr(absl::StrCat("data_dir ", data_dir_,
+                                                 " is in use by process ",
+                                                 server_->pid())));
+  MustEnroll(1);
+  EXPECT_EQ(PersonCount(), 1);
+}
 
 TEST_F(ServerTest, ReportsServingAndStats) {
   grpc::health::v1::HealthCheckResponse health;
@@ -921,6 +940,273 @@ TEST(ServerLoadingTest, NotServingUntilGalleriesLoad) {
   std::filesystem::remove_all(data_dir);
 }
 
+// The health port (health_listen): grpc.health.v1.Health alone, plaintext,
+// with the main port's status, every call audited. In process, to hold the
+// loading phase open.
+class HealthPortTest : public ::testing::Test {
+ protected:
+  using HealthResponse = grpc::health::v1::HealthCheckResponse;
+
+  void SetUp() override {
+    data_dir_ = NewTempDir("hawiya-health-port-test");
+    ASSERT_FALSE(data_dir_.empty());
+    services::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.health_listen = "127.0.0.1:0";
+    options.data_dir = data_dir_;
+    options.before_load = [this] { release_.WaitForNotification(); };
+    absl::StatusOr<std::unique_ptr<services::Server>> server =
+        services::Server::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_NE(server_->health_port(), 0);
+    ASSERT_NE(server_->health_port(), server_->port());
+    main_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                grpc::InsecureChannelCredentials());
+    health_port_ =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->health_port()),
+                            grpc::InsecureChannelCredentials());
+  }
+
+  void TearDown() override {
+    if (!release_.HasBeenNotified()) release_.Notify();
+    server_.reset();
+    std::filesystem::remove_all(data_dir_);
+  }
+
+  void Ready() {
+    release_.Notify();
+    ASSERT_TRUE(server_->WaitUntilReady().ok());
+  }
+
+  // Check on the health port: its status code, and the serving status.
+  grpc::StatusCode CheckCode(const std::string& service,
+                             HealthResponse::ServingStatus* serving) {
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    HealthResponse response;
+    grpc::Status status = grpc::health::v1::Health::NewStub(health_port_)
+                              ->Check(Ctx().get(), request, &response);
+    *serving = response.status();
+    return status.error_code();
+  }
+
+  // The serving status a Check that must succeed reports.
+  HealthResponse::ServingStatus Check(const std::string& service = "") {
+    HealthResponse::ServingStatus serving;
+    EXPECT_EQ(CheckCode(service, &serving), StatusCode::OK);
+    return serving;
+  }
+
+  StatusCode CheckCode(const std::string& service) {
+    HealthResponse::ServingStatus serving;
+    return CheckCode(service, &serving);
+  }
+
+  // One server reflection request (list_services) as a unary call.
+  static grpc::Status ListServicesByReflection(
+      const std::shared_ptr<grpc::Channel>& channel, std::string* response) {
+    // ServerReflectionRequest{list_services: ""}: field 7, length 0.
+    grpc::Slice request_bytes(std::string("\x3a\x00", 2));
+    grpc::ByteBuffer request(&request_bytes, 1);
+    grpc::ByteBuffer reply;
+    grpc::GenericStub stub(channel);
+    std::unique_ptr<grpc::ClientContext> ctx = Ctx();
+    absl::Notification done;
+    grpc::Status result;
+    stub.UnaryCall(ctx.get(),
+                   "/grpc.reflection.v1alpha.ServerReflection/"
+                   "ServerReflectionInfo",
+                   grpc::StubOptions(), &request, &reply,
+                   [&](grpc::Status status) {
+                     result = std::move(status);
+                     done.Notify();
+                   });
+    done.WaitForNotification();
+    std::vector<grpc::Slice> slices;
+    response->clear();
+    if (result.ok() && reply.Dump(&slices).ok()) {
+      for (const grpc::Slice& slice : slices) {
+        response->append(reinterpret_cast<const char*>(slice.begin()),
+                         slice.size());
+      }
+    }
+    return result;
+  }
+
+  // The audit records of calls on the health port, oldest first.
+  std::vector<v1::AuditRecord> ProbeRecords() {
+    v1::ListAuditRecordsRequest request;
+    request.set_principal(std::string(services::kHealthProbePrincipal));
+    v1::ListAuditRecordsResponse response;
+    grpc::Status status = v1::AuditService::NewStub(main_)->ListAuditRecords(
+        Ctx().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return {response.records().begin(), response.records().end()};
+  }
+
+  std::string data_dir_;
+  absl::Notification release_;
+  std::unique_ptr<services::Server> server_;
+  std::shared_ptr<grpc::Channel> main_;
+  std::shared_ptr<grpc::Channel> health_port_;
+};
+
+TEST_F(HealthPortTest, ReportsTheServersStatus) {
+  EXPECT_EQ(Check(), HealthResponse::NOT_SERVING);
+  EXPECT_EQ(Check("hawiya.v1.MatchService"), HealthResponse::NOT_SERVING);
+  Ready();
+  EXPECT_EQ(Check(), HealthResponse::SERVING);
+  EXPECT_EQ(Check("hawiya.v1.EnrollmentService"), HealthResponse::SERVING);
+  EXPECT_EQ(CheckCode("no.such.Service"), StatusCode::NOT_FOUND);
+
+  // A watcher sees SERVING, then NOT_SERVING once shutdown begins.
+  grpc::health::v1::HealthCheckRequest request;
+  std::unique_ptr<grpc::ClientContext> ctx = Ctx();
+  std::unique_ptr<grpc::ClientReader<HealthResponse>> watch =
+      grpc::health::v1::Health::NewStub(health_port_)
+          ->Watch(ctx.get(), request);
+  HealthResponse update;
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.status(), HealthResponse::SERVING);
+  std::thread shutdown([this] { server_->Shutdown(absl::Seconds(1)); });
+  const bool updated = watch->Read(&update);
+  shutdown.join();
+  EXPECT_TRUE(updated);
+  EXPECT_EQ(update.status(), HealthResponse::NOT_SERVING);
+  ctx->TryCancel();
+  watch->Finish();
+}
+
+TEST_F(HealthPortTest, ServesNothingButHealth) {
+  Ready();
+  v1::GetStatsResponse stats;
+  EXPECT_EQ(v1::AdminService::NewStub(health_port_)
+                ->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats)
+                .error_code(),
+            StatusCode::UNIMPLEMENTED);
+  v1::ListAuditRecordsResponse audit;
+  EXPECT_EQ(
+      v1::AuditService::NewStub(health_port_)
+          ->ListAuditRecords(Ctx().get(), v1::ListAuditRecordsRequest(), &audit)
+          .error_code(),
+      StatusCode::UNIMPLEMENTED);
+  // Reflection answers on the main port, not on the health port.
+  std::string services;
+  grpc::Status main_reflection = ListServicesByReflection(main_, &services);
+  ASSERT_TRUE(main_reflection.ok()) << main_reflection.error_message();
+  EXPECT_THAT(services, HasSubstr("hawiya.v1.AdminService"));
+  EXPECT_EQ(ListServicesByReflection(health_port_, &services).error_code(),
+            StatusCode::UNIMPLEMENTED);
+}
+
+TEST_F(HealthPortTest, AuditsEveryCall) {
+  Ready();
+  ASSERT_EQ(Check(), HealthResponse::SERVING);
+  v1::GetStatsResponse stats;
+  ASSERT_EQ(v1::AdminService::NewStub(health_port_)
+                ->GetStats(Ctx().get(), v1::GetStatsRequest(), &stats)
+                .error_code(),
+            StatusCode::UNIMPLEMENTED);
+  ASSERT_EQ(CheckCode("no.such.Service"), StatusCode::NOT_FOUND);
+
+  const std::vector<v1::AuditRecord> records = ProbeRecords();
+  ASSERT_EQ(records.size(), 3);
+  EXPECT_EQ(records[0].method(), "/grpc.health.v1.Health/Check");
+  EXPECT_EQ(records[0].outcome(), "OK");
+  EXPECT_EQ(records[0].role(), "");
+  EXPECT_EQ(records[1].method(), "/hawiya.v1.AdminService/GetStats");
+  EXPECT_EQ(records[1].outcome(), "UNIMPLEMENTED");
+  EXPECT_EQ(records[2].method(), "/grpc.health.v1.Health/Check");
+  EXPECT_EQ(records[2].outcome(), "NOT_FOUND");
+  // The probes are links of the same hash chain as every other record.
+  v1::VerifyAuditLogResponse verified;
+  ASSERT_TRUE(
+      v1::AuditService::NewStub(main_)
+          ->VerifyAuditLog(Ctx().get(), v1::VerifyAuditLogRequest(), &verified)
+          .ok());
+  EXPECT_TRUE(verified.intact());
+}
+
+TEST(HealthPortOptionsTest, NoHealthPortByDefault) {
+  const std::string data_dir = NewTempDir("hawiya-health-default-test");
+  services::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = data_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> server =
+      services::Server::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->health_port(), 0);
+  server->reset();
+  std::filesystem::remove_all(data_dir);
+}
+
+TEST(HealthPortOptionsTest, UnbindableHealthPortFailsStart) {
+  const std::string data_dir = NewTempDir("hawiya-health-bind-test");
+  services::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.health_listen = "not-an-address";
+  options.data_dir = data_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> server =
+      services::Server::Start(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(server.status().message()),
+              StartsWith("health_listen"));
+  std::filesystem::remove_all(data_dir);
+// One server per data folder, refused before it writes anything there.
+TEST(ServerLockTest, SecondServerOnTheDataDirIsRefused) {
+  const std::string data_dir = NewTempDir("hawiya-lock-test");
+  services::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = data_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> first =
+      services::Server::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->WaitUntilReady().ok());
+  const std::string in_use =
+      absl::StrCat("data_dir ", data_dir, " is in use by process ", getpid());
+  absl::StatusOr<std::unique_ptr<services::Server>> second =
+      services::Server::Start(options);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(in_use));
+  // Over TLS it would first write the development PKI into the folder.
+  options.insecure = false;
+  second = services::Server::Start(options);
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(in_use));
+  EXPECT_FALSE(std::filesystem::exists(data_dir + "/pki"));
+
+  // Free again once the first has stopped.
+  first->reset();
+  options.insecure = true;
+  second = services::Server::Start(options);
+  EXPECT_TRUE(second.ok()) << second.status();
+  second->reset();
+  std::filesystem::remove_all(data_dir);
+}
+
+// gRPC's default (SO_REUSEPORT) would let a second server bind the port
+// and take half of its calls.
+TEST(ServerLockTest, PortInUseIsRefused) {
+  const std::string first_dir = NewTempDir("hawiya-port-test");
+  const std::string second_dir = NewTempDir("hawiya-port-test");
+  services::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = first_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> first =
+      services::Server::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  options.listen = absl::StrCat("127.0.0.1:", (*first)->port());
+  options.data_dir = second_dir;
+  absl::StatusOr<std::unique_ptr<services::Server>> second =
+      services::Server::Start(options);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(second.status().message(),
+            absl::StrCat("listen: ", options.listen, " is already in use"));
+  first->reset();
+  std::filesystem::remove_all(first_dir);
+  std::filesystem::remove_all(second_dir);
+}
+
 TEST(ServerOptionsTest, PlaintextOnlyOnLoopback) {
   EXPECT_TRUE(services::IsLoopback("127.0.0.1:50051"));
   EXPECT_TRUE(services::IsLoopback("localhost:1"));
@@ -933,6 +1219,28 @@ TEST(ServerOptionsTest, PlaintextOnlyOnLoopback) {
       services::Server::Start(options);
   EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(server.status().message()), StartsWith("listen"));
+}
+
+// A host name may resolve to any address: only literal loopback addresses
+// and localhost pass, whatever the name looks like.
+TEST(ServerOptionsTest, PlaintextRefusesHostNamesThatLookLikeLoopback) {
+  EXPECT_TRUE(services::IsLoopback("127.255.0.9:1"));
+  for (const char* listen :
+       {"127.attacker.test:50051", "127.0.0.1.attacker.test:50051",
+        "127.evil:50051", "localhost.attacker.test:50051", "localhost.:1",
+        "[::1.attacker.test]:1", "::1.attacker.test:1", "127.1:50051",
+        "[::ffff:10.0.0.1]:1", "[::]:1", "128.0.0.1:1", "attacker.test:1"}) {
+    EXPECT_FALSE(services::IsLoopback(listen)) << listen;
+  }
+  services::ServerOptions options;
+  options.listen = "127.attacker.test:0";
+  absl::StatusOr<std::unique_ptr<services::Server>> server =
+      services::Server::Start(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition)
+      << server.status();
+  EXPECT_THAT(std::string(server.status().message()),
+              StartsWith("listen: plaintext (--insecure) is only served on "
+                         "loopback addresses, not 127.attacker.test:0"));
 }
 
 }  // namespace

@@ -315,6 +315,59 @@ TEST_F(StoreTest, ReplayReturnsFirstResultAndWritesNothing) {
             absl::StatusCode::kNotFound);
 }
 
+// The idempotency row names the subject only: after an update a replay
+// answers with the record as it is now, and no copy of the old one is kept.
+TEST_F(StoreTest, ReplayAfterUpdateAnswersWithThePersonAsItIsNow) {
+  WriteResult first = Create(MakePerson("s-1", "123"), {Face(0.1f)}, "req-1");
+  ASSERT_EQ(first.person.name_latin().given(), "Given 123");
+  Person renamed = first.person;
+  renamed.mutable_name_latin()->set_given("Renamed");
+  ASSERT_TRUE(store_->UpdatePerson(renamed, 1).ok());
+
+  absl::StatusOr<WriteResult> replay = store_->CreatePerson(
+      Key("req-1"), MakePerson("s-retry", "123"), {Face(0.1f)});
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(replay->replayed);
+  EXPECT_EQ(replay->person.subject_id(), "s-1");
+  EXPECT_EQ(replay->person.name_latin().given(), "Renamed");
+  EXPECT_EQ(replay->person.version(), 2);
+  EXPECT_EQ(replay->person.SerializeAsString(),
+            store_->GetPerson("s-1")->SerializeAsString());
+  RawDb raw(path_);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency WHERE "
+                    "instr(response, 'Given 123') > 0"),
+            0);
+  Person stub;
+  ASSERT_TRUE(stub.ParseFromString(
+      raw.Blob("SELECT response FROM idempotency WHERE request_id = 'req-1'")));
+  EXPECT_EQ(stub.ShortDebugString(), "subject_id: \"s-1\"");
+}
+
+// Rows an older version wrote with the whole record are reduced to the
+// subject id once, at open; replays still answer.
+TEST_F(StoreTest, OpenReducesResponsesOlderVersionsStoredWhole) {
+  WriteResult first = Create(MakePerson("s-1", "123"), {Face(0.1f)}, "req-1");
+  {
+    RawDb raw(path_);
+    raw.ExecBlob("UPDATE idempotency SET response = ?1",
+                 first.person.SerializeAsString());
+    raw.Exec("DELETE FROM meta WHERE key = 'responses_scrubbed'");
+  }
+  Reopen();
+  RawDb raw(path_);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM idempotency WHERE "
+                    "instr(response, 'Given 123') > 0"),
+            0);
+  EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM meta WHERE key = "
+                    "'responses_scrubbed'"),
+            1);
+  absl::StatusOr<WriteResult> replay =
+      store_->CreatePerson(Key("req-1"), MakePerson("s-retry", "123"), {});
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_EQ(replay->person.SerializeAsString(),
+            first.person.SerializeAsString());
+}
+
 TEST_F(StoreTest, CreatePersonsIsOneTransactionNamingTheFailedItem) {
   Create(MakePerson("s-0", "100"), {Face(0.1f)}, "req-0");
   RawDb raw(path_);
@@ -475,6 +528,24 @@ TEST_F(StoreTest, UpdateIsCompareAndSet) {
   absl::StatusOr<Person> missing = store_->UpdatePerson(ghost, 1);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(missing.status().message(), "subject_id: no person ghost");
+}
+
+// A revoked record stays as it was withdrawn: UpdatePerson refuses it, as
+// ReplaceTemplates does.
+TEST_F(StoreTest, RevokedRecordCannotBeUpdated) {
+  WriteResult created = Create(MakePerson("s-1", "123"));
+  ASSERT_TRUE(store_->RevokePerson("s-1", "fraudulent enrollment").ok());
+  Person change = created.person;
+  change.clear_state();
+  change.mutable_name_latin()->set_given("Renamed");
+  absl::StatusOr<Person> refused = store_->UpdatePerson(change, 2);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(), "person.subject_id: person is REVOKED");
+  absl::StatusOr<Person> kept = store_->GetPerson("s-1");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->version(), 2);
+  EXPECT_EQ(kept->name_latin().given(), "Given 123");
+  EXPECT_EQ(kept->state(), hawiya::v1::REVOKED);
 }
 
 TEST_F(StoreTest, UpdateWithoutStateKeepsStoredState) {
@@ -786,14 +857,92 @@ TEST_F(StoreTest, ReopenKeepsEverythingWithoutRerunningSchema) {
   EXPECT_TRUE(replay->replayed);
 
   RawDb raw(path_);
-  EXPECT_EQ(raw.Int("PRAGMA user_version"), 7);
+  EXPECT_EQ(raw.Int("PRAGMA user_version"), 8);
   EXPECT_EQ(raw.Text("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Int("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' "
                     "AND name IN ('persons', 'templates', 'idempotency', "
                     "'changes', 'meta', 'data_keys', 'audit', "
                     "'signing_keys', 'partner_quota', 'cases', "
-                    "'distinct_pairs', 'name_keys')"),
-            12);
+                    "'distinct_pairs', 'name_keys', 'snapshots')"),
+            13);
+}
+
+// Each write says which change-log rows it appended, so that a caller can
+// tell its own changes from another writer's in between.
+TEST_F(StoreTest, WritesReportTheChangesTheyAppended) {
+  AuditWrite first;
+  ASSERT_TRUE(store_
+                  ->CreatePerson(Key("req-1"), MakePerson("s-1", "111"),
+                                 {Face(0.1f)}, &first)
+                  .ok());
+  EXPECT_EQ(first.first_change, 1);
+  EXPECT_EQ(first.last_change, 1);
+
+  std::vector<NewPerson> batch;
+  for (int i = 2; i <= 4; ++i) {
+    NewPerson& item = batch.emplace_back();
+    item.key = Key(absl::StrCat("req-", i));
+    item.person = MakePerson(absl::StrCat("s-", i), absl::StrCat(i, i, i));
+  }
+  AuditWrite three;
+  ASSERT_TRUE(store_->CreatePersons(batch, &three).ok());
+  EXPECT_EQ(three.first_change, 2);
+  EXPECT_EQ(three.last_change, 4);
+
+  // A replay appends no change; nor does a write that fails.
+  AuditWrite replay;
+  ASSERT_TRUE(store_
+                  ->CreatePerson(Key("req-1"), MakePerson("s-1", "111"),
+                                 {Face(0.1f)}, &replay)
+                  .ok());
+  EXPECT_EQ(replay.last_change, 0);
+  AuditWrite taken;
+  EXPECT_EQ(
+      store_->CreatePerson(Key("req-5"), MakePerson("s-5", "111"), {}, &taken)
+          .status()
+          .code(),
+      absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(taken.first_change, 0);
+  EXPECT_EQ(taken.last_change, 0);
+
+  // Another handle on the database (another process) writes change 5: this
+  // handle's next write starts at 6, not right after its own last one.
+  {
+    absl::StatusOr<std::unique_ptr<Store>> other =
+        Store::Open(StoreOptions{path_.string()});
+    ASSERT_TRUE(other.ok()) << other.status();
+    ASSERT_TRUE((*other)->RevokePerson("s-2", "elsewhere").ok());
+  }
+  AuditWrite after;
+  ASSERT_TRUE(store_->RevokePerson("s-3", "here", &after).ok());
+  EXPECT_EQ(after.first_change, 6);
+  EXPECT_EQ(after.last_change, 6);
+  EXPECT_EQ(*store_->ChangeSequence(), 6);
+}
+
+TEST_F(StoreTest, RecordsTheSnapshotsWritten) {
+  EXPECT_EQ(store_->GetSnapshot(5).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(store_->GetSnapshot(5).status().message()),
+              StartsWith("sequence: "));
+  ASSERT_TRUE(store_->RecordSnapshot({5, "aaaa", 100}).ok());
+  ASSERT_TRUE(store_->RecordSnapshot({9, "bbbb", 200}).ok());
+  // A later file at the same sequence replaces the record.
+  ASSERT_TRUE(store_->RecordSnapshot({9, "cccc", 300}).ok());
+  Reopen();
+  absl::StatusOr<SnapshotRecord> nine = store_->GetSnapshot(9);
+  ASSERT_TRUE(nine.ok()) << nine.status();
+  EXPECT_EQ(nine->file_id, "cccc");
+  EXPECT_EQ(nine->create_time_us, 300);
+  EXPECT_EQ(store_->GetSnapshot(5)->file_id, "aaaa");
+
+  const std::vector<int64_t> kept = {9};
+  EXPECT_EQ(*store_->ForgetSnapshots(kept), 1);
+  EXPECT_EQ(store_->GetSnapshot(5).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetSnapshot(9).ok());
+  EXPECT_EQ(*store_->ForgetSnapshots({}), 1);
+  EXPECT_FALSE(store_->GetSnapshot(9).ok());
 }
 
 // Schema 7 keys the names of the persons stored before it, so the
@@ -806,10 +955,10 @@ TEST_F(StoreTest, MigrationToSchema7KeysExistingNames) {
   Create(MakePerson("s-2", "456"), {}, "req-2");  // "Given 456 Family"
   store_.reset();
   RawDb(path_).Exec(
-      "DROP TABLE distinct_pairs; DROP TABLE name_keys; "
+      "DROP TABLE snapshots; DROP TABLE distinct_pairs; DROP TABLE name_keys; "
       "PRAGMA user_version = 6");
   Reopen();
-  EXPECT_EQ(RawDb(path_).Int("PRAGMA user_version"), 7);
+  EXPECT_EQ(RawDb(path_).Int("PRAGMA user_version"), 8);
   EXPECT_GT(RawDb(path_).Int("SELECT COUNT(DISTINCT subject_id) FROM "
                              "name_keys"),
             1);

@@ -302,6 +302,38 @@ const Case kCases[] = {
      [](Person& p) { p.set_place_of_birth("Kuwait \xE2\x82"); },
      "person.place_of_birth: is not valid UTF-8"},
     {"PlaceOfBirthOptional", [](Person& p) { p.clear_place_of_birth(); }, ""},
+    // place_of_birth reaches audit-free logs and exports: no controls.
+    {"PlaceOfBirthNul",
+     [](Person& p) { p.set_place_of_birth(std::string("Kuwait\0City", 11)); },
+     "person.place_of_birth: contains U+0000 at byte 6; control characters "
+     "and line breaks are not allowed"},
+    {"PlaceOfBirthEscape",
+     [](Person& p) { p.set_place_of_birth("\x1b[2JKuwait"); },
+     "person.place_of_birth: contains U+001B at byte 0; control characters "
+     "and line breaks are not allowed"},
+    {"PlaceOfBirthNewline",
+     [](Person& p) { p.set_place_of_birth("Kuwait\r\nCity"); },
+     "person.place_of_birth: contains U+000D at byte 6; control characters "
+     "and line breaks are not allowed"},
+    {"PlaceOfBirthC1Control",
+     [](Person& p) { p.set_place_of_birth("Kuwait\xC2\x85"); },
+     "person.place_of_birth: contains U+0085 at byte 6; control characters "
+     "and line breaks are not allowed"},
+    {"PlaceOfBirthLineSeparator",
+     [](Person& p) { p.set_place_of_birth("Kuwait\xE2\x80\xA8"); },
+     "person.place_of_birth: contains U+2028 at byte 6; control characters "
+     "and line breaks are not allowed"},
+    // documents
+    {"SixteenDocuments",
+     [](Person& p) {
+       while (p.documents_size() < 16) *p.add_documents() = p.documents(0);
+     },
+     ""},
+    {"SeventeenDocuments",
+     [](Person& p) {
+       while (p.documents_size() < 17) *p.add_documents() = p.documents(0);
+     },
+     "person.documents: at most 16, not 17"},
     // date of birth
     {"DobMissing", [](Person& p) { p.clear_date_of_birth(); },
      "person.date_of_birth: is required"},
@@ -477,6 +509,148 @@ TEST(ValidateCountryCodeTest, DirectCalls) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ValidatePersonTest, DocumentLimitIsTheCallers) {
+  Person p = ValidPerson();
+  InputLimits limits;
+  limits.max_documents = 1;
+  EXPECT_EQ(ValidatePerson("person", p, Now(), limits).message(),
+            "person.documents: at most 1, not 2");
+  limits.max_documents = 2;
+  EXPECT_TRUE(ValidatePerson("person", p, Now(), limits).ok());
+}
+
+// --- free text, ids, quoting -----------------------------------------------
+
+TEST(ValidateFreeTextTest, RefusesEveryControlAndLineBreak) {
+  EXPECT_TRUE(ValidateFreeText("f", "", 8).ok());
+  EXPECT_TRUE(ValidateFreeText("f", "ok \\ 'é' مدينة", 64).ok());
+  EXPECT_EQ(ValidateFreeText("f", "123456789", 8).message(),
+            "f: is 9 bytes, at most 8 allowed");
+  EXPECT_EQ(ValidateFreeText("f", "a\xFF", 8).message(),
+            "f: is not valid UTF-8");
+  // Every Cc code point (C0, DEL, C1) and both Unicode line separators.
+  std::vector<char32_t> refused;
+  for (char32_t c = 0; c < 0x20; ++c) refused.push_back(c);
+  for (char32_t c = 0x7F; c <= 0x9F; ++c) refused.push_back(c);
+  refused.push_back(0x2028);
+  refused.push_back(0x2029);
+  for (char32_t c : refused) {
+    std::string text = "x";
+    if (c < 0x80) {
+      text.push_back(static_cast<char>(c));
+    } else if (c < 0x800) {
+      text.push_back(static_cast<char>(0xC0 | (c >> 6)));
+      text.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    } else {
+      text.push_back(static_cast<char>(0xE0 | (c >> 12)));
+      text.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+      text.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    }
+    const absl::Status status = ValidateFreeText("f", text, 8);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument)
+        << static_cast<uint32_t>(c);
+    EXPECT_THAT(std::string(status.message()), StartsWith("f: contains U+"))
+        << status;
+  }
+}
+
+TEST(QuoteTest, TruncatesOnAUtf8BoundaryAndEscapes) {
+  EXPECT_EQ(Quote("abc"), "'abc'");
+  EXPECT_EQ(Quote("a\nb\x1b\\'"), "'a\\nb\\x1b\\\\\\''");
+  EXPECT_EQ(Quote("\xFF\xC2\x85"), "'\\xff\\u0085'");
+  // A 4 MiB value quotes as at most 64 bytes of it, and says how long it was.
+  const std::string huge(4 << 20, 'x');
+  EXPECT_EQ(Quote(huge), absl::StrCat("'", std::string(kMaxQuotedBytes, 'x'),
+                                      "'... (", huge.size(), " bytes)"));
+  // Two-byte letters: never half of one.
+  const std::string arabic = Repeat("ب", 40);
+  const std::string quoted = Quote(arabic);
+  EXPECT_EQ(quoted, absl::StrCat("'", Repeat("ب", 32), "'... (80 bytes)"));
+  // Escapes count toward the bound, and are never cut in half either.
+  EXPECT_EQ(Quote(std::string(40, '\n')),
+            absl::StrCat("'", Repeat("\\n", 32), "'... (40 bytes)"));
+}
+
+TEST(AuditTextTest, ClipsAndEscapesButKeepsBackslashes) {
+  EXPECT_EQ(AuditText("req-1", 256), "req-1");
+  EXPECT_EQ(AuditText("a\\b", 256), "a\\b");
+  EXPECT_EQ(AuditText("a\r\nb", 256), "a\\r\\nb");
+  // Never half of a letter.
+  EXPECT_EQ(AuditText(Repeat("ب", 3), 5), Repeat("ب", 2));
+  EXPECT_EQ(AuditText(std::string(300, 'y'), 256), std::string(256, 'y'));
+}
+
+TEST(ValidateIdTest, BoundsLengthAndCharacters) {
+  EXPECT_TRUE(ValidateId("subject_id", "").ok());
+  EXPECT_TRUE(ValidateId("subject_id", std::string(kMaxIdBytes, 'a')).ok());
+  const absl::Status long_id =
+      ValidateId("subject_id", std::string(4 << 20, 'a'));
+  EXPECT_EQ(long_id.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(long_id.message()),
+              StartsWith("subject_id: must be at most 64 printable ASCII "
+                         "characters, is 'aaaa"));
+  EXPECT_LT(long_id.message().size(), 200u);
+  EXPECT_EQ(ValidateId("case_id", "case 1").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateId("case_id", "c\n").message(),
+            "case_id: must be at most 64 printable ASCII characters, is "
+            "'c\\n'");
+}
+
+TEST(ValidatePersonRefTest, SubjectIdOrNationalIdNotBoth) {
+  EXPECT_TRUE(ValidatePersonRef("abc", "", "").ok());
+  EXPECT_TRUE(ValidatePersonRef("", "N1", "KWT").ok());
+  EXPECT_EQ(ValidatePersonRef("abc", "N1", "KWT").message(),
+            "subject_id, national_id: give subject_id, or national_id and "
+            "issuing_country, not both");
+  EXPECT_EQ(ValidatePersonRef("abc", "", "KWT").message(),
+            "subject_id, issuing_country: give subject_id, or national_id "
+            "and issuing_country, not both");
+  EXPECT_EQ(ValidatePersonRef(std::string(65, 'a'), "", "").code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+google::protobuf::Timestamp MakeTimestamp(int64_t seconds, int32_t nanos) {
+  google::protobuf::Timestamp t;
+  t.set_seconds(seconds);
+  t.set_nanos(nanos);
+  return t;
+}
+
+TEST(ValidateTimestampTest, RangeOfTheTimestampSpecification) {
+  EXPECT_TRUE(ValidateTimestamp("t", MakeTimestamp(0, 0)).ok());
+  // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z.
+  EXPECT_TRUE(ValidateTimestamp("t", MakeTimestamp(-62135596800, 0)).ok());
+  EXPECT_TRUE(
+      ValidateTimestamp("t", MakeTimestamp(253402300799, 999999999)).ok());
+  EXPECT_EQ(ValidateTimestamp("t", MakeTimestamp(-62135596801, 0)).message(),
+            "t.seconds: -62135596801 is outside 0001-01-01..9999-12-31");
+  // Year 10000, and a value whose microseconds overflow int64.
+  EXPECT_EQ(ValidateTimestamp("t", MakeTimestamp(253402300800, 0)).message(),
+            "t.seconds: 253402300800 is outside 0001-01-01..9999-12-31");
+  EXPECT_EQ(
+      ValidateTimestamp("start_time", MakeTimestamp(9223372036855, 0))
+          .message(),
+      "start_time.seconds: 9223372036855 is outside 0001-01-01..9999-12-31");
+  EXPECT_EQ(ValidateTimestamp("t", MakeTimestamp(0, -1)).message(),
+            "t.nanos: -1 out of range 0-999999999");
+  EXPECT_EQ(ValidateTimestamp("t", MakeTimestamp(0, 1000000000)).message(),
+            "t.nanos: 1000000000 out of range 0-999999999");
+}
+
+TEST(ValidateClaimedNameTest, ScriptIsCheckedPartsAreOptional) {
+  hawiya::v1::PersonName name;
+  name.set_given("Mohammed");
+  EXPECT_TRUE(ValidateLatinName("name_latin", name).ok());
+  EXPECT_EQ(ValidateArabicName("name_ar", name).message(),
+            "name_ar.given: must be in Arabic script");
+  name.set_given("محمد");
+  EXPECT_TRUE(ValidateArabicName("name_ar", name).ok());
+  EXPECT_EQ(ValidateLatinName("name_latin", name).message(),
+            "name_latin.given: must not contain Arabic letters");
+  EXPECT_TRUE(ValidateLatinName("name_latin", hawiya::v1::PersonName()).ok());
+}
+
 // --- templates -------------------------------------------------------------
 
 std::unique_ptr<matcher::Matcher> OpenMatcher(
@@ -625,6 +799,55 @@ TEST_F(ValidateTemplatesTest, PositionPerModality) {
   EXPECT_EQ(ValidateThird(Iris(3)).message(),
             "templates[2].position: must be 1 (right) or 2 (left) for IRIS, "
             "is 3");
+}
+
+TEST_F(ValidateTemplatesTest, AlgorithmHasNoControls) {
+  Template t = Face();
+  t.set_algorithm(std::string("arcface\0", 8));
+  EXPECT_EQ(ValidateThird(t).message(),
+            "templates[2].algorithm: contains U+0000 at byte 7; control "
+            "characters and line breaks are not allowed");
+  t.set_algorithm("arcface\x1b[0m");
+  EXPECT_EQ(ValidateThird(t).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ValidateTemplateSetTest, OneTemplatePerFingerAndEye) {
+  const InputLimits limits;
+  std::vector<Template> templates = {Face(), Face(), Iris(1), Iris(2)};
+  for (uint32_t finger = 1; finger <= 10; ++finger) {
+    templates.push_back(Finger(finger));
+  }
+  EXPECT_TRUE(ValidateTemplateSet("templates", templates, limits).ok());
+  EXPECT_EQ(
+      ValidateTemplateSet("templates", {Finger(3), Face(), Finger(3)}, limits)
+          .message(),
+      "templates[2]: a second FINGERPRINT at position 3, after templates[0]");
+  EXPECT_EQ(
+      ValidateTemplateSet("templates", {Iris(2), Iris(2)}, limits).message(),
+      "templates[1]: a second IRIS at position 2, after templates[0]");
+  // The same position of another modality is no duplicate.
+  EXPECT_TRUE(
+      ValidateTemplateSet("templates", {Finger(1), Iris(1)}, limits).ok());
+}
+
+TEST(ValidateTemplateSetTest, PerModalityLimits) {
+  InputLimits limits;
+  std::vector<Template> faces(5, Face());
+  EXPECT_TRUE(ValidateTemplateSet("templates", faces, limits).ok());
+  faces.push_back(Face());
+  EXPECT_EQ(ValidateTemplateSet("templates", faces, limits).message(),
+            "templates[5]: more than 5 FACE templates for one person");
+  limits.max_faces = 6;
+  EXPECT_TRUE(ValidateTemplateSet("templates", faces, limits).ok());
+  limits.max_fingerprints = 2;
+  EXPECT_EQ(ValidateTemplateSet("templates", {Finger(1), Finger(2), Finger(3)},
+                                limits)
+                .message(),
+            "templates[2]: more than 2 FINGERPRINT templates for one person");
+  limits.max_irises = 1;
+  EXPECT_EQ(
+      ValidateTemplateSet("templates", {Iris(1), Iris(2)}, limits).message(),
+      "templates[1]: more than 1 IRIS templates for one person");
 }
 
 TEST_F(ValidateTemplatesTest, Algorithm) {

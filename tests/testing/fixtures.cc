@@ -12,4 +12,15 @@ v1::EnrollRequest MakeEnrollRequest(const matcher::SyntheticModel& model,
   return request;
 }
 
+v1::EnrollRequest EnrollRequestWithFaces(const matcher::SyntheticModel& model,
+                                         int faces) {
+  v1::EnrollRequest request = MakeEnrollRequest(model, 1);
+  request.clear_templates();
+  for (int i = 0; i < faces; ++i) {
+    *request.add_templates() =
+        services::SyntheticFaceTemplate(model, 1, static_cast<uint64_t>(i));
+  }
+  return request;
+}
+
 }  // namespace hawiya::testing

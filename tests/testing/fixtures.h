@@ -16,6 +16,12 @@ namespace hawiya::testing {
 v1::EnrollRequest MakeEnrollRequest(const matcher::SyntheticModel& model,
                                     uint64_t n);
 
+// MakeEnrollRequest(model, 1) with `faces` face templates (captures 0, 1...
+// of identity 1, about 2 KiB each) instead of one: a request of a chosen
+// size.
+v1::EnrollRequest EnrollRequestWithFaces(const matcher::SyntheticModel& model,
+                                         int faces);
+
 }  // namespace hawiya::testing
 
 #endif  // HAWIYA_TESTS_TESTING_FIXTURES_H_

@@ -1,7 +1,7 @@
 // What a snapshot of exact galleries holds, in a canonical order, for tests
 // that compare galleries reached in different ways (a snapshot's bytes follow
 // hash-map order, so equal galleries need not save equal bytes). Reads the
-// layouts of FaissGallery::Save and MatcherImpl::Save; each gallery's
+// layouts of ExactGallery::Save and MatcherImpl::Save; each gallery's
 // impostor statistics (which depend on the order of adds) are read and left
 // out.
 #ifndef HAWIYA_TESTS_TESTING_GALLERY_CONTENTS_H_

@@ -57,7 +57,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -65,13 +64,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "faiss/IndexFlat.h"
-#include "faiss/impl/FaissException.h"
 #include "matcher/gallery.h"
 #include "matcher/gallery_common.h"
 #include "matcher/gallery_kinds.h"
 #include "matcher/kernels.h"
 #include "matcher/scan_pool.h"
 #include "matcher/snapshot.h"
+#include "matcher/top_hits.h"
 
 // The Fortran BLAS entry point, declared as FAISS (faiss/utils/distances.cpp)
 // does: FAISS links the system BLAS (OpenBLAS on Debian 12), and every BLAS
@@ -89,10 +88,6 @@ using FaissLabel = faiss::Index::idx_t;
 static_assert(std::is_same_v<FaissLabel, int64_t>,
               "gallery labels are passed to FAISS without conversion");
 
-absl::Status FaissError(absl::string_view operation, const std::exception& e) {
-  return absl::InternalError(absl::StrCat("faiss ", operation, ": ", e.what()));
-}
-
 // Rows per sgemm call: 1024 rows x 512 floats (2 MiB) per block, as FAISS's
 // exhaustive_inner_product_blas; every probe of a block is scored at once.
 constexpr size_t kBlasRowBlock = 1024;
@@ -105,39 +100,14 @@ constexpr size_t kBlasProbeBlock = 1024;
 // in the file comment rarely fails and sends the probe to the exact path.
 size_t BlasCandidates(size_t fetch) { return fetch + 8 + fetch / 8; }
 
-// Adds hits [first, first + n) with the given scores to a top-`keep` list:
-// filled in order until it holds keep hits, then kept as a heap whose front
-// is its worst hit. Never allocates if list->capacity() >= keep.
-void CollectTop(const float* scores, size_t n, size_t first, size_t keep,
-                std::vector<ScanHit>* list) {
-  size_t i = 0;
-  for (; i < n && list->size() < keep; ++i) {
-    list->push_back({scores[i], first + i});
-    if (list->size() == keep) {
-      std::make_heap(list->begin(), list->end(), BetterHit);
-    }
-  }
-  if (i == n) return;
-  float worst = list->front().score;
-  for (; i < n; ++i) {
-    if (scores[i] < worst) continue;
-    const ScanHit hit{scores[i], first + i};
-    if (!BetterHit(hit, list->front())) continue;
-    std::pop_heap(list->begin(), list->end(), BetterHit);
-    list->back() = hit;
-    std::push_heap(list->begin(), list->end(), BetterHit);
-    worst = list->front().score;
-  }
-}
-
-class FaissGallery final : public Gallery {
+class ExactGallery final : public Gallery {
  public:
   // REQUIRES: pool != nullptr, outlives the gallery.
-  FaissGallery(int dimension, ScanPool* pool)
+  ExactGallery(int dimension, ScanPool* pool)
       : dimension_(dimension), pool_(pool), flat_(dimension) {}
 
-  FaissGallery(const FaissGallery&) = delete;
-  FaissGallery& operator=(const FaissGallery&) = delete;
+  ExactGallery(const ExactGallery&) = delete;
+  ExactGallery& operator=(const ExactGallery&) = delete;
 
   absl::Status Add(absl::Span<const GalleryEntry> entries) override;
   size_t RemoveSubject(absl::string_view subject_id) override;
@@ -156,7 +126,7 @@ class FaissGallery final : public Gallery {
   }
   bool Contains(absl::string_view subject_id) const override {
     absl::ReaderMutexLock lock(&mu_);
-    return subject_labels_.contains(subject_id);
+    return book_.LabelsOf(subject_id) != nullptr;
   }
   std::string index_kind() const override { return "exact"; }
   absl::Status Save(SnapshotWriter* out) const override;
@@ -176,20 +146,12 @@ class FaissGallery final : public Gallery {
                                 absl::Span<const int32_t> row_subject,
                                 Maps* maps);
 
-  // Moves one subject from having `from` templates to having `to`.
-  void Recount(size_t from, size_t to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  size_t MaxTemplatesPerSubject() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-    return subjects_with_count_.empty() ? 0 : subjects_with_count_.size() - 1;
-  }
-  // How many template hits guarantee that the best k subjects are among
-  // them: no subject can fill more than MaxTemplatesPerSubject() slots.
-  size_t TemplatesToFetch(size_t k) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The template's row in the flat index. REQUIRES: label is present.
   const float* Row(FaissLabel label) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return flat_.get_xb() + label_row_.at(label) * dimension_;
   }
-  // Each subject's best hit, best first. `boundary` receives the lowest
-  // score among the hits (+inf if none).
+  // Each subject's best hit, best first (CollapseToSubjects of the rows'
+  // labels).
   std::vector<SubjectScore> Collapse(absl::Span<const ScanHit> hits,
                                      float* boundary) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -202,7 +164,7 @@ class FaissGallery final : public Gallery {
   // The same for n probes (contiguous in `units`) via BLAS; see the file
   // comment. Allocates before its parallel region, so std::bad_alloc
   // escapes only from here, never from a worker.
-  // REQUIRES: as SearchOnPool; BlasCandidates(TemplatesToFetch(k)) <=
+  // REQUIRES: as SearchOnPool; BlasCandidates(book_.TemplatesToFetch(k)) <=
   // size().
   std::vector<std::vector<SubjectScore>> SearchWithBlas(const float* units,
                                                         size_t n,
@@ -220,28 +182,10 @@ class FaissGallery final : public Gallery {
   faiss::IndexFlatIP flat_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> row_label_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<int64_t, size_t> label_row_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<int64_t, std::string> label_subject_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::vector<int64_t>> subject_labels_
-      ABSL_GUARDED_BY(mu_);
-  // subjects_with_count_[n] is the number of subjects with exactly n
-  // templates; the last element is never zero, so size() - 1 is the current
-  // maximum. A histogram rather than a high-water mark keeps Search from
-  // over-fetching forever after one subject with many templates has left.
-  std::vector<size_t> subjects_with_count_ ABSL_GUARDED_BY(mu_);
+  SubjectBook book_ ABSL_GUARDED_BY(mu_);
 };
 
-void FaissGallery::Recount(size_t from, size_t to) {
-  if (from > 0) --subjects_with_count_[from];
-  if (to > 0) {
-    if (subjects_with_count_.size() <= to) subjects_with_count_.resize(to + 1);
-    ++subjects_with_count_[to];
-  }
-  while (!subjects_with_count_.empty() && subjects_with_count_.back() == 0) {
-    subjects_with_count_.pop_back();
-  }
-}
-
-absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
+absl::Status ExactGallery::Add(absl::Span<const GalleryEntry> entries) {
   // Validate and normalise before taking the lock: this is the expensive part
   // and touches no shared state.
   absl::StatusOr<std::vector<float>> vectors =
@@ -250,38 +194,23 @@ absl::Status FaissGallery::Add(absl::Span<const GalleryEntry> entries) {
   if (entries.empty()) return absl::OkStatus();
 
   absl::WriterMutexLock lock(&mu_);
-  absl::flat_hash_set<int64_t> batch;
-  batch.reserve(entries.size());
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const int64_t label = entries[i].label;
-    if (label_subject_.contains(label) || !batch.insert(label).second) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "entries[", i, "].label: label ", label, " already exists"));
-    }
-  }
+  if (absl::Status s = book_.CheckNewLabels(entries); !s.ok()) return s;
   try {
     flat_.add(static_cast<FaissLabel>(entries.size()), vectors->data());
-  } catch (const faiss::FaissException& e) {
-    return FaissError("add", e);
   } catch (const std::exception& e) {
     return FaissError("add", e);
   }
   for (const GalleryEntry& entry : entries) {
     label_row_.emplace(entry.label, row_label_.size());
     row_label_.push_back(entry.label);
-    label_subject_.emplace(entry.label, entry.subject_id);
-    std::vector<int64_t>& subject = subject_labels_[entry.subject_id];
-    subject.push_back(entry.label);
-    Recount(subject.size() - 1, subject.size());
+    book_.Add(entry.label, entry.subject_id);
   }
   return absl::OkStatus();
 }
 
-size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
+size_t ExactGallery::RemoveSubject(absl::string_view subject_id) {
   absl::WriterMutexLock lock(&mu_);
-  auto it = subject_labels_.find(subject_id);
-  if (it == subject_labels_.end()) return 0;
-  const std::vector<int64_t>& labels = it->second;
+  const std::vector<int64_t> labels = book_.RemoveSubject(subject_id);
   const size_t row_bytes = flat_.code_size;
   for (int64_t label : labels) {
     const size_t row = label_row_.at(label);
@@ -295,7 +224,6 @@ size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
     }
     row_label_.pop_back();
     label_row_.erase(label);
-    label_subject_.erase(label);
     // The vector's spare capacity keeps its bytes: clear the vacated row
     // (an erased person's template must not linger in memory either).
     std::memset(flat_.codes.data() + last * row_bytes, 0, row_bytes);
@@ -303,43 +231,20 @@ size_t FaissGallery::RemoveSubject(absl::string_view subject_id) {
     flat_.codes.resize(last * row_bytes);
     flat_.ntotal = static_cast<FaissLabel>(last);
   }
-  const size_t removed = labels.size();
-  Recount(removed, 0);
-  subject_labels_.erase(it);
-  return removed;
+  return labels.size();
 }
 
-size_t FaissGallery::TemplatesToFetch(size_t k) const {
-  const size_t total = row_label_.size();
-  if (k >= subject_labels_.size()) return total;
-  const size_t per_subject = MaxTemplatesPerSubject();
-  if (per_subject > total / k) return total;
-  // One template more than the top k subjects can hold: its score is a strict
-  // bound on every subject not fetched, so Search rescans only on real ties.
-  return std::min(total, k * per_subject + 1);
-}
-
-std::vector<SubjectScore> FaissGallery::Collapse(absl::Span<const ScanHit> hits,
+std::vector<SubjectScore> ExactGallery::Collapse(absl::Span<const ScanHit> hits,
                                                  float* boundary) const {
-  absl::flat_hash_map<absl::string_view, float> best;
-  *boundary = std::numeric_limits<float>::infinity();
+  std::vector<LabelHit> labelled;
+  labelled.reserve(hits.size());
   for (const ScanHit& hit : hits) {
-    auto it = label_subject_.find(row_label_[hit.row]);
-    if (it == label_subject_.end()) continue;
-    *boundary = std::min(*boundary, hit.score);
-    auto [slot, inserted] = best.try_emplace(it->second, hit.score);
-    if (!inserted) slot->second = std::max(slot->second, hit.score);
+    labelled.push_back(LabelHit{hit.score, row_label_[hit.row]});
   }
-  std::vector<SubjectScore> out;
-  out.reserve(best.size());
-  for (const auto& [subject, score] : best) {
-    out.push_back(SubjectScore{std::string(subject), score});
-  }
-  std::sort(out.begin(), out.end(), BetterSubject);
-  return out;
+  return CollapseToSubjects(labelled, book_, boundary);
 }
 
-std::vector<std::vector<SubjectScore>> FaissGallery::SearchOnPool(
+std::vector<std::vector<SubjectScore>> ExactGallery::SearchOnPool(
     absl::Span<const float* const> units, size_t k) const {
   std::vector<std::vector<SubjectScore>> out(units.size());
   const size_t total = row_label_.size();
@@ -350,7 +255,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchOnPool(
   // the scan and the lookup, and every search in a pass sees the same rows.
   const F32RowsSource rows(this, flat_.get_xb(), total,
                            static_cast<size_t>(dimension_));
-  const size_t fetch = TemplatesToFetch(k);
+  const size_t fetch = book_.TemplatesToFetch(k);
   std::vector<const void*> queries(units.begin(), units.end());
   std::vector<std::vector<ScanHit>> hits =
       pool_->SearchMany(rows, queries, fetch);
@@ -358,14 +263,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchOnPool(
   for (size_t i = 0; i < units.size(); ++i) {
     float boundary = 0.0f;
     out[i] = Collapse(hits[i], &boundary);
-    // A subject that was not fetched scores at most `boundary`. If the k-th
-    // subject sits exactly on it, an unfetched subject may tie and win on
-    // subject_id; such exact ties (duplicate enrolments of one image) are
-    // rare enough that a full scan is the simplest exact answer.
-    if (fetch < total && out[i].size() >= k &&
-        out[i][k - 1].score <= boundary) {
-      rescan.push_back(i);
-    }
+    if (MustRescan(out[i], k, boundary, fetch, total)) rescan.push_back(i);
   }
   if (!rescan.empty()) {
     queries.clear();
@@ -382,7 +280,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchOnPool(
   return out;
 }
 
-absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
+absl::StatusOr<std::vector<SubjectScore>> ExactGallery::Search(
     absl::Span<const float> probe, size_t k) const {
   absl::StatusOr<std::vector<float>> normalized =
       NormalizedProbe(probe, dimension_);
@@ -393,11 +291,11 @@ absl::StatusOr<std::vector<SubjectScore>> FaissGallery::Search(
   return std::move(SearchOnPool(absl::MakeConstSpan(&unit, 1), k)[0]);
 }
 
-std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
+std::vector<std::vector<SubjectScore>> ExactGallery::SearchWithBlas(
     const float* units, size_t n, size_t k) const {
   const size_t d = static_cast<size_t>(dimension_);
   const size_t total = row_label_.size();
-  const size_t fetch = TemplatesToFetch(k);
+  const size_t fetch = book_.TemplatesToFetch(k);
   const size_t keep = BlasCandidates(fetch);
   const float* base = flat_.get_xb();
   const size_t row_blocks = (total + kBlasRowBlock - 1) / kBlasRowBlock;
@@ -442,7 +340,8 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
         sgemm_("T", "N", &mi, &ni, &di, &one, base + r0 * d, &di,
                units + p0 * d, &di, &zero, ip, &mi);
         for (size_t p = 0; p < probes; ++p) {
-          CollectTop(ip + p * rows, rows, r0, keep, &lists[t][p0 + p]);
+          AddToTop(ip + p * rows, rows, r0, /*live=*/nullptr, keep,
+                   &lists[t][p0 + p]);
         }
       }
     }
@@ -463,11 +362,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
     for (auto& per_thread : lists) {
       merged.insert(merged.end(), per_thread[i].begin(), per_thread[i].end());
     }
-    if (merged.size() > keep) {
-      std::nth_element(merged.begin(), merged.begin() + (keep - 1),
-                       merged.end(), BetterHit);
-      merged.resize(keep);
-    }
+    SortBest(keep, &merged);
     // Every row left out has an sgemm score of at most `cut`.
     float cut = std::numeric_limits<float>::infinity();
     const float* unit = units + i * d;
@@ -482,8 +377,8 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
       merged.resize(fetch);
       float boundary = 0.0f;
       out[i] = Collapse(merged, &boundary);
-      // Search's rescan rule (fetch < total, as keep <= total).
-      settled = !(out[i].size() >= k && out[i][k - 1].score <= boundary);
+      // Search's rescan rule.
+      settled = !MustRescan(out[i], k, boundary, fetch, total);
     }
     if (settled) {
       if (out[i].size() > k) out[i].resize(k);
@@ -502,7 +397,7 @@ std::vector<std::vector<SubjectScore>> FaissGallery::SearchWithBlas(
 }
 
 absl::StatusOr<std::vector<std::vector<SubjectScore>>>
-FaissGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
+ExactGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
                           size_t k) const {
   absl::StatusOr<std::vector<float>> units =
       NormalizedProbes(probes, dimension_);
@@ -522,7 +417,7 @@ FaissGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
     // Candidates close to the whole gallery leave sgemm nothing to save:
     // re-scoring them would cost a full scan per probe.
     if (n >= kExactBatchBlasMinProbes && blas_fits &&
-        BlasCandidates(TemplatesToFetch(k)) <= total / 2) {
+        BlasCandidates(book_.TemplatesToFetch(k)) <= total / 2) {
       return SearchWithBlas(units->data(), n, k);
     }
     std::vector<const float*> pointers(n);
@@ -535,7 +430,7 @@ FaissGallery::SearchBatch(absl::Span<const std::vector<float>> probes,
   }
 }
 
-absl::StatusOr<float> FaissGallery::ScoreSubject(
+absl::StatusOr<float> ExactGallery::ScoreSubject(
     absl::string_view subject_id, absl::Span<const float> probe) const {
   absl::StatusOr<std::vector<float>> normalized =
       NormalizedProbe(probe, dimension_);
@@ -543,13 +438,11 @@ absl::StatusOr<float> FaissGallery::ScoreSubject(
   const std::vector<float>& unit = *normalized;
   const size_t d = static_cast<size_t>(dimension_);
   absl::ReaderMutexLock lock(&mu_);
-  auto it = subject_labels_.find(subject_id);
-  if (it == subject_labels_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("subject_id: no template of ", subject_id));
-  }
+  absl::StatusOr<absl::Span<const int64_t>> labels =
+      book_.FindLabels(subject_id);
+  if (!labels.ok()) return labels.status();
   float best = -std::numeric_limits<float>::infinity();
-  for (int64_t label : it->second) {
+  for (int64_t label : *labels) {
     // Bit-identical to the batched kernel Search scans with.
     best = std::max(best, InnerProduct(unit.data(), Row(label), d));
   }
@@ -566,7 +459,7 @@ absl::StatusOr<float> FaissGallery::ScoreSubject(
 //   i64s   end offset of each subject id in those bytes
 //   i32s   index of each row's subject among those ids
 //   bytes  the rows: normalised fp32 vectors, dimension floats per row
-absl::Status FaissGallery::Save(SnapshotWriter* out) const {
+absl::Status ExactGallery::Save(SnapshotWriter* out) const {
   // The subject table below allocates; running out of memory is an error
   // for the caller (a snapshot not written), not an exception.
   try {
@@ -576,21 +469,21 @@ absl::Status FaissGallery::Save(SnapshotWriter* out) const {
   }
 }
 
-absl::Status FaissGallery::SaveOrThrow(SnapshotWriter* out) const {
+absl::Status ExactGallery::SaveOrThrow(SnapshotWriter* out) const {
   // A reader lock: searches go on, writers wait, so the rows, labels and
   // subjects written are those of one instant.
   absl::ReaderMutexLock lock(&mu_);
   const size_t rows = row_label_.size();
-  if (subject_labels_.size() >
+  if (book_.subjects() >
       static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     return absl::FailedPreconditionError(
         "snapshot: more subjects than an exact gallery snapshot can index");
   }
   std::string subject_bytes;
   std::vector<int64_t> subject_ends;
-  subject_ends.reserve(subject_labels_.size());
+  subject_ends.reserve(book_.subjects());
   std::vector<int32_t> row_subject(rows, -1);
-  for (const auto& [subject, labels] : subject_labels_) {
+  for (const auto& [subject, labels] : book_.by_subject()) {
     const auto index = static_cast<int32_t>(subject_ends.size());
     subject_bytes.append(subject);
     subject_ends.push_back(static_cast<int64_t>(subject_bytes.size()));
@@ -612,61 +505,29 @@ absl::Status FaissGallery::SaveOrThrow(SnapshotWriter* out) const {
 
 // The maps of a gallery being loaded, built apart from it so that a second
 // thread can build them while the first reads the vectors.
-struct FaissGallery::Maps {
+struct ExactGallery::Maps {
   absl::flat_hash_map<int64_t, size_t> label_row;
-  absl::flat_hash_map<int64_t, std::string> label_subject;
-  absl::flat_hash_map<std::string, std::vector<int64_t>> subject_labels;
-  std::vector<size_t> subjects_with_count;
+  SubjectBook book;
 };
 
-absl::Status FaissGallery::BuildMaps(absl::Span<const int64_t> labels,
+absl::Status ExactGallery::BuildMaps(absl::Span<const int64_t> labels,
                                      absl::Span<const absl::string_view> ids,
                                      absl::Span<const uint32_t> counts,
                                      absl::Span<const int32_t> row_subject,
                                      Maps* maps) {
-  const size_t subjects = ids.size();
-  const size_t rows = labels.size();
-  maps->subject_labels.reserve(subjects);
-  // Every subject that is listed has rows: max(counts) is the histogram's
-  // last slot, and it is not empty.
-  for (size_t i = 0; i < subjects; ++i) {
-    if (counts[i] == 0) {
-      return absl::DataLossError(absl::StrCat(
-          "snapshot: exact gallery subject ", i, " has no template"));
-    }
-    auto [it, inserted] = maps->subject_labels.try_emplace(ids[i]);
-    if (!inserted) {
-      return absl::DataLossError(absl::StrCat(
-          "snapshot: exact gallery lists subject ", ids[i], " twice"));
-    }
-    it->second.reserve(counts[i]);
-    if (maps->subjects_with_count.size() <= counts[i]) {
-      maps->subjects_with_count.resize(counts[i] + 1);
-    }
-    ++maps->subjects_with_count[counts[i]];
+  if (absl::Status s = maps->book.AddSubjects(ids, counts, row_subject, labels);
+      !s.ok()) {
+    return s;
   }
-  // Every subject is in: the map no longer rehashes, so these pointers stay
-  // valid while the rows are filled in.
-  std::vector<std::vector<int64_t>*> subject_labels(subjects);
-  for (size_t i = 0; i < subjects; ++i) {
-    subject_labels[i] = &maps->subject_labels.find(ids[i])->second;
-  }
-  maps->label_row.reserve(rows);
-  maps->label_subject.reserve(rows);
-  for (size_t row = 0; row < rows; ++row) {
-    const int64_t label = labels[row];
-    const auto subject = static_cast<size_t>(row_subject[row]);
-    if (!maps->label_row.emplace(label, row).second) {
-      return absl::DataLossError(absl::StrCat(
-          "snapshot: exact gallery holds label ", label, " twice"));
-    }
-    maps->label_subject.emplace(label, ids[subject]);
-    subject_labels[subject]->push_back(label);
+  // The book refused repeated labels: every emplace below inserts.
+  maps->label_row.reserve(labels.size());
+  for (size_t row = 0; row < labels.size(); ++row) {
+    maps->label_row.emplace(labels[row], row);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
+absl::StatusOr<std::unique_ptr<Gallery>> ExactGallery::Load(
     const GalleryOptions& options, SnapshotReader* in) {
   const size_t d = static_cast<size_t>(options.dimension);
   absl::StatusOr<uint64_t> dimension = in->ReadU64();
@@ -760,16 +621,14 @@ absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
                      codes.size(), " bytes of vectors (", d, " floats each)"));
   }
 
-  auto gallery = std::make_unique<FaissGallery>(
+  auto gallery = std::make_unique<ExactGallery>(
       options.dimension,
       options.scan_pool != nullptr ? options.scan_pool : &ScanPool::Default());
   {
     // Not shared yet; the lock is for the annotations.
     absl::WriterMutexLock lock(&gallery->mu_);
     gallery->label_row_ = std::move(maps.label_row);
-    gallery->label_subject_ = std::move(maps.label_subject);
-    gallery->subject_labels_ = std::move(maps.subject_labels);
-    gallery->subjects_with_count_ = std::move(maps.subjects_with_count);
+    gallery->book_ = std::move(maps.book);
     gallery->row_label_ = std::move(labels);
     gallery->flat_.codes = std::move(codes);
     gallery->flat_.ntotal = static_cast<FaissLabel>(rows);
@@ -782,68 +641,20 @@ absl::StatusOr<std::unique_ptr<Gallery>> FaissGallery::Load(
 absl::StatusOr<std::unique_ptr<Gallery>> LoadExactGallery(
     const GalleryOptions& options, SnapshotReader* in) {
   try {
-    return FaissGallery::Load(options, in);
-  } catch (const faiss::FaissException& e) {
-    return FaissError("load", e);
+    return ExactGallery::Load(options, in);
   } catch (const std::exception& e) {
     // bad_alloc for a gallery larger than memory.
     return FaissError("load", e);
   }
 }
 
-absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Load(
-    const GalleryOptions& options, SnapshotReader* in) {
-  if (options.dimension <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dimension: must be positive, got ", options.dimension));
-  }
-  if (absl::Status s = CheckIndexOptions(options.index); !s.ok()) return s;
-  // Kind names are short; a longer one is corruption, not a new kind.
-  constexpr size_t kMaxKindNameBytes = 64;
-  absl::StatusOr<std::string> name = in->ReadString(kMaxKindNameBytes);
-  if (!name.ok()) return name.status();
-  absl::StatusOr<IndexKind> kind = ParseIndexKind(*name);
-  if (!kind.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("snapshot: unknown index kind \"", *name, "\""));
-  }
-  if (*kind != options.index.kind) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("index.kind: the snapshot holds a ", *name,
-                     " gallery, the options ask "
-                     "for ",
-                     IndexKindName(options.index.kind)));
-  }
-  switch (*kind) {
-    case IndexKind::kExact:
-      return LoadExactGallery(options, in);
-    case IndexKind::kExactSq8:
-      return LoadExactSq8Gallery(options, in);
-    case IndexKind::kHnsw:
-    case IndexKind::kAuto:
-      return LoadHnswGallery(options, in);
-  }
-  return absl::DataLossError(
-      absl::StrCat("snapshot: unknown index kind \"", *name, "\""));
-}
-
-absl::StatusOr<std::unique_ptr<Gallery>> Gallery::Open(
+absl::StatusOr<std::unique_ptr<Gallery>> OpenExactGallery(
     const GalleryOptions& options) {
-  if (options.dimension <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dimension: must be positive, got ", options.dimension));
-  }
-  if (absl::Status s = CheckIndexOptions(options.index); !s.ok()) return s;
-  if (options.index.kind != IndexKind::kExact) {
-    return OpenApproximateGallery(options);
-  }
   try {
     ScanPool* pool =
         options.scan_pool != nullptr ? options.scan_pool : &ScanPool::Default();
     return std::unique_ptr<Gallery>(
-        std::make_unique<FaissGallery>(options.dimension, pool));
-  } catch (const faiss::FaissException& e) {
-    return FaissError("open", e);
+        std::make_unique<ExactGallery>(options.dimension, pool));
   } catch (const std::exception& e) {
     return FaissError("open", e);
   }
