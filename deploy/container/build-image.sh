@@ -99,6 +99,7 @@ buildah config \
   --port 50051 \
   --volume /var/lib/hawiya \
   --stop-signal SIGTERM \
+  --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --env HOME=/var/lib/hawiya \
   --label org.opencontainers.image.title=hawiya \
   --label org.opencontainers.image.description="Hawiya civil identity and biometric matching server" \

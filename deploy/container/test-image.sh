@@ -7,6 +7,10 @@
 # end the server with exit status 0. Every wait has a deadline; the
 # container and the temp folder are removed on any exit.
 #
+# As in deploy/kubernetes/: the root filesystem is read-only (a tmpfs on
+# /tmp); the plaintext health port (--health_listen) and the metrics
+# endpoint (--metrics_listen) answer too.
+#
 # Usage: deploy/container/test-image.sh [BUILD_DIR]   (default: build)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,7 +45,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+port=$(free_port)
+health_port=$(free_port)
+metrics_port=$(free_port)
 
 # TLS material as a read-only volume (a Kubernetes Secret in production);
 # the server's files readable by the image's user only.
@@ -51,12 +60,13 @@ chmod 0755 "$tmp/pki"
 install -d -m 0700 -o "$HAWIYA_UID" -g "$HAWIYA_UID" "$tmp/data"
 
 say "starting $image on 127.0.0.1:$port"
-podman run --detach --name "$name" \
+podman run --detach --name "$name" --read-only --tmpfs /tmp \
   --volume "$tmp/pki:/etc/hawiya/tls:ro" \
   --volume "$tmp/data:/var/lib/hawiya" \
   "$image" \
   --config=/etc/hawiya/hawiya.textproto --data_dir=/var/lib/hawiya \
-  --listen="127.0.0.1:$port" --log_format=json \
+  --listen="127.0.0.1:$port" --health_listen="127.0.0.1:$health_port" \
+  --metrics_listen="127.0.0.1:$metrics_port" --log_format=json \
   --tls_cert=/etc/hawiya/tls/server.pem --tls_key=/etc/hawiya/tls/server.key \
   --client_ca=/etc/hawiya/tls/ca.pem >/dev/null
 
@@ -80,6 +90,10 @@ cli=("$hawiya" --server="127.0.0.1:$port" --pki_dir="$tmp/pki" --timeout=20s)
 health=$("${cli[@]}" health) || fail "hawiya health: exit $?"
 grep -q '"status": "SERVING"' <<<"$health" || fail "hawiya health: $health"
 say "health: SERVING"
+probe=$("$hawiya" --insecure --server="127.0.0.1:$health_port" --timeout=20s health) \
+  || fail "health port: exit $?"
+grep -q '"status": "SERVING"' <<<"$probe" || fail "health port: $probe"
+say "plaintext health port: SERVING"
 
 "$hawiya" synth --identity=7 --capture=0 > "$tmp/enroll-face.json"
 enrolled=$("${cli[@]}" enroll --person="$repo/deploy/examples/person.json" \
@@ -90,6 +104,12 @@ record=$("${cli[@]}" get --national_id=289031501234 --country=KWT) \
   || fail "hawiya get: exit $?"
 grep -q 289031501234 <<<"$record" || fail "hawiya get: $record"
 say "get: the enrolled person is read back"
+# The Enroll above is counted by method and code.
+metrics=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())' \
+  "http://127.0.0.1:$metrics_port/metrics") || fail "metrics endpoint: exit $?"
+grep -q '^hawiya_rpc_calls_total{.*Enroll.*OK.*} 1$' <<<"$metrics" \
+  || fail "metrics: no Enroll OK count of 1: $(grep -m3 rpc_calls_total <<<"$metrics")"
+say "metrics: Enroll counted"
 [ "$(stat -c %u "$tmp/data/hawiya.db")" = "$HAWIYA_UID" ] \
   || fail "hawiya.db in the data volume is not owned by uid $HAWIYA_UID"
 
