@@ -8,3 +8,13 @@ cd build
 # only oversubscribe the two cores.
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 ctest --output-on-failure --timeout 600 -j2 "$@"
+
+# --- Container image -------------------------------------------------------
+# The full run (no ctest arguments) also builds and tests the container
+# image, when its inputs changed since the last pass on this host
+# (deploy/container/ci-image.sh; docs/OPERATIONS.md, "Container"). A
+# failure fails the run (set -e).
+if (($# == 0)); then
+  cd ..
+  ./deploy/container/ci-image.sh build
+fi
