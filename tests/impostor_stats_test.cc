@@ -67,8 +67,9 @@ void ExpectSameStats(const ImpostorEstimate& a, const ImpostorEstimate& b) {
   EXPECT_EQ(a.source, b.source);
 }
 
-// The DESIGN model's captures of two identities are independent isotropic
-// unit vectors: their cosine has mean 0 and variance exactly 1/d. Scores
+// The synthetic model's captures of two identities (matcher/synthetic.h)
+// are independent isotropic unit vectors: their cosine has mean 0 and
+// variance exactly 1/d. Scores
 // that share a reservoir template are uncorrelated (E[(a.b)(a.c)] = 0 and
 // likewise for the squares), so over n scores the mean has standard error
 // sigma/sqrt(n) and the sample std about sigma/sqrt(2n) (near-normal
