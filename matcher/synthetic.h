@@ -1,6 +1,6 @@
-// Synthetic face-like embeddings: the model every test, benchmark and the
-// CLI's `synth` commands draw from, since no real biometric data is ever
-// shipped (docs/API.md, "Synthetic templates", says it for client authors).
+// Synthetic face-like embeddings. No real biometric data is ever shipped:
+// tests, benchmarks and the CLI's `synth` commands draw from this model
+// (docs/API.md, "Synthetic templates", describes it for client authors).
 //
 //   centre   c_i = normalize(g_i), g_i ~ N(0, I_d), seeded by (seed, i)
 //   hard     c_i = normalize(m_k + 1.5 g_i / sqrt(d)), k = i / cluster_size,
