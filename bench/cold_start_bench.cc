@@ -2,7 +2,7 @@
 // "serving", with and without a gallery snapshot.
 //
 // For each size N it fills a data dir with N synthetic persons (one FACE
-// template each, the DESIGN.md model) in process, straight through
+// template each, the matcher/synthetic.h model) in process, straight through
 // enroll::Store::CreatePersons (much faster than gRPC), then times:
 //   1. start -> serving with no snapshot (galleries rebuilt from SQLite);
 //   2. SIGTERM -> exit, which writes the snapshot;

@@ -126,7 +126,8 @@ ABSL_FLAG(double, qps_seconds, 5.0,
           "Seconds per Identify throughput measurement.");
 ABSL_FLAG(std::string, variant, "easy",
           "Synthetic data: easy (iid identities) or hard (clusters of "
-          "--cluster_size look-alikes, DESIGN.md), for enrolment and probes.");
+          "--cluster_size look-alikes, docs/API.md), for enrolment and "
+          "probes.");
 ABSL_FLAG(int, cluster_size, 100, "Identities per look-alike cluster (hard).");
 ABSL_FLAG(std::string, wait_for_index_kind, "",
           "After enrolling, poll GetStats until the FACE gallery reports this "

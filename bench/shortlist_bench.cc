@@ -1,7 +1,7 @@
 // hawiya-shortlist-bench: the latency cost of FusionOptions::shortlist, the
 // number of subjects each modality's search shortlists before a multi-modal
 // Identify fuses them. In process, no server: a FACE (512) + FINGERPRINT
-// (256) gallery of synthetic subjects (DESIGN.md model), then the same
+// (256) gallery of synthetic subjects (matcher/synthetic.h), then the same
 // face+finger probe sets identified at each shortlist depth, and the face
 // probes alone (one modality: no shortlist) for reference.
 //

@@ -1,4 +1,4 @@
-// Validation of client input, exactly as DESIGN.md lists it. Every error is
+// Validation of client input, exactly as docs/API.md lists it. Every error is
 // INVALID_ARGUMENT with a message that starts with the field path, e.g.
 // "person.date_of_birth: month 13 out of range".
 #ifndef HAWIYA_ENROLL_VALIDATION_H_

@@ -75,7 +75,7 @@ struct GenerateOptions {
   // Each identity has an independent identity vector per modality (the
   // same seed gives the same FACE vectors as before modalities existed).
   std::vector<ModalityDimension> modalities = {{Modality::kFace, 512}};
-  // The model's capture noise s (DESIGN.md: 0.8), every modality. Larger
+  // The model's capture noise s (synthetic.h: 0.8), every modality. Larger
   // values bring the genuine scores down towards the impostors.
   float capture_noise = 0.8f;
   // Fraction of the probe sets (mated and non-mated) that lack one modality
@@ -85,7 +85,7 @@ struct GenerateOptions {
   double missing_probe_fraction = 0.0;
 };
 
-// Draws a set from the DESIGN.md model (matcher/synthetic.h): identity i is
+// Draws a set from the synthetic model (matcher/synthetic.h): identity i is
 // enrolled with capture 0 and probed with capture 1, in every modality.
 // Non-mated identities are interleaved with the enrolled ones (every
 // stride-th identity number), so that under `hard` their look-alikes are

@@ -1,10 +1,17 @@
-// Synthetic face-like embeddings (DESIGN.md, "Synthetic biometric data").
-// No real biometric data is ever shipped: tests, benchmarks and the CLI's
-// `synth` command draw from this model.
+// Synthetic face-like embeddings. No real biometric data is ever shipped:
+// tests, benchmarks and the CLI's `synth` commands draw from this model
+// (docs/API.md, "Synthetic templates", describes it for client authors).
 //
-//   centre  c_i = normalize(g_i),            g_i ~ N(0, I_d), seeded by (seed,
-//   i) hard:   c_i = normalize(m_k + 1.5 g_i / sqrt(d)), k = i / cluster_size
-//   capture x   = normalize(c_i + s n / sqrt(d)),  n ~ N(0, I_d), s = 0.8
+//   centre   c_i = normalize(g_i), g_i ~ N(0, I_d), seeded by (seed, i)
+//   hard     c_i = normalize(m_k + 1.5 g_i / sqrt(d)), k = i / cluster_size,
+//            m_k a unit cluster centre drawn as an easy c_i is
+//   capture  x = normalize(c_i + s n / sqrt(d)), n ~ N(0, I_d), s = 0.8
+//
+// Two captures of one identity then score ~0.61 (1 / (1 + s^2), genuine),
+// of two identities ~0 +- 0.044 at d = 512 (1 / sqrt(d), impostor), and in
+// the hard variant two look-alikes of one cluster ~0.19 (+- 0.04 at
+// d = 512). Enrolled and probe captures are different draws; non-mated
+// probes come from identities never enrolled.
 //
 // Every draw is a pure function of (seed, identity, capture), so two
 // processes produce the same vectors.

@@ -188,10 +188,11 @@ ABSL_FLAG(std::string, keys, "",
           "text format, as `admin signing-keys --out` writes it, or "
           "binary).");
 ABSL_FLAG(bool, generate, false,
-          "eval: draw the labelled set from the DESIGN.md model.");
+          "eval: draw the labelled set from the synthetic model "
+          "(docs/API.md).");
 ABSL_FLAG(std::string, variant, "easy", "eval --generate: easy or hard.");
 ABSL_FLAG(double, noise, 0.8,
-          "eval --generate: capture noise s of the model (DESIGN.md: 0.8; "
+          "eval --generate: capture noise s of the model (docs/API.md: 0.8; "
           "larger is harder).");
 ABSL_FLAG(uint64_t, identities, 10000, "eval --generate: enrolled identities.");
 ABSL_FLAG(uint64_t, mated, 1000,
@@ -286,7 +287,7 @@ constexpr char kUsage[] =
     "            re-running is safe; progress on stderr; --in_flight calls\n"
     "            stream at once but commit one after the other, in order\n"
     "  synth     --identity=I [--capture=K] [--modality=FACE] [--hard]\n"
-    "            writes a synthetic template file (DESIGN.md model)\n"
+    "            writes a synthetic template file (model: docs/API.md)\n"
     "  synth-persons --count=N [--start=0]\n"
     "            writes N synthetic EnrollRequests (JSON Lines) for import\n"
     "  audit list [--principal=P] [--start_time=T] [--end_time=T]\n"
@@ -1899,8 +1900,8 @@ int Eval() {
     configured = (*empty)->FusedThreshold(all);
   }
 
-  // The model's analytic expectations (easy variant, DESIGN.md): impostor
-  // cosines are those of independent random directions (exactly
+  // The model's analytic expectations (easy variant, matcher/synthetic.h):
+  // impostor cosines are those of independent random directions (exactly
   // m::ModelImpostorTail; fused, m::ModelFusedImpostorTail), and for a
   // gallery of N, FPIR(t) = 1 - (1 - FMR(t))^N. Under zscore only with the
   // model's impostor statistics (mean 0, std 1/sqrt(d)).

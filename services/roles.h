@@ -1,5 +1,6 @@
-// The roles of DESIGN.md ("Who calls it") and the development principals
-// that stand for them. Header-only: the CLI and the server share it.
+// The roles of docs/ARCHITECTURE.md ("Who calls it") and the development
+// principals that stand for them. Header-only: the CLI and the server share
+// it.
 #ifndef HAWIYA_SERVICES_ROLES_H_
 #define HAWIYA_SERVICES_ROLES_H_
 

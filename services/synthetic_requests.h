@@ -1,5 +1,6 @@
-// Synthetic enrollment requests (DESIGN.md model) for `hawiya synth-persons`,
-// the tests and the benchmarks: no real person or biometric ever ships.
+// Synthetic enrollment requests (the model of matcher/synthetic.h) for
+// `hawiya synth-persons`, the tests and the benchmarks: no real person or
+// biometric ever ships.
 #ifndef HAWIYA_SERVICES_SYNTHETIC_REQUESTS_H_
 #define HAWIYA_SERVICES_SYNTHETIC_REQUESTS_H_
 

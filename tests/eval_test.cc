@@ -80,7 +80,7 @@ GenerateOptions Generation(absl::Span<const ModalityDimension> modalities,
   return generate;
 }
 
-// DESIGN.md model, easy variant, d = 512, s = 0.8:
+// The matcher/synthetic.h model, easy variant, d = 512, s = 0.8:
 //   impostor cosine ~ N(0, 1/d) (two independent isotropic directions), so
 //   FMR(t) = P(Z >= t sqrt(d)) and FPIR(t) = 1 - (1 - FMR(t))^N;
 //   genuine cosine ~ N(1 / (1 + s^2), sd) with, to first order,

@@ -67,14 +67,15 @@ void ExpectSameStats(const ImpostorEstimate& a, const ImpostorEstimate& b) {
   EXPECT_EQ(a.source, b.source);
 }
 
-// The DESIGN model's captures of two identities are independent isotropic
-// unit vectors: their cosine has mean 0 and variance exactly 1/d. Scores
-// that share a reservoir template are uncorrelated (E[(a.b)(a.c)] = 0 and
-// likewise for the squares), so over n scores the mean has standard error
-// sigma/sqrt(n) and the sample std about sigma/sqrt(2n) (near-normal
-// scores). 5 standard errors: a correct estimator fails with probability
-// < 1e-6 (and the seeds are fixed). With 2000 subjects n is ~16000: the
-// mean within 0.0017, the std within 2.8% of 1/sqrt(512).
+// The synthetic model's captures of two identities (matcher/synthetic.h)
+// are independent isotropic unit vectors: their cosine has mean 0 and
+// variance exactly 1/d. Scores that share a reservoir template are
+// uncorrelated (E[(a.b)(a.c)] = 0 and likewise for the squares), so over n
+// scores the mean has standard error sigma/sqrt(n) and the sample std about
+// sigma/sqrt(2n) (near-normal scores). 5 standard errors: a correct
+// estimator fails with probability < 1e-6 (and the seeds are fixed). With
+// 2000 subjects n is ~16000: the mean within 0.0017, the std within 2.8% of
+// 1/sqrt(512).
 TEST(ImpostorStatsTest, ConvergesToTheModelOnAnEasyGallery) {
   std::unique_ptr<Matcher> matcher = Open({Face()});
   ASSERT_NE(matcher, nullptr);

@@ -563,8 +563,8 @@ TEST(MatcherTest, ReplaceSwapsEveryModalityOrChangesNothing) {
   }
 }
 
-// The DESIGN.md population at a realistic scale: every mated probe at rank
-// 1 and above threshold, every non-mated probe below it.
+// The synthetic population (matcher/synthetic.h) at a realistic scale: every
+// mated probe at rank 1 and above threshold, every non-mated probe below it.
 TEST(MatcherTest, IdentifyFindsMatedProbesAtRankOne) {
   constexpr uint64_t kEnrolled = 2000;
   const Population population;

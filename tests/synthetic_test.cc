@@ -87,7 +87,7 @@ TEST(SyntheticTest, VectorsHaveTheConfiguredDimensionAndUnitNorm) {
   }
 }
 
-// DESIGN.md: genuine ~0.61, impostor ~0 +- 0.044 at d = 512.
+// matcher/synthetic.h: genuine ~0.61, impostor ~0 +- 0.044 at d = 512.
 TEST(SyntheticTest, GenuineAndImpostorScoresFollowTheModel) {
   const SyntheticModel model(SyntheticOptions{});
   std::vector<double> genuine;
@@ -118,7 +118,7 @@ TEST(SyntheticTest, CaptureNoiseControlsTheGenuineScore) {
   EXPECT_EQ(noiseless.Capture(3, 0), noiseless.Centre(3));
 }
 
-// DESIGN.md: captures of two look-alikes in the hard variant ~0.19.
+// matcher/synthetic.h: captures of two look-alikes in the hard variant ~0.19.
 TEST(SyntheticTest, HardVariantHasLookAlikesWithinClusters) {
   SyntheticOptions options;
   options.hard = true;

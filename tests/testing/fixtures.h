@@ -1,6 +1,6 @@
 // The request-id scheme the integration tests and benchmarks share, over
-// services/synthetic_requests.h (persons and templates from the DESIGN.md
-// synthetic model).
+// services/synthetic_requests.h (persons and templates from the synthetic
+// model of matcher/synthetic.h).
 #ifndef HAWIYA_TESTS_TESTING_FIXTURES_H_
 #define HAWIYA_TESTS_TESTING_FIXTURES_H_
 
