@@ -331,6 +331,17 @@ class BatchEnrollReactor final
 
 }  // namespace
 
+const std::vector<std::string>& ApiServiceNames() {
+  static const auto* names = new std::vector<std::string>{
+      v1::EnrollmentService::service_full_name(),
+      v1::MatchService::service_full_name(),
+      v1::AdminService::service_full_name(),
+      v1::AuditService::service_full_name(),
+      v1::PartnerService::service_full_name(),
+      v1::AdjudicationService::service_full_name()};
+  return *names;
+}
+
 grpc::ServerUnaryReactor* EnrollmentServiceImpl::Enroll(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {

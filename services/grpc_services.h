@@ -34,6 +34,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "enroll/audit_log.h"
 #include "enroll/registry.h"
@@ -124,6 +126,10 @@ using RawAuditService =
     RawService<v1::AuditService,
                v1::AuditService::WithRawCallbackMethod_ListAuditRecords,
                v1::AuditService::WithRawCallbackMethod_VerifyAuditLog>::Type;
+
+// The full names of the hawiya.v1 services below ("hawiya.v1.MatchService",
+// ...): each has its own health status, and tests cover every one.
+const std::vector<std::string>& ApiServiceNames();
 
 class EnrollmentServiceImpl final : public RawEnrollmentService {
  public:

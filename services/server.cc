@@ -142,13 +142,7 @@ class ServerImpl final : public Server {
           absl::StrCat("listen: cannot bind ", options_.listen));
     }
     // Each service is checkable by name as well as the whole server ("").
-    const std::vector<std::string> services = {
-        v1::EnrollmentService::service_full_name(),
-        v1::MatchService::service_full_name(),
-        v1::AdminService::service_full_name(),
-        v1::AuditService::service_full_name(),
-        v1::PartnerService::service_full_name(),
-        v1::AdjudicationService::service_full_name()};
+    const std::vector<std::string>& services = ApiServiceNames();
     server_->GetHealthCheckService()->SetServingStatus("", false);
     for (const std::string& name : services) {
       server_->GetHealthCheckService()->SetServingStatus(name, false);

@@ -1,6 +1,6 @@
 // Server: the Hawiya gRPC server. Serves EnrollmentService, MatchService,
-// AdminService, AuditService, PartnerService, grpc.health.v1.Health and
-// server reflection; optionally grpc.health.v1.Health alone on a plaintext
+// AdminService, AuditService, PartnerService, AdjudicationService,
+// grpc.health.v1.Health and server reflection; optionally grpc.health.v1.Health alone on a plaintext
 // port of its own (health_listen, services/health_server.h).
 // Every call is audited (enroll/audit.h) from the moment the store opens;
 // calls refused before it opens are held in memory and written then.

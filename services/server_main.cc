@@ -195,7 +195,10 @@ int main(int argc, char** argv) {
   if (absl::Status s = (*server)->WaitUntilReady(); !s.ok()) {
     std::fprintf(stderr, "hawiya-server: cannot load %s: %s\n",
                  options.data_dir.c_str(), s.ToString().c_str());
-    return 1;
+    // A wrong key file, a store newer than this binary, a bad config value:
+    // a restart would only repeat it, so it exits as a usage error does
+    // (the systemd unit does not restart on 2). Anything else may pass.
+    return absl::IsFailedPrecondition(s) || absl::IsInvalidArgument(s) ? 2 : 1;
   }
   const char* omp_threads_env = std::getenv("OMP_NUM_THREADS");
   const hawiya::matcher::ScanPool& scan_pool =

@@ -31,6 +31,7 @@
 #include "hawiya/v1/match.grpc.pb.h"
 #include "hawiya/v1/partner.grpc.pb.h"
 #include "matcher/synthetic.h"
+#include "services/grpc_services.h"
 #include "services/server.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/in_process_server.h"
@@ -50,18 +51,6 @@ using ::hawiya::testing::InProcessServerTest;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::testing::ElementsAre;
 
-// Every service of the API; their methods are read from the descriptors, so
-// a method added later is covered too.
-const std::vector<std::string>& ServiceNames() {
-  static const auto* names = new std::vector<std::string>{
-      v1::EnrollmentService::service_full_name(),
-      v1::MatchService::service_full_name(),
-      v1::AdminService::service_full_name(),
-      v1::AuditService::service_full_name(),
-      v1::PartnerService::service_full_name(),
-      v1::AdjudicationService::service_full_name()};
-  return *names;
-}
 
 std::string MethodPath(const MethodDescriptor& method) {
   return absl::StrCat("/", method.service()->full_name(), "/", method.name());
@@ -260,7 +249,9 @@ TEST_F(MalformedRequestTest, EveryMethodRefusesUnparsableBodiesOnTheRecord) {
   Start();
   std::map<std::string, size_t> sent;  // method -> bad bodies sent
   int methods = 0;
-  for (const std::string& service_name : ServiceNames()) {
+  // Every service of the API; their methods are read from the descriptors,
+  // so a method added later is covered too.
+  for (const std::string& service_name : services::ApiServiceNames()) {
     const ServiceDescriptor* service =
         google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
             service_name);

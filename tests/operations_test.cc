@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -176,6 +177,27 @@ TEST(LogFormatTest, LogLevelDropsLowerLevels) {
                                              " --log_level=loud 2>/dev/null"))
                 .exit_code,
             2);
+}
+
+// A start that cannot succeed on retry (here: a key file others may read)
+// exits 2, which the systemd unit does not restart.
+TEST(StartFailureTest, WrongKeyFileExitsTwo) {
+  const std::string dir = testing::NewTempDir("bad-key");
+  const std::string key = dir + "/kek.key";
+  {
+    std::ofstream out(key);
+    out << std::string(32, 'k');
+  }
+  ASSERT_EQ(chmod(key.c_str(), 0644), 0);
+  {
+    std::ofstream config(dir + "/hawiya.textproto");
+    config << "key_file: \"" << key << "\"\n";
+  }
+  const testing::CommandResult result = testing::RunCommand(absl::StrCat(
+      HAWIYA_SERVER_PATH, " --insecure --listen=127.0.0.1:0 --data_dir=", dir,
+      "/data --config=", dir, "/hawiya.textproto 2>&1"));
+  EXPECT_EQ(result.exit_code, 2) << result.out;
+  EXPECT_THAT(result.out, HasSubstr("wider than"));
 }
 
 // A loopback port nothing listens on now.
