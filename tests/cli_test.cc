@@ -68,6 +68,74 @@ int64_t StateNextLine(const std::string& path) {
   return next_line;
 }
 
+// Runs `hawiya args` (no other flag added); stdout and stderr together.
+Result RunCliCombined(const std::string& args) {
+  return ::hawiya::testing::RunCommand(
+      absl::StrCat(HAWIYA_CLI_PATH, " ", args, " 2>&1"));
+}
+
+// Usage errors exit 2 with one line naming the problem and the command's
+// --help, before any server is contacted (none runs here); Abseil's parser
+// would exit 1. The forms the parser accepts still work.
+TEST(CliTest, UsageErrorsExitTwoWithOneLineAndAPointerToHelp) {
+  struct Case {
+    std::string args;
+    std::string line;
+  };
+  const std::vector<Case> cases = {
+      {"get --nationalid=289031501234 --country=KWT",
+       "hawiya: unknown flag --nationalid (see 'hawiya get --help')\n"},
+      {"audit verify --anchor_sequence=N --anchor_hash=H",
+       "hawiya: --anchor_sequence=N: not an integer (see 'hawiya audit "
+       "verify --help')\n"},
+      {"audit list --start_time=yesterday",
+       "hawiya: --start_time=yesterday: not an RFC 3339 time such as "
+       "2026-01-31T08:00:00Z (see 'hawiya audit list --help')\n"},
+      {"--timeout=5 stats",
+       "hawiya: --timeout=5: not a duration such as 30s or 2m (see 'hawiya "
+       "stats --help')\n"},
+      {"identify --probes=p.json --max_candidates=-1",
+       "hawiya: --max_candidates=-1: not a non-negative integer (see "
+       "'hawiya identify --help')\n"},
+      {"synth --identity",
+       "hawiya: --identity needs a value (a non-negative "
+       "integer) (see 'hawiya synth --help')\n"},
+      {"synth --identity=7 --nohard=true",
+       "hawiya: --nohard takes no value (see 'hawiya synth --help')\n"},
+      {"synth --identity=7 --noidentity",
+       "hawiya: unknown flag --noidentity (see 'hawiya synth --help')\n"},
+      {"synth --identity=7 --hard=maybe",
+       "hawiya: --hard=maybe: not true or false (see 'hawiya synth "
+       "--help')\n"},
+      {"--nationalid=1",
+       "hawiya: unknown flag --nationalid (see 'hawiya "
+       "--help')\n"},
+      // Errors the commands find themselves: the same one line.
+      {"--insecure get",
+       "hawiya: get: --subject_id or --national_id (see 'hawiya get "
+       "--help')\n"},
+      {"frobnicate",
+       "hawiya: unknown COMMAND 'frobnicate' (see 'hawiya "
+       "--help')\n"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.args);
+    const Result result = RunCliCombined(c.args);
+    EXPECT_EQ(result.exit_code, 2);
+    EXPECT_EQ(result.out, c.line);
+  }
+  // What Abseil accepts still parses: a value as the next argument, bool
+  // forms, -name, and "--" ending the flags.
+  const Result spaced = RunCliCombined("synth --identity 7 --capture 1 --hard");
+  EXPECT_EQ(spaced.exit_code, 0) << spaced.out;
+  EXPECT_EQ(spaced.out, RunCliCombined("synth -identity=7 --capture=1 "
+                                       "--hard=true")
+                            .out);
+  EXPECT_EQ(RunCliCombined("synth --identity=7 --nohard").out,
+            RunCliCombined("synth --identity=7").out);
+  EXPECT_EQ(RunCliCombined("synth --identity=7 -- --nationalid").exit_code, 2);
+}
+
 TEST(CliTest, WalkthroughWithScriptableExitCodes) {
   const std::string dir = testing::NewTempDir("hawiya-cli-test");
   absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
