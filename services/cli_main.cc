@@ -23,8 +23,10 @@
 #include <vector>
 
 #include "absl/algorithm/container.h"
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/random/random.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -359,10 +361,126 @@ constexpr int kExitUsage = 2;
 constexpr int kExitInput = 3;
 constexpr int kExitRpcBase = 10;
 
+// --- Usage errors -----------------------------------------------------------
+// Every usage error is one line on stderr ending in a pointer to the
+// command's help, and exit code 2. Abseil's parser would exit 1 (the code of
+// a negative answer) on an unknown flag or a bad value, so FlagProblem finds
+// those before absl::ParseCommandLine runs.
+
+// The commands that take a subcommand, and their subcommands.
+const std::map<std::string, std::string>& CommandGroups() {
+  static const auto* groups = new std::map<std::string, std::string>{
+      {"admin",
+       "(gen-key, backup, restore, rotate-key, signing-keys, "
+       "rotate-signing-key)"},
+      {"audit", "(list, verify)"},
+      {"partner", "(verify)"},
+      {"receipt", "(verify)"},
+      {"cases", "(list, get, decide)"}};
+  return *groups;
+}
+
+// The command a usage error's pointer names ("audit verify"); empty before
+// one is known.
+std::string& UsageCommand() {
+  static auto* command = new std::string();
+  return *command;
+}
+
+// The command named by the positional arguments `words` ("get", "audit
+// verify"); empty if none.
+std::string CommandOf(const std::vector<std::string>& words) {
+  if (words.empty()) return "";
+  if (CommandGroups().count(words[0]) > 0 && words.size() >= 2) {
+    return absl::StrCat(words[0], " ", words[1]);
+  }
+  return words[0];
+}
+
 int Usage(const std::string& problem) {
-  std::fprintf(stderr, "hawiya: %s\n\nhawiya: %s\n", problem.c_str(), kUsage);
+  const std::string help =
+      UsageCommand().empty()
+          ? "hawiya --help"
+          : absl::StrCat("hawiya ", UsageCommand(), " --help");
+  std::fprintf(stderr, "hawiya: %s (see '%s')\n", problem.c_str(),
+               help.c_str());
   return kExitUsage;
 }
+
+// What a value of `flag` looks like, for the error naming a bad one.
+std::string ExpectedValue(const absl::CommandLineFlag& flag) {
+  if (flag.IsOfType<bool>()) return "true or false";
+  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "an integer";
+  if (flag.IsOfType<uint32_t>() || flag.IsOfType<uint64_t>()) {
+    return "a non-negative integer";
+  }
+  if (flag.IsOfType<double>()) return "a number";
+  if (flag.IsOfType<absl::Duration>()) return "a duration such as 30s or 2m";
+  if (flag.IsOfType<absl::Time>()) {
+    return "an RFC 3339 time such as 2026-01-31T08:00:00Z";
+  }
+  return "a valid value";
+}
+
+// The first usage error of argv (an unknown flag, a missing value, a value
+// the flag cannot take) as one line, or empty; sets UsageCommand() from the
+// positional arguments. Reads argv as absl::ParseCommandLine does
+// (--name=value, --name value, --bool, --nobool, -name, "--" ends the
+// flags); our flags' values are parsed into them, which ParseCommandLine
+// then repeats. Abseil's own flags (--flagfile, ...) are left to it.
+std::string FlagProblem(int argc, char** argv) {
+  std::vector<std::string> words;
+  std::string problem;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (!absl::ConsumePrefix(&arg, "-") || arg.empty()) {
+      words.emplace_back(argv[i]);
+      continue;
+    }
+    absl::ConsumePrefix(&arg, "-");
+    if (arg.empty()) break;  // "--": the rest is positional
+    if (!problem.empty()) continue;
+    const size_t equals = arg.find('=');
+    const absl::string_view typed = arg.substr(0, equals);
+    absl::string_view name = typed;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    bool negative = false;
+    if (flag == nullptr && absl::ConsumePrefix(&name, "no")) {
+      flag = absl::FindCommandLineFlag(name);
+      negative = flag != nullptr;
+      if (negative && !flag->IsOfType<bool>()) flag = nullptr;
+    }
+    if (flag == nullptr) {
+      problem = absl::StrCat("unknown flag --", typed);
+      continue;
+    }
+    std::string value;
+    if (equals != absl::string_view::npos) {
+      if (negative) {
+        problem = absl::StrCat("--", typed, " takes no value");
+        continue;
+      }
+      value = std::string(arg.substr(equals + 1));
+    } else if (flag->IsOfType<bool>()) {
+      value = negative ? "false" : "true";
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      problem = absl::StrCat("--", typed, " needs a value (",
+                             ExpectedValue(*flag), ")");
+      continue;
+    }
+    if (!absl::StrContains(flag->Filename(), "cli_main")) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      problem =
+          absl::StrCat("--", name, "=", value, ": not ", ExpectedValue(*flag));
+    }
+  }
+  UsageCommand() = CommandOf(words);
+  return problem;
+}
+// --- end of usage errors ----------------------------------------------------
 
 void Print(const Message& message) {
   google::protobuf::util::JsonPrintOptions options;
@@ -2148,19 +2266,15 @@ int DevPki() {
 int main(int argc, char** argv) {
   hawiya::services::HandleVersion(argc, argv, "hawiya");
   hawiya::services::HandleHelp(argc, argv, kUsage);
+  if (const std::string problem = FlagProblem(argc, argv); !problem.empty()) {
+    return Usage(problem);
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  // "admin" and "audit" take a subcommand; every other command stands
-  // alone.
-  const std::map<std::string, std::string> groups = {
-      {"admin",
-       "(gen-key, backup, restore, rotate-key, signing-keys, "
-       "rotate-signing-key)"},
-      {"audit", "(list, verify)"},
-      {"partner", "(verify)"},
-      {"receipt", "(verify)"},
-      {"cases", "(list, get, decide)"}};
+  // The groups take a subcommand; every other command stands alone.
+  const std::map<std::string, std::string>& groups = CommandGroups();
   const bool group = args.size() >= 2 && groups.count(args[1]) > 0;
   if (args.size() != (group ? 3u : 2u)) {
+    if (!group) UsageCommand().clear();
     return Usage(
         args.size() < 2 ? "missing COMMAND"
         : group ? absl::StrCat(args[1], ": one subcommand ", groups.at(args[1]))
@@ -2199,7 +2313,10 @@ int main(int argc, char** argv) {
       {"cases get", CasesGet},
       {"cases decide", CasesDecide}};
   auto call = calls.find(command);
-  if (call == calls.end()) return Usage("unknown COMMAND '" + command + "'");
+  if (call == calls.end()) {
+    UsageCommand() = group ? std::string(args[1]) : "";
+    return Usage("unknown COMMAND '" + command + "'");
+  }
   grpc::ChannelArguments channel_args;
   int exit_code = 0;
   std::shared_ptr<grpc::ChannelCredentials> credentials =

@@ -13,8 +13,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "enroll/partner.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "hawiya/v1/partner.pb.h"
 #include "matcher/gallery.h"
 #include "services/auth.h"
 #include "services/rate_limit.h"
@@ -201,30 +203,70 @@ enroll::DedupOptions DedupOptionsOf(const config::ServerConfig& config) {
   return options;
 }
 
+namespace {
+
+// Whether `principal` holds role partner under the config's principals (or
+// the default ones).
+bool HoldsPartnerRole(const config::ServerConfig& config,
+                      const std::string& principal) {
+  // The --insecure caller holds every role (plaintext, development).
+  if (principal == kInsecurePrincipal) return true;
+  std::vector<config::PrincipalRoles> principals(config.principals().begin(),
+                                                 config.principals().end());
+  if (principals.empty()) principals = AccessPolicy::DefaultPrincipals();
+  for (const config::PrincipalRoles& entry : principals) {
+    if (entry.principal() != principal) continue;
+    for (const std::string& role : entry.roles()) {
+      if (role == "partner") return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::Status CheckPartnerPolicies(const config::ServerConfig& config) {
   absl::StatusOr<enroll::PartnerPolicies> policies =
       enroll::PartnerPolicies::FromConfig(config);
   if (!policies.ok()) return policies.status();
-  std::vector<config::PrincipalRoles> principals(config.principals().begin(),
-                                                 config.principals().end());
-  if (principals.empty()) principals = AccessPolicy::DefaultPrincipals();
   for (int i = 0; i < config.partner_policies_size(); ++i) {
     const std::string& principal = config.partner_policies(i).principal();
-    // The --insecure caller holds every role (plaintext, development).
-    bool partner = principal == kInsecurePrincipal;
-    for (const config::PrincipalRoles& entry : principals) {
-      if (entry.principal() != principal) continue;
-      for (const std::string& role : entry.roles()) {
-        partner = partner || role == "partner";
-      }
-    }
-    if (!partner) {
+    if (!HoldsPartnerRole(config, principal)) {
       return absl::InvalidArgumentError(
           absl::StrCat("partner_policies[", i, "].principal: ", principal,
                        " is not one of the principals with role partner"));
     }
   }
   return absl::OkStatus();
+}
+
+config::PartnerPolicy DevelopmentPartnerPolicy(const std::string& principal) {
+  config::PartnerPolicy policy;
+  policy.set_principal(principal);
+  const google::protobuf::EnumDescriptor* purposes = v1::Purpose_descriptor();
+  for (int i = 0; i < purposes->value_count(); ++i) {
+    if (purposes->value(i)->number() == v1::PURPOSE_UNSPECIFIED) continue;
+    policy.add_allowed_purposes(purposes->value(i)->name());
+  }
+  for (const std::string& attribute : enroll::PartnerAttributes()) {
+    policy.add_disclosable_attributes(attribute);
+  }
+  policy.set_biometric_allowed(true);
+  policy.set_daily_quota(kDevelopmentPartnerDailyQuota);
+  return policy;
+}
+
+std::string AddDevelopmentPartnerPolicy(bool development_transport,
+                                        bool insecure,
+                                        config::ServerConfig* config) {
+  if (!development_transport || config->partner_policies_size() > 0) {
+    return "";
+  }
+  const std::string principal =
+      insecure ? std::string(kInsecurePrincipal) : DevPrincipal("partner");
+  if (!HoldsPartnerRole(*config, principal)) return "";
+  *config->add_partner_policies() = DevelopmentPartnerPolicy(principal);
+  return principal;
 }
 
 absl::Status CheckScanPool(const config::ServerConfig& config) {

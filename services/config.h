@@ -2,6 +2,7 @@
 #ifndef HAWIYA_SERVICES_CONFIG_H_
 #define HAWIYA_SERVICES_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,24 @@ absl::StatusOr<config::ServerConfig> LoadConfig(const std::string& path);
 // --insecure caller hawiya://dev/insecure; INVALID_ARGUMENT naming the
 // field.
 absl::Status CheckPartnerPolicies(const config::ServerConfig& config);
+
+// The answers a development partner may get per UTC day.
+inline constexpr uint64_t kDevelopmentPartnerDailyQuota = 1000;
+
+// The data-sharing policy a development server gives its development
+// partner: every purpose, every attribute, face probes, and
+// kDevelopmentPartnerDailyQuota answers a day. For development only.
+config::PartnerPolicy DevelopmentPartnerPolicy(const std::string& principal);
+
+// Gives the development partner DevelopmentPartnerPolicy, so that the
+// development set-up answers partner calls out of the box: only on a
+// development transport (the development PKI, or `insecure`), only if the
+// config has no partner_policies, and only if the development partner
+// (hawiya://dev/partner, under `insecure` hawiya://dev/insecure) holds role
+// partner. Returns the principal given the policy; empty if none was.
+std::string AddDevelopmentPartnerPolicy(bool development_transport,
+                                        bool insecure,
+                                        config::ServerConfig* config);
 
 // Checks the scan_* fields; INVALID_ARGUMENT naming the field.
 absl::Status CheckScanPool(const config::ServerConfig& config);

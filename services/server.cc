@@ -530,6 +530,13 @@ bool IsLoopback(const std::string& listen) {
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
+  // No --tls_* flags: the development PKI (TlsCredentials), or plaintext.
+  const bool development_transport =
+      options.insecure ||
+      (options.tls_cert.empty() && options.tls_key.empty() &&
+       options.client_ca.empty());
+  const std::string development_partner = AddDevelopmentPartnerPolicy(
+      development_transport, options.insecure, &options.config);
   absl::StatusOr<AccessPolicy> policy =
       AccessPolicy::FromConfig(options.config, options.insecure);
   if (!policy.ok()) return policy.status();
@@ -580,6 +587,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     credentials = *std::move(tls);
   }
   if (absl::Status s = ConfigureScanPool(options.config); !s.ok()) return s;
+  if (!development_partner.empty()) {
+    Log("WARNING", "development partner policy for ", development_partner,
+        " (the config has no partner_policies): every purpose and "
+        "attribute, face probes, ",
+        kDevelopmentPartnerDailyQuota,
+        " answers a day; for development only, never given under "
+        "--tls_cert/--tls_key/--client_ca");
+  }
   auto server = std::make_unique<ServerImpl>(
       std::move(options), *std::move(data_dir_lock), std::move(credentials),
       std::move(access), std::move(audit_log));

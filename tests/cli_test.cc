@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -66,6 +67,74 @@ int64_t StateNextLine(const std::string& path) {
     return 0;
   }
   return next_line;
+}
+
+// Runs `hawiya args` (no other flag added); stdout and stderr together.
+Result RunCliCombined(const std::string& args) {
+  return ::hawiya::testing::RunCommand(
+      absl::StrCat(HAWIYA_CLI_PATH, " ", args, " 2>&1"));
+}
+
+// Usage errors exit 2 with one line naming the problem and the command's
+// --help, before any server is contacted (none runs here); Abseil's parser
+// would exit 1. The forms the parser accepts still work.
+TEST(CliTest, UsageErrorsExitTwoWithOneLineAndAPointerToHelp) {
+  struct Case {
+    std::string args;
+    std::string line;
+  };
+  const std::vector<Case> cases = {
+      {"get --nationalid=289031501234 --country=KWT",
+       "hawiya: unknown flag --nationalid (see 'hawiya get --help')\n"},
+      {"audit verify --anchor_sequence=N --anchor_hash=H",
+       "hawiya: --anchor_sequence=N: not an integer (see 'hawiya audit "
+       "verify --help')\n"},
+      {"audit list --start_time=yesterday",
+       "hawiya: --start_time=yesterday: not an RFC 3339 time such as "
+       "2026-01-31T08:00:00Z (see 'hawiya audit list --help')\n"},
+      {"--timeout=5 stats",
+       "hawiya: --timeout=5: not a duration such as 30s or 2m (see 'hawiya "
+       "stats --help')\n"},
+      {"identify --probes=p.json --max_candidates=-1",
+       "hawiya: --max_candidates=-1: not a non-negative integer (see "
+       "'hawiya identify --help')\n"},
+      {"synth --identity",
+       "hawiya: --identity needs a value (a non-negative "
+       "integer) (see 'hawiya synth --help')\n"},
+      {"synth --identity=7 --nohard=true",
+       "hawiya: --nohard takes no value (see 'hawiya synth --help')\n"},
+      {"synth --identity=7 --noidentity",
+       "hawiya: unknown flag --noidentity (see 'hawiya synth --help')\n"},
+      {"synth --identity=7 --hard=maybe",
+       "hawiya: --hard=maybe: not true or false (see 'hawiya synth "
+       "--help')\n"},
+      {"--nationalid=1",
+       "hawiya: unknown flag --nationalid (see 'hawiya "
+       "--help')\n"},
+      // Errors the commands find themselves: the same one line.
+      {"--insecure get",
+       "hawiya: get: --subject_id or --national_id (see 'hawiya get "
+       "--help')\n"},
+      {"frobnicate",
+       "hawiya: unknown COMMAND 'frobnicate' (see 'hawiya "
+       "--help')\n"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.args);
+    const Result result = RunCliCombined(c.args);
+    EXPECT_EQ(result.exit_code, 2);
+    EXPECT_EQ(result.out, c.line);
+  }
+  // What Abseil accepts still parses: a value as the next argument, bool
+  // forms, -name, and "--" ending the flags.
+  const Result spaced = RunCliCombined("synth --identity 7 --capture 1 --hard");
+  EXPECT_EQ(spaced.exit_code, 0) << spaced.out;
+  EXPECT_EQ(spaced.out, RunCliCombined("synth -identity=7 --capture=1 "
+                                       "--hard=true")
+                            .out);
+  EXPECT_EQ(RunCliCombined("synth --identity=7 --nohard").out,
+            RunCliCombined("synth --identity=7").out);
+  EXPECT_EQ(RunCliCombined("synth --identity=7 -- --nationalid").exit_code, 2);
 }
 
 TEST(CliTest, WalkthroughWithScriptableExitCodes) {
@@ -157,6 +226,144 @@ TEST(CliTest, WalkthroughWithScriptableExitCodes) {
   Result offline = RunCli("audit verify --data_dir=" + dir + "/data");
   EXPECT_EQ(offline.exit_code, 0);
   EXPECT_THAT(offline.out, StartsWith("audit log intact: "));
+  std::filesystem::remove_all(dir);
+}
+
+// The ```sh blocks of the README section whose "## " heading starts with
+// `heading`, in order.
+std::vector<std::string> ShellBlocksOfSection(const std::string& readme,
+                                              absl::string_view heading) {
+  std::vector<std::string> blocks;
+  bool in_section = false;
+  std::string* block = nullptr;
+  for (absl::string_view line : absl::StrSplit(readme, '\n')) {
+    if (block == nullptr && absl::StartsWith(line, "## ")) {
+      in_section = absl::StartsWith(line.substr(3), heading);
+      continue;
+    }
+    if (!in_section) continue;
+    if (block == nullptr) {
+      if (line == "```sh") block = &blocks.emplace_back();
+    } else if (line == "```") {
+      block = nullptr;
+    } else {
+      absl::StrAppend(block, line, "\n");
+    }
+  }
+  return blocks;
+}
+
+// The exit code a README line shows ("...; echo \"exit $?\"  # exit 1"), or
+// -1 if it shows none: every other command must exit 0.
+int ShownExitCode(absl::string_view line) {
+  const size_t at = line.find("echo \"exit $?\"");
+  if (at == absl::string_view::npos) return -1;
+  absl::string_view comment = line.substr(at);
+  const size_t shown = comment.find("# exit ");
+  int code = -1;
+  if (shown == absl::string_view::npos ||
+      !absl::SimpleAtoi(comment.substr(shown + 7, 1), &code)) {
+    return -1;
+  }
+  return code;
+}
+
+// The README's walkthrough, partner and adjudication shell blocks, run by
+// bash as written, in order, against the README's server (the example
+// config on the development PKI) in a scratch folder laid out like the
+// checkout: ./build/services/hawiya (which adds --server, the port being
+// the test's), ./deploy, ./hawiya-data. Every command exits 0 but those
+// whose exit code the README prints, which exit as its comment says.
+TEST(CliTest, ReadmeShellBlocksRunAsWritten) {
+  const std::string dir = testing::NewTempDir("hawiya-readme");
+  const std::string work = dir + "/checkout";
+  std::filesystem::create_directories(work + "/build/services");
+  std::filesystem::create_directory_symlink(
+      absl::StrCat(HAWIYA_SOURCE_DIR, "/deploy"), work + "/deploy");
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+      testing::ServerProcess::StartTls(
+          HAWIYA_SERVER_PATH, work + "/hawiya-data",
+          {absl::StrCat("--config=", HAWIYA_SOURCE_DIR,
+                        "/deploy/hawiya.textproto")},
+          dir + "/server.log");
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string cli = work + "/build/services/hawiya";
+  {
+    std::ofstream wrapper(cli);
+    wrapper << "#!/bin/sh\nexec '" << HAWIYA_CLI_PATH
+            << "' --server=" << (*server)->address() << " \"$@\"\n";
+  }
+  std::filesystem::permissions(cli, std::filesystem::perms::owner_all);
+
+  const std::string readme =
+      ReadAll(absl::StrCat(HAWIYA_SOURCE_DIR, "/README.md"));
+  std::vector<std::string> blocks;
+  for (const char* heading : {"Walkthrough with the CLI", "Partner ministries",
+                              "Deduplication and adjudication"}) {
+    const std::vector<std::string> found =
+        ShellBlocksOfSection(readme, heading);
+    EXPECT_FALSE(found.empty()) << heading;
+    blocks.insert(blocks.end(), found.begin(), found.end());
+  }
+  const std::string failures = dir + "/failures.tsv";
+  std::string script = absl::StrCat(
+      "set -o pipefail\ntrap 'printf \"%s\\t%s\\n\" \"$?\" \"$BASH_COMMAND\" "
+      ">> ",
+      failures, "' ERR\n");
+  std::vector<int> shown;
+  for (std::string block : blocks) {
+    block =
+        absl::StrReplaceAll(block, {{"127.0.0.1:50051", (*server)->address()}});
+    for (absl::string_view line : absl::StrSplit(block, '\n')) {
+      if (const int code = ShownExitCode(line); code >= 0) {
+        shown.push_back(code);
+      }
+    }
+    // A client Debian does not ship runs only where it is installed.
+    if (absl::StrContains(block, "grpcurl ")) {
+      block = absl::StrCat("if command -v grpcurl >/dev/null; then\n", block,
+                           "fi\n");
+    }
+    absl::StrAppend(&script, block);
+  }
+  EXPECT_FALSE(shown.empty()) << "no \"# exit N\" shown in the README";
+  const std::string script_path = dir + "/readme.sh";
+  std::ofstream(script_path) << script;
+
+  const Result ran = testing::RunCommand(absl::StrCat(
+      "cd ", work, " && bash ", script_path, " 2>", dir, "/readme.err"));
+  const std::string err = ReadAll(dir + "/readme.err");
+  EXPECT_EQ(ran.exit_code, 0) << err;
+  // The exit codes the README prints, in order.
+  std::vector<int> printed;
+  for (absl::string_view line : absl::StrSplit(ran.out, '\n')) {
+    int code = 0;
+    if (absl::ConsumePrefix(&line, "exit ") && absl::SimpleAtoi(line, &code)) {
+      printed.push_back(code);
+    }
+  }
+  EXPECT_EQ(printed, shown);
+  // Every failed command is one whose exit code the README prints.
+  for (const std::string& failure : ReadLines(failures)) {
+    const std::vector<std::string> fields = absl::StrSplit(failure, '\t');
+    int code = -1;
+    bool shown_line = false;
+    if (fields.size() == 2 && absl::SimpleAtoi(fields[0], &code)) {
+      for (absl::string_view line : absl::StrSplit(script, '\n')) {
+        shown_line = shown_line || (absl::StrContains(line, fields[1]) &&
+                                    ShownExitCode(line) == code);
+      }
+    }
+    EXPECT_TRUE(shown_line) << "README command failed: " << failure << "\n"
+                            << err;
+  }
+  // What the walkthrough shows happened.
+  EXPECT_THAT(ran.out, HasSubstr("audit log intact: "));
+  EXPECT_THAT(ran.out, HasSubstr("\"decision\": \"MATCH\""));
+  EXPECT_THAT(ran.out, HasSubstr("\"state\": \"PENDING_ADJUDICATION\""));
+  EXPECT_THAT(ran.out, HasSubstr("\"mergedTemplates\": true"));
+  EXPECT_TRUE(std::filesystem::exists(work + "/case-42.receipt"));
+  server->reset();
   std::filesystem::remove_all(dir);
 }
 

@@ -33,6 +33,7 @@ using ::hawiya::testing::ReadFileBytes;
 using ::hawiya::testing::RunCommand;
 using ::hawiya::testing::ServerProcess;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::unique_ptr<grpc::ClientContext> Ctx() {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -303,6 +304,55 @@ TEST_F(PartnerProcessTest, NoPolicyIsDeniedAndPolicyRateLimitApplies) {
   EXPECT_THAT(bad.out,
               HasSubstr("partner_policies[0].allowed_purposes: at least one "
                         "purpose is required"));
+}
+
+// The README's partner example on the README's own server (the example
+// config, the development PKI): the development partner has a development
+// policy, said by a warning; the same server with --tls_* flags (production)
+// gives it none.
+TEST_F(PartnerProcessTest, DevelopmentServerAnswersTheDevelopmentPartner) {
+  Start(ReadFileBytes(
+      absl::StrCat(HAWIYA_SOURCE_DIR, "/deploy/hawiya.textproto")));
+  EXPECT_THAT(ReadFileBytes(dir_ + "/server.log"),
+              HasSubstr("WARNING development partner policy for "
+                        "hawiya://dev/partner"));
+  ASSERT_EQ(Cli(absl::StrCat("enroll --person=", HAWIYA_SOURCE_DIR,
+                             "/deploy/examples/person.json"))
+                .exit_code,
+            0);
+  const std::string receipt = dir_ + "/case-42.receipt";
+  const std::string claim =
+      "partner verify --national_id=289031501234 --country=KWT "
+      "--purpose=BORDER_CROSSING --purpose_text=\"gate 7, case 42\" "
+      "--name_latin=\"Fatima,Al-Ali\" --receipt_out=";
+  testing::CommandResult verified = Cli(claim + receipt);
+  ASSERT_EQ(verified.exit_code, 0) << ReadFileBytes(dir_ + "/cli.err");
+  EXPECT_THAT(verified.out, HasSubstr("\"decision\": \"MATCH\""));
+  const std::string keys = dir_ + "/keys.textproto";
+  ASSERT_EQ(Cli("admin signing-keys --role=partner --out=" + keys).exit_code,
+            0);
+  EXPECT_EQ(
+      Cli("receipt verify --receipt=" + receipt + " --keys=" + keys).exit_code,
+      0);
+
+  // Production: the same certificates, named by flags.
+  server_.reset();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> production =
+      ServerProcess::StartTls(HAWIYA_SERVER_PATH, dir_ + "/data",
+                              {"--tls_cert=" + pki() + "/server.pem",
+                               "--tls_key=" + pki() + "/server.key",
+                               "--client_ca=" + pki() + "/ca.pem",
+                               absl::StrCat("--config=", HAWIYA_SOURCE_DIR,
+                                            "/deploy/hawiya.textproto")},
+                              dir_ + "/production.log");
+  ASSERT_TRUE(production.ok()) << production.status();
+  server_ = *std::move(production);
+  EXPECT_THAT(ReadFileBytes(dir_ + "/production.log"),
+              Not(HasSubstr("development partner policy")));
+  EXPECT_EQ(Cli(claim + dir_ + "/refused.receipt").exit_code, 10 + 7);
+  EXPECT_THAT(ReadFileBytes(dir_ + "/cli.err"),
+              HasSubstr("no data-sharing policy for principal "
+                        "hawiya://dev/partner"));
 }
 
 // docs/PARTNERS.md's Python example: stock grpcio, stubs generated from

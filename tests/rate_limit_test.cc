@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "hawiya/v1/partner.pb.h"
 #include "services/config.h"
 #include "tests/testing/server_process.h"
 
@@ -373,6 +374,61 @@ TEST(DedupConfigTest, DefaultsExampleAndErrors) {
   config.mutable_dedup()->set_max_candidates(1000);
   EXPECT_THAT(std::string(CheckDedup(config).message()),
               HasSubstr("dedup.max_candidates: "));
+}
+
+// The development partner's policy: given only on a development transport
+// (development PKI or --insecure), only when the config has no partner
+// policy, only to a development principal holding role partner; it passes
+// the checks a configured policy passes.
+TEST(PartnerPolicyConfigTest, DevelopmentPolicyOnlyOnADevelopmentTransport) {
+  config::ServerConfig config;
+  EXPECT_EQ(AddDevelopmentPartnerPolicy(/*development_transport=*/true,
+                                        /*insecure=*/false, &config),
+            "hawiya://dev/partner");
+  ASSERT_EQ(config.partner_policies_size(), 1);
+  EXPECT_TRUE(CheckPartnerPolicies(config).ok());
+  absl::StatusOr<enroll::PartnerPolicies> policies =
+      enroll::PartnerPolicies::FromConfig(config);
+  ASSERT_TRUE(policies.ok()) << policies.status();
+  absl::StatusOr<const enroll::PartnerPolicy*> policy =
+      policies->Find("hawiya://dev/partner");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_TRUE((*policy)->biometric_allowed);
+  EXPECT_EQ((*policy)->daily_quota, 1000);
+  for (const std::string& attribute : enroll::PartnerAttributes()) {
+    EXPECT_TRUE((*policy)->may(attribute)) << attribute;
+  }
+  EXPECT_EQ((*policy)->purposes.size(),
+            static_cast<size_t>(v1::Purpose_descriptor()->value_count() - 1));
+  // Once given, the config has a policy: never a second one.
+  EXPECT_EQ(AddDevelopmentPartnerPolicy(true, false, &config), "");
+  EXPECT_EQ(config.partner_policies_size(), 1);
+
+  config::ServerConfig insecure;
+  EXPECT_EQ(AddDevelopmentPartnerPolicy(true, /*insecure=*/true, &insecure),
+            "hawiya://dev/insecure");
+  EXPECT_EQ(insecure.partner_policies(0).principal(), "hawiya://dev/insecure");
+
+  // Production transport (--tls_* flags): none.
+  config::ServerConfig production;
+  EXPECT_EQ(AddDevelopmentPartnerPolicy(/*development_transport=*/false, false,
+                                        &production),
+            "");
+  EXPECT_EQ(production.partner_policies_size(), 0);
+
+  // A configured policy is kept alone.
+  config::ServerConfig configured;
+  configured.add_partner_policies()->set_principal("hawiya://dev/partner");
+  EXPECT_EQ(AddDevelopmentPartnerPolicy(true, false, &configured), "");
+  EXPECT_EQ(configured.partner_policies_size(), 1);
+
+  // Own principals without the development partner: none.
+  config::ServerConfig own;
+  config::PrincipalRoles* partner = own.add_principals();
+  partner->set_principal("hawiya://partner/SAU-MOI");
+  partner->add_roles("partner");
+  EXPECT_EQ(AddDevelopmentPartnerPolicy(true, false, &own), "");
+  EXPECT_EQ(own.partner_policies_size(), 0);
 }
 
 }  // namespace
