@@ -9,6 +9,13 @@ cd build
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 ctest --output-on-failure --timeout 600 -j2 "$@"
 
+# --- Thread-safety analysis -------------------------------------------------
+# GCC cannot check the ABSL_GUARDED_BY annotations; clang-14 does, over the
+# product code, as errors (deploy/check-thread-safety.sh, under a minute).
+if (($# == 0)); then
+  ../deploy/check-thread-safety.sh build
+fi
+
 # --- Container image -------------------------------------------------------
 # The full run (no ctest arguments) also builds and tests the container
 # image, when its inputs changed since the last pass on this host

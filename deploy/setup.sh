@@ -14,6 +14,9 @@ packages=(
   gnuplot-nox
   # The Python partner client example and its test (docs/PARTNERS.md).
   python3-grpcio python3-grpc-tools python3-protobuf python3-cryptography
+  # Clang's thread-safety analysis of the lock annotations
+  # (deploy/check-thread-safety.sh, run by run-tests.sh).
+  clang-14
   # systemd-analyze: the unit file test (tests/deploy/systemd_unit_test.sh).
   systemd
   # Kubernetes manifest checks (tests/deploy/kubernetes_test.sh; kubectl

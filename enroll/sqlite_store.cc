@@ -2295,6 +2295,7 @@ class SqliteStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     HAWIYA_STORE_RETURN_IF_ERROR(ForEachDataKey(
         [this](int64_t version, const std::string& bytes) -> absl::Status {
+          mu_.AssertHeld();  // called within ReadDataKeys
           HAWIYA_STORE_ASSIGN_OR_RETURN(AeadKey key, AeadKey::FromBytes(bytes));
           data_keys_.insert_or_assign(version, std::move(key));
           current_version_ = version;

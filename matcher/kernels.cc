@@ -1,5 +1,9 @@
 #include "matcher/kernels.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
@@ -499,6 +503,15 @@ constexpr Table kAvx512Table = {Avx512Kernels<F32Avx512>(),
 
 #endif  // HAWIYA_KERNELS_X86
 
+#if defined(HAWIYA_KERNELS_X86)
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
+// not know "f16c", GCC's does; <cpuid.h> works with both.
+bool HasF16c() {
+  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif  // HAWIYA_KERNELS_X86
+
 bool Detect(KernelIsa isa) {
   switch (isa) {
     case KernelIsa::kScalar:
@@ -509,7 +522,7 @@ bool Detect(KernelIsa isa) {
     case KernelIsa::kAvx2:
       __builtin_cpu_init();
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             HasF16c();
     case KernelIsa::kAvx512:
       return Detect(KernelIsa::kAvx2) && __builtin_cpu_supports("avx512f");
 #else

@@ -212,8 +212,6 @@ class ScanPool {
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);
   // The running pass, while some of its rows are unclaimed or being scored.
   Pass* pass_ ABSL_GUARDED_BY(mu_) = nullptr;
-  // Workers scanning pass_.
-  int pass_participants_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pass_id_ ABSL_GUARDED_BY(mu_) = 0;
   // A worker is waiting (max_wait) to start the next pass.
   bool forming_ ABSL_GUARDED_BY(mu_) = false;

@@ -1228,7 +1228,10 @@ class BatchReader {
   std::optional<ImportBatch> Next() {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
-        +[](BatchReader* r) { return !r->ready_.empty() || r->finished_; },
+        +[](BatchReader* r) {
+          r->mu_.AssertHeld();  // Await evaluates conditions under mu_
+          return !r->ready_.empty() || r->finished_;
+        },
         this));
     if (ready_.empty()) return std::nullopt;
     ImportBatch batch = std::move(ready_.front());
@@ -1248,6 +1251,7 @@ class BatchReader {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](BatchReader* r) {
+            r->mu_.AssertHeld();
             return r->ready_.size() < kAhead || r->stopping_;
           },
           this));

@@ -77,9 +77,14 @@ TEST(CrashTest, KillNineLosesNothingAcknowledged) {
       }
     });
   }
-  enough.WaitForNotification();
-  (*server)->Kill9();  // writers are mid-request
+  // Bounded: writers that all fail (a broken server) never notify, and the
+  // test must fail rather than hang until ctest's timeout.
+  const bool acknowledged =
+      enough.WaitForNotificationWithTimeout(absl::Minutes(3));
+  (*server)->Kill9();  // writers are mid-request; each stops on its error
   for (std::thread& t : writers) t.join();
+  ASSERT_TRUE(acknowledged) << "fewer than " << kAcksBeforeKill
+                            << " writes acknowledged in 3 minutes";
 
   server = ServerProcess::Start(HAWIYA_SERVER_PATH, data_dir);
   ASSERT_TRUE(server.ok()) << server.status();
