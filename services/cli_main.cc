@@ -60,6 +60,7 @@
 #include "matcher/synthetic.h"
 #include "services/config.h"
 #include "services/enroll_json.h"
+#include "services/flag_check.h"
 #include "services/help.h"
 #include "services/pki.h"
 #include "services/roles.h"
@@ -407,76 +408,12 @@ int Usage(const std::string& problem) {
   return kExitUsage;
 }
 
-// What a value of `flag` looks like, for the error naming a bad one.
-std::string ExpectedValue(const absl::CommandLineFlag& flag) {
-  if (flag.IsOfType<bool>()) return "true or false";
-  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "an integer";
-  if (flag.IsOfType<uint32_t>() || flag.IsOfType<uint64_t>()) {
-    return "a non-negative integer";
-  }
-  if (flag.IsOfType<double>()) return "a number";
-  if (flag.IsOfType<absl::Duration>()) return "a duration such as 30s or 2m";
-  if (flag.IsOfType<absl::Time>()) {
-    return "an RFC 3339 time such as 2026-01-31T08:00:00Z";
-  }
-  return "a valid value";
-}
-
-// The first usage error of argv (an unknown flag, a missing value, a value
-// the flag cannot take) as one line, or empty; sets UsageCommand() from the
-// positional arguments. Reads argv as absl::ParseCommandLine does
-// (--name=value, --name value, --bool, --nobool, -name, "--" ends the
-// flags); our flags' values are parsed into them, which ParseCommandLine
-// then repeats. Abseil's own flags (--flagfile, ...) are left to it.
+// The first usage error of argv, or empty; sets UsageCommand() from the
+// positional arguments (services/flag_check.h).
 std::string FlagProblem(int argc, char** argv) {
   std::vector<std::string> words;
-  std::string problem;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (!absl::ConsumePrefix(&arg, "-") || arg.empty()) {
-      words.emplace_back(argv[i]);
-      continue;
-    }
-    absl::ConsumePrefix(&arg, "-");
-    if (arg.empty()) break;  // "--": the rest is positional
-    if (!problem.empty()) continue;
-    const size_t equals = arg.find('=');
-    const absl::string_view typed = arg.substr(0, equals);
-    absl::string_view name = typed;
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    bool negative = false;
-    if (flag == nullptr && absl::ConsumePrefix(&name, "no")) {
-      flag = absl::FindCommandLineFlag(name);
-      negative = flag != nullptr;
-      if (negative && !flag->IsOfType<bool>()) flag = nullptr;
-    }
-    if (flag == nullptr) {
-      problem = absl::StrCat("unknown flag --", typed);
-      continue;
-    }
-    std::string value;
-    if (equals != absl::string_view::npos) {
-      if (negative) {
-        problem = absl::StrCat("--", typed, " takes no value");
-        continue;
-      }
-      value = std::string(arg.substr(equals + 1));
-    } else if (flag->IsOfType<bool>()) {
-      value = negative ? "false" : "true";
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      problem = absl::StrCat("--", typed, " needs a value (",
-                             ExpectedValue(*flag), ")");
-      continue;
-    }
-    if (!absl::StrContains(flag->Filename(), "cli_main")) continue;
-    std::string error;
-    if (!flag->ParseFrom(value, &error)) {
-      problem =
-          absl::StrCat("--", name, "=", value, ": not ", ExpectedValue(*flag));
-    }
-  }
+  std::string problem =
+      hawiya::services::FlagProblem(argc, argv, "cli_main", &words);
   UsageCommand() = CommandOf(words);
   return problem;
 }

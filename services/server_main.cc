@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "matcher/scan_pool.h"
 #include "services/config.h"
+#include "services/flag_check.h"
 #include "services/help.h"
 #include "services/log.h"
 #include "services/server.h"
@@ -115,6 +116,13 @@ int main(int argc, char** argv) {
       "not). SIGTERM or SIGINT drains in-flight calls, writes a snapshot "
       "and closes the store.");
   SetOpenMpDefaults();
+  if (const std::string problem = hawiya::services::FlagProblem(
+          argc, argv, "server_main", /*positional=*/nullptr);
+      !problem.empty()) {
+    std::fprintf(stderr, "hawiya-server: %s (see 'hawiya-server --help')\n",
+                 problem.c_str());
+    return 2;
+  }
   absl::ParseCommandLine(argc, argv);
   using hawiya::services::Log;
   {

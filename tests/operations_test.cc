@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -198,6 +199,19 @@ TEST(StartFailureTest, WrongKeyFileExitsTwo) {
       "/data --config=", dir, "/hawiya.textproto 2>&1"));
   EXPECT_EQ(result.exit_code, 2) << result.out;
   EXPECT_THAT(result.out, HasSubstr("wider than"));
+}
+
+// Usage errors exit 2 with one line, not Abseil's exit 1 and its dump.
+TEST(StartFailureTest, ServerUsageErrorsExitTwo) {
+  for (const char* args : {"--bogus", "--snapshot_interval=soon",
+                           "--snapshot_min_changes", "--insecure=maybe"}) {
+    const testing::CommandResult result = testing::RunCommand(
+        absl::StrCat(HAWIYA_SERVER_PATH, " ", args, " 2>&1"));
+    EXPECT_EQ(result.exit_code, 2) << args << ": " << result.out;
+    EXPECT_THAT(result.out, HasSubstr("(see 'hawiya-server --help')")) << args;
+    EXPECT_EQ(std::count(result.out.begin(), result.out.end(), '\n'), 1)
+        << args << ": " << result.out;
+  }
 }
 
 // A loopback port nothing listens on now.
