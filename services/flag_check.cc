@@ -27,6 +27,18 @@ std::string ExpectedValue(const absl::CommandLineFlag& flag) {
   return "a valid value";
 }
 
+// Abseil's own flags, which its parser handles (and FindCommandLineFlag
+// does not list): help in its forms, --version, flag files and the like.
+bool IsAbseilFlag(absl::string_view name) {
+  for (absl::string_view own :
+       {"help", "helpfull", "helpshort", "helppackage", "helpon", "helpmatch",
+        "version", "only_check_args", "flagfile", "fromenv", "tryfromenv",
+        "undefok"}) {
+    if (name == own) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string FlagProblem(int argc, char** argv, absl::string_view flags_file,
@@ -44,6 +56,7 @@ std::string FlagProblem(int argc, char** argv, absl::string_view flags_file,
     const size_t equals = arg.find('=');
     const absl::string_view typed = arg.substr(0, equals);
     absl::string_view name = typed;
+    if (IsAbseilFlag(name)) continue;
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     bool negative = false;
     if (flag == nullptr && absl::ConsumePrefix(&name, "no")) {
