@@ -543,6 +543,15 @@ int Enroll(Client& client) {
       client.enrollment().Enroll(client.Context().get(), request, &response);
   if (!status.ok()) return RpcFailed(status);
   Print(response);
+  // Enrolled, but not searchable until an adjudicator decides: say so where
+  // a person at the counter looks, not only in the JSON.
+  if (!response.case_id().empty()) {
+    std::fprintf(stderr,
+                 "hawiya: held for adjudication (PENDING_ADJUDICATION), case "
+                 "%s with %d candidate(s): hawiya cases get --case_id=%s\n",
+                 response.case_id().c_str(), response.duplicates_size(),
+                 response.case_id().c_str());
+  }
   return 0;
 }
 
@@ -600,6 +609,20 @@ int Identify(Client& client) {
   Print(response);
   const bool hit = response.candidates_size() > 0 &&
                    response.candidates(0).score() >= response.threshold();
+  // The candidates are printed whether or not they reach the threshold:
+  // one line says which it is.
+  if (hit) {
+    std::fprintf(stderr, "hawiya: hit: %s (score %.4f, threshold %.4f)\n",
+                 response.candidates(0).subject_id().c_str(),
+                 response.candidates(0).score(), response.threshold());
+  } else if (response.candidates_size() > 0) {
+    std::fprintf(stderr,
+                 "hawiya: no hit: the best score %.4f is below the threshold "
+                 "%.4f\n",
+                 response.candidates(0).score(), response.threshold());
+  } else {
+    std::fprintf(stderr, "hawiya: no hit: no candidate\n");
+  }
   return hit ? 0 : kExitNegative;
 }
 

@@ -394,6 +394,13 @@ TEST(CliTest, DuplicateEnrollmentIsHeldAndDecidedWithCasesCommands) {
       "nameLatin": {"given": "Huda", "family": "Al-Mutairi"},
       "dateOfBirth": {"year": 1991, "month": 7, "day": 2}})";
   }
+  const testing::CommandResult held_notice = testing::RunCommand(absl::StrCat(
+      HAWIYA_CLI_PATH, " --insecure enroll --request_id=b --person=", dir,
+      "/other.json --templates=", dir, "/face1.json", at, " 2>&1 >/dev/null"));
+  EXPECT_THAT(held_notice.out,
+              HasSubstr("hawiya: held for adjudication (PENDING_ADJUDICATION)"
+                        ", case case-"));
+  // The same request again: a replay, with the same answer.
   Result held = RunCli("enroll --request_id=b --person=" + dir +
                        "/other.json --templates=" + dir + "/face1.json" + at);
   ASSERT_EQ(held.exit_code, 0);
@@ -404,9 +411,21 @@ TEST(CliTest, DuplicateEnrollmentIsHeldAndDecidedWithCasesCommands) {
   const size_t start = at_id + std::string("\"caseId\": \"").size();
   const std::string case_id =
       held.out.substr(start, held.out.find('"', start) - start);
-  // Identify finds only the first enrollment.
+  // Identify finds only the first enrollment, and says it is a hit.
   Result identify = RunCli("identify --probes=" + dir + "/face2.json" + at);
   EXPECT_THAT(identify.out, Not(HasSubstr("300010100001")));
+  ASSERT_EQ(RunCli("synth --identity=8 --capture=1 > " + dir + "/other8.json")
+                .exit_code,
+            0);
+  for (const auto& [probes, line] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"face2.json", "hawiya: hit: "},
+           {"other8.json", "hawiya: no hit: the best score "}}) {
+    const testing::CommandResult said = testing::RunCommand(
+        absl::StrCat(HAWIYA_CLI_PATH, " --insecure identify --probes=", dir,
+                     "/", probes, at, " 2>&1 >/dev/null"));
+    EXPECT_THAT(said.out, ::testing::StartsWith(line)) << probes;
+  }
 
   Result listed = RunCli("cases list" + at);
   EXPECT_EQ(listed.exit_code, 0);
