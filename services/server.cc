@@ -10,9 +10,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <set>
 #include <string>
-#include <cerrno>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -368,11 +368,12 @@ class ServerImpl final : public Server {
       out.Family("hawiya_gallery_templates", "gauge",
                  "Searchable templates (ACTIVE persons), by modality.");
       for (const matcher::GalleryInfo& info : gauges.galleries) {
-        out.Sample("hawiya_gallery_templates",
-                   {{"modality", v1::Modality_Name(static_cast<v1::Modality>(
-                                     info.spec.modality))},
-                    {"index", info.index_kind}},
-                   static_cast<double>(info.templates));
+        out.Sample(
+            "hawiya_gallery_templates",
+            {{"modality",
+              v1::Modality_Name(static_cast<v1::Modality>(info.spec.modality))},
+             {"index", info.index_kind}},
+            static_cast<double>(info.templates));
       }
       out.Family("hawiya_dedup_cases_opened_total", "counter",
                  "Persons held for adjudication by deduplication.");

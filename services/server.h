@@ -1,9 +1,10 @@
 // Server: the Hawiya gRPC server. Serves EnrollmentService, MatchService,
 // AdminService, AuditService, PartnerService, AdjudicationService,
-// grpc.health.v1.Health and server reflection; optionally grpc.health.v1.Health alone on a plaintext
-// port of its own (health_listen, services/health_server.h).
-// Every call is audited (enroll/audit.h) from the moment the store opens;
-// calls refused before it opens are held in memory and written then.
+// grpc.health.v1.Health and server reflection; optionally grpc.health.v1.Health
+// alone on a plaintext port of its own (health_listen,
+// services/health_server.h). Every call is audited (enroll/audit.h) from the
+// moment the store opens; calls refused before it opens are held in memory and
+// written then.
 //
 // Start binds at once and reports NOT_SERVING (Hawiya RPCs UNAVAILABLE) while
 // the galleries load (from a snapshot plus the store's later changes, or from

@@ -51,7 +51,6 @@ using ::hawiya::testing::InProcessServerTest;
 using ::hawiya::testing::MakeEnrollRequest;
 using ::testing::ElementsAre;
 
-
 std::string MethodPath(const MethodDescriptor& method) {
   return absl::StrCat("/", method.service()->full_name(), "/", method.name());
 }

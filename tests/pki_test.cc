@@ -284,12 +284,12 @@ TEST(AccessPolicyTest, PrincipalIsFirstUriSanElseCommonName) {
             "hawiya://partner/SAU-MOI");
   // x509_subject_alternative_name holds every SAN kind (a DNS or email SAN
   // may spell a URI): never read. Without a URI SAN the CN is the principal.
-  EXPECT_EQ(services::AccessPolicy::PrincipalOf(Auth(
-                {{"x509_subject_alternative_name", "gate1.example"},
-                 {"x509_subject_alternative_name", "hawiya://dev/admin"},
-                 {"peer_dns", "hawiya://dev/admin"},
-                 {"peer_email", "hawiya://dev/admin"},
-                 {"x509_common_name", "gate1"}})),
+  EXPECT_EQ(services::AccessPolicy::PrincipalOf(
+                Auth({{"x509_subject_alternative_name", "gate1.example"},
+                      {"x509_subject_alternative_name", "hawiya://dev/admin"},
+                      {"peer_dns", "hawiya://dev/admin"},
+                      {"peer_email", "hawiya://dev/admin"},
+                      {"x509_common_name", "gate1"}})),
             "gate1");
   EXPECT_EQ(services::AccessPolicy::PrincipalOf(
                 Auth({{"x509_common_name", "gate1"}})),
